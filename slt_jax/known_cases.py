@@ -1,0 +1,180 @@
+"""Models whose learning coefficient is known exactly (SPEC §5), as LLC test cases.
+
+Each ``KnownCase`` bundles a loss, a point w*, data, the true coefficient (from
+``slt_jax.theory``) and SGLD settings under which the estimator should recover
+it. Both the test-suite and ``experiments.llc_validation`` run them through the
+public ``estimate_llc``. Where the finite-temperature expectation of the
+estimate is computable exactly it is given too (``finite_temp``), which tests
+the sampler more sharply than the asymptotic value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from slt_jax import data as data_lib
+from slt_jax import losses, model, theory
+from slt_jax.config import DataConfig, ModelConfig, SGLDConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class KnownCase:
+  """One validation case.
+
+  Attributes:
+    name: short identifier.
+    loss_fn: ``loss_fn(params, batch) -> scalar``.
+    params: the point w*.
+    data: data pytree (example axis first).
+    true_llc: exact learning coefficient.
+    cfg: SGLD settings for the estimate.
+    rel_tol: accepted relative error of the mean.
+    std_tol: alternatively accepted distance in chain standard deviations
+      (0 = relative tolerance only).
+    mask: optional mask of moving parameters.
+    finite_temp: exact expectation of the estimate at ``cfg``'s nbeta and
+      gamma (None if unknown).
+  """
+
+  name: str
+  loss_fn: Callable
+  params: Any
+  data: Any
+  true_llc: float
+  cfg: SGLDConfig
+  rel_tol: float
+  std_tol: float = 0.0
+  mask: Optional[Callable] = None
+  finite_temp: Optional[float] = None
+
+  def passed(self, mean: float, std: float) -> bool:
+    """Whether an estimate ``mean ± std`` (over chains) recovers the truth."""
+    err = abs(mean - self.true_llc)
+    return bool(err <= self.rel_tol * abs(self.true_llc)
+                or err <= self.std_tol * std)
+
+
+def gibbs_expectation_2d(exponents: tuple[int, int], nbeta: float,
+                         gamma: float, num_grid: int = 3000) -> float:
+  """``E[nbeta K]`` under ``exp(-nbeta K - gamma |w|^2 / 2)`` on R², by quadrature.
+
+  ``K(w) = w1^(2 k1) w2^(2 k2) / 2`` (the normal-crossing loss of
+  ``normal_crossing`` with unit input variance). A log-spaced grid resolves
+  the cross-shaped concentration near the axes.
+
+  Args:
+    exponents: (k1, k2).
+    nbeta: n·beta.
+    gamma: localization.
+    num_grid: grid points per half-axis.
+
+  Returns:
+    The expectation.
+  """
+  half = np.logspace(-8, 1.5, num_grid)
+  grid = np.concatenate([-half[::-1], half])
+  width = np.gradient(grid)
+  w1, w2 = np.meshgrid(grid, grid, indexing="ij")
+  energy = 0.5 * w1 ** (2 * exponents[0]) * w2 ** (2 * exponents[1])
+  logp = -nbeta * energy - 0.5 * gamma * (w1 ** 2 + w2 ** 2)
+  weight = np.exp(logp - logp.max()) * width[:, None] * width[None, :]
+  return float(np.sum(weight * nbeta * energy) / np.sum(weight))
+
+
+def isotropic_quadratic(d: int = 20, scale: int = 1) -> KnownCase:
+  """``L = ||w||^2 / 2`` at 0: estimate ``(d/2) nbeta / (nbeta + gamma)``."""
+  cfg = SGLDConfig(step_size=2e-4, nbeta=100.0, localization=10.0,
+                   num_chains=8, num_draws=4000 * scale, num_burnin=500,
+                   batch_size=None)
+  truth = theory.isotropic_quadratic_llc_hat(d, cfg.nbeta, cfg.localization)
+  return KnownCase(
+      name=f"isotropic_quadratic_d{d}",
+      loss_fn=lambda w, batch: 0.5 * jnp.sum(w ** 2) + 0.0 * jnp.sum(batch),
+      params=jnp.zeros(d), data=jnp.zeros((16, 1)), true_llc=truth, cfg=cfg,
+      rel_tol=0.05, finite_temp=truth)
+
+
+def normal_crossing(exponents: tuple[int, int], scale: int = 1) -> KnownCase:
+  """``f(x; w) = x w1^k1 w2^k2`` fit to y = 0 at w = 0: ``1 / (2 max k)``."""
+  x = jax.random.normal(jax.random.key(0), (1000,))
+  k = jnp.asarray(exponents, jnp.float32)
+
+  def loss_fn(w, x_B):
+    return 0.5 * jnp.mean(jnp.square(x_B * jnp.prod(w ** k)))
+
+  cfg = SGLDConfig(step_size=1e-4, nbeta=1e4, localization=1.0,
+                   num_chains=16, num_draws=10000 * scale, num_burnin=1000,
+                   batch_size=None)
+  # The data's second moment rescales K: fold it into nbeta for the quadrature.
+  second_moment = float(jnp.mean(x ** 2))
+  return KnownCase(
+      name=f"normal_crossing_{exponents[0]}{exponents[1]}", loss_fn=loss_fn,
+      params=jnp.zeros(2), data=x,
+      true_llc=theory.normal_crossing_llc(list(exponents)), cfg=cfg,
+      rel_tol=0.15, std_tol=3.5,
+      finite_temp=gibbs_expectation_2d(exponents, cfg.nbeta * second_moment,
+                                       cfg.localization))
+
+
+def reduced_rank_regression(m: int, h: int, n_out: int,
+                            scale: int = 1) -> KnownCase:
+  """Linear net ``B A x`` (A: h×m, B: n_out×h) at the zero map, true rank 0."""
+  x = jax.random.normal(jax.random.key(0), (1000, m))
+
+  def loss_fn(w, x_BxM):
+    return 0.5 * jnp.mean(jnp.sum(jnp.square(x_BxM @ w["A"].T @ w["B"].T), -1))
+
+  cfg = SGLDConfig(step_size=1e-4, nbeta=1e3, localization=1.0, num_chains=8,
+                   num_draws=5000 * scale, num_burnin=1000, batch_size=None)
+  return KnownCase(
+      name=f"rrr_{m}_{h}_{n_out}", loss_fn=loss_fn,
+      params={"A": jnp.zeros((h, m)), "B": jnp.zeros((n_out, h))}, data=x,
+      true_llc=theory.reduced_rank_regression_llc(m, h, n_out, 0), cfg=cfg,
+      rel_tol=0.25)
+
+
+def lazy_random_features(p: int, width: int, num_train: int,
+                         init_scale: float, step_size: float,
+                         scale: int = 1) -> KnownCase:
+  """The quadratic net with W frozen (a restricted LLC over V), plain MSE.
+
+  V* is the least-squares fit, so the loss is quadratic in V with Hessian
+  rank ``p min(K, n)``: the coefficient is ``p min(K, n) / 2`` (Thm 5.2).
+  """
+  data = data_lib.modular_arithmetic(
+      jax.random.key(0), DataConfig(p=p, num_train=num_train)).train
+  params = model.init(jax.random.key(1),
+                      ModelConfig(p=p, width=width, init_scale=init_scale))
+  w_DxK = np.asarray(params["W"], np.float64).T
+  phi_NxK = np.square(w_DxK[np.asarray(data.pairs[:, 0])]
+                      + w_DxK[p + np.asarray(data.pairs[:, 1])])
+  y_NxP = np.eye(p)[np.asarray(data.labels)]
+  v_KxP = np.linalg.lstsq(phi_NxK, y_NxP, rcond=None)[0]
+  params = {"W": params["W"], "V": jnp.asarray(v_KxP.T, jnp.float32)}
+  cfg = SGLDConfig(step_size=step_size, nbeta=1e4, localization=1.0,
+                   num_chains=8, num_draws=6000 * scale, num_burnin=1000,
+                   batch_size=None)
+  return KnownCase(
+      name=f"lazy_rf_p{p}_K{width}_n{num_train}",
+      loss_fn=losses.make_loss("mse"), params=params, data=data,
+      true_llc=theory.lazy_random_features_llc(p, width, num_train), cfg=cfg,
+      rel_tol=0.10, mask=lambda path, _: "V" in path)
+
+
+def all_cases(scale: int = 1) -> list[KnownCase]:
+  """SPEC §5's public validation cases; ``scale`` multiplies the draws."""
+  return [
+      isotropic_quadratic(20, scale),
+      normal_crossing((1, 1), scale),
+      normal_crossing((1, 2), scale),
+      normal_crossing((2, 3), scale),
+      reduced_rank_regression(5, 3, 5, scale),
+      reduced_rank_regression(4, 3, 8, scale),
+      lazy_random_features(7, 8, 20, 2.0, 5e-5, scale),
+      lazy_random_features(5, 16, 10, 3.0, 1e-5, scale),
+  ]

@@ -1,0 +1,321 @@
+"""Training many runs of the quadratic network as one compiled program.
+
+Optimizers are optax chains (``make_optimizer``). ``train`` vmaps one run's
+loop over seeds × a grid of (lr, weight decay, train size); the hyperparameters
+are traced arrays, so the grid compiles once. The loop is ``lax.scan`` nested
+as chunk → checkpoint interval → log interval → step; each chunk is one call of
+the compiled program, after which progress is shown and (given ``out_dir``)
+the state is saved atomically so an interrupted run resumes where it stopped.
+Minibatch ``t`` of a run depends only on its key and ``t``, so chunking and
+resuming give bit-identical results.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import itertools
+import os
+import time
+from typing import NamedTuple, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from slt_jax import batching, io, losses, model
+from slt_jax.config import ModelConfig, TrainConfig
+from slt_jax.data import Batch, ModularData
+from slt_jax.types import ArrayTree, PRNGKey
+
+METRIC_NAMES = ("train_loss", "val_loss", "train_acc", "val_acc")
+
+
+class TrainState(NamedTuple):
+  """Optimisation state of one run.
+
+  Attributes:
+    params: network parameters.
+    opt_state: optax state.
+    step: scalar int32, steps taken.
+  """
+
+  params: ArrayTree
+  opt_state: ArrayTree
+  step: jax.Array
+
+
+class RunHParams(NamedTuple):
+  """Per-run traced hyperparameters (each a scalar, or (R,) when stacked)."""
+
+  lr: jax.Array
+  weight_decay: jax.Array
+  num_train: jax.Array
+
+
+class TrainResult(NamedTuple):
+  """Outcome of ``train`` for R runs (R = seeds × grid points, seed-major).
+
+  Attributes:
+    checkpoints: params stacked (R, C, ...), taken after steps ``ckpt_steps``.
+    ckpt_steps: (C,) steps of the checkpoints.
+    log_steps: (L,) steps of the logged metrics (step 0 included).
+    metrics: name -> (R, L) for ``METRIC_NAMES`` on the full train/val sets.
+    hparams: ``lr``, ``weight_decay``, ``num_train``, ``seed`` -> (R,).
+    final_params: params (R, ...) after the last step.
+    steps_per_second: optimisation steps per second summed over runs,
+      measured over the chunks after the first (compile excluded; nan if only
+      one chunk ran in this call).
+  """
+
+  checkpoints: ArrayTree
+  ckpt_steps: np.ndarray
+  log_steps: np.ndarray
+  metrics: dict
+  hparams: dict
+  final_params: ArrayTree
+  steps_per_second: float
+
+
+def make_optimizer(name: str, lr, weight_decay, momentum: float = 0.9
+                   ) -> optax.GradientTransformation:
+  """The optax chain for ``name``.
+
+  Args:
+    name: ``adam`` (coupled L2: ``add_decayed_weights`` before ``adam``, as
+      PyTorch's ``Adam(weight_decay=...)``), ``adamw`` (decoupled) or ``sgd``
+      (coupled L2, momentum).
+    lr: learning rate (float or traced scalar).
+    weight_decay: decay coefficient (float or traced scalar).
+    momentum: SGD momentum.
+
+  Returns:
+    An ``optax.GradientTransformation``.
+  """
+  if name == "adam":
+    return optax.chain(optax.add_decayed_weights(weight_decay),
+                       optax.adam(lr))
+  if name == "adamw":
+    return optax.adamw(lr, weight_decay=weight_decay)
+  if name == "sgd":
+    return optax.chain(optax.add_decayed_weights(weight_decay),
+                       optax.sgd(lr, momentum=momentum))
+  raise ValueError(f"optimizer={name!r} is invalid: must be adam, adamw or sgd")
+
+
+def evaluate(params: ArrayTree, all_data: Batch, num_train: jax.Array,
+             loss_name: str) -> jax.Array:
+  """Loss and accuracy on the train prefix and validation rest of ``all_data``.
+
+  Args:
+    params: network parameters.
+    all_data: Batch of all pairs, training pairs first.
+    num_train: scalar number of training rows.
+    loss_name: loss to report.
+
+  Returns:
+    (4,) array ordered as ``METRIC_NAMES``.
+  """
+  out_NxP = model.apply(params, all_data.pairs)
+  in_train_N = (jnp.arange(out_NxP.shape[0]) < num_train).astype(jnp.float32)
+  values = []
+  for fn in (functools.partial(losses.loss_from_outputs, loss_name),
+             losses.accuracy_from_outputs):
+    values.append([fn(out_NxP, all_data.labels, w_N)
+                   for w_N in (in_train_N, 1.0 - in_train_N)])
+  (train_loss, val_loss), (train_acc, val_acc) = values
+  return jnp.stack([train_loss, val_loss, train_acc, val_acc])
+
+
+def _run_chunk(state: TrainState, hp: RunHParams, batch_key: PRNGKey,
+               all_data: Batch, cfg: TrainConfig):
+  """Advances one run by ``cfg.chunk_steps`` steps.
+
+  Returns:
+    (state, checkpoints (chunk/ckpt_every, ...), metrics (chunk/log_every, 4)).
+  """
+  loss_fn = losses.make_loss(cfg.loss)
+  optimizer = make_optimizer(cfg.optimizer, hp.lr, hp.weight_decay,
+                             cfg.momentum)
+  capacity = all_data.labels.shape[0]
+
+  def one_step(state: TrainState, _):
+    idx = batching.epoch_batch_indices(batch_key, state.step, hp.num_train,
+                                       cfg.batch_size, capacity)
+    grads = jax.grad(loss_fn)(state.params, batching.take(all_data, idx))
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    return TrainState(params, opt_state, state.step + 1), None
+
+  def log_interval(state: TrainState, _):
+    state, _ = jax.lax.scan(one_step, state, None, length=cfg.log_every)
+    return state, evaluate(state.params, all_data, hp.num_train, cfg.loss)
+
+  def ckpt_interval(state: TrainState, _):
+    state, metrics = jax.lax.scan(log_interval, state, None,
+                                  length=cfg.ckpt_every // cfg.log_every)
+    return state, (state.params, metrics)
+
+  state, (ckpts, metrics) = jax.lax.scan(
+      ckpt_interval, state, None, length=cfg.chunk_steps // cfg.ckpt_every)
+  return state, ckpts, metrics.reshape(-1, len(METRIC_NAMES))
+
+
+@functools.partial(jax.jit, static_argnames=("cfg",))
+def _run_chunk_batched(state, hp, batch_keys, all_data, cfg):
+  return jax.vmap(_run_chunk, in_axes=(0, 0, 0, None, None))(
+      state, hp, batch_keys, all_data, cfg)
+
+
+@functools.partial(jax.jit, static_argnames=("model_cfg", "cfg"))
+def _init_runs(keys: jax.Array, hp: RunHParams, all_data: Batch,
+               model_cfg: ModelConfig, cfg: TrainConfig):
+  """Initial states (R, ...) and step-0 metrics (R, 4)."""
+
+  def one(key, hp_run):
+    params = model.init(key, model_cfg)
+    opt = make_optimizer(cfg.optimizer, hp_run.lr, hp_run.weight_decay,
+                         cfg.momentum)
+    state = TrainState(params, opt.init(params), jnp.zeros((), jnp.int32))
+    return state, evaluate(params, all_data, hp_run.num_train, cfg.loss)
+
+  return jax.vmap(one)(keys, hp)
+
+
+def _grid(cfg: TrainConfig, data: ModularData, seed_ids: Sequence[int],
+          lrs: Optional[Sequence[float]], weight_decays: Optional[Sequence[float]],
+          num_trains: Optional[Sequence[int]]) -> dict:
+  grid = list(itertools.product(lrs or [cfg.lr],
+                                weight_decays or [cfg.weight_decay],
+                                num_trains or [data.num_train]))
+  total = data.all.labels.shape[0]
+  for lr, wd, n in grid:
+    if lr <= 0:
+      raise ValueError(f"lr={lr!r} is invalid: must be > 0")
+    if wd < 0:
+      raise ValueError(f"weight_decay={wd!r} is invalid: must be >= 0")
+    if not cfg.batch_size <= n < total:
+      raise ValueError(
+          f"num_train={n!r} is invalid: must lie in [batch_size, p^2 - 1] = "
+          f"[{cfg.batch_size}, {total - 1}]")
+  runs = [(s, *g) for s in seed_ids for g in grid]
+  return {name: np.array([r[i] for r in runs])
+          for i, name in enumerate(("seed", "lr", "weight_decay", "num_train"))}
+
+
+def train(key: PRNGKey, data: ModularData, model_cfg: ModelConfig,
+          cfg: TrainConfig, *, seeds: int = 1,
+          seed_ids: Optional[Sequence[int]] = None,
+          lrs: Optional[Sequence[float]] = None,
+          weight_decays: Optional[Sequence[float]] = None,
+          num_trains: Optional[Sequence[int]] = None,
+          out_dir: Optional[str] = None, max_chunks: Optional[int] = None,
+          progress: bool = True) -> TrainResult:
+  """Trains seeds × grid runs at once.
+
+  Args:
+    key: PRNG key; seed s uses ``fold_in(key, s)`` (so seed s of a grid run
+      equals seed s of a single run).
+    data: data set (all pairs with the training prefix).
+    model_cfg: network configuration (``p`` must match ``data.p``).
+    cfg: training configuration.
+    seeds: number of seeds; they are ``0, ..., seeds - 1``.
+    seed_ids: explicit seed numbers used instead of ``range(seeds)`` (distinct,
+      >= 0), e.g. ``[s]`` to rerun seed s of a larger run on its own; pass
+      ``seeds`` only if it equals ``len(seed_ids)``.
+    lrs, weight_decays, num_trains: optional grids (defaults: the config's or
+      the data's value); runs are the product, seed-major.
+    out_dir: where ``train_state.npz`` is saved after every chunk; an existing
+      one with the same setup is resumed.
+    max_chunks: stop after this many chunks in this call (for tests of
+      resumption); the state stays resumable.
+    progress: show a tqdm bar per chunk.
+
+  Returns:
+    TrainResult.
+
+  Example:
+    >>> import jax
+    >>> from slt_jax import data as D
+    >>> from slt_jax.config import DataConfig
+    >>> d = D.modular_arithmetic(jax.random.key(0), DataConfig(p=5, num_train=12))
+    >>> cfg = TrainConfig(batch_size=4, num_steps=20, log_every=10, ckpt_every=10,
+    ...                   chunk_steps=20)
+    >>> r = train(jax.random.key(1), d, ModelConfig(p=5, width=8), cfg, seeds=2,
+    ...           progress=False)
+    >>> r.checkpoints["W"].shape, r.metrics["val_acc"].shape
+    ((2, 2, 8, 10), (2, 3))
+  """
+  if model_cfg.p != data.p:
+    raise ValueError(f"model p={model_cfg.p} does not match data p={data.p}")
+  if seeds < 1:
+    raise ValueError(f"seeds={seeds!r} is invalid: must be >= 1")
+  if seed_ids is None:
+    seed_ids = list(range(seeds))
+  else:
+    seed_ids = [int(s) for s in seed_ids]
+    if (not seed_ids or len(set(seed_ids)) != len(seed_ids)
+        or min(seed_ids) < 0 or seeds not in (1, len(seed_ids))):
+      raise ValueError(f"seed_ids={seed_ids!r} is invalid: must be distinct "
+                       f"integers >= 0, as many as seeds={seeds}")
+  hparams = _grid(cfg, data, seed_ids, lrs, weight_decays, num_trains)
+  hp = RunHParams(jnp.asarray(hparams["lr"], jnp.float32),
+                  jnp.asarray(hparams["weight_decay"], jnp.float32),
+                  jnp.asarray(hparams["num_train"], jnp.int32))
+  run_keys = jax.vmap(lambda s: jax.random.split(jax.random.fold_in(key, s)))(
+      jnp.asarray(hparams["seed"]))
+  init_keys, batch_keys = run_keys[:, 0], run_keys[:, 1]
+  state, metrics0 = _init_runs(init_keys, hp, data.all, model_cfg, cfg)
+  fingerprint = repr((dataclasses.astuple(model_cfg), dataclasses.astuple(cfg),
+                      {k: v.tolist() for k, v in hparams.items()},
+                      np.asarray(jax.random.key_data(key)).tolist(),
+                      np.asarray(data.all.pairs[:8]).tolist(), data.num_train))
+  ckpts, metrics = [], [np.asarray(metrics0)[:, None]]
+  path = os.path.join(out_dir, "train_state.npz") if out_dir else None
+  if path and os.path.exists(path):
+    saved = io.load_npz(path)
+    if str(saved["fingerprint"]) == fingerprint:
+      state = jax.tree.map(jnp.asarray, io.tree_from_arrays("state", saved, state))
+      ckpts = [io.tree_from_arrays("ckpts", saved, state.params)]
+      metrics = [saved["metrics"]]
+  num_chunks = cfg.num_steps // cfg.chunk_steps
+  done = int(np.asarray(state.step)[0]) // cfg.chunk_steps
+  bar = tqdm(total=num_chunks, initial=done, desc="train chunks",
+             disable=not progress)
+  timed_steps, timed_seconds = 0, 0.0
+  for chunk in range(done, num_chunks):
+    if max_chunks is not None and chunk - done >= max_chunks:
+      break
+    start = time.perf_counter()
+    state, new_ckpts, new_metrics = _run_chunk_batched(
+        state, hp, batch_keys, data.all, cfg)
+    new_metrics = np.asarray(new_metrics)
+    if chunk > done:
+      timed_seconds += time.perf_counter() - start
+      timed_steps += cfg.chunk_steps * len(hparams["seed"])
+    ckpts.append(jax.tree.map(np.asarray, new_ckpts))
+    metrics.append(new_metrics)
+    if path:
+      stacked = jax.tree.map(lambda *x: np.concatenate(x, axis=1), *ckpts)
+      ckpts = [stacked]
+      metrics = [np.concatenate(metrics, axis=1)]
+      io.save_npz(path, {"fingerprint": np.array(fingerprint),
+                         "metrics": metrics[0],
+                         **io.tree_to_arrays("state", state),
+                         **io.tree_to_arrays("ckpts", stacked)})
+    bar.update(1)
+  bar.close()
+  all_metrics = np.concatenate(metrics, axis=1)
+  num_logged = all_metrics.shape[1]
+  checkpoints = jax.tree.map(lambda *x: np.concatenate(x, axis=1), *ckpts)
+  num_ckpts = jax.tree.leaves(checkpoints)[0].shape[1]
+  return TrainResult(
+      checkpoints=checkpoints,
+      ckpt_steps=cfg.ckpt_every * np.arange(1, num_ckpts + 1),
+      log_steps=cfg.log_every * np.arange(num_logged),
+      metrics={name: all_metrics[..., i] for i, name in enumerate(METRIC_NAMES)},
+      hparams=hparams,
+      final_params=jax.tree.map(np.asarray, state.params),
+      steps_per_second=timed_steps / timed_seconds if timed_seconds else float("nan"))

@@ -1,0 +1,9 @@
+"""Type aliases shared across the package."""
+
+from typing import Any
+
+import jax
+
+PRNGKey = jax.Array
+ArrayTree = Any  # a pytree whose leaves are jax.Array
+ArrayLikeTree = Any  # a pytree whose leaves are array-likes

@@ -1,0 +1,232 @@
+"""LLC engine: validation against known coefficients, batching, diagnostics."""
+
+import os
+import subprocess
+import sys
+import warnings
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import slt_jax as sj
+from slt_jax import known_cases
+from slt_jax.llc import SGLDConfig, estimate_llc
+
+QUIET = dict(progress=False)
+
+
+def _run_case(case, key=0):
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", RuntimeWarning)
+    return estimate_llc(jax.random.key(key), case.loss_fn, case.params,
+                        case.data, case.cfg, mask=case.mask, **QUIET)
+
+
+@pytest.mark.parametrize("case", known_cases.all_cases(),
+                         ids=lambda c: c.name)
+def test_known_learning_coefficients(case):
+  res = _run_case(case)
+  chex.assert_shape(res.per_chain, (case.cfg.num_chains,))
+  chex.assert_shape(res.loss_trace, (case.cfg.num_chains, case.cfg.num_draws))
+  assert not res.diagnostics.diverged.any()
+  assert case.passed(float(res.mean), float(res.std)), (
+      f"{case.name}: {res.mean:.4f} ± {res.std:.4f} vs true {case.true_llc:.4f}")
+  if case.finite_temp is not None:
+    # The sampler itself: the exact finite-temperature expectation, within
+    # 4 standard errors (chains are independent) plus 3% step-size bias.
+    se = res.std / np.sqrt(case.cfg.num_chains)
+    assert abs(res.mean - case.finite_temp) <= 4 * se + 0.03 * case.finite_temp
+
+
+def test_batched_sweep_matches_loop_and_compiles_once():
+  case = known_cases.isotropic_quadratic(d=6)
+  cfg = SGLDConfig(step_size=2e-4, nbeta=100.0, localization=10.0,
+                   num_chains=4, num_draws=1000, num_burnin=200,
+                   batch_size=None, chunk_size=2)
+  anchors = jnp.zeros((2, 3, 6))
+  traced = chex.assert_max_traces(case.loss_fn, n=2)
+  res = estimate_llc(jax.random.key(0), traced, anchors, case.data, cfg,
+                     batch_ndim=2, **QUIET)
+  chex.assert_shape([res.mean, res.std, res.init_loss], (2, 3))
+  chex.assert_shape(res.per_chain, (2, 3, 4))
+  chex.assert_shape(res.loss_trace, (2, 3, 4, 1000))
+  chex.assert_shape(res.diagnostics.diverged, (2, 3, 4))
+  # Looping over the points one by one estimates the same thing: compare
+  # the average over the 6 points, within 4 standard errors, to each other
+  # and to the closed form.
+  loop = np.array([
+      estimate_llc(k, case.loss_fn, anchors[0, 0], case.data, cfg, **QUIET).mean
+      for k in jax.random.split(jax.random.key(1), 6)])
+  se = np.std(res.per_chain) / np.sqrt(res.per_chain.size)
+  truth = (6 / 2) * 100 / 110
+  assert abs(res.mean.mean() - loop.mean()) < 4 * np.sqrt(2) * se + 0.03 * truth
+  assert abs(res.mean.mean() - truth) < 4 * se + 0.03 * truth
+
+
+def test_chunking_does_not_change_results():
+  case = known_cases.isotropic_quadratic(d=4)
+  anchors = jnp.zeros((5, 4))
+  base = dict(step_size=2e-4, nbeta=100.0, localization=10.0, num_chains=2,
+              num_draws=200, num_burnin=10, batch_size=None)
+  a = estimate_llc(jax.random.key(3), case.loss_fn, anchors, case.data,
+                   SGLDConfig(**base, chunk_size=2), batch_ndim=1, **QUIET)
+  b = estimate_llc(jax.random.key(3), case.loss_fn, anchors, case.data,
+                   SGLDConfig(**base, chunk_size=5), batch_ndim=1, **QUIET)
+  np.testing.assert_allclose(a.per_chain, b.per_chain, rtol=1e-5)
+
+
+def test_minibatch_sgld_on_quadratic_network_runs_and_is_deterministic(tmp_path):
+  d = sj.data.modular_arithmetic(jax.random.key(0), sj.DataConfig(p=7))
+  params = jax.vmap(lambda k: sj.model.init(k, sj.ModelConfig(p=7, width=8)))(
+      jax.random.split(jax.random.key(1), 3))
+  loss = sj.losses.make_loss("centered_mse")
+  cfg = SGLDConfig(step_size=1e-4, nbeta="default", num_chains=2,
+                   num_draws=50, num_burnin=10, batch_size=8)
+  path = str(tmp_path / "llc.npz")
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", RuntimeWarning)
+    a = estimate_llc(jax.random.key(2), loss, params, d.train, cfg,
+                     batch_ndim=1, out_path=path, **QUIET)
+    b = estimate_llc(jax.random.key(2), loss, params, d.train, cfg,
+                     batch_ndim=1, **QUIET)
+    resumed = estimate_llc(jax.random.key(2), loss, params, d.train, cfg,
+                           batch_ndim=1, out_path=path, **QUIET)
+  np.testing.assert_array_equal(a.per_chain, b.per_chain)
+  np.testing.assert_array_equal(a.per_chain, resumed.per_chain)
+  assert a.nbeta == pytest.approx(8 / np.log(8))
+  assert np.all(np.isfinite(a.mean))
+
+
+def test_restricted_llc_moves_only_masked_parameters():
+  case = known_cases.lazy_random_features(5, 4, 10, 2.0, 5e-5)
+  res = _run_case(case)
+  assert res.num_moving_params == case.params["V"].size
+  full = dict(case.params)
+  with pytest.raises(ValueError, match="mask selects no parameters"):
+    estimate_llc(jax.random.key(0), case.loss_fn, full, case.data, case.cfg,
+                 mask=lambda path, _: False, **QUIET)
+
+
+def test_flax_model_llc():
+  flax_linen = pytest.importorskip("flax.linen")
+
+  class Net(flax_linen.Module):
+    @flax_linen.compact
+    def __call__(self, x):
+      return flax_linen.Dense(1, use_bias=False)(x)[:, 0]
+
+  x = jax.random.normal(jax.random.key(0), (500, 3))
+  net = Net()
+  variables = net.init(jax.random.key(1), x)
+
+  def loss_fn(v, x_B):
+    return 0.5 * jnp.mean(jnp.square(net.apply(v, x_B)))
+
+  # Regular linear model with 3 parameters at its minimum: lambda = 3/2.
+  cfg = SGLDConfig(step_size=1e-4, nbeta=1e3, localization=1.0, num_chains=8,
+                   num_draws=4000, num_burnin=500, batch_size=None)
+  zero = jax.tree.map(jnp.zeros_like, variables)
+  res = estimate_llc(jax.random.key(2), loss_fn, zero, x, cfg, **QUIET)
+  assert res.num_moving_params == 3
+  assert abs(res.mean - 1.5) < 0.1 * 1.5
+
+
+def test_huge_step_is_flagged_diverged_and_excluded():
+  case = known_cases.isotropic_quadratic(d=5)
+  cfg = SGLDConfig(step_size=1.0, nbeta=100.0, localization=10.0,
+                   num_chains=2, num_draws=50, num_burnin=0, batch_size=None)
+  with pytest.warns(RuntimeWarning, match="diverged"):
+    res = estimate_llc(jax.random.key(0), case.loss_fn, case.params,
+                       case.data, cfg, **QUIET)
+  assert res.diagnostics.diverged.all()
+  assert np.isnan(res.mean)
+
+
+def test_nonstationary_chain_is_reported():
+  # Paper-like regime: relaxation time 2/(eps gamma) far beyond the draws.
+  loss = lambda w, batch: 0.0 * jnp.sum(batch) + 0.0 * jnp.sum(w)
+  flat_plus = lambda w, batch: loss(w, batch) + 1e-3 * jnp.sum(w ** 2)
+  cfg = SGLDConfig(step_size=1e-3, nbeta=1.0, localization=1.0, num_chains=3,
+                   num_draws=400, num_burnin=0, batch_size=None)
+  with pytest.warns(RuntimeWarning, match="not stationary"):
+    res = estimate_llc(jax.random.key(0), flat_plus, jnp.zeros(500),
+                       jnp.zeros((4, 1)), cfg, **QUIET)
+  assert not res.diagnostics.stationary
+  assert res.diagnostics.trend_per_draw > 0
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(step_size=-1e-3), "step_size"),
+    (dict(num_chains=0), "num_chains"),
+    (dict(nbeta=-1.0), "nbeta"),
+    (dict(localization=-1.0), "localization"),
+    (dict(sampler="hmc"), "sampler"),
+])
+def test_bad_config_raises(bad, match):
+  with pytest.raises(ValueError, match=match):
+    SGLDConfig(**bad)
+
+
+def test_bad_inputs_raise():
+  case = known_cases.isotropic_quadratic(d=3)
+  with pytest.raises(ValueError, match="batch_size=32"):
+    estimate_llc(jax.random.key(0), case.loss_fn, case.params, case.data,
+                 SGLDConfig(batch_size=32), **QUIET)
+  with pytest.raises(ValueError, match="empty"):
+    estimate_llc(jax.random.key(0), case.loss_fn, case.params,
+                 jnp.zeros((0, 1)), SGLDConfig(batch_size=None), **QUIET)
+  with pytest.raises(ValueError, match="batch_ndim"):
+    estimate_llc(jax.random.key(0), case.loss_fn, case.params, case.data,
+                 SGLDConfig(batch_size=None), batch_ndim=2, **QUIET)
+
+
+def test_nbeta_conventions():
+  assert SGLDConfig(batch_size=128).resolve_nbeta(1123) == pytest.approx(
+      128 / np.log(128))
+  assert SGLDConfig(nbeta="n_log_n").resolve_nbeta(1123) == pytest.approx(
+      1123 / np.log(1123))
+  assert SGLDConfig(nbeta=5.0).resolve_nbeta(10) == 5.0
+
+
+@pytest.mark.parametrize("sampler", ["rmsprop_sgld", "mala"])
+def test_other_samplers_recover_isotropic_quadratic(sampler):
+  case = known_cases.isotropic_quadratic(d=10)
+  step = 1e-3 if sampler == "mala" else 2e-5
+  cfg = SGLDConfig(step_size=step, nbeta=100.0, localization=10.0,
+                   num_chains=8, num_draws=4000, num_burnin=1000,
+                   batch_size=None, sampler=sampler,
+                   # A slowly adapting preconditioner: pSGLD drops the
+                   # Gamma correction term, so a fast one biases the target.
+                   rmsprop_decay=0.9999)
+  res = estimate_llc(jax.random.key(0), case.loss_fn, case.params, case.data,
+                     cfg, **QUIET)
+  truth = case.true_llc
+  assert abs(res.mean - truth) < 0.05 * truth
+  if sampler == "mala":
+    assert 0.3 < res.diagnostics.mala_accept.mean() <= 1.0
+
+
+def test_sharded_run_matches_single_device():
+  script = (
+      "import jax, jax.numpy as jnp, numpy as np\n"
+      "from slt_jax.llc import SGLDConfig, estimate_llc\n"
+      "loss = lambda w, b: 0.5 * jnp.sum(w ** 2) + 0.0 * jnp.sum(b)\n"
+      "cfg = SGLDConfig(step_size=2e-4, nbeta=100.0, localization=10.0,"
+      " num_chains=2, num_draws=100, num_burnin=10, batch_size=None, chunk_size=4)\n"
+      "r = estimate_llc(jax.random.key(0), loss, jnp.zeros((8, 3)),"
+      " jnp.zeros((4, 1)), cfg, batch_ndim=1, progress=False)\n"
+      "print(len(jax.devices()), repr(r.per_chain.ravel().tolist()))\n")
+  outs = []
+  for count in (1, 4):
+    env = dict(os.environ,
+               XLA_FLAGS=f"--xla_force_host_platform_device_count={count}",
+               JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-c", script], env=env,
+                          capture_output=True, text=True, check=True)
+    devices, values = proc.stdout.strip().split(" ", 1)
+    assert int(devices) == count
+    outs.append(np.array(eval(values)))
+  np.testing.assert_allclose(outs[0], outs[1], rtol=1e-5)
