@@ -6,10 +6,12 @@ Modules: ``data`` (modular arithmetic), ``model`` (quadratic network),
 ``theory`` (closed forms), ``plotting``.
 """
 
-from slt_jax import batching, config, data, io, losses, metrics, model, train
+from slt_jax import (batching, config, data, diagnostics, io, known_cases, llc,
+                     losses, mala, metrics, model, sgld, theory, train)
 from slt_jax.config import DataConfig, ModelConfig, SGLDConfig, TrainConfig
 
 __all__ = [
-    "batching", "config", "data", "io", "losses", "metrics", "model", "train",
+    "batching", "config", "data", "diagnostics", "io", "known_cases", "llc",
+    "losses", "mala", "metrics", "model", "sgld", "theory", "train",
     "DataConfig", "ModelConfig", "SGLDConfig", "TrainConfig",
 ]

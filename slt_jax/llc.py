@@ -14,6 +14,7 @@ imports the model, data or training code.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import os
@@ -31,7 +32,7 @@ from slt_jax.config import SGLDConfig
 from slt_jax.diagnostics import ChainDiagnostics
 from slt_jax.types import ArrayLikeTree, ArrayTree, PRNGKey
 
-__all__ = ["SGLDConfig", "LLCResult", "estimate_llc", "resolve_mask"]
+__all__ = ["SGLDConfig", "LLCResult", "calibrate", "estimate_llc", "resolve_mask"]
 
 
 class LLCResult(NamedTuple):
@@ -171,11 +172,39 @@ def _fingerprint(cfg: SGLDConfig, key: PRNGKey, flat: ArrayTree, n: int,
   return digest.hexdigest()
 
 
+# Measured on a 2-core CPU (p=53, K=1024): throughput per chain falls once a
+# chunk vmaps more than ~6 chains (the working set leaves the cache), so on CPU
+# chunks are capped by chains rather than by memory.
+CPU_CHAINS_PER_CHUNK = 6
+
+_PROGRAMS: dict = {}
+
+
+def _program(loss_fn: Callable, cfg: SGLDConfig, nbeta: float, n_data: int,
+             mask_tree: Optional[ArrayTree], mesh: Mesh):
+  """The jitted sweep program, cached across calls with the same setup."""
+  mask_key = None if mask_tree is None else (
+      jax.tree.structure(mask_tree),
+      tuple(np.asarray(m).tobytes() for m in jax.tree.leaves(mask_tree)))
+  key = (loss_fn, cfg, nbeta, n_data, mask_key, tuple(mesh.devices.flat))
+  if key not in _PROGRAMS:
+    sharded = NamedSharding(mesh, PartitionSpec("points"))
+    replicated = NamedSharding(mesh, PartitionSpec())
+    _PROGRAMS[key] = jax.jit(
+        jax.vmap(_point_fn(loss_fn, cfg, nbeta, n_data, mask_tree), (0, 0, None)),
+        in_shardings=(sharded, sharded, replicated), out_shardings=sharded)
+  return _PROGRAMS[key]
+
+
 def _auto_chunk_size(program, keys, flat, data, cfg: SGLDConfig,
                      num_points: int, num_devices: int) -> int:
-  """Points per chunk from XLA's memory analysis of a one-point program."""
+  """Points per chunk: ``cfg.chunk_size``, else the CPU cap, else the largest
+  chunk whose peak memory (XLA's analysis of a one-point-per-device program)
+  fits ``cfg.memory_budget_bytes``; a multiple of the device count."""
   if cfg.chunk_size is not None:
     chunk = cfg.chunk_size
+  elif jax.default_backend() == "cpu":
+    chunk = num_devices * max(1, CPU_CHAINS_PER_CHUNK // cfg.num_chains)
   else:
     one = jax.tree.map(lambda x: x[:num_devices], (keys, flat))
     stats = program.lower(*one, data).compile().memory_analysis()
@@ -243,12 +272,7 @@ def estimate_llc(key: PRNGKey, loss_fn: Callable, params: ArrayLikeTree,
 
   devices = jax.devices()
   mesh = Mesh(np.array(devices), ("points",))
-  sharded = NamedSharding(mesh, PartitionSpec("points"))
-  replicated = NamedSharding(mesh, PartitionSpec())
-  program = jax.jit(jax.vmap(_point_fn(loss_fn, cfg, nbeta, n_data, mask_tree),
-                             (0, 0, None)),
-                    in_shardings=(sharded, sharded, replicated),
-                    out_shardings=sharded)
+  program = _program(loss_fn, cfg, nbeta, n_data, mask_tree, mesh)
   keys = jax.random.split(key, num_points)
   chunk = _auto_chunk_size(program, keys, flat, data, cfg, num_points,
                            len(devices))
@@ -316,3 +340,66 @@ def _summarize(out: dict, cfg: SGLDConfig, nbeta: float, n: int,
                    loss_trace=shape(trace), init_loss=shape(init_loss),
                    diagnostics=diag, nbeta=nbeta, num_examples=n,
                    num_moving_params=num_moving)
+
+
+def calibrate(key: PRNGKey, loss_fn: Callable, params: ArrayLikeTree,
+              data: ArrayLikeTree, cfg: SGLDConfig,
+              step_sizes: tuple[float, ...] = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3),
+              localizations: Optional[tuple[float, ...]] = None,
+              nbetas: Optional[tuple[float, ...]] = None, *,
+              min_accept: float = 0.5, mask=None,
+              progress: bool = False) -> tuple[SGLDConfig, list[dict]]:
+  """Picks the largest stable step size on a small budget.
+
+  Runs ``cfg`` (use few draws) at one point for every combination of step
+  size × localization × nbeta. Rule: among the combinations with no diverged
+  chain, a finite estimate and mean MALA acceptance >= ``min_accept`` (the
+  discretisation is then a small perturbation of the Langevin dynamics), take
+  the largest step size; ties in (gamma, nbeta) keep ``cfg``'s values when
+  present, else the first listed.
+
+  Args:
+    key: PRNG key.
+    loss_fn, params, data, mask: as ``estimate_llc`` (params: one point).
+    cfg: base configuration (its budget is used as is).
+    step_sizes, localizations, nbetas: grids (None keeps ``cfg``'s value).
+    min_accept: acceptance threshold of the rule.
+    progress: show progress bars.
+
+  Returns:
+    (chosen config, table of rows ``{step_size, localization, nbeta, llc_mean,
+    llc_std, mala_accept, diverged_chains, stationary, ok}``).
+
+  Raises:
+    ValueError: if no combination is stable.
+  """
+  rows, keys = [], iter(jax.random.split(key, 1000))
+  for gamma in localizations or (cfg.localization,):
+    for nbeta in nbetas or (cfg.nbeta,):
+      for eps in step_sizes:
+        trial = dataclasses.replace(cfg, step_size=eps, localization=gamma,
+                                    nbeta=nbeta)
+        with warnings.catch_warnings():
+          warnings.simplefilter("ignore", RuntimeWarning)
+          res = estimate_llc(next(keys), loss_fn, params, data, trial,
+                             mask=mask, progress=progress)
+        accept = float(np.nanmean(res.diagnostics.mala_accept))
+        diverged = int(res.diagnostics.diverged.sum())
+        rows.append({"step_size": eps, "localization": gamma, "nbeta": nbeta,
+                     "llc_mean": float(res.mean), "llc_std": float(res.std),
+                     "mala_accept": accept, "diverged_chains": diverged,
+                     "stationary": bool(res.diagnostics.stationary),
+                     "ok": bool(diverged == 0 and np.isfinite(res.mean)
+                                and accept >= min_accept)})
+  good = [r for r in rows if r["ok"]]
+  if not good:
+    raise ValueError(f"no stable step size among {step_sizes}: every setting "
+                     f"diverged or had MALA acceptance < {min_accept}")
+  best_eps = max(r["step_size"] for r in good)
+  best = [r for r in good if r["step_size"] == best_eps]
+  preferred = [r for r in best if r["localization"] == cfg.localization
+               and r["nbeta"] == cfg.nbeta] or best
+  choice = preferred[0]
+  return dataclasses.replace(cfg, step_size=choice["step_size"],
+                             localization=choice["localization"],
+                             nbeta=choice["nbeta"]), rows

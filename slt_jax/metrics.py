@@ -70,3 +70,60 @@ def grokking_severity(steps, train_acc, val_acc) -> np.ndarray:
   area = np.trapezoid(gap, steps, axis=-1)
   generalised = np.asarray(val_acc)[..., -1] >= GENERALISATION_ACC
   return np.where(generalised, area / steps[-1], 0.0)
+
+
+def midpoint_crossing(steps: np.ndarray, curve: np.ndarray, start: int,
+                      log: bool = False) -> int:
+  """First step after ``start`` where ``curve`` falls below the midpoint
+  between its maximum after ``start`` and its final value (-1 if none).
+
+  Args:
+    steps: (T,) steps.
+    curve: (T,) values.
+    start: only steps >= start count (e.g. the memorisation step).
+    log: take the midpoint in log space (for losses).
+
+  Returns:
+    The crossing step.
+  """
+  steps, curve = np.asarray(steps), np.asarray(curve, dtype=float)
+  after = steps >= start
+  if not after.any():
+    return -1
+  values = np.log(curve) if log else curve
+  seg_steps, seg = steps[after], values[after]
+  peak = int(np.nanargmax(seg))
+  mid = 0.5 * (seg[peak] + seg[-1])
+  below = np.nonzero(seg[peak:] < mid)[0]
+  return int(seg_steps[peak + below[0]]) if below.size else -1
+
+
+def llc_curve_summary(ckpt_steps, llc, log_steps, val_loss,
+                      memorisation: int) -> dict:
+  """Peak, final value and timing of an LLC curve against the val loss.
+
+  The LLC drop step is where the LLC falls halfway from its peak to its final
+  value; the val-loss drop step is the same in log space, both after
+  memorisation. ``lag`` = LLC drop step - val-loss drop step.
+
+  Args:
+    ckpt_steps: (C,) checkpoint steps.
+    llc: (C,) LLC estimates.
+    log_steps: (L,) logged steps.
+    val_loss: (L,) validation loss.
+    memorisation: memorisation step (0 if unknown).
+
+  Returns:
+    dict with peak_llc, peak_step, final_llc, final_over_peak, llc_drop_step,
+    val_loss_drop_step and lag (None when a drop is not found).
+  """
+  llc = np.asarray(llc, dtype=float)
+  peak = int(np.nanargmax(llc))
+  llc_drop = midpoint_crossing(ckpt_steps, llc, max(memorisation, 0))
+  val_drop = midpoint_crossing(log_steps, val_loss, max(memorisation, 0),
+                               log=True)
+  return {"peak_llc": float(llc[peak]), "peak_step": int(ckpt_steps[peak]),
+          "final_llc": float(llc[-1]), "final_over_peak": float(llc[-1] / llc[peak]),
+          "llc_drop_step": llc_drop if llc_drop >= 0 else None,
+          "val_loss_drop_step": val_drop if val_drop >= 0 else None,
+          "lag": (llc_drop - val_drop) if min(llc_drop, val_drop) >= 0 else None}

@@ -230,3 +230,17 @@ def test_sharded_run_matches_single_device():
     assert int(devices) == count
     outs.append(np.array(eval(values)))
   np.testing.assert_allclose(outs[0], outs[1], rtol=1e-5)
+
+
+def test_calibrate_picks_largest_stable_step():
+  case = known_cases.isotropic_quadratic(d=5)
+  cfg = SGLDConfig(nbeta=100.0, localization=10.0, num_chains=2,
+                   num_draws=200, num_burnin=20, batch_size=None)
+  chosen, table = sj.llc.calibrate(jax.random.key(0), case.loss_fn,
+                                   case.params, case.data, cfg,
+                                   step_sizes=(1e-4, 1e-3, 1.0))
+  assert len(table) == 3
+  by_step = {r["step_size"]: r for r in table}
+  assert not by_step[1.0]["ok"] and by_step[1.0]["diverged_chains"] == 2
+  assert by_step[1e-3]["ok"]
+  assert chosen.step_size == 1e-3
