@@ -217,7 +217,7 @@ def train(key: PRNGKey, data: ModularData, model_cfg: ModelConfig,
 
   Args:
     key: PRNG key; seed s uses ``fold_in(key, s)`` (so seed s of a grid run
-      equals seed s of a single run).
+      equals a run with ``seed_ids=[s]``, up to float rounding under vmap).
     data: data set (all pairs with the training prefix).
     model_cfg: network configuration (``p`` must match ``data.p``).
     cfg: training configuration.

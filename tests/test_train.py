@@ -1,0 +1,263 @@
+"""Tests for slt_jax.train: learning, shapes, compilation, seeds, resumption."""
+
+import os
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from slt_jax import data, losses, model, train
+from slt_jax.config import DataConfig, ModelConfig, TrainConfig
+
+P, K = 7, 32
+MODEL_CFG = ModelConfig(p=P, width=K)
+# Shared by most tests so that the compiled chunk is reused between them.
+CFG = TrainConfig(lr=1e-2, batch_size=8, num_steps=300, log_every=10,
+                  ckpt_every=50, chunk_steps=100)
+
+
+@pytest.fixture(scope="module")
+def tiny_data() -> data.ModularData:
+  return data.modular_arithmetic(jax.random.key(10), DataConfig(p=P,
+                                                                num_train=30))
+
+
+def _assert_results_equal(a: train.TrainResult, b: train.TrainResult, **tol):
+  """Equality (default exact) of everything but the timing."""
+  assert_fn = (chex.assert_trees_all_close if tol
+               else chex.assert_trees_all_equal)
+  np.testing.assert_array_equal(a.ckpt_steps, b.ckpt_steps)
+  np.testing.assert_array_equal(a.log_steps, b.log_steps)
+  assert_fn(a.checkpoints, b.checkpoints, **tol)
+  assert_fn(a.final_params, b.final_params, **tol)
+  assert_fn(a.metrics, b.metrics, **tol)
+
+
+def test_one_step_lowers_loss(key, tiny_data):
+  params = model.init(key, MODEL_CFG)
+  loss_fn = losses.make_loss("centered_mse")
+  optimizer = train.make_optimizer("adam", 1e-2, 1e-5)
+  batch = tiny_data.train
+  loss0, grads = jax.value_and_grad(loss_fn)(params, batch)
+  updates, _ = optimizer.update(grads, optimizer.init(params), params)
+  loss1 = loss_fn(jax.tree.map(lambda p, u: p + u, params, updates), batch)
+  assert loss1 < loss0
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw", "sgd"])
+def test_make_optimizer_steps_downhill(key, name):
+  params = {"w": jnp.ones(3)}
+  opt = train.make_optimizer(name, 0.1, 0.0)
+  grads = {"w": jnp.ones(3)}
+  updates, _ = opt.update(grads, opt.init(params), params)
+  assert np.all(np.asarray(updates["w"]) < 0)
+
+
+def test_make_optimizer_bad_name_raises():
+  with pytest.raises(ValueError, match="optimizer='rmsprop'"):
+    train.make_optimizer("rmsprop", 1e-3, 0.0)
+
+
+def test_train_memorises_and_shapes(key, tiny_data):
+  seeds, p = 2, P
+  result = train.train(key, tiny_data, MODEL_CFG, CFG, seeds=seeds,
+                       progress=False)
+  num_logged = CFG.num_steps // CFG.log_every + 1
+  num_ckpts = CFG.num_steps // CFG.ckpt_every
+  chex.assert_shape(result.checkpoints["W"], (seeds, num_ckpts, K, 2 * p))
+  chex.assert_shape(result.checkpoints["V"], (seeds, num_ckpts, p, K))
+  chex.assert_shape(result.final_params["W"], (seeds, K, 2 * p))
+  chex.assert_shape(result.final_params["V"], (seeds, p, K))
+  np.testing.assert_array_equal(result.ckpt_steps, 50 * np.arange(1, 7))
+  np.testing.assert_array_equal(result.log_steps, 10 * np.arange(num_logged))
+  assert set(result.metrics) == set(train.METRIC_NAMES)
+  for name in train.METRIC_NAMES:
+    chex.assert_shape(result.metrics[name], (seeds, num_logged))
+    chex.assert_tree_all_finite(result.metrics[name])
+  for name in ("seed", "lr", "weight_decay", "num_train"):
+    chex.assert_shape(result.hparams[name], (seeds,))
+  np.testing.assert_array_equal(result.hparams["seed"], [0, 1])
+  np.testing.assert_array_equal(result.hparams["num_train"], [30, 30])
+  # The last checkpoint is the final state; learning happened.
+  chex.assert_trees_all_equal(
+      jax.tree.map(lambda x: x[:, -1], result.checkpoints),
+      result.final_params)
+  train_loss = result.metrics["train_loss"]
+  assert np.all(train_loss[:, -1] < 0.1 * train_loss[:, 0])
+  np.testing.assert_array_equal(result.metrics["train_acc"][:, -1], 1.0)
+  assert np.isfinite(result.steps_per_second) and result.steps_per_second > 0
+
+
+def test_step0_metrics_match_evaluate(key, tiny_data):
+  result = train.train(key, tiny_data, MODEL_CFG, CFG, progress=False)
+  params0 = model.init(jax.random.split(jax.random.fold_in(key, 0))[0],
+                       MODEL_CFG)
+  expected = train.evaluate(params0, tiny_data.all, tiny_data.num_train,
+                            CFG.loss)
+  got = [result.metrics[name][0, 0] for name in train.METRIC_NAMES]
+  np.testing.assert_allclose(got, expected, rtol=1e-5)
+  np.testing.assert_allclose(
+      got[0], losses.make_loss(CFG.loss)(params0, tiny_data.train), rtol=1e-5)
+  np.testing.assert_allclose(got[3], losses.accuracy(params0, tiny_data.val),
+                             rtol=1e-5)
+
+
+def test_grid_compiles_chunk_once(key, tiny_data, monkeypatch):
+  # A config no other test uses, so the jit cache starts cold for it.
+  cfg = TrainConfig(lr=1e-2, batch_size=8, num_steps=60, log_every=10,
+                    ckpt_every=20, chunk_steps=20)
+  traces = []
+  inner = train._run_chunk
+
+  def counting_run_chunk(*args):
+    traces.append(1)
+    return inner(*args)
+
+  monkeypatch.setattr(train, "_run_chunk", counting_run_chunk)
+  grid = {"lrs": [1e-3, 1e-2], "weight_decays": [0.0, 1e-4],
+          "num_trains": [8, 30]}
+  def cache_sizes():  # jit's private cache counters, where this jax has them.
+    return [getattr(f, "_cache_size", lambda: 0)()
+            for f in (train._run_chunk_batched, train._init_runs)]
+
+  sizes_before = cache_sizes()
+  result = train.train(key, tiny_data, MODEL_CFG, cfg, seeds=2, progress=False,
+                       **grid)
+  assert len(traces) == 1  # 3 chunks, 16 runs, one trace.
+  sizes_after = cache_sizes()
+  assert all(after - before <= 1
+             for before, after in zip(sizes_before, sizes_after))
+  np.testing.assert_array_equal(
+      result.hparams["lr"], np.tile(np.repeat([1e-3, 1e-2], 4), 2))
+  np.testing.assert_array_equal(result.hparams["num_train"],
+                                np.tile([8, 30], 8))
+  np.testing.assert_array_equal(result.hparams["seed"], np.repeat([0, 1], 8))
+  chex.assert_shape(result.metrics["val_acc"], (16, 7))
+  # Other values of the same grid size reuse the compiled chunk.
+  grid = {"lrs": [3e-3, 3e-2], "weight_decays": [1e-5, 1e-3],
+          "num_trains": [10, 20]}
+  train.train(key, tiny_data, MODEL_CFG, cfg, seeds=2, progress=False, **grid)
+  assert len(traces) == 1
+  assert cache_sizes() == sizes_after
+
+
+def test_grid_points_differ(key, tiny_data):
+  result = train.train(key, tiny_data, MODEL_CFG, CFG, lrs=[1e-3, 1e-2],
+                       progress=False)
+  assert not np.allclose(result.final_params["W"][0],
+                         result.final_params["W"][1])
+  # Same seed: same initialisation and step-0 metrics.
+  for name in train.METRIC_NAMES:
+    assert result.metrics[name][0, 0] == result.metrics[name][1, 0]
+
+
+def test_vmapped_seeds_match_separate_runs(key, tiny_data):
+  seeds = 4
+  together = train.train(key, tiny_data, MODEL_CFG, CFG, seeds=seeds,
+                         progress=False)
+  for s in range(seeds):
+    alone = train.train(key, tiny_data, MODEL_CFG, CFG, seed_ids=[s],
+                        progress=False)
+    np.testing.assert_array_equal(alone.hparams["seed"], [s])
+    picked = together._replace(
+        checkpoints=jax.tree.map(lambda x: x[s:s + 1], together.checkpoints),
+        final_params=jax.tree.map(lambda x: x[s:s + 1], together.final_params),
+        metrics={k: v[s:s + 1] for k, v in together.metrics.items()})
+    # vmapped and unbatched XLA kernels may round differently.
+    _assert_results_equal(picked, alone, rtol=1e-4, atol=1e-5)
+
+
+def test_seed_zero_is_default_single_run(key, tiny_data):
+  a = train.train(key, tiny_data, MODEL_CFG, CFG, progress=False)
+  b = train.train(key, tiny_data, MODEL_CFG, CFG, seed_ids=[0], progress=False)
+  _assert_results_equal(a, b)
+
+
+def test_same_key_identical_other_key_different(key, tiny_data):
+  a = train.train(key, tiny_data, MODEL_CFG, CFG, seeds=2, progress=False)
+  b = train.train(key, tiny_data, MODEL_CFG, CFG, seeds=2, progress=False)
+  _assert_results_equal(a, b)
+  c = train.train(jax.random.fold_in(key, 7), tiny_data, MODEL_CFG, CFG,
+                  seeds=2, progress=False)
+  assert not np.allclose(a.checkpoints["W"], c.checkpoints["W"])
+
+
+def test_resume_matches_uninterrupted(key, tiny_data, tmp_path):
+  out_dir = str(tmp_path / "run")
+  full = train.train(key, tiny_data, MODEL_CFG, CFG, seeds=2, progress=False)
+  first = train.train(key, tiny_data, MODEL_CFG, CFG, seeds=2, out_dir=out_dir,
+                      max_chunks=1, progress=False)
+  assert os.path.exists(os.path.join(out_dir, "train_state.npz"))
+  chex.assert_shape(first.checkpoints["W"], (2, 2, K, 2 * P))
+  chex.assert_shape(first.metrics["train_loss"], (2, 11))
+  assert np.isnan(first.steps_per_second)  # One chunk: nothing timed.
+  second = train.train(key, tiny_data, MODEL_CFG, CFG, seeds=2,
+                       out_dir=out_dir, max_chunks=1, progress=False)
+  chex.assert_shape(second.checkpoints["W"], (2, 4, K, 2 * P))
+  rest = train.train(key, tiny_data, MODEL_CFG, CFG, seeds=2, out_dir=out_dir,
+                     progress=False)
+  _assert_results_equal(rest, full)
+  # A finished run is loaded, not retrained.
+  again = train.train(key, tiny_data, MODEL_CFG, CFG, seeds=2, out_dir=out_dir,
+                      max_chunks=0, progress=False)
+  _assert_results_equal(again, full)
+
+
+def test_resume_ignores_state_of_other_setup(key, tiny_data, tmp_path):
+  out_dir = str(tmp_path / "run")
+  train.train(key, tiny_data, MODEL_CFG, CFG, out_dir=out_dir, max_chunks=1,
+              progress=False)
+  other_key = jax.random.fold_in(key, 3)
+  resumed = train.train(other_key, tiny_data, MODEL_CFG, CFG, out_dir=out_dir,
+                        progress=False)
+  fresh = train.train(other_key, tiny_data, MODEL_CFG, CFG, progress=False)
+  _assert_results_equal(resumed, fresh)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"lrs": [1e-3, 0.0]}, "lr=0.0"),
+    ({"lrs": [-1e-3]}, "lr=-0.001"),
+    ({"weight_decays": [-1.0]}, "weight_decay=-1.0"),
+    ({"num_trains": [4]}, "num_train=4"),  # < batch_size = 8.
+    ({"num_trains": [49]}, "num_train=49"),  # = p^2: no validation set.
+    ({"seeds": 0}, "seeds=0"),
+    ({"seed_ids": []}, "seed_ids"),
+    ({"seed_ids": [1, 1]}, "seed_ids"),
+    ({"seed_ids": [-1]}, "seed_ids"),
+    ({"seeds": 3, "seed_ids": [0, 1]}, "seed_ids"),
+])
+def test_bad_train_arguments_raise(key, tiny_data, kwargs, match):
+  with pytest.raises(ValueError, match=match):
+    train.train(key, tiny_data, MODEL_CFG, CFG, progress=False, **kwargs)
+
+
+def test_train_smaller_than_batch_raises(key):
+  small = data.modular_arithmetic(key, DataConfig(p=P, num_train=5))
+  with pytest.raises(ValueError, match="num_train=5"):
+    train.train(key, small, MODEL_CFG, CFG, progress=False)
+
+
+def test_model_data_p_mismatch_raises(key, tiny_data):
+  with pytest.raises(ValueError, match="p=11"):
+    train.train(key, tiny_data, ModelConfig(p=11, width=K), CFG,
+                progress=False)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"num_steps": 250, "chunk_steps": 100, "ckpt_every": 50},
+     "num_steps=250"),
+    ({"ckpt_every": 25, "log_every": 10, "chunk_steps": 100},
+     "ckpt_every=25"),
+    ({"chunk_steps": 120, "ckpt_every": 50, "log_every": 10},
+     "chunk_steps=120"),
+    ({"lr": 0.0}, "lr=0.0"),
+    ({"weight_decay": -1e-5}, "weight_decay=-1e-05"),
+    ({"batch_size": 0}, "batch_size=0"),
+    ({"loss": "l1"}, "loss='l1'"),
+    ({"optimizer": "lbfgs"}, "optimizer='lbfgs'"),
+])
+def test_bad_train_config_raises(kwargs, match):
+  with pytest.raises(ValueError, match=match):
+    TrainConfig(**kwargs)
