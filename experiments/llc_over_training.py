@@ -127,21 +127,21 @@ def main(argv=None) -> dict:
                for name, sweep, steps in (
                    ("paper", paper, run.ckpt_steps),
                    ("settled", settled, run.ckpt_steps[settled_idx]))}
+  sgld_paper, sgld_settled = cfg["sgld"], cfg["settled"]
   fig = plotting.plot_llc_over_training(
       run.log_steps, run.metrics["train_loss"].mean(0),
-      run.metrics["val_loss"].mean(0), run.ckpt_steps,
-      {"LLC, paper SGLD (100+500 steps)": (paper["mean"].mean(0),
-                                           paper["std"].mean(0))},
+      run.metrics["val_loss"].mean(0),
+      {f"LLC, paper SGLD ({sgld_paper.num_burnin}+{sgld_paper.num_draws} steps)":
+           (run.ckpt_steps, paper["mean"].mean(0), paper["std"].mean(0)),
+       f"LLC, settled chains ({sgld_settled.num_burnin}+"
+       f"{sgld_settled.num_draws} steps)":
+           (run.ckpt_steps[settled_idx], settled["mean"].mean(0),
+            settled["std"].mean(0))},
       {"memorisation": float(np.median(mem)),
        "generalisation": float(np.median(gen)),
-       "LLC peak": summaries["paper"][0]["peak_step"]},
+       "LLC peak (paper SGLD)": summaries["paper"][0]["peak_step"]},
       title=(f"p={cfg['data'].p}, K={cfg['model'].width}, lr={cfg['train'].lr}, "
              f"wd={cfg['train'].weight_decay}, {cfg['seeds']} seed(s)"))
-  twin = fig.axes[1]
-  twin.errorbar(run.ckpt_steps[settled_idx], settled["mean"].mean(0),
-                yerr=settled["std"].mean(0), fmt="s", color="tab:red", ms=4,
-                capsize=2, label="LLC, settled chains")
-  twin.legend(loc="upper right", fontsize=8)
   plotting.save_figure(fig, os.path.join(out_dir, "llc_over_training.png"))
   payload = {
       "mode": mode, "config": common.config_dict(

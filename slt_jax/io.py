@@ -17,7 +17,9 @@ import jax
 import numpy as np
 
 
-def _atomic_write(path: str, write) -> None:
+def atomic_write(path: str, write) -> None:
+  """Calls ``write(binary_file)`` on a temporary file, then renames it to
+  ``path`` (creating its directory); the temporary file is removed on error."""
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
@@ -34,7 +36,7 @@ def _atomic_write(path: str, write) -> None:
 
 def save_npz(path: str, arrays: dict[str, Any]) -> None:
   """Atomically writes a dict of arrays to ``path`` (.npz, uncompressed)."""
-  _atomic_write(path, lambda f: np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()}))
+  atomic_write(path, lambda f: np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()}))
 
 
 def load_npz(path: str) -> dict[str, np.ndarray]:
@@ -62,7 +64,7 @@ def _to_builtin(x: Any) -> Any:
 def save_json(path: str, obj: Any) -> None:
   """Atomically writes ``obj`` as JSON (arrays become lists, NaN/inf null)."""
   text = json.dumps(_to_builtin(obj), indent=1, allow_nan=False)
-  _atomic_write(path, lambda f: f.write(text.encode()))
+  atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def load_json(path: str) -> Any:

@@ -7,7 +7,6 @@ then renamed into place, so a crash never leaves a half-written image.
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import Mapping, Optional
 
 import matplotlib
@@ -15,6 +14,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np
+
+from slt_jax import io
 
 
 def save_figure(fig: matplotlib.figure.Figure, path: str, dpi: int = 120
@@ -26,20 +27,10 @@ def save_figure(fig: matplotlib.figure.Figure, path: str, dpi: int = 120
     path: destination; the format follows its extension (``.png``, ``.pdf``).
     dpi: resolution for raster formats.
   """
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  suffix = os.path.splitext(path)[1]
-  fd, tmp = tempfile.mkstemp(dir=directory, suffix=suffix)
+  fmt = os.path.splitext(path)[1].lstrip(".") or None
   try:
-    with os.fdopen(fd, "wb") as f:
-      fig.savefig(f, dpi=dpi, bbox_inches="tight",
-                  format=suffix.lstrip(".") or None)
-    os.chmod(tmp, 0o644)  # mkstemp creates 0600 files.
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+    io.atomic_write(path, lambda f: fig.savefig(f, dpi=dpi, bbox_inches="tight",
+                                                format=fmt))
   finally:
     plt.close(fig)
 
@@ -108,47 +99,46 @@ def plot_estimates_vs_truth(names: list[str], truth: np.ndarray,
   return fig
 
 
-def plot_llc_over_training(log_steps: np.ndarray, train_loss: np.ndarray,
-                           val_loss: np.ndarray, ckpt_steps: np.ndarray,
-                           llc_curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
-                           marks: Mapping[str, float],
-                           title: Optional[str] = None
-                           ) -> matplotlib.figure.Figure:
-  """Train/validation loss (log y, left) and LLC curves (right) over training.
+def plot_llc_over_training(
+    log_steps: np.ndarray, train_loss: np.ndarray, val_loss: np.ndarray,
+    llc_curves: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
+    marks: Mapping[str, float], title: Optional[str] = None
+) -> matplotlib.figure.Figure:
+  """Train/validation loss (log y) above one panel per LLC curve, shared x.
 
   Args:
     log_steps: (L,) logged steps.
     train_loss: (L,) training loss.
     val_loss: (L,) validation loss.
-    ckpt_steps: (C,) checkpoint steps.
-    llc_curves: label -> ((C,) mean, (C,) std) LLC curves with std bands.
-    marks: label -> step, drawn as vertical lines (skipped when < 0).
+    llc_curves: label -> ((C,) steps, (C,) mean, (C,) std) LLC curves, drawn
+      with a ±std band.
+    marks: label -> step, vertical lines on every panel (skipped when < 0).
     title: optional title.
 
   Returns:
     The figure.
   """
-  fig, ax = plt.subplots(figsize=(8, 4.5))
+  rows = 1 + len(llc_curves)
+  fig, axes = plt.subplots(rows, 1, sharex=True, figsize=(8, 2.6 * rows),
+                           squeeze=False)
+  axes = axes[:, 0]
   keep = log_steps > 0
-  ax.plot(log_steps[keep], train_loss[keep], color="tab:blue", label="train loss")
-  ax.plot(log_steps[keep], val_loss[keep], color="tab:orange", label="val loss")
-  ax.set(yscale="log", xlabel="training step", ylabel="loss")
-  twin = ax.twinx()
-  colors = iter(["tab:green", "tab:purple", "tab:brown", "tab:olive"])
-  for label, (mean, std) in llc_curves.items():
-    color = next(colors)
-    twin.plot(ckpt_steps, mean, "o-", ms=3, color=color, label=label)
-    twin.fill_between(ckpt_steps, mean - std, mean + std, color=color,
-                      alpha=0.2)
-  twin.set_ylabel("LLC")
-  styles = iter([":", "--", "-."])
-  for label, step in marks.items():
-    if step is not None and step >= 0:
-      ax.axvline(step, color="gray", ls=next(styles, ":"), lw=1, label=label)
-  lines = ax.get_legend_handles_labels()
-  twin_lines = twin.get_legend_handles_labels()
-  ax.legend(lines[0] + twin_lines[0], lines[1] + twin_lines[1], fontsize=8,
-            loc="center right")
+  axes[0].plot(log_steps[keep], train_loss[keep], label="train loss")
+  axes[0].plot(log_steps[keep], val_loss[keep], label="val loss")
+  axes[0].set(yscale="log", ylabel="loss")
+  colors = ["tab:green", "tab:red", "tab:purple", "tab:brown", "tab:olive"]
+  for ax, (label, (steps, mean, std)), color in zip(axes[1:], llc_curves.items(),
+                                                     colors):
+    ax.plot(steps, mean, "o-", ms=3, color=color, label=label)
+    ax.fill_between(steps, mean - std, mean + std, color=color, alpha=0.25)
+    ax.set_ylabel("LLC")
+  for ax in axes:
+    for (label, step), style in zip(marks.items(), [":", "--", "-.", ":"]):
+      if step is not None and step >= 0:
+        ax.axvline(step, color="gray", ls=style, lw=1, label=label)
+    ax.legend(fontsize=7, loc="best")
+  axes[-1].set_xlabel("training step")
   if title:
-    ax.set_title(title)
+    axes[0].set_title(title)
+  fig.tight_layout()
   return fig
