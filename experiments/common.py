@@ -1,4 +1,5 @@
-"""Helpers shared by the experiment scripts: arguments, output folder, JSON.
+"""Helpers shared by the experiment scripts: arguments, output folder, JSON,
+and ``llc_sweep`` (an ``estimate_llc`` call flattened into plain arrays).
 
 Every experiment is ``python -m experiments.NAME [--quick] [--out DIR]
 [--seed N] ...`` and writes ``figures/NAME/`` (or ``DIR``) with a
@@ -9,13 +10,19 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import os
 import platform
+import time
+import warnings
 from typing import Any, Callable, Optional, Sequence
 
 import jax
+import numpy as np
 
-from slt_jax import io
+from slt_jax import io, losses
+from slt_jax.config import SGLDConfig
+from slt_jax.llc import estimate_llc
 
 FIGURES_DIR = "figures"
 
@@ -46,6 +53,30 @@ def parse_args(description: str,
   if extra is not None:
     extra(parser)
   return parser.parse_args(argv)
+
+
+def parse_mode(description: str,
+               extra: Optional[Callable[[argparse.ArgumentParser], None]] = None,
+               argv: Optional[Sequence[str]] = None
+               ) -> tuple[argparse.Namespace, str]:
+  """``parse_args`` plus ``--paper`` and a hidden ``--smoke`` (for tests).
+
+  Returns:
+    (namespace, mode) with mode ``smoke``, ``quick``, ``paper`` or
+    ``default``.
+  """
+
+  def add(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--paper", action="store_true",
+                        help="paper-sized configuration (sized for a GPU)")
+    parser.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)
+    if extra is not None:
+      extra(parser)
+
+  args = parse_args(description, add, argv)
+  mode = ("smoke" if args.smoke else "quick" if args.quick
+          else "paper" if args.paper else "default")
+  return args, mode
 
 
 def output_dir(name: str, out: Optional[str] = None) -> str:
@@ -83,3 +114,50 @@ def write_results(out_dir: str, payload: dict,
   path = os.path.join(out_dir, name)
   io.save_json(path, {**payload, "environment": environment()})
   return path
+
+
+@functools.lru_cache(maxsize=None)
+def loss_fn(name: str):
+  """``losses.make_loss(name)``, one object per name, so that LLC programs
+  (cached by loss function) are shared across sweeps and experiments."""
+  return losses.make_loss(name)
+
+
+def llc_sweep(key, loss_fn, checkpoints, data, cfg: SGLDConfig,
+              path: Optional[str], batch_ndim: int = 2, mask=None) -> dict:
+  """LLC at a batch of points as plain arrays plus diagnostics.
+
+  Args:
+    key: PRNG key.
+    loss_fn: ``loss_fn(params, batch)``.
+    checkpoints: params with ``batch_ndim`` leading axes, e.g. (seeds, ckpts).
+    data: the data the chains see (n = its length).
+    cfg: SGLD settings.
+    path: ``.npz`` for resuming the sweep, or None.
+    batch_ndim: leading point axes of ``checkpoints``.
+    mask: moving parameters (see ``slt_jax.llc.resolve_mask``).
+
+  Returns:
+    dict of mean/std (batch shape), per-chain values, diagnostics, timing
+    and the SGLD config.
+  """
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", RuntimeWarning)
+    start = time.perf_counter()
+    res = estimate_llc(key, loss_fn, checkpoints, data, cfg,
+                       batch_ndim=batch_ndim, mask=mask, out_path=path)
+    seconds = time.perf_counter() - start
+  num_steps = res.per_chain.size * (cfg.num_burnin + cfg.num_draws)
+  d = res.diagnostics
+  return {"mean": res.mean, "std": res.std, "per_chain": res.per_chain,
+          "init_loss": res.init_loss, "nbeta": res.nbeta,
+          "num_moving_params": res.num_moving_params,
+          "stationary": d.stationary, "ess": d.ess, "rhat": d.rhat,
+          "drift_z": d.drift_z, "first_half_llc": d.first_half_llc,
+          "second_half_llc": d.second_half_llc,
+          "mala_accept": np.nanmean(d.mala_accept, axis=-1),
+          "diverged_chains": d.diverged.sum(-1),
+          "distance_sq": d.distance_sq.mean(-1),
+          "fraction_stationary": float(np.mean(d.stationary)),
+          "seconds": seconds, "sgld_steps_per_second": num_steps / seconds,
+          "config": dataclasses.asdict(cfg)}

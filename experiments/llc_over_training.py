@@ -23,17 +23,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import time
-import warnings
 
 import jax
 import numpy as np
 
 from experiments import common
 from slt_jax import data as data_lib
-from slt_jax import losses, metrics, plotting, train
+from slt_jax import metrics, plotting, train
 from slt_jax.config import DataConfig, ModelConfig, SGLDConfig, TrainConfig
-from slt_jax.llc import estimate_llc
 
 PAPER_SGLD = SGLDConfig(step_size=5e-4, nbeta="default", localization=5.0,
                         num_chains=3, num_draws=500, num_burnin=100,
@@ -71,30 +68,6 @@ def get_config(mode: str) -> dict:
           "settled_every": 4}
 
 
-def llc_sweep(key, loss_fn, checkpoints, train_data, cfg: SGLDConfig,
-              path: str) -> dict:
-  """LLC at (seeds, ckpts) checkpoints as plain arrays plus diagnostics."""
-  with warnings.catch_warnings():
-    warnings.simplefilter("ignore", RuntimeWarning)
-    start = time.perf_counter()
-    res = estimate_llc(key, loss_fn, checkpoints, train_data, cfg,
-                       batch_ndim=2, out_path=path)
-    seconds = time.perf_counter() - start
-  num_steps = res.per_chain.size * (cfg.num_burnin + cfg.num_draws)
-  d = res.diagnostics
-  return {"mean": res.mean, "std": res.std, "per_chain": res.per_chain,
-          "init_loss": res.init_loss, "nbeta": res.nbeta,
-          "stationary": d.stationary, "ess": d.ess, "rhat": d.rhat,
-          "drift_z": d.drift_z, "first_half_llc": d.first_half_llc,
-          "second_half_llc": d.second_half_llc,
-          "mala_accept": np.nanmean(d.mala_accept, axis=-1),
-          "diverged_chains": d.diverged.sum(-1),
-          "distance_sq": d.distance_sq.mean(-1),
-          "fraction_stationary": float(np.mean(d.stationary)),
-          "seconds": seconds, "sgld_steps_per_second": num_steps / seconds,
-          "config": dataclasses.asdict(cfg)}
-
-
 def main(argv=None) -> dict:
   args = common.parse_args(__doc__, argv=argv, extra=lambda p: (
       p.add_argument("--paper", action="store_true",
@@ -110,15 +83,15 @@ def main(argv=None) -> dict:
   data = data_lib.modular_arithmetic(key_data, cfg["data"])
   run = train.train(key_train, data, cfg["model"], cfg["train"],
                     seeds=cfg["seeds"], out_dir=out_dir)
-  loss_fn = losses.make_loss(cfg["train"].loss)
-  paper = llc_sweep(key_llc, loss_fn, run.checkpoints, data.train, cfg["sgld"],
-                    os.path.join(out_dir, "llc_paper.npz"))
+  loss_fn = common.loss_fn(cfg["train"].loss)
+  paper = common.llc_sweep(key_llc, loss_fn, run.checkpoints, data.train,
+                           cfg["sgld"], os.path.join(out_dir, "llc_paper.npz"))
   every = cfg["settled_every"]
   settled_idx = np.arange(every - 1, len(run.ckpt_steps), every)
-  settled = llc_sweep(key_settled, loss_fn,
-                      jax.tree.map(lambda x: x[:, settled_idx], run.checkpoints),
-                      data.train, cfg["settled"],
-                      os.path.join(out_dir, "llc_settled.npz"))
+  settled = common.llc_sweep(
+      key_settled, loss_fn,
+      jax.tree.map(lambda x: x[:, settled_idx], run.checkpoints), data.train,
+      cfg["settled"], os.path.join(out_dir, "llc_settled.npz"))
   mem = metrics.memorisation_step(run.log_steps, run.metrics["train_acc"])
   gen = metrics.generalisation_step(run.log_steps, run.metrics["val_acc"])
   summaries = {name: [metrics.llc_curve_summary(

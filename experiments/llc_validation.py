@@ -48,9 +48,11 @@ def run_case(key, case) -> dict:
 
 
 def main(argv=None) -> dict:
-  args = common.parse_args(__doc__, argv=argv)
+  args = common.parse_args(__doc__, argv=argv, extra=lambda p: p.add_argument(
+      "--smoke", action="store_true",
+      help="tiny budget for the test-suite (seconds; estimates not accurate)"))
   out_dir = common.output_dir("llc_validation", args.out)
-  scale = 1 if args.quick else 3
+  scale = 0.02 if args.smoke else 1 if args.quick else 3
   cases = known_cases.all_cases(scale)
   keys = jax.random.split(jax.random.key(args.seed), len(cases))
   rows = []

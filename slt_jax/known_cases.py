@@ -59,13 +59,42 @@ class KnownCase:
                 or err <= self.std_tol * std)
 
 
-def gibbs_expectation_2d(exponents: tuple[int, int], nbeta: float,
-                         gamma: float, num_grid: int = 3000) -> float:
+def gibbs_expectation(potential: Callable[[np.ndarray, np.ndarray], np.ndarray],
+                      nbeta: float, gamma: float, num_grid: int = 3000) -> float:
   """``E[nbeta K]`` under ``exp(-nbeta K - gamma |w|^2 / 2)`` on R², by quadrature.
 
-  ``K(w) = w1^(2 k1) w2^(2 k2) / 2`` (the normal-crossing loss of
-  ``normal_crossing`` with unit input variance). A log-spaced grid resolves
-  the cross-shaped concentration near the axes.
+  ``K = potential(w1, w2)`` must vanish at its minimum (the localization
+  centre 0). A log-spaced grid resolves potentials that concentrate sharply
+  near the origin or along the axes.
+
+  Args:
+    potential: NumPy-vectorised ``K(w1, w2)`` on (G, G) grids, >= 0.
+    nbeta: n·beta.
+    gamma: localization.
+    num_grid: grid points per half-axis.
+
+  Returns:
+    The expectation.
+
+  Example:
+    >>> round(gibbs_expectation(lambda w1, w2: w1 ** 2, 100.0, 1.0), 3)
+    0.498
+  """
+  half = np.logspace(-8, 1.5, num_grid)
+  grid = np.concatenate([-half[::-1], half])
+  width = np.gradient(grid)
+  w1, w2 = np.meshgrid(grid, grid, indexing="ij")
+  energy = potential(w1, w2)
+  logp = -nbeta * energy - 0.5 * gamma * (w1 ** 2 + w2 ** 2)
+  weight = np.exp(logp - logp.max()) * width[:, None] * width[None, :]
+  return float(np.sum(weight * nbeta * energy) / np.sum(weight))
+
+
+def gibbs_expectation_2d(exponents: tuple[int, int], nbeta: float,
+                         gamma: float, num_grid: int = 3000) -> float:
+  """``gibbs_expectation`` of the normal-crossing loss of ``normal_crossing``.
+
+  ``K(w) = w1^(2 k1) w2^(2 k2) / 2`` (unit input variance).
 
   Args:
     exponents: (k1, k2).
@@ -76,20 +105,16 @@ def gibbs_expectation_2d(exponents: tuple[int, int], nbeta: float,
   Returns:
     The expectation.
   """
-  half = np.logspace(-8, 1.5, num_grid)
-  grid = np.concatenate([-half[::-1], half])
-  width = np.gradient(grid)
-  w1, w2 = np.meshgrid(grid, grid, indexing="ij")
-  energy = 0.5 * w1 ** (2 * exponents[0]) * w2 ** (2 * exponents[1])
-  logp = -nbeta * energy - 0.5 * gamma * (w1 ** 2 + w2 ** 2)
-  weight = np.exp(logp - logp.max()) * width[:, None] * width[None, :]
-  return float(np.sum(weight * nbeta * energy) / np.sum(weight))
+  k1, k2 = exponents
+  return gibbs_expectation(
+      lambda w1, w2: 0.5 * w1 ** (2 * k1) * w2 ** (2 * k2), nbeta, gamma,
+      num_grid)
 
 
-def isotropic_quadratic(d: int = 20, scale: int = 1) -> KnownCase:
+def isotropic_quadratic(d: int = 20, scale: float = 1.0) -> KnownCase:
   """``L = ||w||^2 / 2`` at 0: estimate ``(d/2) nbeta / (nbeta + gamma)``."""
   cfg = SGLDConfig(step_size=2e-4, nbeta=100.0, localization=10.0,
-                   num_chains=8, num_draws=4000 * scale, num_burnin=500,
+                   num_chains=8, num_draws=int(4000 * scale), num_burnin=500,
                    batch_size=None)
   truth = theory.isotropic_quadratic_llc_hat(d, cfg.nbeta, cfg.localization)
   return KnownCase(
@@ -99,7 +124,7 @@ def isotropic_quadratic(d: int = 20, scale: int = 1) -> KnownCase:
       rel_tol=0.05, finite_temp=truth)
 
 
-def normal_crossing(exponents: tuple[int, int], scale: int = 1) -> KnownCase:
+def normal_crossing(exponents: tuple[int, int], scale: float = 1.0) -> KnownCase:
   """``f(x; w) = x w1^k1 w2^k2`` fit to y = 0 at w = 0: ``1 / (2 max k)``."""
   x = jax.random.normal(jax.random.key(0), (1000,))
   k = jnp.asarray(exponents, jnp.float32)
@@ -108,7 +133,7 @@ def normal_crossing(exponents: tuple[int, int], scale: int = 1) -> KnownCase:
     return 0.5 * jnp.mean(jnp.square(x_B * jnp.prod(w ** k)))
 
   cfg = SGLDConfig(step_size=1e-4, nbeta=1e4, localization=1.0,
-                   num_chains=16, num_draws=10000 * scale, num_burnin=1000,
+                   num_chains=16, num_draws=int(10000 * scale), num_burnin=1000,
                    batch_size=None)
   # The data's second moment rescales K: fold it into nbeta for the quadrature.
   second_moment = float(jnp.mean(x ** 2))
@@ -122,7 +147,7 @@ def normal_crossing(exponents: tuple[int, int], scale: int = 1) -> KnownCase:
 
 
 def reduced_rank_regression(m: int, h: int, n_out: int,
-                            scale: int = 1) -> KnownCase:
+                            scale: float = 1.0) -> KnownCase:
   """Linear net ``B A x`` (A: h×m, B: n_out×h) at the zero map, true rank 0."""
   x = jax.random.normal(jax.random.key(0), (1000, m))
 
@@ -130,7 +155,7 @@ def reduced_rank_regression(m: int, h: int, n_out: int,
     return 0.5 * jnp.mean(jnp.sum(jnp.square(x_BxM @ w["A"].T @ w["B"].T), -1))
 
   cfg = SGLDConfig(step_size=1e-4, nbeta=1e3, localization=1.0, num_chains=8,
-                   num_draws=5000 * scale, num_burnin=1000, batch_size=None)
+                   num_draws=int(5000 * scale), num_burnin=1000, batch_size=None)
   return KnownCase(
       name=f"rrr_{m}_{h}_{n_out}", loss_fn=loss_fn,
       params={"A": jnp.zeros((h, m)), "B": jnp.zeros((n_out, h))}, data=x,
@@ -140,7 +165,7 @@ def reduced_rank_regression(m: int, h: int, n_out: int,
 
 def lazy_random_features(p: int, width: int, num_train: int,
                          init_scale: float, step_size: float,
-                         scale: int = 1) -> KnownCase:
+                         scale: float = 1.0) -> KnownCase:
   """The quadratic net with W frozen (a restricted LLC over V), plain MSE.
 
   V* is the least-squares fit, so the loss is quadratic in V with Hessian
@@ -157,7 +182,7 @@ def lazy_random_features(p: int, width: int, num_train: int,
   v_KxP = np.linalg.lstsq(phi_NxK, y_NxP, rcond=None)[0]
   params = {"W": params["W"], "V": jnp.asarray(v_KxP.T, jnp.float32)}
   cfg = SGLDConfig(step_size=step_size, nbeta=1e4, localization=1.0,
-                   num_chains=8, num_draws=6000 * scale, num_burnin=1000,
+                   num_chains=8, num_draws=int(6000 * scale), num_burnin=1000,
                    batch_size=None)
   return KnownCase(
       name=f"lazy_rf_p{p}_K{width}_n{num_train}",
@@ -166,7 +191,7 @@ def lazy_random_features(p: int, width: int, num_train: int,
       rel_tol=0.10, mask=lambda path, _: "V" in path)
 
 
-def all_cases(scale: int = 1) -> list[KnownCase]:
+def all_cases(scale: float = 1.0) -> list[KnownCase]:
   """SPEC §5's public validation cases; ``scale`` multiplies the draws."""
   return [
       isotropic_quadratic(20, scale),

@@ -383,7 +383,7 @@ def calibrate(key: PRNGKey, loss_fn: Callable, params: ArrayLikeTree,
           warnings.simplefilter("ignore", RuntimeWarning)
           res = estimate_llc(next(keys), loss_fn, params, data, trial,
                              mask=mask, progress=progress)
-        accept = float(np.nanmean(res.diagnostics.mala_accept))
+          accept = float(np.nanmean(res.diagnostics.mala_accept))
         diverged = int(res.diagnostics.diverged.sum())
         rows.append({"step_size": eps, "localization": gamma, "nbeta": nbeta,
                      "llc_mean": float(res.mean), "llc_std": float(res.std),

@@ -127,3 +127,78 @@ def llc_curve_summary(ckpt_steps, llc, log_steps, val_loss,
           "llc_drop_step": llc_drop if llc_drop >= 0 else None,
           "val_loss_drop_step": val_drop if val_drop >= 0 else None,
           "lag": (llc_drop - val_drop) if min(llc_drop, val_drop) >= 0 else None}
+
+
+def linear_fit(x, y) -> dict:
+  """Least-squares line ``y = slope x + intercept`` and its R².
+
+  Args:
+    x: (X,) abscissae (at least two distinct values).
+    y: (X,) values.
+
+  Returns:
+    dict with slope, intercept and r2 (1 - residual / total sum of squares).
+
+  Example:
+    >>> round(linear_fit([0, 1, 2], [1, 3, 5])["slope"], 6)
+    2.0
+  """
+  x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+  slope, intercept = np.polyfit(x, y, 1)
+  residual = np.sum((y - (slope * x + intercept)) ** 2)
+  total = np.sum((y - y.mean()) ** 2)
+  r2 = 1.0 - residual / total if total > 0 else float("nan")
+  return {"slope": float(slope), "intercept": float(intercept), "r2": float(r2)}
+
+
+def bootstrap_slope_ci(x, y_SxX, num_boot: int = 2000, level: float = 0.95,
+                       seed: int = 0) -> tuple[float, float]:
+  """Percentile bootstrap interval of the slope of the seed-mean line.
+
+  Each replicate resamples, independently at every x, the S seeds with
+  replacement, averages them and refits the line.
+
+  Args:
+    x: (X,) abscissae.
+    y_SxX: (S, X) values per seed (S >= 2).
+    num_boot: replicates.
+    level: coverage of the interval.
+    seed: NumPy seed of the resampling.
+
+  Returns:
+    (low, high) slope bounds.
+  """
+  x, y_SxX = np.asarray(x, dtype=float), np.asarray(y_SxX, dtype=float)
+  num_seeds, num_x = y_SxX.shape
+  rng = np.random.default_rng(seed)
+  pick_BxSxX = rng.integers(0, num_seeds, (num_boot, num_seeds, num_x))
+  mean_BxX = np.take_along_axis(y_SxX[None], pick_BxSxX, axis=1).mean(1)
+  slopes_B = np.polyfit(x, mean_BxX.T, 1)[0]
+  tail = 50 * (1 - level)
+  low, high = np.percentile(slopes_B, [tail, 100 - tail])
+  return float(low), float(high)
+
+
+def rank_average(x) -> np.ndarray:
+  """Ranks 1..n of ``x`` (X,), ties sharing their average rank."""
+  x = np.asarray(x, dtype=float)
+  order = np.argsort(x, kind="stable")
+  ranks = np.empty(len(x))
+  ranks[order] = np.arange(1, len(x) + 1)
+  for value in np.unique(x):
+    tie = x == value
+    ranks[tie] = ranks[tie].mean()
+  return ranks
+
+
+def spearman_rho(x, y) -> float:
+  """Spearman rank correlation (Pearson correlation of average ranks).
+
+  Example:
+    >>> spearman_rho([1, 2, 3, 4], [0.4, 0.2, 0.1, 0.05])
+    -1.0
+  """
+  rx, ry = rank_average(x), rank_average(y)
+  if np.std(rx) == 0 or np.std(ry) == 0:
+    return float("nan")
+  return float(np.corrcoef(rx, ry)[0, 1])

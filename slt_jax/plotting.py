@@ -87,8 +87,8 @@ def plot_estimates_vs_truth(names: list[str], truth: np.ndarray,
   """
   fig, ax = plt.subplots(figsize=(5.5, 5))
   ax.errorbar(truth, mean, yerr=std, fmt="o", capsize=3)
-  for name, x, y in zip(names, truth, mean):
-    ax.annotate(name, (x, y), fontsize=7, xytext=(4, -10),
+  for i, (name, x, y) in enumerate(zip(names, truth, mean)):
+    ax.annotate(name, (x, y), fontsize=7, xytext=(6, -12 if i % 2 else 6),
                 textcoords="offset points")
   lo = min(np.min(truth), np.min(mean - std)) * 0.8
   hi = max(np.max(truth), np.max(mean + std)) * 1.2
@@ -142,3 +142,90 @@ def plot_llc_over_training(
     axes[0].set_title(title)
   fig.tight_layout()
   return fig
+
+
+def plot_linear_scaling(ax: matplotlib.axes.Axes, x: np.ndarray,
+                        y_SxX: np.ndarray, fit: Mapping[str, float],
+                        label: str, color: str,
+                        reference_slope: Optional[float] = None) -> None:
+  """Seed-mean points with seed-std bars, their fitted line, and optionally
+  a dashed line of a reference slope through the points' centroid.
+
+  Args:
+    ax: axes to draw on.
+    x: (X,) abscissae.
+    y_SxX: (S, X) values per seed.
+    fit: ``slope``, ``intercept`` and ``r2`` of the seed-mean line.
+    label: series label.
+    color: series colour.
+    reference_slope: e.g. the paper's slope (None: not drawn).
+  """
+  x, y_SxX = np.asarray(x, dtype=float), np.atleast_2d(y_SxX)
+  mean_X = y_SxX.mean(0)
+  ax.errorbar(x, mean_X, yerr=y_SxX.std(0), fmt="o", color=color, ms=4,
+              capsize=2)
+  span = np.array([x.min(), x.max()])
+  ax.plot(span, fit["slope"] * span + fit["intercept"], color=color,
+          label=f"{label}: slope {fit['slope']:.3g}, R² {fit['r2']:.3f}")
+  if reference_slope is not None:
+    ax.plot(span, mean_X.mean() + reference_slope * (span - x.mean()),
+            color=color, ls="--", lw=1, label=f"paper slope {reference_slope}")
+
+
+def plot_curve_panels(panels: Mapping[str, Mapping[str, tuple]],
+                      marks: Mapping[str, float], ylabel: str = "LLC",
+                      ncols: int = 3) -> matplotlib.figure.Figure:
+  """One panel per entry, each with labelled curves and std bands.
+
+  Args:
+    panels: title -> {label -> ((C,) steps, (C,) mean, (C,) std)}.
+    marks: label -> step, drawn as vertical lines in every panel (skipped
+      when < 0).
+    ylabel: y-axis label.
+    ncols: panels per row.
+
+  Returns:
+    The figure.
+  """
+  nrows = -(-len(panels) // ncols)
+  fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.4 * nrows),
+                           squeeze=False)
+  for ax, (title, curves) in zip(axes.flat, panels.items()):
+    for label, (steps, mean, std) in curves.items():
+      line, = ax.plot(steps, mean, "o-", ms=2.5, lw=1.2, label=label)
+      ax.fill_between(steps, mean - std, mean + std, alpha=0.2,
+                      color=line.get_color())
+    for (label, step), ls in zip(marks.items(), (":", "--", "-.")):
+      if step is not None and step >= 0:
+        ax.axvline(step, color="gray", ls=ls, lw=1, label=label)
+    ax.set(title=title, xlabel="training step", ylabel=ylabel)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+  for ax in list(axes.flat)[len(panels):]:
+    ax.axis("off")
+  fig.tight_layout()
+  return fig
+
+
+def plot_potential(ax: matplotlib.axes.Axes, potential, title: str,
+                   note: str, extent: float = 1.0, num: int = 201) -> None:
+  """Log-spaced contours of a 2-D potential with its minimum at 0 marked.
+
+  Args:
+    ax: axes to draw on.
+    potential: NumPy-vectorised ``K(w1, w2) >= 0``.
+    title: panel title.
+    note: text printed in the panel (e.g. estimate and exact value).
+    extent: half-width of the square drawn.
+    num: grid points per axis.
+  """
+  grid = np.linspace(-extent, extent, num)
+  w1, w2 = np.meshgrid(grid, grid, indexing="ij")
+  energy = potential(w1, w2)
+  levels = np.logspace(-4, np.log10(max(energy.max(), 1e-3)), 12)
+  ax.contourf(w1, w2, np.maximum(energy, 1e-6), levels=levels,
+              norm=matplotlib.colors.LogNorm(), cmap="viridis", extend="min")
+  ax.plot([0], [0], "r*", ms=10, label="w* = 0")
+  ax.set(title=title, xlabel="w1", ylabel="w2", aspect="equal")
+  ax.text(0.03, 0.03, note, transform=ax.transAxes, fontsize=7, va="bottom",
+          bbox={"facecolor": "white", "alpha": 0.85, "lw": 0})

@@ -1,0 +1,778 @@
+"""Speed of the LLC engine and the trainer, side by side with PyTorch.
+
+Command::
+
+  python -m experiments.bench [--quick] [--out DIR] [--seed N]
+                              [--device-report] [--no-torch]
+
+(``make bench`` runs the quick version in ``.venv-bench``, which has the
+``bench`` extra: torch 2.13.0 CPU and devinterp 1.3.2.)
+
+All parts run in one process, on one machine, in one run, so the ratios are
+measured side by side (SPEC §6):
+
+1. **LLC.** The reference workload (p=53, K=1024, train frac 0.4, centered
+   MSE, SGLD eps 5e-4, gamma 5, nbeta = 128/ln 128, minibatch 128, 3 chains x
+   (100 burn-in + 500 draws)) at C checkpoints of one slt_jax training run
+   (3000 steps of the recipe): (a) ``slt_jax.llc.estimate_llc`` warm (the
+   engine's program is run once on one chunk first, so compilation is
+   excluded; backend compile time inside the timed call is recorded), (b)
+   devinterp's ``estimate_learning_coeff_with_summary`` on the same weights
+   copied into a PyTorch model (one-hot inputs, ``nn.Linear`` without bias),
+   (c) a plain eager PyTorch loop over chains. Reports wall time, SGLD steps/s
+   (chains x steps x C / time), the ratios, and whether (a) and (b) agree.
+2. **Roofline.** float32 matmul FLOP/s (square and the model's shapes), the
+   cost of one standard normal per PRNG implementation, and the time of one
+   chain-step split into matmul at the measured peak, noise, and the rest.
+   One SGLD step is 6·B·K·p FLOPs in the gather form (forward ``h² Vᵀ``, and
+   the two backward matmuls for ``dV`` and ``dh²``; gathers and elementwise
+   work are not counted).
+3. **Scaling.** Throughput against the number of points batched in one
+   program (chunk = all points), time and XLA peak memory against
+   ``SGLDConfig.chunk_size``, and time against the number of forced host
+   devices (subprocesses with ``--xla_force_host_platform_device_count``).
+4. **Training.** Steps/s of ``slt_jax.train.train`` for 1, 8 and 64 vmapped
+   runs against a plain PyTorch Adam loop (coupled L2) on the same model.
+
+PyTorch runs single-process with ``torch.set_num_threads(2)``. Without torch
+(or with ``--no-torch``) the PyTorch parts are skipped with a message, as is
+(b) without devinterp. ``--device-report`` prints one compact JSON line of
+the headline numbers. Writes ``DIR/results.json``, ``DIR/llc_speed.png`` and
+``DIR/scaling.png`` (default ``figures/bench/``).
+
+Expected runtime on 2 CPU cores: about 30 minutes (``--quick``: about 8).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from typing import Callable, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh
+
+from experiments import common
+from slt_jax import data, io, llc, losses, model, plotting, train
+from slt_jax.config import (NOISE_IMPLS, DataConfig, ModelConfig, SGLDConfig,
+                            TrainConfig)
+
+NAME = "bench"
+# nbeta = B / ln B at B = 128, passed as a number so that every implementation
+# uses the same value.
+REFERENCE_NBETA = 128 / math.log(128)
+_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchConfig:
+  """What the benchmark measures.
+
+  Attributes:
+    p, width, train_frac: the reference model and data set.
+    train_steps: recipe steps of the run whose checkpoints are w*; must be a
+      multiple of ``max(checkpoints)``.
+    checkpoints: numbers of checkpoints C of the side-by-side LLC runs,
+      spread evenly over training (C = 1 is the final weights).
+    sgld: the reference SGLD settings.
+    scaling_burnin, scaling_draws: shorter chains for the scaling sweeps.
+    scaling_points: points batched in one program (x chains = batch width).
+    chunk_points: points of the chunk-size sweep.
+    chunk_sizes: ``SGLDConfig.chunk_size`` values of that sweep.
+    device_counts: forced host device counts (each one a subprocess).
+    device_points: points of the device sweep.
+    train_seeds: vmapped training runs to time.
+    train_chunk_steps: steps per compiled training chunk (3 chunks; the
+      first, with compilation, is not timed).
+    torch_train_steps: timed steps of the PyTorch training loop.
+    matmul_sizes: square matmul sizes n of the roofline.
+    repeats: timed repetitions of each roofline kernel (the median is kept).
+    torch_threads: ``torch.set_num_threads``.
+  """
+
+  p: int = 53
+  width: int = 1024
+  train_frac: float = 0.4
+  train_steps: int = 3000
+  checkpoints: tuple[int, ...] = (1, 10, 50)
+  sgld: SGLDConfig = SGLDConfig(
+      step_size=5e-4, nbeta=REFERENCE_NBETA, localization=5.0, num_chains=3,
+      num_draws=500, num_burnin=100, batch_size=128)
+  scaling_burnin: int = 20
+  scaling_draws: int = 80
+  scaling_points: tuple[int, ...] = (1, 2, 4, 10, 20, 50, 100)
+  chunk_points: int = 24
+  chunk_sizes: tuple[int, ...] = (1, 2, 4, 8, 24)
+  device_counts: tuple[int, ...] = (1, 2, 4)
+  device_points: int = 16
+  train_seeds: tuple[int, ...] = (1, 8, 64)
+  train_chunk_steps: int = 200
+  torch_train_steps: int = 300
+  matmul_sizes: tuple[int, ...] = (1024, 2048)
+  repeats: int = 10
+  torch_threads: int = 2
+
+  def __post_init__(self):
+    if self.train_steps % max(self.checkpoints):
+      raise ValueError(f"train_steps={self.train_steps} is invalid: must be a "
+                       f"multiple of max(checkpoints)={max(self.checkpoints)}")
+
+
+def get_config(quick: bool) -> BenchConfig:
+  """The full benchmark, or its quick version (fewer C, smaller sweeps)."""
+  if not quick:
+    return BenchConfig()
+  return BenchConfig(checkpoints=(1, 10), scaling_points=(1, 2, 4, 10),
+                     chunk_points=8, chunk_sizes=(1, 2, 4, 8), device_points=8,
+                     train_seeds=(1, 8), train_chunk_steps=100,
+                     torch_train_steps=200, repeats=5)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+class _CompileClock:
+  """Sums XLA backend compile seconds while active (a monitoring listener)."""
+
+  def __init__(self):
+    self.seconds = 0.0
+
+  def _listen(self, event: str, duration: float, **kwargs) -> None:
+    del kwargs
+    if event == _COMPILE_EVENT:
+      self.seconds += duration
+
+  def __enter__(self):
+    jax.monitoring.register_event_duration_secs_listener(self._listen)
+    return self
+
+  def __exit__(self, *exc):
+    jax.monitoring.unregister_event_duration_listener(self._listen)
+
+
+def _median_seconds(fn: Callable, *args, repeats: int) -> float:
+  """Median wall time of ``fn(*args)`` (blocked on), after two warm calls."""
+  for _ in range(2):
+    jax.block_until_ready(fn(*args))
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    times.append(time.perf_counter() - start)
+  return float(np.median(times))
+
+
+def _spread(total: int, count: int) -> np.ndarray:
+  """``count`` indices spread evenly over ``range(total)``, ending at the last."""
+  return np.round(np.linspace(total / count - 1, total - 1, count)).astype(int)
+
+
+def _take(tree, idx) -> dict:
+  return jax.tree.map(lambda x: np.asarray(x)[idx], tree)
+
+
+def _load() -> list[float]:
+  return [round(x, 2) for x in os.getloadavg()]
+
+
+def _steps_per_chain(cfg: SGLDConfig) -> int:
+  return cfg.num_burnin + cfg.num_draws
+
+
+class _Engine:
+  """``estimate_llc`` on one data set and loss, with its compiled programs."""
+
+  def __init__(self, loss_fn: Callable, train_batch: data.Batch):
+    self.loss_fn = loss_fn
+    self.data = jax.tree.map(jnp.asarray, train_batch)
+    self.n = int(train_batch.labels.shape[0])
+    self.mesh = Mesh(np.array(jax.devices()), ("points",))
+
+  def program(self, cfg: SGLDConfig):
+    """The engine's cached jitted program for ``cfg`` (slt_jax.llc._program)."""
+    return llc._program(self.loss_fn, cfg, cfg.resolve_nbeta(self.n), self.n,
+                        None, self.mesh)
+
+  def chunk(self, cfg: SGLDConfig, num_points: int, params) -> int:
+    """Points per chunk that ``estimate_llc`` picks for ``num_points``."""
+    keys = jax.random.split(jax.random.key(0), num_points)
+    return llc._auto_chunk_size(self.program(cfg), keys, params, self.data,
+                                cfg, num_points, len(jax.devices()))
+
+  def memory(self, cfg: SGLDConfig, params, chunk: int) -> dict:
+    """XLA's memory analysis of the program compiled for one chunk."""
+    keys = jax.random.split(jax.random.key(0), chunk)
+    num_points = jax.tree.leaves(params)[0].shape[0]
+    stats = self.program(cfg).lower(
+        keys, _take(params, np.arange(chunk) % num_points), self.data
+    ).compile().memory_analysis()
+    sizes = {"temp_bytes": stats.temp_size_in_bytes,
+             "argument_bytes": stats.argument_size_in_bytes,
+             "output_bytes": stats.output_size_in_bytes,
+             "alias_bytes": stats.alias_size_in_bytes}
+    sizes["peak_bytes"] = (sizes["temp_bytes"] + sizes["argument_bytes"]
+                           + sizes["output_bytes"] - sizes["alias_bytes"])
+    return sizes
+
+  def run(self, key, cfg: SGLDConfig, params) -> llc.LLCResult:
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore", RuntimeWarning)
+      return llc.estimate_llc(key, self.loss_fn, params, self.data, cfg,
+                              batch_ndim=1, progress=False)
+
+  def timed(self, key, cfg: SGLDConfig, params, warm: str = "chunk"
+            ) -> tuple[llc.LLCResult, dict]:
+    """Runs warm and times ``estimate_llc`` over ``params`` (points first).
+
+    Args:
+      key: PRNG key.
+      cfg: SGLD config.
+      params: pytree with one leading point axis.
+      warm: ``chunk`` runs the engine once on one chunk first; ``compile``
+        only compiles the chunk program ahead of time (for sweeps where one
+        chunk is the whole run).
+
+    Returns:
+      (result, timing dict with seconds, steps_per_second, chunk, and the
+      backend compile seconds that fell inside the timed call).
+    """
+    num_points = jax.tree.leaves(params)[0].shape[0]
+    chunk = self.chunk(cfg, num_points, params)
+    start = time.perf_counter()
+    if warm == "chunk":
+      self.run(key, cfg, _take(params, slice(0, chunk)))
+    else:
+      self.memory(cfg, params, chunk)
+    warm_seconds = time.perf_counter() - start
+    with _CompileClock() as clock:
+      start = time.perf_counter()
+      result = self.run(key, cfg, params)
+      seconds = time.perf_counter() - start
+    steps = num_points * cfg.num_chains * _steps_per_chain(cfg)
+    return result, {"seconds": seconds, "steps_per_second": steps / seconds,
+                    "chain_steps": steps, "chunk": chunk,
+                    "warm_seconds": warm_seconds,
+                    "compile_seconds_in_timed_call": clock.seconds}
+
+
+def _import_torch(no_torch: bool) -> tuple[Optional[object], dict]:
+  """The ``bench_torch`` module (or None) and a status record."""
+  if no_torch:
+    return None, {"available": False, "message": "skipped: --no-torch"}
+  try:
+    import torch
+    from experiments import bench_torch
+  except ImportError as err:
+    message = (f"PyTorch parts skipped: torch is not importable ({err}); "
+               "install the bench extra (make bench)")
+    print(message)
+    return None, {"available": False, "message": message}
+  status = {"available": True, "torch": torch.__version__}
+  try:
+    import devinterp  # noqa: F401
+    from importlib.metadata import version
+    status["devinterp"] = version("devinterp")
+  except ImportError as err:
+    status["devinterp"] = None
+    status["devinterp_message"] = (
+        f"devinterp parts skipped: devinterp is not importable ({err})")
+    print(status["devinterp_message"])
+  return bench_torch, status
+
+
+def _chain_stats(per_chain) -> tuple[float, float]:
+  x = np.asarray(per_chain, np.float64)
+  return float(np.mean(x)), float(np.std(x, ddof=1)) if x.size > 1 else 0.0
+
+
+def _agreement(rows: list[dict], other: str, num_chains: int) -> dict:
+  """Whether ``other``'s estimates match slt_jax's, checkpoint by checkpoint.
+
+  ``within_chain_std``: |difference of means| <= the larger chain std;
+  ``within_2se``: |difference| <= 2 standard errors of the difference,
+  ``sqrt((s_a^2 + s_b^2) / chains)``.
+  """
+  diffs, z, within_std, within_se = [], [], [], []
+  for row in rows:
+    if row.get(other) is None:
+      continue
+    for a, b in zip(row["slt_jax"]["per_checkpoint"],
+                    row[other]["per_checkpoint"]):
+      diff = b["mean"] - a["mean"]
+      se = math.sqrt((a["std"] ** 2 + b["std"] ** 2) / num_chains)
+      diffs.append(diff)
+      z.append(diff / se if se > 0 else 0.0)
+      within_std.append(abs(diff) <= max(a["std"], b["std"]))
+      within_se.append(abs(diff) <= 2 * se)
+  if not diffs:
+    return {}
+  return {"num_compared": len(diffs), "mean_difference": float(np.mean(diffs)),
+          "mean_abs_z": float(np.mean(np.abs(z))),
+          "fraction_within_chain_std": float(np.mean(within_std)),
+          "fraction_within_2se": float(np.mean(within_se)),
+          "agree": bool(np.mean(within_se) >= 0.8)}
+
+
+# ---------------------------------------------------------------- parts
+
+
+def reference_weights(cfg: BenchConfig, key) -> dict:
+  """Trains the recipe once; returns data, checkpoints and a summary."""
+  every = cfg.train_steps // max(cfg.checkpoints)
+  train_cfg = TrainConfig(batch_size=cfg.sgld.batch_size,
+                          num_steps=cfg.train_steps, log_every=every,
+                          ckpt_every=every, chunk_steps=cfg.train_steps)
+  key_data, key_train = jax.random.split(key)
+  dataset = data.modular_arithmetic(
+      key_data, DataConfig(p=cfg.p, train_frac=cfg.train_frac))
+  start = time.perf_counter()
+  result = train.train(key_train, dataset,
+                       ModelConfig(p=cfg.p, width=cfg.width), train_cfg,
+                       progress=False)
+  ckpts = jax.tree.map(lambda x: np.asarray(x[0]), result.checkpoints)
+  return {"dataset": dataset, "checkpoints": ckpts,
+          "ckpt_steps": result.ckpt_steps,
+          "summary": {"num_train": dataset.num_train,
+                      "num_params": model.num_params(
+                          jax.tree.map(lambda x: x[0], ckpts)),
+                      "train_steps": cfg.train_steps,
+                      "seconds_with_compile": time.perf_counter() - start,
+                      "final_train_acc": float(result.metrics["train_acc"][0, -1]),
+                      "final_val_acc": float(result.metrics["val_acc"][0, -1])}}
+
+
+def llc_side_by_side(cfg: BenchConfig, engine: _Engine, ref: dict, key,
+                     bt, torch_status: dict, seed: int) -> list[dict]:
+  """Part 1: the reference workload at each C with (a), (b) and (c)."""
+  sgld = cfg.sgld
+  nbeta = sgld.resolve_nbeta(engine.n)
+  steps = _steps_per_chain(sgld)
+  total = jax.tree.leaves(ref["checkpoints"])[0].shape[0]
+  if bt is not None:
+    x_NxD, y_NxP = bt.one_hot_data(ref["dataset"].train.pairs,
+                                   ref["dataset"].train.labels, cfg.p)
+  rows = []
+  for count in cfg.checkpoints:
+    idx = _spread(total, count)
+    params = _take(ref["checkpoints"], idx)
+    result, timing = engine.timed(key, sgld, params)
+    row = {"C": count, "checkpoint_steps": ref["ckpt_steps"][idx].tolist(),
+           "slt_jax": {**timing, "per_checkpoint": [
+               dict(zip(("mean", "std"), _chain_stats(result.per_chain[i])),
+                    per_chain=result.per_chain[i].tolist())
+               for i in range(count)]}}
+    print(f"C={count}: slt_jax {timing['seconds']:.1f} s, "
+          f"{timing['steps_per_second']:.0f} SGLD steps/s")
+    methods = []
+    if bt is not None:
+      if torch_status.get("devinterp"):
+        methods.append(("devinterp", bt.devinterp_llc))
+      methods.append(("torch_loop", bt.plain_llc))
+    for name, fn in methods:
+      seconds, per_point = 0.0, []
+      for j, i in enumerate(idx):
+        net = bt.make_model(ref["checkpoints"]["W"][i],
+                            ref["checkpoints"]["V"][i])
+        out = fn(net, x_NxD, y_NxP, step_size=sgld.step_size, nbeta=nbeta,
+                 localization=sgld.localization, num_chains=sgld.num_chains,
+                 num_draws=sgld.num_draws, num_burnin=sgld.num_burnin,
+                 batch_size=sgld.batch_size, seed=seed + 1000 * j + 1)
+        seconds += out["seconds"]
+        per_point.append(dict(zip(("mean", "std"),
+                                  _chain_stats(out["per_chain"])),
+                              per_chain=out["per_chain"]))
+      chain_steps = count * sgld.num_chains * steps
+      row[name] = {"seconds": seconds, "chain_steps": chain_steps,
+                   "steps_per_second": chain_steps / seconds,
+                   "per_checkpoint": per_point}
+      row[f"ratio_vs_{name}"] = (timing["steps_per_second"]
+                                 / row[name]["steps_per_second"])
+      print(f"C={count}: {name} {seconds:.1f} s, "
+            f"{row[name]['steps_per_second']:.0f} SGLD steps/s; slt_jax is "
+            f"{row[f'ratio_vs_{name}']:.2f}x")
+    rows.append(row)
+  return rows
+
+
+def roofline(cfg: BenchConfig, llc_rows: list[dict], bt) -> dict:
+  """Part 2: matmul FLOP/s, normal cost, and the split of one chain-step."""
+  batch, width, p = cfg.sgld.batch_size, cfg.width, cfg.p
+  num_params = 3 * p * width
+  chains = max(1, llc.CPU_CHAINS_PER_CHUNK // cfg.sgld.num_chains
+               ) * cfg.sgld.num_chains
+  matmul = jax.jit(jnp.matmul)
+  key = jax.random.key(0)
+  out = {"flops_per_step": 6 * batch * width * p,
+         "flops_note": "6*B*K*p: forward h^2 V^T plus the backward matmuls "
+                       "for dV and dh^2 (gather form; elementwise work and the "
+                       "gathers not counted)",
+         "num_normals_per_step": num_params, "square": {}, "model_shapes": {}}
+  for n in cfg.matmul_sizes:
+    a, b = (jax.random.normal(k, (n, n)) for k in jax.random.split(key))
+    seconds = _median_seconds(matmul, a, b, repeats=cfg.repeats)
+    out["square"][str(n)] = {"seconds": seconds,
+                             "gflops": 2 * n ** 3 / seconds / 1e9}
+  shapes = {"forward (B,K)@(K,p)": ((batch, width), (width, p)),
+            "backward dV (p,B)@(B,K)": ((p, batch), (batch, width)),
+            "backward dh (B,p)@(p,K)": ((batch, p), (p, width))}
+  step_matmul_seconds = {"single": 0.0, "batched": 0.0}
+  for name, (sa, sb) in shapes.items():
+    for mode, lead in (("single", ()), ("batched", (chains,))):
+      a = jax.random.normal(key, lead + sa)
+      b = jax.random.normal(jax.random.fold_in(key, 1), lead + sb)
+      seconds = _median_seconds(matmul, a, b, repeats=cfg.repeats)
+      flops = 2 * math.prod(sa) * sb[-1] * (chains if lead else 1)
+      out["model_shapes"][f"{name} x{lead[0] if lead else 1}"] = {
+          "seconds": seconds, "gflops": flops / seconds / 1e9}
+      step_matmul_seconds[mode] += seconds / (chains if lead else 1)
+  square_peak = max(v["gflops"] for v in out["square"].values()) * 1e9
+  model_peak = out["flops_per_step"] / step_matmul_seconds["batched"]
+  out["square_peak_gflops"] = square_peak / 1e9
+  out["model_shapes_gflops"] = {
+      mode: out["flops_per_step"] / s / 1e9
+      for mode, s in step_matmul_seconds.items()}
+  normals = {}
+  for impl in NOISE_IMPLS:
+    impl_key = jax.random.key(0, impl=impl)
+    single = jax.jit(lambda k: jax.random.normal(k, (num_params,)))
+    batched = jax.jit(jax.vmap(lambda k: jax.random.normal(k, (num_params,))))
+    keys = jax.random.split(impl_key, chains)
+    normals[impl] = {
+        "ns_per_normal": _median_seconds(single, impl_key, repeats=cfg.repeats)
+                         / num_params * 1e9,
+        "ns_per_normal_batched": _median_seconds(batched, keys,
+                                                 repeats=cfg.repeats)
+                                 / (chains * num_params) * 1e9}
+  if bt is not None:
+    normals["torch.randn"] = {"ns_per_normal": bt.normal_seconds(
+        num_params, cfg.repeats) / num_params * 1e9}
+  out["normals"] = normals
+  row = llc_rows[-1]["slt_jax"]
+  measured = 1.0 / row["steps_per_second"]
+  noise = normals[cfg.sgld.noise]["ns_per_normal_batched"] * 1e-9 * num_params
+  matmul_at_model = out["flops_per_step"] / model_peak
+  matmul_at_square = out["flops_per_step"] / square_peak
+  out["step"] = {
+      "measured_seconds": measured,
+      "from_C": llc_rows[-1]["C"],
+      "matmul_seconds_at_square_peak": matmul_at_square,
+      "matmul_seconds_at_model_shape_peak": matmul_at_model,
+      "noise_seconds": noise,
+      "other_seconds": measured - matmul_at_model - noise,
+      "achieved_model_gflops": out["flops_per_step"] / measured / 1e9,
+      "fraction_of_roofline": (matmul_at_model + noise) / measured,
+      "fraction_of_square_peak_roofline": (matmul_at_square + noise) / measured,
+      "matmul_only_fraction_of_square_peak": matmul_at_square / measured}
+  s = out["step"]
+  print(f"roofline: square peak {out['square_peak_gflops']:.0f} GFLOP/s, model "
+        f"shapes {model_peak / 1e9:.0f}; {cfg.sgld.noise} "
+        f"{normals[cfg.sgld.noise]['ns_per_normal_batched']:.1f} ns/normal; "
+        f"step {1e3 * measured:.2f} ms = matmul {1e3 * matmul_at_model:.2f} + "
+        f"noise {1e3 * noise:.2f} + other {1e3 * s['other_seconds']:.2f}; "
+        f"{100 * s['fraction_of_roofline']:.0f}% of the roofline")
+  return out
+
+
+def _short(cfg: BenchConfig, **changes) -> SGLDConfig:
+  return dataclasses.replace(cfg.sgld, num_burnin=cfg.scaling_burnin,
+                             num_draws=cfg.scaling_draws, **changes)
+
+
+def _points(ref: dict, count: int) -> dict:
+  total = jax.tree.leaves(ref["checkpoints"])[0].shape[0]
+  return _take(ref["checkpoints"], np.arange(count) % total)
+
+
+def scaling(cfg: BenchConfig, engine: _Engine, ref: dict, key,
+            w_star_path: str, seed: int) -> dict:
+  """Part 3: batch width, chunk size and forced device count."""
+  width_rows = []
+  for count in cfg.scaling_points:
+    sgld = _short(cfg, chunk_size=count)
+    params = _points(ref, count)
+    _, timing = engine.timed(key, sgld, params, warm="compile")
+    width_rows.append({"points": count,
+                       "batched_chains": count * sgld.num_chains, **timing,
+                       "memory": engine.memory(sgld, params, count)})
+    print(f"batched chains {count * sgld.num_chains}: "
+          f"{timing['steps_per_second']:.0f} SGLD steps/s")
+  chunk_rows = []
+  params = _points(ref, cfg.chunk_points)
+  for size in (None,) + tuple(cfg.chunk_sizes):
+    sgld = _short(cfg, chunk_size=size)
+    _, timing = engine.timed(key, sgld, params, warm="compile")
+    chunk_rows.append({"chunk_size": size if size else "auto", **timing,
+                       "memory": engine.memory(sgld, params, timing["chunk"])})
+    print(f"chunk_size {size or 'auto'} ({timing['chunk']} points): "
+          f"{timing['seconds']:.2f} s, peak "
+          f"{chunk_rows[-1]['memory']['peak_bytes'] / 2 ** 20:.0f} MiB")
+  device_rows = []
+  for count in cfg.device_counts:
+    spec = {"cfg": _config_json(cfg), "w_star": w_star_path,
+            "points": cfg.device_points, "seed": seed}
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform"
+                        f"_device_count={count}").strip()
+    env["JAX_PLATFORMS"] = "cpu"
+    proc = subprocess.run(
+        [sys.executable, "-c",
+         "import sys; from experiments import bench; "
+         "bench.device_worker(sys.argv[1])", json.dumps(spec)],
+        env=env, capture_output=True, text=True, check=False)
+    if proc.returncode:
+      raise RuntimeError(f"device worker ({count} devices) failed:\n"
+                         f"{proc.stderr[-3000:]}")
+    device_rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    print(f"{count} host devices: "
+          f"{device_rows[-1]['steps_per_second']:.0f} SGLD steps/s")
+  return {"batch_width": width_rows, "chunk_size": chunk_rows,
+          "devices": device_rows}
+
+
+def _config_json(cfg: BenchConfig) -> dict:
+  return dataclasses.asdict(cfg)
+
+
+def _config_from_json(spec: dict) -> BenchConfig:
+  fields = dict(spec)
+  fields["sgld"] = SGLDConfig(**fields["sgld"])
+  fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+  return BenchConfig(**fields)
+
+
+def device_worker(spec_json: str) -> None:
+  """Times the engine on all visible (forced host) devices; prints JSON.
+
+  Run in a subprocess by ``scaling`` with ``XLA_FLAGS`` set, so that the
+  device count is fixed before JAX starts.
+  """
+  spec = json.loads(spec_json)
+  cfg = _config_from_json(spec["cfg"])
+  saved = io.load_npz(spec["w_star"])
+  ref = {"checkpoints": {"W": saved["W"], "V": saved["V"]}}
+  dataset = data.modular_arithmetic(
+      jax.random.split(jax.random.key(spec["seed"]))[0],
+      DataConfig(p=cfg.p, train_frac=cfg.train_frac))
+  engine = _Engine(losses.make_loss("centered_mse"), dataset.train)
+  _, timing = engine.timed(jax.random.key(spec["seed"]), _short(cfg),
+                           _points(ref, spec["points"]))
+  print(json.dumps({"devices": len(jax.devices()), "points": spec["points"],
+                    **timing, "max_rss_bytes": _max_rss()}))
+
+
+def _max_rss() -> int:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def training(cfg: BenchConfig, dataset: data.ModularData, key, bt) -> dict:
+  """Part 4: training steps/s, vmapped runs against a PyTorch loop."""
+  chunk = cfg.train_chunk_steps
+  train_cfg = TrainConfig(batch_size=cfg.sgld.batch_size, num_steps=3 * chunk,
+                          log_every=chunk, ckpt_every=chunk, chunk_steps=chunk)
+  model_cfg = ModelConfig(p=cfg.p, width=cfg.width)
+  runs = {}
+  for seeds in cfg.train_seeds:
+    result = train.train(key, dataset, model_cfg, train_cfg, seeds=seeds,
+                         progress=False)
+    total = result.steps_per_second
+    runs[str(seeds)] = {"seeds": seeds, "steps_per_second": total,
+                        "steps_per_second_per_run": total / seeds}
+    print(f"training, {seeds} vmapped runs: {total:.0f} steps/s in all")
+  out = {"config": dataclasses.asdict(train_cfg), "slt_jax": runs}
+  if bt is not None:
+    init = model.init(key, model_cfg)
+    x_NxD, y_NxP = bt.one_hot_data(dataset.train.pairs, dataset.train.labels,
+                                   cfg.p)
+    torch_sps = bt.train_steps_per_second(
+        np.asarray(init["W"]), np.asarray(init["V"]), x_NxD, y_NxP,
+        lr=train_cfg.lr, weight_decay=train_cfg.weight_decay,
+        batch_size=train_cfg.batch_size, num_steps=cfg.torch_train_steps)
+    out["torch_loop"] = {"steps_per_second": torch_sps}
+    out["ratio_vs_torch_loop"] = {
+        k: {"total": v["steps_per_second"] / torch_sps,
+            "per_run": v["steps_per_second_per_run"] / torch_sps}
+        for k, v in runs.items()}
+    print(f"training, PyTorch loop: {torch_sps:.0f} steps/s")
+  return out
+
+
+# ---------------------------------------------------------------- output
+
+
+def _plot(payload: dict, out_dir: str) -> None:
+  plt = plotting.plt
+  rows = payload["llc"]
+  fig, axes = plt.subplots(1, 3, figsize=(16, 4.2))
+  methods = [m for m in ("slt_jax", "devinterp", "torch_loop")
+             if any(r.get(m) for r in rows)]
+  ax = axes[0]
+  xs = np.arange(len(rows))
+  for j, name in enumerate(methods):
+    vals = [r[name]["steps_per_second"] if r.get(name) else 0 for r in rows]
+    ax.bar(xs + (j - (len(methods) - 1) / 2) * 0.25, vals, 0.25, label=name)
+  ax.set_xticks(xs, [f"C={r['C']}" for r in rows])
+  ax.set_ylabel("SGLD steps / s")
+  ax.set_title("reference LLC workload")
+  ax.legend()
+  ax = axes[1]
+  last = rows[-1]
+  for j, name in enumerate(methods):
+    per = last[name]["per_checkpoint"]
+    ax.errorbar(np.asarray(last["checkpoint_steps"]) + 8 * (j - 1),
+                [c["mean"] for c in per], [c["std"] for c in per], fmt="o",
+                ms=3, capsize=2, label=name)
+  ax.set_xlabel("training step of w*")
+  ax.set_ylabel("LLC (mean ± chain std)")
+  ax.set_title(f"estimates at C={last['C']}")
+  ax.legend()
+  ax = axes[2]
+  tr = payload["training"]
+  labels = [f"slt_jax x{k}" for k in tr["slt_jax"]]
+  vals = [v["steps_per_second"] for v in tr["slt_jax"].values()]
+  if "torch_loop" in tr:
+    labels.append("torch loop")
+    vals.append(tr["torch_loop"]["steps_per_second"])
+  ax.bar(labels, vals, color="tab:gray")
+  ax.set_yscale("log")
+  ax.set_ylabel("training steps / s (all runs)")
+  ax.set_title("training")
+  plotting.save_figure(fig, os.path.join(out_dir, "llc_speed.png"))
+
+  sc = payload["scaling"]
+  fig, axes = plt.subplots(1, 4, figsize=(19, 4.2))
+  ax = axes[0]
+  ax.plot([r["batched_chains"] for r in sc["batch_width"]],
+          [r["steps_per_second"] for r in sc["batch_width"]], "o-")
+  ax.set_xscale("log")
+  ax.set_xlabel("chains batched in one program")
+  ax.set_ylabel("SGLD steps / s")
+  ax.set_title("batch width")
+  ax = axes[1]
+  chunks = [r["chunk"] for r in sc["chunk_size"]]
+  ax.plot(chunks, [r["seconds"] for r in sc["chunk_size"]], "o", color="C0")
+  ax.set_xscale("log")
+  ax.set_xlabel(f"chunk size (points of {payload['config']['chunk_points']})")
+  ax.set_ylabel("seconds", color="C0")
+  twin = ax.twinx()
+  twin.plot(chunks, [r["memory"]["peak_bytes"] / 2 ** 20
+                     for r in sc["chunk_size"]], "s", color="C1")
+  twin.set_ylabel("XLA peak MiB per chunk", color="C1")
+  ax.set_title("chunk size")
+  ax = axes[2]
+  ax.plot([r["devices"] for r in sc["devices"]],
+          [r["steps_per_second"] for r in sc["devices"]], "o-")
+  ax.set_xlabel("forced host devices")
+  ax.set_ylabel("SGLD steps / s")
+  ax.set_title("devices")
+  ax = axes[3]
+  st = payload["roofline"]["step"]
+  parts = [("matmul at model-shape peak", st["matmul_seconds_at_model_shape_peak"]),
+           ("noise", st["noise_seconds"]),
+           ("other", max(st["other_seconds"], 0.0))]
+  bottom = 0.0
+  for label, value in parts:
+    ax.bar(["measured"], [1e3 * value], bottom=bottom, label=label)
+    bottom += 1e3 * value
+  ax.set_ylabel("ms per chain-step")
+  ax.set_title(f"roofline: {100 * st['fraction_of_roofline']:.0f}% achieved")
+  ax.legend(fontsize=8)
+  plotting.save_figure(fig, os.path.join(out_dir, "scaling.png"))
+
+
+def device_report(payload: dict) -> str:
+  """One compact JSON line with the headline numbers."""
+  rows = payload["llc"]
+  report = {
+      "backend": payload["environment"]["backend"],
+      "devices": payload["environment"]["devices"],
+      "llc_steps_per_s": {str(r["C"]): round(r["slt_jax"]["steps_per_second"])
+                          for r in rows},
+      "ratio_vs_devinterp": {str(r["C"]): r.get("ratio_vs_devinterp")
+                             for r in rows},
+      "ratio_vs_torch_loop": {str(r["C"]): r.get("ratio_vs_torch_loop")
+                              for r in rows},
+      "roofline_fraction": payload["roofline"]["step"]["fraction_of_roofline"],
+      "square_peak_gflops": payload["roofline"]["square_peak_gflops"],
+      "batch_width_steps_per_s": {
+          str(r["batched_chains"]): round(r["steps_per_second"])
+          for r in payload["scaling"]["batch_width"]},
+      "train_steps_per_s": {k: round(v["steps_per_second"]) for k, v in
+                            payload["training"]["slt_jax"].items()},
+      "load": payload["load_average"],
+  }
+  return json.dumps(report, separators=(",", ":"), default=float)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> dict:
+  """Runs the benchmark and writes its outputs; returns the payload."""
+
+  def flags(parser):
+    parser.add_argument("--device-report", action="store_true",
+                        help="print one compact JSON line of the headline "
+                             "numbers at the end")
+    parser.add_argument("--no-torch", action="store_true",
+                        help="skip the PyTorch and devinterp baselines")
+
+  args = common.parse_args(__doc__, flags, argv)
+  cfg = get_config(args.quick)
+  out_dir = common.output_dir(NAME, args.out)
+  load_start = _load()
+  start = time.perf_counter()
+  bt, torch_status = _import_torch(args.no_torch)
+  if bt is not None:
+    import torch
+    torch.set_num_threads(cfg.torch_threads)
+    torch.manual_seed(args.seed)
+  key_ref, key_llc, key_train = jax.random.split(jax.random.key(args.seed), 3)
+  ref = reference_weights(cfg, key_ref)
+  print(f"w*: {cfg.train_steps} recipe steps, final train/val acc "
+        f"{ref['summary']['final_train_acc']:.2f}/"
+        f"{ref['summary']['final_val_acc']:.2f}")
+  engine = _Engine(losses.make_loss("centered_mse"), ref["dataset"].train)
+  llc_rows = llc_side_by_side(cfg, engine, ref, key_llc, bt, torch_status,
+                              args.seed)
+  roof = roofline(cfg, llc_rows, bt)
+  with tempfile.TemporaryDirectory() as tmp:
+    w_star_path = os.path.join(tmp, "w_star.npz")
+    io.save_npz(w_star_path, ref["checkpoints"])
+    scale = scaling(cfg, engine, ref, key_llc, w_star_path, args.seed)
+  train_part = training(cfg, ref["dataset"], key_train, bt)
+  payload = {
+      "config": {**dataclasses.asdict(cfg), "quick": args.quick,
+                 "seed": args.seed},
+      "load_average": {"start": load_start, "end": _load()},
+      "baselines": torch_status,
+      "reference": {**ref["summary"],
+                    "nbeta": cfg.sgld.resolve_nbeta(engine.n),
+                    "steps_per_chain": _steps_per_chain(cfg.sgld)},
+      "llc": llc_rows,
+      "agreement": {name: _agreement(llc_rows, name, cfg.sgld.num_chains)
+                    for name in ("devinterp", "torch_loop")},
+      "roofline": roof,
+      "scaling": scale,
+      "training": train_part,
+      "max_rss_bytes": _max_rss(),
+      "wall_seconds": time.perf_counter() - start,
+  }
+  path = common.write_results(out_dir, payload)
+  payload = io.load_json(path)
+  _plot(payload, out_dir)
+  print(f"wrote {path} in {payload['wall_seconds']:.0f} s; load average "
+        f"{payload['load_average']['start']} -> {payload['load_average']['end']}")
+  if args.device_report:
+    print(device_report(payload))
+  return payload
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,128 @@
+"""Smoke tests of experiments.bench on a tiny configuration.
+
+The JAX parts always run; the PyTorch/devinterp baselines only where torch
+(and devinterp) can be imported, as in ``.venv-bench``.
+"""
+
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+
+from experiments import bench
+from slt_jax import io
+from slt_jax.config import SGLDConfig
+
+TINY = bench.BenchConfig(
+    p=7, width=16, train_frac=0.6, train_steps=40, checkpoints=(1, 2),
+    sgld=SGLDConfig(step_size=1e-3, nbeta=8 / math.log(8), localization=5.0,
+                    num_chains=2, num_draws=10, num_burnin=4, batch_size=8),
+    scaling_burnin=2, scaling_draws=6, scaling_points=(1, 2), chunk_points=2,
+    chunk_sizes=(1, 2), device_counts=(1, 2), device_points=2,
+    train_seeds=(1, 2), train_chunk_steps=5, torch_train_steps=5,
+    matmul_sizes=(32,), repeats=2)
+KEYS = ("config", "load_average", "baselines", "reference", "llc",
+        "agreement", "roofline", "scaling", "training", "max_rss_bytes",
+        "wall_seconds", "environment")
+
+
+def _finite(x) -> bool:
+  if isinstance(x, dict):
+    return all(_finite(v) for v in x.values())
+  if isinstance(x, list):
+    return all(_finite(v) for v in x)
+  if isinstance(x, float):
+    return math.isfinite(x)
+  return True
+
+
+def _run(tmp_path, monkeypatch, capsys, extra):
+  monkeypatch.setattr(bench, "get_config", lambda quick: TINY)
+  out = str(tmp_path / "bench")
+  bench.main(["--out", out, "--device-report"] + extra)
+  results = io.load_json(os.path.join(out, "results.json"))
+  report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  return out, results, report
+
+
+def test_config_validation():
+  assert bench.get_config(True).checkpoints == (1, 10)
+  assert bench.get_config(False).checkpoints == (1, 10, 50)
+  assert bench.get_config(False).sgld.resolve_nbeta(1123) == pytest.approx(
+      26.38, abs=0.01)
+  with pytest.raises(ValueError, match="train_steps=45"):
+    bench.BenchConfig(train_steps=45, checkpoints=(1, 10))
+  np.testing.assert_array_equal(bench._spread(50, 10), np.arange(4, 50, 5))
+  np.testing.assert_array_equal(bench._spread(50, 1), [49])
+
+
+def test_bench_jax_parts(tmp_path, monkeypatch, capsys):
+  out, results, report = _run(tmp_path, monkeypatch, capsys, ["--no-torch"])
+  for key in KEYS:
+    assert key in results, key
+  assert not results["baselines"]["available"]
+  assert [row["C"] for row in results["llc"]] == [1, 2]
+  for row in results["llc"]:
+    jax_row = row["slt_jax"]
+    assert jax_row["steps_per_second"] > 0
+    assert jax_row["chain_steps"] == row["C"] * 2 * 14
+    assert len(jax_row["per_checkpoint"]) == row["C"]
+    assert "devinterp" not in row and "torch_loop" not in row
+  assert _finite({k: results[k] for k in ("llc", "roofline", "scaling",
+                                          "training", "reference")})
+  step = results["roofline"]["step"]
+  assert results["roofline"]["flops_per_step"] == 6 * 8 * 16 * 7
+  assert 0 < step["fraction_of_roofline"]
+  assert set(results["roofline"]["normals"]) >= {"threefry2x32", "rbg"}
+  scaling = results["scaling"]
+  assert [r["batched_chains"] for r in scaling["batch_width"]] == [2, 4]
+  assert [r["chunk_size"] for r in scaling["chunk_size"]] == ["auto", 1, 2]
+  assert all(r["memory"]["peak_bytes"] > 0 for r in scaling["chunk_size"])
+  assert [r["devices"] for r in scaling["devices"]] == [1, 2]
+  assert set(results["training"]["slt_jax"]) == {"1", "2"}
+  assert report["llc_steps_per_s"].keys() == {"1", "2"}
+  assert os.path.getsize(os.path.join(out, "llc_speed.png")) > 0
+  assert os.path.getsize(os.path.join(out, "scaling.png")) > 0
+
+
+def test_bench_torch_parts(tmp_path, monkeypatch, capsys):
+  pytest.importorskip("torch")
+  out, results, report = _run(tmp_path, monkeypatch, capsys, [])
+  assert results["baselines"]["available"]
+  has_devinterp = bool(results["baselines"].get("devinterp"))
+  for row in results["llc"]:
+    assert row["torch_loop"]["steps_per_second"] > 0
+    assert row["ratio_vs_torch_loop"] > 0
+    assert len(row["torch_loop"]["per_checkpoint"]) == row["C"]
+    if has_devinterp:
+      assert row["ratio_vs_devinterp"] > 0
+      assert np.all(np.isfinite(
+          [c["mean"] for c in row["devinterp"]["per_checkpoint"]]))
+  assert results["agreement"]["torch_loop"]["num_compared"] == 3
+  assert results["training"]["torch_loop"]["steps_per_second"] > 0
+  assert "torch.randn" in results["roofline"]["normals"]
+  assert report["ratio_vs_torch_loop"]["1"] > 0
+
+
+def test_torch_models_match_jax():
+  torch = pytest.importorskip("torch")
+  from experiments import bench_torch
+  import jax
+  from slt_jax import data, losses, model
+  from slt_jax.config import DataConfig, ModelConfig
+
+  dataset = data.modular_arithmetic(jax.random.key(0),
+                                    DataConfig(p=7, train_frac=0.6))
+  params = model.init(jax.random.key(1), ModelConfig(p=7, width=16))
+  net = bench_torch.make_model(np.asarray(params["W"]),
+                               np.asarray(params["V"]))
+  x, y = bench_torch.one_hot_data(dataset.train.pairs, dataset.train.labels, 7)
+  expected = float(losses.make_loss("centered_mse")(params, dataset.train))
+  assert bench_torch.full_loss(net, x, y) == pytest.approx(expected, rel=1e-5)
+  with torch.no_grad():
+    out = net(x).numpy()
+  np.testing.assert_allclose(out, np.asarray(model.apply(params,
+                                                         dataset.train.pairs)),
+                             rtol=1e-5, atol=1e-6)
