@@ -91,7 +91,7 @@ def gibbs_expectation(potential: Callable[[np.ndarray, np.ndarray], np.ndarray],
 
 
 def gibbs_expectation_2d(exponents: tuple[int, int], nbeta: float,
-                         gamma: float, num_grid: int = 3000) -> float:
+                         gamma: float, num_grid: int = 800) -> float:
   """``gibbs_expectation`` of the normal-crossing loss of ``normal_crossing``.
 
   ``K(w) = w1^(2 k1) w2^(2 k2) / 2`` (unit input variance).

@@ -1,5 +1,6 @@
 """LLC engine: validation against known coefficients, batching, diagnostics."""
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -244,3 +245,22 @@ def test_calibrate_picks_largest_stable_step():
   assert not by_step[1.0]["ok"] and by_step[1.0]["diverged_chains"] == 2
   assert by_step[1e-3]["ok"]
   assert chosen.step_size == 1e-3
+
+
+def test_memory_budget_sets_chunk_size_on_accelerators(monkeypatch):
+  """The accelerator path sizes chunks from XLA's memory analysis."""
+  case = known_cases.isotropic_quadratic(d=50)
+  anchors = jnp.zeros((8, 50))
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  tiny = SGLDConfig(step_size=2e-4, nbeta=100.0, localization=10.0,
+                    num_chains=2, num_draws=20, num_burnin=0, batch_size=None,
+                    memory_budget_bytes=1)
+  roomy = dataclasses.replace(tiny, memory_budget_bytes=2 ** 30)
+  mesh = sj.llc.Mesh(np.array(jax.devices()), ("points",))
+  chunks = []
+  for cfg in (tiny, roomy):
+    program = sj.llc._program(case.loss_fn, cfg, 100.0, 16, None, mesh)
+    keys = jax.random.split(jax.random.key(0), 8)
+    chunks.append(sj.llc._auto_chunk_size(program, keys, np.asarray(anchors),
+                                          case.data, cfg, 8, 1))
+  assert chunks == [1, 8]
