@@ -4,6 +4,7 @@ Command::
 
   python -m experiments.bench [--quick] [--out DIR] [--seed N]
                               [--device-report] [--no-torch]
+                              [--torch-threads N]
 
 (``make bench`` runs the quick version in ``.venv-bench``, which has the
 ``bench`` extra: torch 2.13.0 CPU and devinterp 1.3.2.)
@@ -21,8 +22,10 @@ measured side by side (SPEC §6):
    copied into a PyTorch model (one-hot inputs, ``nn.Linear`` without bias),
    (c) a plain eager PyTorch loop over chains. Reports wall time, SGLD steps/s
    (chains x steps x C / time), the ratios, and whether (a) and (b) agree.
-2. **Roofline.** float32 matmul FLOP/s (square and the model's shapes), the
-   cost of one standard normal per PRNG implementation, and the time of one
+2. **Roofline.** float32 matmul FLOP/s (square and the model's shapes, one
+   chain and a CPU chunk's chains batched), the cost of one standard normal
+   per PRNG implementation (drawn as the kernel draws it, with
+   ``sgld.gaussian_noise`` over the parameter pytree), and the time of one
    chain-step split into matmul at the measured peak, noise, and the rest.
    One SGLD step is 6·B·K·p FLOPs in the gather form (forward ``h² Vᵀ``, and
    the two backward matmuls for ``dV`` and ``dh²``; gathers and elementwise
@@ -34,7 +37,9 @@ measured side by side (SPEC §6):
 4. **Training.** Steps/s of ``slt_jax.train.train`` for 1, 8 and 64 vmapped
    runs against a plain PyTorch Adam loop (coupled L2) on the same model.
 
-PyTorch runs single-process with ``torch.set_num_threads(2)``. Without torch
+PyTorch runs single-process with ``torch.set_num_threads(2)``, or 1 thread
+when a first check finds 2 threads much slower (busy cores; see
+``BenchConfig.torch_threads``, ``--torch-threads``). Without torch
 (or with ``--no-torch``) the PyTorch parts are skipped with a message, as is
 (b) without devinterp. ``--device-report`` prints one compact JSON line of
 the headline numbers. Writes ``DIR/results.json``, ``DIR/llc_speed.png`` and
@@ -63,7 +68,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from experiments import common
-from slt_jax import data, io, llc, losses, model, plotting, train
+from slt_jax import data, io, llc, losses, model, plotting, sgld, train
 from slt_jax.config import (NOISE_IMPLS, DataConfig, ModelConfig, SGLDConfig,
                             TrainConfig)
 
@@ -72,6 +77,9 @@ NAME = "bench"
 # uses the same value.
 REFERENCE_NBETA = 128 / math.log(128)
 _COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+# Plain-loop speed ratio (1 thread / ``torch_threads``) above which the
+# PyTorch baselines fall back to one thread.
+OVERSUBSCRIBED = 1.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +88,8 @@ class BenchConfig:
 
   Attributes:
     p, width, train_frac: the reference model and data set.
+    num_train: training pairs; overrides ``train_frac`` (SPEC §6 uses 1123
+      at p=53, where ``round(0.4 * 53^2)`` would give 1124).
     train_steps: recipe steps of the run whose checkpoints are w*; must be a
       multiple of ``max(checkpoints)``.
     checkpoints: numbers of checkpoints C of the side-by-side LLC runs,
@@ -97,12 +107,18 @@ class BenchConfig:
     torch_train_steps: timed steps of the PyTorch training loop.
     matmul_sizes: square matmul sizes n of the roofline.
     repeats: timed repetitions of each roofline kernel (the median is kept).
-    torch_threads: ``torch.set_num_threads``.
+    torch_threads: ``torch.set_num_threads`` for the PyTorch baselines (the
+      machine's 2 cores). On a shared machine, OpenMP threads that wait for
+      a busy core can make 2 threads many times slower than 1; the run
+      measures both first and, when 1 thread is more than
+      ``OVERSUBSCRIBED`` times faster, uses 1 (recorded as
+      ``baselines.torch_threads_used``) unless ``--torch-threads`` fixes it.
   """
 
   p: int = 53
   width: int = 1024
   train_frac: float = 0.4
+  num_train: Optional[int] = 1123
   train_steps: int = 3000
   checkpoints: tuple[int, ...] = (1, 10, 50)
   sgld: SGLDConfig = SGLDConfig(
@@ -173,7 +189,7 @@ def _median_seconds(fn: Callable, *args, repeats: int) -> float:
 
 
 def _spread(total: int, count: int) -> np.ndarray:
-  """``count`` indices spread evenly over ``range(total)``, ending at the last."""
+  """``count`` indices spread evenly over ``range(total)``, ending last."""
   return np.round(np.linspace(total / count - 1, total - 1, count)).astype(int)
 
 
@@ -249,20 +265,24 @@ class _Engine:
     num_points = jax.tree.leaves(params)[0].shape[0]
     chunk = self.chunk(cfg, num_points, params)
     start = time.perf_counter()
+    memory = None
     if warm == "chunk":
       self.run(key, cfg, _take(params, slice(0, chunk)))
     else:
-      self.memory(cfg, params, chunk)
+      memory = self.memory(cfg, params, chunk)
     warm_seconds = time.perf_counter() - start
     with _CompileClock() as clock:
       start = time.perf_counter()
       result = self.run(key, cfg, params)
       seconds = time.perf_counter() - start
     steps = num_points * cfg.num_chains * _steps_per_chain(cfg)
-    return result, {"seconds": seconds, "steps_per_second": steps / seconds,
-                    "chain_steps": steps, "chunk": chunk,
-                    "warm_seconds": warm_seconds,
-                    "compile_seconds_in_timed_call": clock.seconds}
+    timing = {"seconds": seconds, "steps_per_second": steps / seconds,
+              "chain_steps": steps, "chunk": chunk,
+              "warm_seconds": warm_seconds,
+              "compile_seconds_in_timed_call": clock.seconds}
+    if memory is not None:
+      timing["memory"] = memory
+    return result, timing
 
 
 def _import_torch(no_torch: bool) -> tuple[Optional[object], dict]:
@@ -296,13 +316,17 @@ def _chain_stats(per_chain) -> tuple[float, float]:
 
 
 def _agreement(rows: list[dict], other: str, num_chains: int) -> dict:
-  """Whether ``other``'s estimates match slt_jax's, checkpoint by checkpoint.
+  """Whether ``other``'s estimates match slt_jax's (same w*, equal work).
 
-  ``within_chain_std``: |difference of means| <= the larger chain std;
-  ``within_2se``: |difference| <= 2 standard errors of the difference,
-  ``sqrt((s_a^2 + s_b^2) / chains)``.
+  Per checkpoint (every C's rows): ``within_chain_std`` when |difference of
+  means| <= the larger chain std; ``within_2se`` when it is <= 2 standard
+  errors of the difference, ``se = sqrt((s_a^2 + s_b^2) / chains)`` (with 3
+  chains the std is itself noisy, so about 85% is the rate to expect for two
+  identical samplers). Pooled: the mean difference over all compared
+  checkpoints in units of its standard error (``bias_z``); the two agree when
+  |bias_z| < 3, i.e. no systematic difference is detectable.
   """
-  diffs, z, within_std, within_se = [], [], [], []
+  diffs, ses, within_std, within_se = [], [], [], []
   for row in rows:
     if row.get(other) is None:
       continue
@@ -311,19 +335,28 @@ def _agreement(rows: list[dict], other: str, num_chains: int) -> dict:
       diff = b["mean"] - a["mean"]
       se = math.sqrt((a["std"] ** 2 + b["std"] ** 2) / num_chains)
       diffs.append(diff)
-      z.append(diff / se if se > 0 else 0.0)
+      ses.append(se)
       within_std.append(abs(diff) <= max(a["std"], b["std"]))
       within_se.append(abs(diff) <= 2 * se)
   if not diffs:
     return {}
+  bias_se = math.sqrt(sum(se ** 2 for se in ses)) / len(ses)
+  bias_z = float(np.mean(diffs)) / bias_se if bias_se > 0 else 0.0
   return {"num_compared": len(diffs), "mean_difference": float(np.mean(diffs)),
-          "mean_abs_z": float(np.mean(np.abs(z))),
+          "mean_difference_se": bias_se, "bias_z": bias_z,
+          "mean_abs_z": float(np.mean(np.abs(np.asarray(diffs)
+                                             / np.maximum(ses, 1e-12)))),
           "fraction_within_chain_std": float(np.mean(within_std)),
           "fraction_within_2se": float(np.mean(within_se)),
-          "agree": bool(np.mean(within_se) >= 0.8)}
+          "agree": bool(abs(bias_z) < 3)}
 
 
 # ---------------------------------------------------------------- parts
+
+
+def _data_config(cfg: BenchConfig) -> DataConfig:
+  return DataConfig(p=cfg.p, train_frac=cfg.train_frac,
+                    num_train=cfg.num_train)
 
 
 def reference_weights(cfg: BenchConfig, key) -> dict:
@@ -333,8 +366,7 @@ def reference_weights(cfg: BenchConfig, key) -> dict:
                           num_steps=cfg.train_steps, log_every=every,
                           ckpt_every=every, chunk_steps=cfg.train_steps)
   key_data, key_train = jax.random.split(key)
-  dataset = data.modular_arithmetic(
-      key_data, DataConfig(p=cfg.p, train_frac=cfg.train_frac))
+  dataset = data.modular_arithmetic(key_data, _data_config(cfg))
   start = time.perf_counter()
   result = train.train(key_train, dataset,
                        ModelConfig(p=cfg.p, width=cfg.width), train_cfg,
@@ -347,13 +379,20 @@ def reference_weights(cfg: BenchConfig, key) -> dict:
                           jax.tree.map(lambda x: x[0], ckpts)),
                       "train_steps": cfg.train_steps,
                       "seconds_with_compile": time.perf_counter() - start,
-                      "final_train_acc": float(result.metrics["train_acc"][0, -1]),
-                      "final_val_acc": float(result.metrics["val_acc"][0, -1])}}
+                      "final_train_acc": float(
+                          result.metrics["train_acc"][0, -1]),
+                      "final_val_acc": float(
+                          result.metrics["val_acc"][0, -1])}}
 
 
 def llc_side_by_side(cfg: BenchConfig, engine: _Engine, ref: dict, key,
-                     bt, torch_status: dict, seed: int) -> list[dict]:
-  """Part 1: the reference workload at each C with (a), (b) and (c)."""
+                     bt, torch_status: dict, seed: int,
+                     torch_threads: Optional[int] = None) -> list[dict]:
+  """Part 1: the reference workload at each C with (a), (b) and (c).
+
+  ``torch_threads`` fixes PyTorch's thread count; None picks
+  ``cfg.torch_threads`` or, on busy cores, 1 (see ``BenchConfig``).
+  """
   sgld = cfg.sgld
   nbeta = sgld.resolve_nbeta(engine.n)
   steps = _steps_per_chain(sgld)
@@ -361,6 +400,22 @@ def llc_side_by_side(cfg: BenchConfig, engine: _Engine, ref: dict, key,
   if bt is not None:
     x_NxD, y_NxP = bt.one_hot_data(ref["dataset"].train.pairs,
                                    ref["dataset"].train.labels, cfg.p)
+    rates = bt.thread_check(
+        bt.make_model(ref["checkpoints"]["W"][-1], ref["checkpoints"]["V"][-1]),
+        x_NxD, y_NxP, tuple(sorted({1, cfg.torch_threads})), min(100, steps),
+        step_size=sgld.step_size, nbeta=nbeta, localization=sgld.localization,
+        batch_size=sgld.batch_size)
+    torch_status["plain_loop_steps_per_second_by_threads"] = rates
+    print(f"PyTorch plain loop by thread count (steps/s): {rates}")
+    if (torch_threads is None
+        and rates["1"] > OVERSUBSCRIBED * rates[str(cfg.torch_threads)]):
+      slowdown = rates["1"] / rates[str(cfg.torch_threads)]
+      print(f"warning: 1 torch thread is {slowdown:.1f}x faster than "
+            f"{cfg.torch_threads} (the cores are busy); the PyTorch baselines "
+            "use 1 thread")
+      torch_threads = 1
+    bt.torch.set_num_threads(torch_threads or cfg.torch_threads)
+    torch_status["torch_threads_used"] = bt.torch.get_num_threads()
   rows = []
   for count in cfg.checkpoints:
     idx = _spread(total, count)
@@ -441,18 +496,24 @@ def roofline(cfg: BenchConfig, llc_rows: list[dict], bt) -> dict:
   out["model_shapes_gflops"] = {
       mode: out["flops_per_step"] / s / 1e9
       for mode, s in step_matmul_seconds.items()}
+  # Noise drawn as the kernel draws it: sgld.gaussian_noise over the
+  # parameter pytree, one chain or vmapped over a chunk's chains; and, for
+  # comparison, one flat vector per chain.
+  like = {"W": jnp.zeros((width, 2 * p)), "V": jnp.zeros((p, width))}
+  flat = jnp.zeros((num_params,))
+  keys = jax.random.split(jax.random.key(0), chains)
   normals = {}
   for impl in NOISE_IMPLS:
-    impl_key = jax.random.key(0, impl=impl)
-    single = jax.jit(lambda k: jax.random.normal(k, (num_params,)))
-    batched = jax.jit(jax.vmap(lambda k: jax.random.normal(k, (num_params,))))
-    keys = jax.random.split(impl_key, chains)
-    normals[impl] = {
-        "ns_per_normal": _median_seconds(single, impl_key, repeats=cfg.repeats)
-                         / num_params * 1e9,
-        "ns_per_normal_batched": _median_seconds(batched, keys,
-                                                 repeats=cfg.repeats)
-                                 / (chains * num_params) * 1e9}
+    per_normal = {}
+    for name, tree, batched in (("ns_per_normal", like, False),
+                                ("ns_per_normal_batched", like, True),
+                                ("ns_per_normal_flat_batched", flat, True)):
+      draw = lambda k, tree=tree, impl=impl: sgld.gaussian_noise(k, tree, impl)
+      fn, arg = (jax.vmap(draw), keys) if batched else (draw, keys[0])
+      seconds = _median_seconds(jax.jit(fn), arg, repeats=cfg.repeats)
+      per_normal[name] = seconds / ((chains if batched else 1)
+                                    * num_params) * 1e9
+    normals[impl] = per_normal
   if bt is not None:
     normals["torch.randn"] = {"ns_per_normal": bt.normal_seconds(
         num_params, cfg.repeats) / num_params * 1e9}
@@ -502,8 +563,7 @@ def scaling(cfg: BenchConfig, engine: _Engine, ref: dict, key,
     params = _points(ref, count)
     _, timing = engine.timed(key, sgld, params, warm="compile")
     width_rows.append({"points": count,
-                       "batched_chains": count * sgld.num_chains, **timing,
-                       "memory": engine.memory(sgld, params, count)})
+                       "batched_chains": count * sgld.num_chains, **timing})
     print(f"batched chains {count * sgld.num_chains}: "
           f"{timing['steps_per_second']:.0f} SGLD steps/s")
   chunk_rows = []
@@ -511,8 +571,7 @@ def scaling(cfg: BenchConfig, engine: _Engine, ref: dict, key,
   for size in (None,) + tuple(cfg.chunk_sizes):
     sgld = _short(cfg, chunk_size=size)
     _, timing = engine.timed(key, sgld, params, warm="compile")
-    chunk_rows.append({"chunk_size": size if size else "auto", **timing,
-                       "memory": engine.memory(sgld, params, timing["chunk"])})
+    chunk_rows.append({"chunk_size": size if size else "auto", **timing})
     print(f"chunk_size {size or 'auto'} ({timing['chunk']} points): "
           f"{timing['seconds']:.2f} s, peak "
           f"{chunk_rows[-1]['memory']['peak_bytes'] / 2 ** 20:.0f} MiB")
@@ -546,7 +605,8 @@ def _config_json(cfg: BenchConfig) -> dict:
 def _config_from_json(spec: dict) -> BenchConfig:
   fields = dict(spec)
   fields["sgld"] = SGLDConfig(**fields["sgld"])
-  fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+  fields = {k: tuple(v) if isinstance(v, list) else v
+            for k, v in fields.items()}
   return BenchConfig(**fields)
 
 
@@ -561,8 +621,7 @@ def device_worker(spec_json: str) -> None:
   saved = io.load_npz(spec["w_star"])
   ref = {"checkpoints": {"W": saved["W"], "V": saved["V"]}}
   dataset = data.modular_arithmetic(
-      jax.random.split(jax.random.key(spec["seed"]))[0],
-      DataConfig(p=cfg.p, train_frac=cfg.train_frac))
+      jax.random.split(jax.random.key(spec["seed"]))[0], _data_config(cfg))
   engine = _Engine(losses.make_loss("centered_mse"), dataset.train)
   _, timing = engine.timed(jax.random.key(spec["seed"]), _short(cfg),
                            _points(ref, spec["points"]))
@@ -612,7 +671,7 @@ def training(cfg: BenchConfig, dataset: data.ModularData, key, bt) -> dict:
 def _plot(payload: dict, out_dir: str) -> None:
   plt = plotting.plt
   rows = payload["llc"]
-  fig, axes = plt.subplots(1, 3, figsize=(16, 4.2))
+  fig, axes = plt.subplots(1, 3, figsize=(16, 4.2), layout="constrained")
   methods = [m for m in ("slt_jax", "devinterp", "torch_loop")
              if any(r.get(m) for r in rows)]
   ax = axes[0]
@@ -626,11 +685,13 @@ def _plot(payload: dict, out_dir: str) -> None:
   ax.legend()
   ax = axes[1]
   last = rows[-1]
+  xs = np.arange(last["C"])
   for j, name in enumerate(methods):
     per = last[name]["per_checkpoint"]
-    ax.errorbar(np.asarray(last["checkpoint_steps"]) + 8 * (j - 1),
-                [c["mean"] for c in per], [c["std"] for c in per], fmt="o",
-                ms=3, capsize=2, label=name)
+    ax.errorbar(xs + 0.15 * (j - 1), [c["mean"] for c in per],
+                [c["std"] for c in per], fmt="o", ms=3, capsize=2, label=name)
+  ticks = xs[::max(1, last["C"] // 10)]
+  ax.set_xticks(ticks, [str(last["checkpoint_steps"][i]) for i in ticks])
   ax.set_xlabel("training step of w*")
   ax.set_ylabel("LLC (mean ± chain std)")
   ax.set_title(f"estimates at C={last['C']}")
@@ -649,34 +710,43 @@ def _plot(payload: dict, out_dir: str) -> None:
   plotting.save_figure(fig, os.path.join(out_dir, "llc_speed.png"))
 
   sc = payload["scaling"]
-  fig, axes = plt.subplots(1, 4, figsize=(19, 4.2))
+  fig, axes = plt.subplots(1, 4, figsize=(20, 4.2), layout="constrained")
   ax = axes[0]
   ax.plot([r["batched_chains"] for r in sc["batch_width"]],
           [r["steps_per_second"] for r in sc["batch_width"]], "o-")
   ax.set_xscale("log")
+  widths = [r["batched_chains"] for r in sc["batch_width"]]
+  ax.set_xticks(widths, [str(w) for w in widths])
+  ax.minorticks_off()
   ax.set_xlabel("chains batched in one program")
   ax.set_ylabel("SGLD steps / s")
   ax.set_title("batch width")
   ax = axes[1]
-  chunks = [r["chunk"] for r in sc["chunk_size"]]
-  ax.plot(chunks, [r["seconds"] for r in sc["chunk_size"]], "o", color="C0")
+  by_chunk = sorted(sc["chunk_size"], key=lambda r: r["chunk"])
+  chunks = [r["chunk"] for r in by_chunk]
+  ax.plot(chunks, [r["seconds"] for r in by_chunk], "o-", color="C0")
   ax.set_xscale("log")
-  ax.set_xlabel(f"chunk size (points of {payload['config']['chunk_points']})")
+  ax.set_xticks(chunks, [str(c) for c in chunks])
+  ax.minorticks_off()
+  ax.set_xlabel(f"chunk size (points; {payload['config']['chunk_points']} "
+                "points in all)")
   ax.set_ylabel("seconds", color="C0")
   twin = ax.twinx()
-  twin.plot(chunks, [r["memory"]["peak_bytes"] / 2 ** 20
-                     for r in sc["chunk_size"]], "s", color="C1")
+  twin.plot(chunks, [r["memory"]["peak_bytes"] / 2 ** 20 for r in by_chunk],
+            "s--", color="C1")
   twin.set_ylabel("XLA peak MiB per chunk", color="C1")
   ax.set_title("chunk size")
   ax = axes[2]
   ax.plot([r["devices"] for r in sc["devices"]],
           [r["steps_per_second"] for r in sc["devices"]], "o-")
+  ax.set_xticks([r["devices"] for r in sc["devices"]])
   ax.set_xlabel("forced host devices")
   ax.set_ylabel("SGLD steps / s")
   ax.set_title("devices")
   ax = axes[3]
   st = payload["roofline"]["step"]
-  parts = [("matmul at model-shape peak", st["matmul_seconds_at_model_shape_peak"]),
+  parts = [("matmul at model-shape peak",
+            st["matmul_seconds_at_model_shape_peak"]),
            ("noise", st["noise_seconds"]),
            ("other", max(st["other_seconds"], 0.0))]
   bottom = 0.0
@@ -722,6 +792,9 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
                              "numbers at the end")
     parser.add_argument("--no-torch", action="store_true",
                         help="skip the PyTorch and devinterp baselines")
+    parser.add_argument("--torch-threads", type=int, default=None,
+                        help="PyTorch threads (default: 2, or 1 when the "
+                             "cores are busy enough that 1 is faster)")
 
   args = common.parse_args(__doc__, flags, argv)
   cfg = get_config(args.quick)
@@ -730,9 +803,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
   start = time.perf_counter()
   bt, torch_status = _import_torch(args.no_torch)
   if bt is not None:
-    import torch
-    torch.set_num_threads(cfg.torch_threads)
-    torch.manual_seed(args.seed)
+    bt.torch.set_num_threads(args.torch_threads or cfg.torch_threads)
+    bt.torch.manual_seed(args.seed)
   key_ref, key_llc, key_train = jax.random.split(jax.random.key(args.seed), 3)
   ref = reference_weights(cfg, key_ref)
   print(f"w*: {cfg.train_steps} recipe steps, final train/val acc "
@@ -740,7 +812,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         f"{ref['summary']['final_val_acc']:.2f}")
   engine = _Engine(losses.make_loss("centered_mse"), ref["dataset"].train)
   llc_rows = llc_side_by_side(cfg, engine, ref, key_llc, bt, torch_status,
-                              args.seed)
+                              args.seed, args.torch_threads)
   roof = roofline(cfg, llc_rows, bt)
   with tempfile.TemporaryDirectory() as tmp:
     w_star_path = os.path.join(tmp, "w_star.npz")
@@ -767,8 +839,9 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
   path = common.write_results(out_dir, payload)
   payload = io.load_json(path)
   _plot(payload, out_dir)
+  loads = payload["load_average"]
   print(f"wrote {path} in {payload['wall_seconds']:.0f} s; load average "
-        f"{payload['load_average']['start']} -> {payload['load_average']['end']}")
+        f"{loads['start']} -> {loads['end']}")
   if args.device_report:
     print(device_report(payload))
   return payload

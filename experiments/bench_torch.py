@@ -53,15 +53,15 @@ def load_weights(net: QuadraticNet, w_KxD: np.ndarray,
                  v_PxK: np.ndarray) -> None:
   """Copies slt_jax's ``W`` and ``V`` into ``net`` in place."""
   with torch.no_grad():
-    net.embed.weight.copy_(torch.as_tensor(np.asarray(w_KxD, np.float32)))
-    net.unembed.weight.copy_(torch.as_tensor(np.asarray(v_PxK, np.float32)))
+    net.embed.weight.copy_(torch.tensor(np.array(w_KxD, np.float32)))
+    net.unembed.weight.copy_(torch.tensor(np.array(v_PxK, np.float32)))
 
 
 def one_hot_data(pairs_Nx2: np.ndarray, labels_N: np.ndarray, p: int
                  ) -> tuple[torch.Tensor, torch.Tensor]:
   """One-hot inputs (N, 2p) and targets (N, p), float32."""
-  pairs = torch.as_tensor(np.asarray(pairs_Nx2, np.int64))
-  labels = torch.as_tensor(np.asarray(labels_N, np.int64))
+  pairs = torch.tensor(np.array(pairs_Nx2, np.int64))
+  labels = torch.tensor(np.array(labels_N, np.int64))
   x_NxD = torch.cat([nn.functional.one_hot(pairs[:, 0], p),
                      nn.functional.one_hot(pairs[:, 1], p)], dim=1)
   return x_NxD.float(), nn.functional.one_hot(labels, p).float()
@@ -70,7 +70,8 @@ def one_hot_data(pairs_Nx2: np.ndarray, labels_N: np.ndarray, p: int
 def centered_mse(y_BxP: torch.Tensor, yhat_BxP: torch.Tensor) -> torch.Tensor:
   """``0.5 ||R - mean_rows(R)||_F^2 / B`` with ``R = Y - Yhat``."""
   r_BxP = y_BxP - yhat_BxP
-  return 0.5 * torch.sum(torch.square(r_BxP - r_BxP.mean(dim=0))) / r_BxP.shape[0]
+  centered_BxP = r_BxP - r_BxP.mean(dim=0)
+  return 0.5 * torch.sum(torch.square(centered_BxP)) / r_BxP.shape[0]
 
 
 def evaluate(net: nn.Module, batch) -> torch.Tensor:
@@ -173,6 +174,28 @@ def plain_llc(net: nn.Module, x_NxD: torch.Tensor, y_NxP: torch.Tensor, *,
     per_chain.append(nbeta * (float(torch.stack(draws).mean()) - init_loss))
   return {"per_chain": per_chain, "init_loss": init_loss,
           "seconds": time.perf_counter() - start}
+
+
+def thread_check(net: nn.Module, x_NxD: torch.Tensor, y_NxP: torch.Tensor,
+                 threads: tuple[int, ...], num_steps: int, **sgld_kwargs
+                 ) -> dict:
+  """Plain-loop SGLD steps/s at each torch thread count (one short chain).
+
+  On a shared machine, OpenMP threads that wait for a busy core can make two
+  threads much slower than one; this records whether that happened. The
+  thread count in force before the call is restored.
+  """
+  before = torch.get_num_threads()
+  rates = {}
+  try:
+    for count in threads:
+      torch.set_num_threads(count)
+      out = plain_llc(net, x_NxD, y_NxP, num_chains=1, num_draws=num_steps,
+                      num_burnin=0, seed=0, **sgld_kwargs)
+      rates[str(count)] = num_steps / out["seconds"]
+  finally:
+    torch.set_num_threads(before)
+  return rates
 
 
 def train_steps_per_second(w_KxD: np.ndarray, v_PxK: np.ndarray,

@@ -57,7 +57,7 @@ def parse_args(description: str,
 
 def parse_mode(description: str,
                extra: Optional[Callable[[argparse.ArgumentParser], None]] = None,
-               argv: Optional[Sequence[str]] = None
+               argv: Optional[Sequence[str]] = None,
                ) -> tuple[argparse.Namespace, str]:
   """``parse_args`` plus ``--paper`` and a hidden ``--smoke`` (for tests).
 
@@ -139,8 +139,10 @@ def llc_sweep(key, loss_fn, checkpoints, data, cfg: SGLDConfig,
 
   Returns:
     dict of mean/std (batch shape), per-chain values, diagnostics, timing
+    (``sgld_steps_per_second`` is None when the sweep resumed from ``path``)
     and the SGLD config.
   """
+  resumed = path is not None and os.path.exists(path)
   with warnings.catch_warnings():
     warnings.simplefilter("ignore", RuntimeWarning)
     start = time.perf_counter()
@@ -159,5 +161,7 @@ def llc_sweep(key, loss_fn, checkpoints, data, cfg: SGLDConfig,
           "diverged_chains": d.diverged.sum(-1),
           "distance_sq": d.distance_sq.mean(-1),
           "fraction_stationary": float(np.mean(d.stationary)),
-          "seconds": seconds, "sgld_steps_per_second": num_steps / seconds,
+          # A resumed sweep only timed the chunks it had left: no rate.
+          "resumed": resumed, "seconds": seconds,
+          "sgld_steps_per_second": None if resumed else num_steps / seconds,
           "config": dataclasses.asdict(cfg)}

@@ -122,7 +122,8 @@ def measure_point(key_data, key_point, p: int, width: int, cfg: dict,
       "train_seconds": train_seconds,
       "train_steps_per_second": run.steps_per_second,
       "llc_paper_settings": sweeps["sgld"], "llc_settled": sweeps["settled"],
-      "theory_generic_llc": theory.modular_llc(p, width, pairs, cfg["train"].loss),
+      "theory_generic_llc": theory.modular_llc(p, width, pairs,
+                                               cfg["train"].loss),
       "theory_lazy_llc": theory.lazy_random_features_llc(p, width,
                                                          data.num_train)}
 
@@ -224,8 +225,9 @@ def run_scan(name: str, axis: str, doc: str,
       "sgld_paper_settings": dataclasses.asdict(cfg["sgld"]),
       "sgld_settled": dataclasses.asdict(cfg["settled"]),
       "points": points, "fits": fits,
-      "paper_reference": {"slopes": {str(k): v for k, v in paper_slopes.items()},
-                          "slope_tolerance": SLOPE_TOLERANCE, "min_r2": MIN_R2},
+      "paper_reference": {
+          "slopes": {str(k): v for k, v in paper_slopes.items()},
+          "slope_tolerance": SLOPE_TOLERANCE, "min_r2": MIN_R2},
       "linearity_survives_settled": {k: f["settled"]["linear"]
                                      for k, f in fits.items()},
       "wall_seconds": time.perf_counter() - start}
@@ -234,9 +236,11 @@ def run_scan(name: str, axis: str, doc: str,
     for kind in ("paper_settings", "settled"):
       s = f[kind]
       print(f"{series_name}={fixed} {kind:14s}: slope {s['slope']:.3f} "
-            f"(paper {s['paper_slope']}), R² {s['r2']:.4f}, CI {s['slope_ci95']}")
+            f"(paper {s['paper_slope']}), R² {s['r2']:.4f}, "
+            f"CI {s['slope_ci95']}")
     print(f"{series_name}={fixed} theory slopes: generic "
-          f"{f['theory_generic']['slope']:.1f}, lazy {f['theory_lazy']['slope']:.1f}")
+          f"{f['theory_generic']['slope']:.1f}, "
+          f"lazy {f['theory_lazy']['slope']:.1f}")
   return payload
 
 

@@ -35,6 +35,7 @@ import time
 from typing import Sequence
 
 import jax
+import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -153,7 +154,8 @@ def main(argv=None) -> dict:
                 "grokking_vs_immediate": fit_threshold(x, regime == 2)}
   lower = boundaries["none_vs_generalising"]
   consistent = ((lower["low"] is None or lower["low"] < PAPER_BOUNDARY[1])
-                and (lower["high"] is None or lower["high"] > PAPER_BOUNDARY[0]))
+                and (lower["high"] is None
+                     or lower["high"] > PAPER_BOUNDARY[0]))
 
   fig, (ax_reg, ax_gen) = plt.subplots(1, 2, figsize=(11, 4.2))
   markers = {"none": ("x", "tab:red"), "grokking": ("o", "tab:orange"),
@@ -169,16 +171,25 @@ def main(argv=None) -> dict:
       ax_reg.axvline(b["midpoint"], color="k", ls=ls, lw=1,
                      label=f"fit {name}: {b['midpoint']:.2f}")
   ax_reg.set(xscale="log", xlabel="N / (M ln M)", ylabel="modulus M",
-             title=f"regimes (K={cfg['width']}, {cfg['train'].num_steps} steps)")
+             title=f"regimes (K={cfg['width']}, "
+                   f"{cfg['train'].num_steps} steps)")
   ax_reg.legend(fontsize=7)
   for m in cfg["moduli"]:
-    pick = [r for r in rows if r["modulus"] == m and r["generalisation_step"] > 0]
-    ax_gen.plot([r["x"] for r in pick], [r["generalisation_step"] for r in pick],
-                "o-", label=f"M={m}")
-  ax_gen.set(xscale="log", yscale="log", xlabel="N / (M ln M)",
-             ylabel="generalisation step (val acc 0.95)")
+    pick = [r for r in rows
+            if r["modulus"] == m and r["generalisation_step"] > 0]
+    ax_gen.plot([r["x"] for r in pick],
+                [r["generalisation_step"] for r in pick], "o-", label=f"M={m}")
+  ax_gen.set(xscale="log", xlabel="N / (M ln M)",
+             ylabel="generalisation step (val acc 0.95)",
+             yscale="log" if any(r["generalisation_step"] > 0 for r in rows)
+             else "linear")
   ax_gen.grid(True, which="both", alpha=0.3)
   ax_gen.legend(fontsize=7)
+  for ax in (ax_reg, ax_gen):
+    ax.set_xticks([1, 2, 3, 5, 10, 20, 50])
+    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+  fig.tight_layout()
   plotting.save_figure(fig, os.path.join(out_dir, f"{NAME}.png"), dpi=100)
 
   payload = {

@@ -61,7 +61,9 @@ class KnownCase:
 
 def gibbs_expectation(potential: Callable[[np.ndarray, np.ndarray], np.ndarray],
                       nbeta: float, gamma: float, num_grid: int = 800) -> float:
-  """``E[nbeta K]`` under ``exp(-nbeta K - gamma |w|^2 / 2)`` on R², by quadrature.
+  """``E[nbeta K]`` under ``exp(-nbeta K - gamma |w|^2 / 2)`` on R^2.
+
+  Computed by quadrature.
 
   ``K = potential(w1, w2)`` must vanish at its minimum (the localization
   centre 0). A log-spaced grid resolves potentials that concentrate sharply

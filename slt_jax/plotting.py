@@ -229,3 +229,43 @@ def plot_potential(ax: matplotlib.axes.Axes, potential, title: str,
   ax.set(title=title, xlabel="w1", ylabel="w2", aspect="equal")
   ax.text(0.03, 0.03, note, transform=ax.transAxes, fontsize=7, va="bottom",
           bbox={"facecolor": "white", "alpha": 0.85, "lw": 0})
+
+
+def plot_xy_panels(panels: Mapping[str, Mapping], ncols: int = 3
+                   ) -> matplotlib.figure.Figure:
+  """One panel per entry: labelled curves with optional error bars.
+
+  Args:
+    panels: title -> ``{"curves": {label: (x, y, yerr or None)}, "xlabel",
+      "ylabel", "xscale", "yscale" (optional), "hlines": {label: y},
+      "vlines": {label: x} (optional)}``; non-finite points are skipped.
+    ncols: panels per row.
+
+  Returns:
+    The figure.
+  """
+  nrows = -(-len(panels) // ncols)
+  fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.8 * nrows),
+                           squeeze=False)
+  for ax, (title, spec) in zip(axes.flat, panels.items()):
+    for label, (x, y, yerr) in spec["curves"].items():
+      x, y = np.asarray(x, float), np.asarray(y, float)
+      keep = np.isfinite(x) & np.isfinite(y)
+      err = None if yerr is None else np.asarray(yerr, float)[keep]
+      ax.errorbar(x[keep], y[keep], yerr=err, fmt="o-", ms=3, lw=1.2,
+                  capsize=2, label=label)
+    styles = ("--", ":", "-.")
+    for (label, y), ls in zip(spec.get("hlines", {}).items(), styles):
+      ax.axhline(y, color="k", ls=ls, lw=1, label=label)
+    for (label, x), ls in zip(spec.get("vlines", {}).items(), styles[::-1]):
+      ax.axvline(x, color="gray", ls=ls, lw=1, label=label)
+    ax.set(title=title, xlabel=spec.get("xlabel", ""),
+           ylabel=spec.get("ylabel", ""), xscale=spec.get("xscale", "linear"),
+           yscale=spec.get("yscale", "linear"))
+    ax.grid(True, which="both", alpha=0.3)
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.legend(fontsize=6)
+  for ax in list(axes.flat)[len(panels):]:
+    ax.axis("off")
+  fig.tight_layout()
+  return fig

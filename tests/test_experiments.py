@@ -1,12 +1,14 @@
 """Smoke tests of the experiment scripts, plus a real grokking run."""
 
+import importlib
 import math
 import os
 
 import numpy as np
 import pytest
 
-from experiments import common, train_modular, train_speed
+from experiments import (common, gsm_vs_lr, llc_by_layer, regimes, robustness,
+                         toy_landscapes, train_modular, train_speed)
 from slt_jax import io, metrics
 from slt_jax.config import DataConfig, ModelConfig, TrainConfig
 
@@ -123,3 +125,113 @@ def test_train_speed_smoke(tmp_path, monkeypatch):
   for run in results["runs"].values():
     assert run["steps_per_second"] > 0
   assert payload["vmap_speedup"] > 0
+
+
+# Smoke runs of the figure experiments (hidden --smoke configs: p = 7 or 11,
+# width 16-32, 200 training steps, a few SGLD draws). They share compiled
+# programs, so together they take about a minute.
+
+
+def _smoke(module, tmp_path) -> dict:
+  out = str(tmp_path / module.NAME)
+  payload = module.main(["--smoke", "--out", out])
+  results = io.load_json(os.path.join(out, "results.json"))
+  assert results["mode"] == "smoke"
+  assert os.path.getsize(os.path.join(out, f"{module.NAME}.png")) > 0
+  assert set(payload) | {"environment"} == set(results)
+  return results
+
+
+def _finite(*values) -> bool:
+  return all(np.all(np.isfinite(np.asarray(v, dtype=float))) for v in values)
+
+
+@pytest.mark.parametrize("name", ["llc_vs_p", "llc_vs_width"])
+def test_llc_scaling_smoke(name, tmp_path):
+  module = importlib.import_module(f"experiments.{name}")
+  r = _smoke(module, tmp_path)
+  cfg = module.get_config("smoke")
+  assert len(r["points"]) == len(cfg["series"]) * len(cfg["xs"])
+  for point in r["points"]:
+    for sweep in ("llc_paper_settings", "llc_settled"):
+      assert np.shape(point[sweep]["mean"]) == (cfg["seeds"],)
+      assert _finite(point[sweep]["mean"], point[sweep]["std"])
+    assert point["theory_generic_llc"] > 0 and point["theory_lazy_llc"] > 0
+  for fit in r["fits"].values():
+    for kind in ("paper_settings", "settled"):
+      assert _finite(fit[kind]["slope"], fit[kind]["intercept"],
+                     fit[kind]["r2"], fit[kind]["slope_ci95"])
+    assert _finite(fit["theory_generic"]["slope"], fit["theory_lazy"]["slope"])
+  assert set(r["linearity_survives_settled"]) == set(r["fits"])
+
+
+def test_gsm_vs_lr_smoke(tmp_path):
+  r = _smoke(gsm_vs_lr, tmp_path)
+  shape = (r["seeds"], len(r["lrs"]))
+  for key in ("gsm", "memorisation_step", "generalisation_step"):
+    assert np.shape(r[key]) == shape
+  assert _finite(r["gsm"], r["gsm_mean"], r["gsm_std"])
+  assert np.all((np.asarray(r["gsm"]) >= 0) & (np.asarray(r["gsm"]) <= 1))
+  assert np.shape(r["val_acc"]) == shape + (len(r["log_steps"]),)
+  # Spearman's rho is undefined (null) when every GSM is equal.
+  assert "spearman_rho_runs" in r and "spearman_rho_means" in r
+
+
+def test_gsm_spearman_matches_definition():
+  from slt_jax import metrics as m
+  assert m.spearman_rho([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+  assert m.spearman_rho([1, 2, 2, 3], [1, 2, 3, 3]) == pytest.approx(0.8333333)
+  assert np.isnan(m.spearman_rho([1, 2, 3], [0, 0, 0]))
+
+
+def test_toy_landscapes_smoke(tmp_path):
+  r = _smoke(toy_landscapes, tmp_path)
+  assert set(r["potentials"]) == set(toy_landscapes.POTENTIALS)
+  for name, row in r["potentials"].items():
+    assert row["exact_llc"] == toy_landscapes.POTENTIALS[name][1]
+    assert _finite(row["llc_mean"], row["llc_std"],
+                   row["finite_temperature_expectation"])
+    assert 0 < row["finite_temperature_expectation"] <= row["exact_llc"] + 1e-3
+
+
+def test_regimes_smoke(tmp_path):
+  r = _smoke(regimes, tmp_path)
+  cfg = regimes.get_config("smoke")
+  assert len(r["runs"]) == len(cfg["moduli"]) * len(cfg["fractions"])
+  for run in r["runs"]:
+    assert run["regime"] in regimes.REGIMES and _finite(run["x"])
+  assert set(r["boundaries"]) == {"none_vs_generalising",
+                                  "grokking_vs_immediate"}
+
+
+def test_regimes_classify_and_threshold():
+  mem = np.array([250, 250, 250, -1])
+  gen = np.array([-1, 4000, 500, 250])
+  np.testing.assert_array_equal(regimes.classify(mem, gen), [0, 1, 2, 2])
+  fit = regimes.fit_threshold([1.0, 2.0, 4.0, 8.0], [False, False, True, True])
+  assert (fit["low"], fit["high"], fit["errors"]) == (2.0, 4.0, 0)
+  assert fit["midpoint"] == pytest.approx(np.sqrt(8.0))
+
+
+def test_llc_by_layer_smoke(tmp_path):
+  r = _smoke(llc_by_layer, tmp_path)
+  assert set(r["curves"]) == set(llc_by_layer.CURVES)
+  shape = (r["seeds"], len(r["llc_steps"]))
+  for name, sweep in r["curves"].items():
+    assert np.shape(sweep["mean"]) == shape and _finite(sweep["mean"])
+  moving = {n: s["num_moving_params"] for n, s in r["curves"].items()}
+  assert (moving["W only, train pairs"] + moving["V only, train pairs"]
+          == moving["W and V, train pairs"])
+  assert r["drop_carried_by"] in ("W", "V")
+
+
+def test_robustness_smoke(tmp_path):
+  r = _smoke(robustness, tmp_path)
+  assert set(r["panels"]) == {"seed", "step size ε", "localization γ", "nβ",
+                              "chain length"}
+  for entries in r["panels"].values():
+    assert len(entries) >= 2
+    for curve in entries.values():
+      assert _finite(curve["llc_mean"], curve["summary"]["final_over_peak"])
+      assert isinstance(curve["holds"], bool)
+  assert set(r["panel_holds"]) == set(r["panels"])
