@@ -1,8 +1,11 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# Separate environment for the PyTorch/devinterp baselines of experiments.bench.
+BENCH_VENV := .venv-bench
+BENCH_BIN := $(BENCH_VENV)/bin
 
-.PHONY: test demo clean
+.PHONY: test demo bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -16,11 +19,22 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e .
 	touch $@
 
+$(BENCH_BIN)/python:
+	$(PY) -m venv $(BENCH_VENV)
+	$(BENCH_BIN)/pip install --quiet --upgrade pip
+
+$(BENCH_VENV)/.installed-bench: pyproject.toml | $(BENCH_BIN)/python
+	$(BENCH_BIN)/pip install --quiet -e ".[bench]"
+	touch $@
+
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q
 
 demo: $(VENV)/.installed
 	$(BIN)/python -m experiments.llc_over_training --quick
 
+bench: $(BENCH_VENV)/.installed-bench
+	$(BENCH_BIN)/python -m experiments.bench --quick
+
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(BENCH_VENV) .pytest_cache

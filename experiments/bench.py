@@ -385,39 +385,51 @@ def reference_weights(cfg: BenchConfig, key) -> dict:
                           result.metrics["val_acc"][0, -1])}}
 
 
+def _pick_torch_threads(bt, cfg: BenchConfig, net, x_NxD, y_NxP, nbeta: float,
+                        fixed: Optional[int]) -> dict:
+  """Measures the plain loop at 1 and ``cfg.torch_threads`` threads, sets
+  the thread count (``fixed``, else the configured one unless 1 thread is
+  ``OVERSUBSCRIBED`` times faster) and returns the record."""
+  sgld = cfg.sgld
+  rates = bt.thread_check(
+      net, x_NxD, y_NxP, tuple(sorted({1, cfg.torch_threads})),
+      min(100, _steps_per_chain(sgld)), step_size=sgld.step_size, nbeta=nbeta,
+      localization=sgld.localization, batch_size=sgld.batch_size)
+  threads = fixed or cfg.torch_threads
+  if fixed is None and rates["1"] > OVERSUBSCRIBED * rates[str(threads)]:
+    print(f"warning: 1 torch thread is {rates['1'] / rates[str(threads)]:.1f}x "
+          f"faster than {threads} (the cores are busy); the PyTorch baselines "
+          "use 1 thread")
+    threads = 1
+  bt.torch.set_num_threads(threads)
+  return {"plain_loop_steps_per_second_by_threads": rates,
+          "torch_threads_used": threads}
+
+
 def llc_side_by_side(cfg: BenchConfig, engine: _Engine, ref: dict, key,
                      bt, torch_status: dict, seed: int,
                      torch_threads: Optional[int] = None) -> list[dict]:
   """Part 1: the reference workload at each C with (a), (b) and (c).
 
-  ``torch_threads`` fixes PyTorch's thread count; None picks
-  ``cfg.torch_threads`` or, on busy cores, 1 (see ``BenchConfig``).
+  The PyTorch baselines alternate checkpoint by checkpoint, so that a change
+  of load on a shared machine hits both alike; before each checkpoint their
+  thread count is checked (``_pick_torch_threads``; ``torch_threads`` fixes
+  it). Each row records the load average around it.
   """
   sgld = cfg.sgld
   nbeta = sgld.resolve_nbeta(engine.n)
   steps = _steps_per_chain(sgld)
   total = jax.tree.leaves(ref["checkpoints"])[0].shape[0]
+  methods = []
   if bt is not None:
     x_NxD, y_NxP = bt.one_hot_data(ref["dataset"].train.pairs,
                                    ref["dataset"].train.labels, cfg.p)
-    rates = bt.thread_check(
-        bt.make_model(ref["checkpoints"]["W"][-1], ref["checkpoints"]["V"][-1]),
-        x_NxD, y_NxP, tuple(sorted({1, cfg.torch_threads})), min(100, steps),
-        step_size=sgld.step_size, nbeta=nbeta, localization=sgld.localization,
-        batch_size=sgld.batch_size)
-    torch_status["plain_loop_steps_per_second_by_threads"] = rates
-    print(f"PyTorch plain loop by thread count (steps/s): {rates}")
-    if (torch_threads is None
-        and rates["1"] > OVERSUBSCRIBED * rates[str(cfg.torch_threads)]):
-      slowdown = rates["1"] / rates[str(cfg.torch_threads)]
-      print(f"warning: 1 torch thread is {slowdown:.1f}x faster than "
-            f"{cfg.torch_threads} (the cores are busy); the PyTorch baselines "
-            "use 1 thread")
-      torch_threads = 1
-    bt.torch.set_num_threads(torch_threads or cfg.torch_threads)
-    torch_status["torch_threads_used"] = bt.torch.get_num_threads()
+    if torch_status.get("devinterp"):
+      methods.append(("devinterp", bt.devinterp_llc))
+    methods.append(("torch_loop", bt.plain_llc))
   rows = []
   for count in cfg.checkpoints:
+    load_start = _load()
     idx = _spread(total, count)
     params = _take(ref["checkpoints"], idx)
     result, timing = engine.timed(key, sgld, params)
@@ -428,33 +440,40 @@ def llc_side_by_side(cfg: BenchConfig, engine: _Engine, ref: dict, key,
                for i in range(count)]}}
     print(f"C={count}: slt_jax {timing['seconds']:.1f} s, "
           f"{timing['steps_per_second']:.0f} SGLD steps/s")
-    methods = []
-    if bt is not None:
-      if torch_status.get("devinterp"):
-        methods.append(("devinterp", bt.devinterp_llc))
-      methods.append(("torch_loop", bt.plain_llc))
-    for name, fn in methods:
-      seconds, per_point = 0.0, []
-      for j, i in enumerate(idx):
+    seconds = {name: 0.0 for name, _ in methods}
+    per_point = {name: [] for name, _ in methods}
+    threads = []
+    for j, i in enumerate(idx):
+      if methods:
+        threads.append(_pick_torch_threads(
+            bt, cfg, bt.make_model(ref["checkpoints"]["W"][i],
+                                   ref["checkpoints"]["V"][i]),
+            x_NxD, y_NxP, nbeta, torch_threads))
+      for name, fn in methods:
         net = bt.make_model(ref["checkpoints"]["W"][i],
                             ref["checkpoints"]["V"][i])
         out = fn(net, x_NxD, y_NxP, step_size=sgld.step_size, nbeta=nbeta,
                  localization=sgld.localization, num_chains=sgld.num_chains,
                  num_draws=sgld.num_draws, num_burnin=sgld.num_burnin,
                  batch_size=sgld.batch_size, seed=seed + 1000 * j + 1)
-        seconds += out["seconds"]
-        per_point.append(dict(zip(("mean", "std"),
-                                  _chain_stats(out["per_chain"])),
-                              per_chain=out["per_chain"]))
+        seconds[name] += out["seconds"]
+        per_point[name].append(dict(zip(("mean", "std"),
+                                        _chain_stats(out["per_chain"])),
+                                    per_chain=out["per_chain"]))
+    for name, _ in methods:
       chain_steps = count * sgld.num_chains * steps
-      row[name] = {"seconds": seconds, "chain_steps": chain_steps,
-                   "steps_per_second": chain_steps / seconds,
-                   "per_checkpoint": per_point}
+      row[name] = {"seconds": seconds[name], "chain_steps": chain_steps,
+                   "steps_per_second": chain_steps / seconds[name],
+                   "per_checkpoint": per_point[name]}
       row[f"ratio_vs_{name}"] = (timing["steps_per_second"]
                                  / row[name]["steps_per_second"])
-      print(f"C={count}: {name} {seconds:.1f} s, "
+      print(f"C={count}: {name} {seconds[name]:.1f} s, "
             f"{row[name]['steps_per_second']:.0f} SGLD steps/s; slt_jax is "
             f"{row[f'ratio_vs_{name}']:.2f}x")
+    if threads:
+      row["torch_threads"] = threads
+      torch_status.update(threads[-1])
+    row["load_average"] = {"start": load_start, "end": _load()}
     rows.append(row)
   return rows
 
@@ -633,8 +652,13 @@ def _max_rss() -> int:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def training(cfg: BenchConfig, dataset: data.ModularData, key, bt) -> dict:
-  """Part 4: training steps/s, vmapped runs against a PyTorch loop."""
+def training(cfg: BenchConfig, dataset: data.ModularData, key, bt,
+             torch_threads: Optional[int] = None) -> dict:
+  """Part 4: training steps/s, vmapped runs against a PyTorch loop.
+
+  The PyTorch loop's thread count is chosen as in ``_pick_torch_threads``
+  (from a short timing at 1 and ``cfg.torch_threads`` threads).
+  """
   chunk = cfg.train_chunk_steps
   train_cfg = TrainConfig(batch_size=cfg.sgld.batch_size, num_steps=3 * chunk,
                           log_every=chunk, ckpt_every=chunk, chunk_steps=chunk)
@@ -652,16 +676,29 @@ def training(cfg: BenchConfig, dataset: data.ModularData, key, bt) -> dict:
     init = model.init(key, model_cfg)
     x_NxD, y_NxP = bt.one_hot_data(dataset.train.pairs, dataset.train.labels,
                                    cfg.p)
-    torch_sps = bt.train_steps_per_second(
+    run = lambda num_steps: bt.train_steps_per_second(
         np.asarray(init["W"]), np.asarray(init["V"]), x_NxD, y_NxP,
         lr=train_cfg.lr, weight_decay=train_cfg.weight_decay,
-        batch_size=train_cfg.batch_size, num_steps=cfg.torch_train_steps)
-    out["torch_loop"] = {"steps_per_second": torch_sps}
+        batch_size=train_cfg.batch_size, num_steps=num_steps)
+    rates = {}
+    for count in sorted({1, cfg.torch_threads}):
+      bt.torch.set_num_threads(count)
+      rates[str(count)] = run(max(1, cfg.torch_train_steps // 10))
+    threads = torch_threads or cfg.torch_threads
+    if (torch_threads is None
+        and rates["1"] > OVERSUBSCRIBED * rates[str(threads)]):
+      threads = 1
+    bt.torch.set_num_threads(threads)
+    torch_sps = run(cfg.torch_train_steps)
+    out["torch_loop"] = {"steps_per_second": torch_sps,
+                         "threads": threads,
+                         "steps_per_second_by_threads": rates}
     out["ratio_vs_torch_loop"] = {
         k: {"total": v["steps_per_second"] / torch_sps,
             "per_run": v["steps_per_second_per_run"] / torch_sps}
         for k, v in runs.items()}
-    print(f"training, PyTorch loop: {torch_sps:.0f} steps/s")
+    print(f"training, PyTorch loop ({threads} threads): {torch_sps:.0f} "
+          "steps/s")
   return out
 
 
@@ -818,7 +855,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     w_star_path = os.path.join(tmp, "w_star.npz")
     io.save_npz(w_star_path, ref["checkpoints"])
     scale = scaling(cfg, engine, ref, key_llc, w_star_path, args.seed)
-  train_part = training(cfg, ref["dataset"], key_train, bt)
+  train_part = training(cfg, ref["dataset"], key_train, bt, args.torch_threads)
   payload = {
       "config": {**dataclasses.asdict(cfg), "quick": args.quick,
                  "seed": args.seed},
