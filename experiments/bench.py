@@ -45,7 +45,8 @@ when a first check finds 2 threads much slower (busy cores; see
 the headline numbers. Writes ``DIR/results.json``, ``DIR/llc_speed.png`` and
 ``DIR/scaling.png`` (default ``figures/bench/``).
 
-Expected runtime on 2 CPU cores: about 30 minutes (``--quick``: about 8).
+Expected runtime on 2 idle CPU cores: about 15 minutes (``--quick``: about
+4); busy cores can double it.
 """
 
 from __future__ import annotations
@@ -645,7 +646,7 @@ def device_worker(spec_json: str) -> None:
   _, timing = engine.timed(jax.random.key(spec["seed"]), _short(cfg),
                            _points(ref, spec["points"]))
   print(json.dumps({"devices": len(jax.devices()), "points": spec["points"],
-                    **timing, "max_rss_bytes": _max_rss()}))
+                    **timing}))
 
 
 def _max_rss() -> int:
@@ -741,7 +742,6 @@ def _plot(payload: dict, out_dir: str) -> None:
     labels.append("torch loop")
     vals.append(tr["torch_loop"]["steps_per_second"])
   ax.bar(labels, vals, color="tab:gray")
-  ax.set_yscale("log")
   ax.set_ylabel("training steps / s (all runs)")
   ax.set_title("training")
   plotting.save_figure(fig, os.path.join(out_dir, "llc_speed.png"))
