@@ -1016,6 +1016,29 @@ class SLQEstimate(NamedTuple):
   min_ritz_value: float
 
 
+def _flat_float64_gradient(loss_fn: Callable[[ArrayTree, Any], jax.Array],
+                           params: ArrayLikeTree, batch: Any,
+                           num_matvecs: int):
+  """Flattened float64 params and the gradient of the loss over them.
+
+  Call inside ``jax.enable_x64(True)``. Checks ``1 <= num_matvecs <= P``.
+
+  Returns:
+    ((P,) float64 parameters, ``grad_fn((P,)) -> (P,)``, the checked
+    ``num_matvecs``).
+  """
+  flat_P, unravel = ravel_pytree(_to_float64(params))
+  flat_P = flat_P.astype(jnp.float64)
+  num_matvecs = _check_int("num_matvecs", num_matvecs, 1)
+  _require(num_matvecs <= flat_P.size,
+           f"num_matvecs={num_matvecs} is invalid: must be <= the number of "
+           f"parameters {flat_P.size}")
+  batch64 = _to_float64(batch)
+  grad_fn = jax.grad(
+      lambda f_P: jnp.asarray(loss_fn(unravel(f_P), batch64), jnp.float64))
+  return flat_P, grad_fn, num_matvecs
+
+
 def predict_llc_hat_slq(key: PRNGKey,
                         loss_fn: Callable[[ArrayTree, Any], jax.Array],
                         params: ArrayLikeTree, batch: Any, nbeta: float,
@@ -1060,19 +1083,9 @@ def predict_llc_hat_slq(key: PRNGKey,
   num_probes = _check_int("num_probes", num_probes, 2)
   cg_maxiter = _check_int("cg_maxiter", cg_maxiter, 1)
   with jax.enable_x64(True):
-    flat_P, unravel = ravel_pytree(_to_float64(params))
-    flat_P = flat_P.astype(jnp.float64)
+    flat_P, grad_fn, num_matvecs = _flat_float64_gradient(
+        loss_fn, params, batch, num_matvecs)
     num_params = int(flat_P.size)
-    num_matvecs = _check_int("num_matvecs", num_matvecs, 1)
-    _require(num_matvecs <= num_params,
-             f"num_matvecs={num_matvecs} is invalid: must be <= the number of "
-             f"parameters {num_params}")
-    batch64 = _to_float64(batch)
-
-    def flat_loss(f_P):
-      return jnp.asarray(loss_fn(unravel(f_P), batch64), jnp.float64)
-
-    grad_fn = jax.grad(flat_loss)
 
     def hvp(v_P):
       return jax.jvp(grad_fn, (flat_P,), (v_P,))[1]
@@ -1188,16 +1201,9 @@ def hessian_spectrum_slq(key: PRNGKey,
 
   num_probes = _check_int("num_probes", num_probes, 2)
   with jax.enable_x64(True):
-    flat_P, unravel = ravel_pytree(_to_float64(params))
-    flat_P = flat_P.astype(jnp.float64)
+    flat_P, grad_fn, num_matvecs = _flat_float64_gradient(
+        loss_fn, params, batch, num_matvecs)
     num_params = int(flat_P.size)
-    num_matvecs = _check_int("num_matvecs", num_matvecs, 1)
-    _require(num_matvecs <= num_params,
-             f"num_matvecs={num_matvecs} is invalid: must be <= the number of "
-             f"parameters {num_params}")
-    batch64 = _to_float64(batch)
-    grad_fn = jax.grad(
-        lambda f_P: jnp.asarray(loss_fn(unravel(f_P), batch64), jnp.float64))
     tridiag = decomp.tridiag_sym(num_matvecs)
 
     def one_probe(key_probe):
