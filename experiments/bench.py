@@ -27,9 +27,10 @@ measured side by side (SPEC §6):
    per PRNG implementation (drawn as the kernel draws it, with
    ``sgld.gaussian_noise`` over the parameter pytree), and the time of one
    chain-step split into matmul at the measured peak, noise, and the rest.
-   One SGLD step is 6·B·K·p FLOPs in the gather form (forward ``h² Vᵀ``, and
-   the two backward matmuls for ``dV`` and ``dh²``; gathers and elementwise
-   work are not counted).
+   One SGLD step executes 14·B·K·p matmul FLOPs (``slt_jax.model.apply``
+   forms the first layer as a one-hot matmul: forward ``x Wᵀ`` and ``h² Vᵀ``,
+   backward ``dV``, ``dh`` and ``dW``; elementwise work not counted), of which
+   the 6·B·K·p of the gather form are necessary; both are reported.
 3. **Scaling.** Throughput against the number of points batched in one
    program (chunk = all points), time and XLA peak memory against
    ``SGLDConfig.chunk_size``, and time against the number of forced host
@@ -487,19 +488,22 @@ def roofline(cfg: BenchConfig, llc_rows: list[dict], bt) -> dict:
                ) * cfg.sgld.num_chains
   matmul = jax.jit(jnp.matmul)
   key = jax.random.key(0)
-  out = {"flops_per_step": 6 * batch * width * p,
-         "flops_note": "6*B*K*p: forward h^2 V^T plus the backward matmuls "
-                       "for dV and dh^2 (gather form; elementwise work and the "
-                       "gathers not counted)",
+  out = {"flops_per_step": 14 * batch * width * p,
+         "gather_form_flops_per_step": 6 * batch * width * p,
+         "flops_note": "14*B*K*p executed by the one-hot form: forward x W^T "
+                       "and h^2 V^T, backward dV, dh and dW (elementwise work "
+                       "not counted); the gather form would need 6*B*K*p",
          "num_normals_per_step": num_params, "square": {}, "model_shapes": {}}
   for n in cfg.matmul_sizes:
     a, b = (jax.random.normal(k, (n, n)) for k in jax.random.split(key))
     seconds = _median_seconds(matmul, a, b, repeats=cfg.repeats)
     out["square"][str(n)] = {"seconds": seconds,
                              "gflops": 2 * n ** 3 / seconds / 1e9}
-  shapes = {"forward (B,K)@(K,p)": ((batch, width), (width, p)),
+  shapes = {"forward (B,2p)@(2p,K)": ((batch, 2 * p), (2 * p, width)),
+            "forward (B,K)@(K,p)": ((batch, width), (width, p)),
             "backward dV (p,B)@(B,K)": ((p, batch), (batch, width)),
-            "backward dh (B,p)@(p,K)": ((batch, p), (p, width))}
+            "backward dh (B,p)@(p,K)": ((batch, p), (p, width)),
+            "backward dW (2p,B)@(B,K)": ((2 * p, batch), (batch, width))}
   step_matmul_seconds = {"single": 0.0, "batched": 0.0}
   for name, (sa, sb) in shapes.items():
     for mode, lead in (("single", ()), ("batched", (chains,))):

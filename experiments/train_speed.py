@@ -9,8 +9,9 @@ Trains the SPEC §1 recipe (p=53, K=1024, batch 128, centered MSE, Adam) with
 ``--quick``); ``TrainResult.steps_per_second`` times the chunks after the
 first, so compilation is excluded. Metrics are logged once per chunk, so the
 numbers are close to pure optimisation. Writes ``DIR/results.json`` (default
-``figures/train_speed/``). A step costs about 6·B·K·p FLOPs of model math
-(forward and backward through the gather form), reported as GFLOP/s.
+``figures/train_speed/``). A step executes 14·B·K·p matmul FLOPs (the model
+forms its first layer as a one-hot matmul; see ``slt_jax.model``), reported
+as GFLOP/s.
 
 Expected runtime on 2 CPU cores: 35-55 s (``--quick``: about 10 s).
 """
@@ -45,7 +46,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
   out_dir = common.output_dir(NAME, args.out)
   key_data, key_train = jax.random.split(jax.random.key(args.seed))
   dataset = data.modular_arithmetic(key_data, data_cfg)
-  flops_per_step = 6 * train_cfg.batch_size * model_cfg.width * model_cfg.p
+  flops_per_step = 14 * train_cfg.batch_size * model_cfg.width * model_cfg.p
   runs = {}
   for seeds in SEEDS:
     start = time.perf_counter()

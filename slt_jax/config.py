@@ -16,7 +16,7 @@ INITS = ("kaiming_uniform", "lecun_normal")
 LOSSES = ("centered_mse", "mse", "cross_entropy")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SAMPLERS = ("sgld", "rmsprop_sgld", "mala")
-NOISE_IMPLS = ("threefry2x32", "rbg", "unsafe_rbg")
+NOISE_IMPLS = ("threefry2x32_unpartitioned", "threefry2x32", "rbg", "unsafe_rbg")
 
 
 def is_prime(p: int) -> bool:
@@ -163,15 +163,23 @@ class SGLDConfig:
       (full-batch Metropolis-adjusted, for small reference runs).
     rmsprop_decay: second-moment decay of ``rmsprop_sgld``.
     rmsprop_eps: damping of ``rmsprop_sgld``.
-    noise: JAX PRNG implementation that draws the Gaussian noise:
-      ``threefry2x32`` (the default), ``rbg`` or ``unsafe_rbg`` (XLA's
-      RngBitGenerator); the noise is the dominant cost on CPU, so measure.
+    noise: how the Gaussian noise is drawn: ``threefry2x32_unpartitioned``
+      (the default: JAX's threefry with its original counter layout,
+      ``jax_threefry_partitionable=False``, ~2x faster bits on CPU than the
+      partitionable layout; each chain draws from its own key, so sharding is
+      unaffected), ``threefry2x32`` (JAX's current default layout), ``rbg``
+      or ``unsafe_rbg`` (XLA's RngBitGenerator). Noise is a dominant cost on
+      CPU; ``python -m experiments.bench`` measures each.
     chunk_size: points (x chains) per compiled chunk; None picks it from
       ``memory_budget_bytes``.
     memory_budget_bytes: peak-memory budget per chunk when chunk_size is None.
     divergence_factor: a chain is ``diverged`` when its loss is non-finite or
       ``nbeta (L - L_n(w*))`` exceeds this factor times the number of moving
       parameters (no LLC can exceed d/2).
+    mala_every: the MALA acceptance proxy is computed on every
+      ``mala_every``-th step (1: every step). Its reduction over all
+      parameters costs ~30% of an SGLD step on CPU; a thinned mean is as
+      informative.
   """
 
   step_size: float = 5e-4
@@ -184,10 +192,11 @@ class SGLDConfig:
   sampler: str = "sgld"
   rmsprop_decay: float = 0.99
   rmsprop_eps: float = 1e-1
-  noise: str = "threefry2x32"
+  noise: str = "threefry2x32_unpartitioned"
   chunk_size: Optional[int] = None
   memory_budget_bytes: int = 2 * 1024 ** 3
   divergence_factor: float = 10.0
+  mala_every: int = 10
 
   def __post_init__(self):
     _check(self.step_size > 0, "step_size", self.step_size, "must be > 0")
@@ -214,6 +223,7 @@ class SGLDConfig:
            self.memory_budget_bytes, "must be > 0")
     _check(self.divergence_factor > 0, "divergence_factor",
            self.divergence_factor, "must be > 0")
+    _check(self.mala_every >= 1, "mala_every", self.mala_every, "must be >= 1")
 
   def resolve_nbeta(self, num_examples: int) -> float:
     """Returns n·beta as a float for a data set of ``num_examples`` examples."""

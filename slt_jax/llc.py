@@ -89,35 +89,62 @@ def resolve_mask(mask: Union[None, ArrayLikeTree, Callable], params: ArrayTree
 
 
 def _build_kernel(loss_fn: Callable, cfg: SGLDConfig, nbeta: float,
-                  mask: Optional[ArrayTree]) -> Callable:
+                  mask: Optional[ArrayTree], mala_proxy: bool) -> Callable:
   if cfg.sampler == "mala":
     return mala.build_kernel(loss_fn, cfg.step_size, nbeta, cfg.localization,
                              mask, noise=cfg.noise)
   rmsprop = ((cfg.rmsprop_decay, cfg.rmsprop_eps)
              if cfg.sampler == "rmsprop_sgld" else None)
   return sgld.build_kernel(loss_fn, cfg.step_size, nbeta, cfg.localization,
-                           mask, rmsprop=rmsprop, noise=cfg.noise)
+                           mask, rmsprop=rmsprop, noise=cfg.noise,
+                           mala_proxy=mala_proxy)
 
 
 def _point_fn(loss_fn: Callable, cfg: SGLDConfig, nbeta: float, n: int,
               mask: Optional[ArrayTree]) -> Callable:
-  """``point(key, anchor, data) -> dict`` running all chains at one point."""
-  kernel = _build_kernel(loss_fn, cfg, nbeta, mask)
+  """``point(key, anchor, data) -> dict`` running all chains at one point.
+
+  Steps run in blocks of ``cfg.mala_every``: the last step of a block computes
+  the MALA proxy, the others skip it (the state is the same either way).
+  """
+  kernels = {proxy: _build_kernel(loss_fn, cfg, nbeta, mask, proxy)
+             for proxy in (False, True)}
   full_batch = cfg.batch_size is None or cfg.sampler == "mala"
   num_steps = cfg.num_burnin + cfg.num_draws
+  every = cfg.mala_every
+  num_blocks = num_steps // every
 
   def chain(key: PRNGKey, anchor: ArrayTree, data: ArrayTree):
     key_batches, key_steps = jax.random.split(key)
 
-    def step(state, t):
+    def step(carry, t, proxy: bool):
+      state, perm = carry
       if full_batch:
         batch = data
       else:
-        idx = batching.epoch_batch_indices(key_batches, t, n, cfg.batch_size, n)
+        perm, idx = batching.next_batch(key_batches, perm, t, n, cfg.batch_size)
         batch = batching.take(data, idx)
-      return kernel(jax.random.fold_in(key_steps, t), state, batch)
+      state, info = kernels[proxy](jax.random.fold_in(key_steps, t), state,
+                                   batch)
+      return (state, perm), info
 
-    _, info = jax.lax.scan(step, sgld.init(anchor), jnp.arange(num_steps))
+    def block(carry, ts):
+      carry, infos = jax.lax.scan(lambda c, t: step(c, t, False), carry,
+                                  ts[:-1])
+      carry, last = step(carry, ts[-1], True)
+      return carry, jax.tree.map(
+          lambda x, y: jnp.concatenate([x, y[None]]), infos, last)
+
+    perm = (None if full_batch else batching.first_permutation(
+        key_batches, 0, n, cfg.batch_size, n))
+    carry = (sgld.init(anchor), perm)
+    carry, blocks = jax.lax.scan(
+        block, carry, jnp.arange(num_blocks * every).reshape(num_blocks, every))
+    info = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), blocks)
+    if num_steps % every:
+      _, rest = jax.lax.scan(lambda c, t: step(c, t, False), carry,
+                             jnp.arange(num_blocks * every, num_steps))
+      info = jax.tree.map(lambda x, y: jnp.concatenate([x, y]), info, rest)
     draws = slice(cfg.num_burnin, None)
     return (info.loss[draws], jnp.nanmean(info.mala_accept[draws]),
             jnp.mean(info.distance_sq[draws]))
@@ -186,7 +213,12 @@ def _program(loss_fn: Callable, cfg: SGLDConfig, nbeta: float, n_data: int,
   mask_key = None if mask_tree is None else (
       jax.tree.structure(mask_tree),
       tuple(np.asarray(m).tobytes() for m in jax.tree.leaves(mask_tree)))
-  key = (loss_fn, cfg, nbeta, n_data, mask_key, tuple(mesh.devices.flat))
+  # Settings that only steer the host loop or the summary do not recompile.
+  traced_cfg = dataclasses.replace(cfg, chunk_size=None,
+                                   memory_budget_bytes=1,
+                                   divergence_factor=1.0)
+  key = (loss_fn, traced_cfg, nbeta, n_data, mask_key,
+         tuple(mesh.devices.flat))
   if key not in _PROGRAMS:
     sharded = NamedSharding(mesh, PartitionSpec("points"))
     replicated = NamedSharding(mesh, PartitionSpec())

@@ -22,7 +22,7 @@ from slt_jax.types import ArrayTree, PRNGKey
 
 def build_kernel(loss_fn: Callable, step_size: float, nbeta: float,
                  localization: float, mask: Optional[ArrayTree] = None,
-                 noise: str = "threefry2x32") -> Callable:
+                 noise: str = "threefry2x32_unpartitioned") -> Callable:
   """Builds the MALA transition (arguments as ``sgld.build_kernel``).
 
   Returns:

@@ -1,8 +1,11 @@
-"""Quadratic network ``f(x) = V (W x)^2`` without biases, in gather form.
+"""Quadratic network ``f(x) = V (W x)^2`` without biases.
 
-For one-hot inputs ``x = [e_a ; e_b]`` the first layer is ``W[:, a] + W[:, p + b]``:
-a gather instead of a (B, 2p) x (2p, K) matmul. ``apply_one_hot`` is the dense
-form, kept for tests and for non-one-hot inputs. The model knows no optimizer.
+For one-hot inputs ``x = [e_a ; e_b]`` the first layer is ``W[:, a] + W[:, p + b]``.
+``apply`` takes the integer pairs and still forms that sum as a one-hot matmul:
+the gather form would save 8·B·p·K of the 14·B·p·K FLOPs of a gradient, but
+its gradient is a scatter-add, which XLA runs slowly on CPU (measured at p=53,
+K=1024, B=128: training 1.5x and SGLD 1.1x faster with the matmul).
+``apply_one_hot`` takes dense inputs. The model knows no optimizer.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from slt_jax import data
 from slt_jax.config import ModelConfig
 from slt_jax.types import ArrayTree, PRNGKey
 
@@ -49,7 +53,7 @@ def init(key: PRNGKey, cfg: ModelConfig) -> dict[str, jax.Array]:
 
 
 def apply(params: ArrayTree, pairs_Bx2: jax.Array) -> jax.Array:
-  """Outputs for integer pairs via the gather form.
+  """Outputs for integer pairs ``(a, b)``, i.e. for inputs ``[e_a ; e_b]``.
 
   Args:
     params: ``{"W": (K, 2p), "V": (p, K)}``.
@@ -58,13 +62,9 @@ def apply(params: ArrayTree, pairs_Bx2: jax.Array) -> jax.Array:
   Returns:
     (B, p) outputs.
   """
-  w_KxD, v_PxK = params["W"], params["V"]
-  p = v_PxK.shape[0]
-  chex.assert_shape(w_KxD, (v_PxK.shape[1], 2 * p))
-  chex.assert_rank(pairs_Bx2, 2)
-  w_DxK = w_KxD.T
-  h_BxK = w_DxK[pairs_Bx2[:, 0]] + w_DxK[p + pairs_Bx2[:, 1]]
-  return jnp.square(h_BxK) @ v_PxK.T
+  p = params["V"].shape[0]
+  chex.assert_shape(params["W"], (params["V"].shape[1], 2 * p))
+  return apply_one_hot(params, data.one_hot_inputs(pairs_Bx2, p))
 
 
 def apply_one_hot(params: ArrayTree, x_BxD: jax.Array) -> jax.Array:

@@ -130,8 +130,13 @@ def evaluate(params: ArrayTree, all_data: Batch, num_train: jax.Array,
 
 
 def _run_chunk(state: TrainState, hp: RunHParams, batch_key: PRNGKey,
-               all_data: Batch, cfg: TrainConfig):
-  """Advances one run by ``cfg.chunk_steps`` steps.
+               all_data: Batch, start_step: jax.Array, cfg: TrainConfig,
+               shared_num_train: Optional[int]):
+  """Advances one run by ``cfg.chunk_steps`` steps from ``start_step``.
+
+  ``start_step`` (= ``state.step``) is passed unbatched, and the training-set
+  size as a Python int when all runs share it, so that under ``vmap`` the
+  epoch permutation is redrawn once per epoch, not sorted every step.
 
   Returns:
     (state, checkpoints (chunk/ckpt_every, ...), metrics (chunk/log_every, 4)).
@@ -140,33 +145,39 @@ def _run_chunk(state: TrainState, hp: RunHParams, batch_key: PRNGKey,
   optimizer = make_optimizer(cfg.optimizer, hp.lr, hp.weight_decay,
                              cfg.momentum)
   capacity = all_data.labels.shape[0]
+  num_train = hp.num_train if shared_num_train is None else shared_num_train
 
-  def one_step(state: TrainState, _):
-    idx = batching.epoch_batch_indices(batch_key, state.step, hp.num_train,
-                                       cfg.batch_size, capacity)
+  def one_step(carry, _):
+    state, perm, t = carry
+    perm, idx = batching.next_batch(batch_key, perm, t, num_train,
+                                    cfg.batch_size)
     grads = jax.grad(loss_fn)(state.params, batching.take(all_data, idx))
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    return TrainState(params, opt_state, state.step + 1), None
+    return (TrainState(params, opt_state, state.step + 1), perm, t + 1), None
 
-  def log_interval(state: TrainState, _):
-    state, _ = jax.lax.scan(one_step, state, None, length=cfg.log_every)
-    return state, evaluate(state.params, all_data, hp.num_train, cfg.loss)
+  def log_interval(carry, _):
+    carry, _ = jax.lax.scan(one_step, carry, None, length=cfg.log_every)
+    return carry, evaluate(carry[0].params, all_data, hp.num_train, cfg.loss)
 
-  def ckpt_interval(state: TrainState, _):
-    state, metrics = jax.lax.scan(log_interval, state, None,
+  def ckpt_interval(carry, _):
+    carry, metrics = jax.lax.scan(log_interval, carry, None,
                                   length=cfg.ckpt_every // cfg.log_every)
-    return state, (state.params, metrics)
+    return carry, (carry[0].params, metrics)
 
-  state, (ckpts, metrics) = jax.lax.scan(
-      ckpt_interval, state, None, length=cfg.chunk_steps // cfg.ckpt_every)
+  perm = batching.first_permutation(batch_key, start_step, num_train,
+                                    cfg.batch_size, capacity)
+  (state, _, _), (ckpts, metrics) = jax.lax.scan(
+      ckpt_interval, (state, perm, start_step), None,
+      length=cfg.chunk_steps // cfg.ckpt_every)
   return state, ckpts, metrics.reshape(-1, len(METRIC_NAMES))
 
 
-@functools.partial(jax.jit, static_argnames=("cfg",))
-def _run_chunk_batched(state, hp, batch_keys, all_data, cfg):
-  return jax.vmap(_run_chunk, in_axes=(0, 0, 0, None, None))(
-      state, hp, batch_keys, all_data, cfg)
+@functools.partial(jax.jit, static_argnames=("cfg", "shared_num_train"))
+def _run_chunk_batched(state, hp, batch_keys, all_data, start_step, cfg,
+                       shared_num_train):
+  return jax.vmap(_run_chunk, in_axes=(0, 0, 0, None, None, None, None))(
+      state, hp, batch_keys, all_data, start_step, cfg, shared_num_train)
 
 
 @functools.partial(jax.jit, static_argnames=("model_cfg", "cfg"))
@@ -267,6 +278,8 @@ def train(key: PRNGKey, data: ModularData, model_cfg: ModelConfig,
   run_keys = jax.vmap(lambda s: jax.random.split(jax.random.fold_in(key, s)))(
       jnp.asarray(hparams["seed"]))
   init_keys, batch_keys = run_keys[:, 0], run_keys[:, 1]
+  shared_num_train = (int(hparams["num_train"][0])
+                      if len(set(hparams["num_train"])) == 1 else None)
   state, metrics0 = _init_runs(init_keys, hp, data.all, model_cfg, cfg)
   fingerprint = repr((dataclasses.astuple(model_cfg), dataclasses.astuple(cfg),
                       {k: v.tolist() for k, v in hparams.items()},
@@ -290,7 +303,8 @@ def train(key: PRNGKey, data: ModularData, model_cfg: ModelConfig,
       break
     start = time.perf_counter()
     state, new_ckpts, new_metrics = _run_chunk_batched(
-        state, hp, batch_keys, data.all, cfg)
+        state, hp, batch_keys, data.all,
+        jnp.asarray(chunk * cfg.chunk_steps, jnp.int32), cfg, shared_num_train)
     new_metrics = np.asarray(new_metrics)
     if chunk > done:
       timed_seconds += time.perf_counter() - start

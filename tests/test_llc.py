@@ -48,7 +48,9 @@ def test_batched_sweep_matches_loop_and_compiles_once():
                    num_chains=4, num_draws=1000, num_burnin=200,
                    batch_size=None, chunk_size=2)
   anchors = jnp.zeros((2, 3, 6))
-  traced = chex.assert_max_traces(case.loss_fn, n=2)
+  # One program for all points and chunks: the loss is traced once for the
+  # initial loss and once per step body (with and without the MALA proxy).
+  traced = chex.assert_max_traces(case.loss_fn, n=3)
   res = estimate_llc(jax.random.key(0), traced, anchors, case.data, cfg,
                      batch_ndim=2, **QUIET)
   chex.assert_shape([res.mean, res.std, res.init_loss], (2, 3))
@@ -77,6 +79,25 @@ def test_chunking_does_not_change_results():
   b = estimate_llc(jax.random.key(3), case.loss_fn, anchors, case.data,
                    SGLDConfig(**base, chunk_size=5), batch_ndim=1, **QUIET)
   np.testing.assert_allclose(a.per_chain, b.per_chain, rtol=1e-5)
+
+
+@pytest.mark.parametrize("every", [7, 1000])
+def test_thinned_mala_proxy_leaves_the_chains_unchanged(every):
+  case = known_cases.isotropic_quadratic(d=4)
+  cfg = SGLDConfig(step_size=2e-3, nbeta=100.0, localization=10.0,
+                   num_chains=4, num_draws=300, num_burnin=20,
+                   batch_size=None, mala_every=1)
+  full = estimate_llc(jax.random.key(5), case.loss_fn, case.params, case.data,
+                      cfg, **QUIET)
+  thin = estimate_llc(jax.random.key(5), case.loss_fn, case.params, case.data,
+                      dataclasses.replace(cfg, mala_every=every), **QUIET)
+  np.testing.assert_array_equal(full.loss_trace, thin.loss_trace)
+  accept = np.nanmean(full.diagnostics.mala_accept)
+  assert 0.5 < accept < 1.0
+  if every == 1000:  # longer than the chains: never computed
+    assert np.isnan(thin.diagnostics.mala_accept).all()
+  else:
+    assert abs(np.nanmean(thin.diagnostics.mala_accept) - accept) < 0.05
 
 
 def test_minibatch_sgld_on_quadratic_network_runs_and_is_deterministic(tmp_path):
@@ -165,6 +186,8 @@ def test_nonstationary_chain_is_reported():
     (dict(nbeta=-1.0), "nbeta"),
     (dict(localization=-1.0), "localization"),
     (dict(sampler="hmc"), "sampler"),
+    (dict(mala_every=0), "mala_every"),
+    (dict(noise="philox"), "noise"),
 ])
 def test_bad_config_raises(bad, match):
   with pytest.raises(ValueError, match=match):

@@ -1,4 +1,4 @@
-"""Tests for slt_jax.model: shapes, gather vs one-hot forms, initialisation."""
+"""Tests for slt_jax.model: shapes, pair vs one-hot inputs, initialisation."""
 
 import chex
 import jax
@@ -44,17 +44,17 @@ class ModelTest(chex.TestCase):
     chex.assert_shape(out, (B, P))
 
   @chex.variants(with_jit=True, without_jit=True)
-  def test_gather_matches_one_hot(self):
+  def test_pairs_match_one_hot_inputs(self):
     key_init, key_pairs = jax.random.split(jax.random.key(3))
     params = model.init(key_init, ModelConfig(p=P, width=K))
     pairs = _pairs(key_pairs, batch=32)
-    gather = self.variant(model.apply)(params, pairs)
+    out = self.variant(model.apply)(params, pairs)
     dense = self.variant(model.apply_one_hot)(
         params, data.one_hot_inputs(pairs, P))
-    np.testing.assert_allclose(gather, dense, atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(out, dense, atol=1e-5, rtol=1e-5)
 
 
-def test_gather_matches_hand_computation(key):
+def test_pairs_match_hand_computation(key):
   params = model.init(key, ModelConfig(p=5, width=3))
   w, v = np.asarray(params["W"]), np.asarray(params["V"])
   a, b = 2, 4
