@@ -75,8 +75,12 @@ def test_bench_jax_parts(tmp_path, monkeypatch, capsys):
   assert _finite({k: results[k] for k in ("llc", "roofline", "scaling",
                                           "training", "reference")})
   step = results["roofline"]["step"]
-  assert results["roofline"]["flops_per_step"] == 6 * 8 * 16 * 7
+  assert results["roofline"]["flops_per_step"] == 14 * 8 * 16 * 7
+  assert results["roofline"]["gather_form_flops_per_step"] == 6 * 8 * 16 * 7
   assert 0 < step["fraction_of_roofline"]
+  np.testing.assert_allclose(
+      step["noise_seconds"] + step["without_noise_seconds"],
+      step["measured_seconds"])
   assert set(results["roofline"]["normals"]) >= {"threefry2x32", "rbg"}
   scaling = results["scaling"]
   assert [r["batched_chains"] for r in scaling["batch_width"]] == [4]
