@@ -24,7 +24,8 @@ class ChainDiagnostics(NamedTuple):
     ess: effective sample size of the pooled loss traces (non-diverged chains).
     rhat: split R-hat of the loss traces (nan with one usable chain half).
     diverged: (..., chains) bool, chain excluded from the estimate.
-    mala_accept: (..., chains) mean MALA acceptance proxy over the draws.
+    mala_accept: (..., chains) mean MALA acceptance proxy over the draws
+      (taken every ``SGLDConfig.mala_every`` steps; nan if none falls there).
     frac_below_init: (..., chains) fraction of draws with loss < L(w*).
     distance_sq: (..., chains) mean ``||w - w*||^2`` over the draws.
     first_half_llc: estimate from the first half of the draws.

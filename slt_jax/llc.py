@@ -383,11 +383,11 @@ def calibrate(key: PRNGKey, loss_fn: Callable, params: ArrayLikeTree,
               progress: bool = False) -> tuple[SGLDConfig, list[dict]]:
   """Picks the largest stable step size on a small budget.
 
-  Runs ``cfg`` (use few draws) at one point for every combination of step
-  size × localization × nbeta. Rule: among the combinations with no diverged
-  chain, a finite estimate and mean MALA acceptance >= ``min_accept`` (the
-  discretisation is then a small perturbation of the Langevin dynamics), take
-  the largest step size; ties in (gamma, nbeta) keep ``cfg``'s values when
+  Runs ``cfg`` (use few draws; the MALA proxy is taken on every step) at
+  one point for every combination of step size × localization × nbeta. Rule:
+  among the combinations with no diverged chain, a finite estimate and mean
+  MALA acceptance >= ``min_accept`` (the discretisation is then a small
+  perturbation of the Langevin dynamics), take the largest step size; ties in (gamma, nbeta) keep ``cfg``'s values when
   present, else the first listed.
 
   Args:
@@ -410,7 +410,7 @@ def calibrate(key: PRNGKey, loss_fn: Callable, params: ArrayLikeTree,
     for nbeta in nbetas or (cfg.nbeta,):
       for eps in step_sizes:
         trial = dataclasses.replace(cfg, step_size=eps, localization=gamma,
-                                    nbeta=nbeta)
+                                    nbeta=nbeta, mala_every=1)
         with warnings.catch_warnings():
           warnings.simplefilter("ignore", RuntimeWarning)
           res = estimate_llc(next(keys), loss_fn, params, data, trial,

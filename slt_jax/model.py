@@ -64,7 +64,8 @@ def apply(params: ArrayTree, pairs_Bx2: jax.Array) -> jax.Array:
   """
   p = params["V"].shape[0]
   chex.assert_shape(params["W"], (params["V"].shape[1], 2 * p))
-  return apply_one_hot(params, data.one_hot_inputs(pairs_Bx2, p))
+  x_BxD = data.one_hot_inputs(pairs_Bx2, p).astype(params["W"].dtype)
+  return apply_one_hot(params, x_BxD)
 
 
 def apply_one_hot(params: ArrayTree, x_BxD: jax.Array) -> jax.Array:

@@ -62,7 +62,7 @@ class SGLDInfo(NamedTuple):
     noise_norm: norm of the injected noise ``sqrt(eps G) xi``.
     distance_sq: ``||w - w*||^2`` at the pre-move position.
     mala_accept: MALA acceptance probability of the previous move (nan on the
-      first step).
+      first step, and from kernels built with ``mala_proxy=False``).
   """
 
   loss: jax.Array

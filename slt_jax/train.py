@@ -2,7 +2,9 @@
 
 Optimizers are optax chains (``make_optimizer``). ``train`` vmaps one run's
 loop over seeds × a grid of (lr, weight decay, train size); the hyperparameters
-are traced arrays, so the grid compiles once. The loop is ``lax.scan`` nested
+are traced arrays, so the grid compiles once (a train size shared by all runs
+is static instead, which keeps the minibatch shuffle to one sort per epoch; a
+new shared size compiles anew). The loop is ``lax.scan`` nested
 as chunk → checkpoint interval → log interval → step; each chunk is one call of
 the compiled program, after which progress is shown and (given ``out_dir``)
 the state is saved atomically so an interrupted run resumes where it stopped.
@@ -263,6 +265,9 @@ def train(key: PRNGKey, data: ModularData, model_cfg: ModelConfig,
     raise ValueError(f"model p={model_cfg.p} does not match data p={data.p}")
   if seeds < 1:
     raise ValueError(f"seeds={seeds!r} is invalid: must be >= 1")
+  if max_chunks is not None and max_chunks < 0:
+    raise ValueError(f"max_chunks={max_chunks!r} is invalid: must be >= 0 "
+                     "or None")
   if seed_ids is None:
     seed_ids = list(range(seeds))
   else:
@@ -321,6 +326,9 @@ def train(key: PRNGKey, data: ModularData, model_cfg: ModelConfig,
                          **io.tree_to_arrays("ckpts", stacked)})
     bar.update(1)
   bar.close()
+  if not ckpts:
+    raise ValueError(f"max_chunks={max_chunks!r} ran no chunk and no saved "
+                     "state was found: nothing to return")
   all_metrics = np.concatenate(metrics, axis=1)
   num_logged = all_metrics.shape[1]
   checkpoints = jax.tree.map(lambda *x: np.concatenate(x, axis=1), *ckpts)

@@ -69,6 +69,23 @@ def test_batched_sweep_matches_loop_and_compiles_once():
   assert abs(res.mean.mean() - truth) < 4 * se + 0.03 * truth
 
 
+def test_host_only_settings_reuse_the_compiled_program():
+  case = known_cases.isotropic_quadratic(d=3)
+  cfg = SGLDConfig(step_size=1e-3, nbeta=10.0, localization=1.0,
+                   num_chains=2, num_draws=20, num_burnin=0, batch_size=None)
+  run = lambda c: estimate_llc(jax.random.key(0), case.loss_fn, case.params,
+                               case.data, c, **QUIET)
+  first = run(cfg)
+  count = len(sj.llc._PROGRAMS)
+  for changed in (dict(divergence_factor=3.0), dict(chunk_size=4),
+                  dict(memory_budget_bytes=10 ** 6)):
+    again = run(dataclasses.replace(cfg, **changed))
+    np.testing.assert_array_equal(again.per_chain, first.per_chain)
+  assert len(sj.llc._PROGRAMS) == count
+  run(dataclasses.replace(cfg, num_draws=30))  # a traced setting compiles anew
+  assert len(sj.llc._PROGRAMS) == count + 1
+
+
 def test_chunking_does_not_change_results():
   case = known_cases.isotropic_quadratic(d=4)
   anchors = jnp.zeros((5, 4))

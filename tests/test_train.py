@@ -227,6 +227,8 @@ def test_resume_ignores_state_of_other_setup(key, tiny_data, tmp_path):
     ({"seed_ids": [1, 1]}, "seed_ids"),
     ({"seed_ids": [-1]}, "seed_ids"),
     ({"seeds": 3, "seed_ids": [0, 1]}, "seed_ids"),
+    ({"max_chunks": -1}, "max_chunks=-1"),
+    ({"max_chunks": 0}, "ran no chunk"),  # and no saved state to load.
 ])
 def test_bad_train_arguments_raise(key, tiny_data, kwargs, match):
   with pytest.raises(ValueError, match=match):
