@@ -47,7 +47,7 @@ when a first check finds 2 threads much slower (busy cores; see
 the headline numbers. Writes ``DIR/results.json``, ``DIR/llc_speed.png`` and
 ``DIR/scaling.png`` (default ``figures/bench/``).
 
-Expected runtime on 2 idle CPU cores: about 15 minutes (``--quick``: about
+Expected runtime on 2 idle CPU cores: about 17 minutes (``--quick``: about
 4); busy cores can double it.
 """
 

@@ -16,7 +16,7 @@ Writes ``DIR/results.json`` and ``DIR/gsm_vs_lr.png``.
     python -m experiments.gsm_vs_lr --paper   # 9 lrs 1e-4..1e-2, 5 seeds
 
 Expected runtime on 2 CPU cores: ``--quick`` (K=256 trains ~4x faster than
-1024; 2 seeds, 20k steps) about 3 minutes. At 15k steps one seed at lr
+1024; 2 seeds, 20k steps) about 1 minute. At 15k steps one seed at lr
 3.2e-4 had not generalised (GSM 0 by definition), which breaks the trend at
 the slow end: T must exceed the slowest run's generalisation step (the
 SPEC's lr 1e-4 run generalised at 14,250 of 30k). Default (2 seeds, 30k

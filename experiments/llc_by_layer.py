@@ -25,9 +25,8 @@ drop. Writes ``DIR/results.json`` and ``DIR/llc_by_layer.png``.
     python -m experiments.llc_by_layer --paper   # Fig. 3 caption settings
 
 Expected runtime on 2 CPU cores: ``--quick`` (p=53, K=1024, one seed,
-8000 steps, 16 checkpoints x 4 curves) about 3 minutes on idle cores, 6.5
-when they are shared; default (3 seeds, 10k steps, 40 checkpoints) about 25
-minutes; ``--paper`` about 40 minutes,
+8000 steps, 16 checkpoints x 4 curves) about 2 minutes; default (3 seeds,
+10k steps, 40 checkpoints) about 12 minutes; ``--paper`` about 20 minutes,
 a few minutes on one GPU. Training and sweeps resume from ``DIR/*.npz``.
 """
 

@@ -33,9 +33,9 @@ Hessian spectrum.
 
     python -m experiments.llc_gap [--quick] [--out DIR]
 
-``--quick``: checkpoints 1000, 4000, 8000, the grid at 8000 only: about 12
-minutes on 2 busy CPU cores (30 s more if the run must be trained). Default:
-8 checkpoints, the grid at 1000 and 8000, more probes: about 30 minutes.
+``--quick``: checkpoints 1000, 4000, 8000, the grid at 8000 only: about 5
+minutes on 2 CPU cores (15 s more if the run must be trained). Default:
+8 checkpoints, the grid at 1000 and 8000, more probes: about 15 minutes.
 Every SGLD sweep resumes from its ``.npz`` in DIR.
 """
 

@@ -13,9 +13,9 @@ on every ``settled_every``-th checkpoint. Writes ``DIR/results.json`` and
     python -m experiments.llc_over_training --paper   # caption settings
 
 ``--quick``: p=53, K=1024, the SPEC §1 recipe (lr 1e-3, wd 1e-5), one seed,
-8000 steps: about 5 minutes on 2 CPU cores. Default: 3 seeds, about 15
+8000 steps: about 2.5 minutes on 2 CPU cores. Default: 3 seeds, about 8
 minutes. ``--paper``: the Fig. 3 caption (lr 1e-4, wd 1e-4), 3 seeds, 16000
-steps: about 40 minutes on 2 CPU cores, a few minutes on one GPU. Runs resume
+steps: about 20 minutes on 2 CPU cores, a few minutes on one GPU. Runs resume
 from ``DIR/train_state.npz`` and ``DIR/llc_*.npz`` after an interruption.
 """
 

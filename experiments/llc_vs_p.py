@@ -19,8 +19,8 @@ Writes ``DIR/results.json`` and ``DIR/llc_vs_p.png``.
     python -m experiments.llc_vs_p --paper   # as default, 3 seeds
 
 Expected runtime on 2 CPU cores: ``--quick`` (one seed, 6000 steps) about
-3-5 minutes; default (one seed, 10k steps, 30 points) about 40 minutes;
-``--paper`` (3 seeds) about 2 hours, a few minutes on one GPU. Each point
+2 minutes; default (one seed, 10k steps, 30 points) about 20 minutes;
+``--paper`` (3 seeds) about 1 hour, a few minutes on one GPU. Each point
 resumes from ``DIR/points/p{p}_K{K}/`` after an interruption.
 """
 

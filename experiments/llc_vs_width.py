@@ -15,9 +15,9 @@ has slope p / 2 until K = n). Writes ``DIR/results.json`` and
     python -m experiments.llc_vs_width --paper   # as default, 3 seeds
 
 Expected runtime on 2 CPU cores: ``--quick`` (one seed, 10k steps; at 6000
-steps the K=600 run had not generalised, val acc 0.56) about 3 minutes;
-default (one seed, 10k steps, 24 points) about 30 minutes;
-``--paper`` (3 seeds) about 1.5 hours, a few minutes on one GPU. Each point
+steps the K=600 run had not generalised, val acc 0.56) about 1.5 minutes;
+default (one seed, 10k steps, 24 points) about 15 minutes;
+``--paper`` (3 seeds) about 45 minutes, a few minutes on one GPU. Each point
 resumes from ``DIR/points/p{p}_K{K}/`` after an interruption.
 """
 

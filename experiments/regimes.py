@@ -22,8 +22,8 @@ overlaps [2.5, 3]. Writes ``DIR/results.json`` and ``DIR/regimes.png``.
     python -m experiments.regimes           # M = 53..103; 20k steps
     python -m experiments.regimes --paper   # M = 53..103; 30k steps, 3 seeds
 
-Expected runtime on 2 CPU cores: ``--quick`` about 5 minutes; default about
-1 hour; ``--paper`` about 4 hours, a few minutes on one GPU. Each modulus
+Expected runtime on 2 CPU cores: ``--quick`` about 3 minutes; default about
+30 minutes; ``--paper`` about 2 hours, a few minutes on one GPU. Each modulus
 resumes from ``DIR/M{M}/train_state.npz``.
 """
 

@@ -21,9 +21,8 @@ memorisation step and final_over_peak < 1). Writes ``DIR/results.json`` and
 
 Expected runtime on 2 CPU cores: ``--quick`` (p=53, K=1024, one training
 seed, 8000 steps, LLC at steps 500, 1000, 2000, 4000, 6000, 8000: 9 sweeps,
-~110k SGLD chain-steps) about 3 minutes on idle cores, up to 8 when they
-are shared; default (3 seeds x 40 checkpoints) about 1.5 hours; ``--paper``
-about 2.5 hours, minutes on one GPU. Training and sweeps resume from
+~110k SGLD chain-steps) about 2.5 minutes; default (3 seeds x 40
+checkpoints) about 45 minutes; ``--paper`` about 1.5 hours, minutes on one GPU. Training and sweeps resume from
 ``DIR/*.npz``.
 """
 

@@ -13,7 +13,7 @@ numbers are close to pure optimisation. Writes ``DIR/results.json`` (default
 forms its first layer as a one-hot matmul; see ``slt_jax.model``), reported
 as GFLOP/s.
 
-Expected runtime on 2 CPU cores: 35-55 s (``--quick``: about 10 s).
+Expected runtime on 2 CPU cores: about 15 s (``--quick``: about 10 s).
 """
 
 from __future__ import annotations
