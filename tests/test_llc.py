@@ -69,6 +69,7 @@ def test_batched_sweep_matches_loop_and_compiles_once():
   assert abs(res.mean.mean() - truth) < 4 * se + 0.03 * truth
 
 
+@pytest.mark.filterwarnings("ignore:.*not stationary")
 def test_host_only_settings_reuse_the_compiled_program():
   case = known_cases.isotropic_quadratic(d=3)
   cfg = SGLDConfig(step_size=1e-3, nbeta=10.0, localization=1.0,
