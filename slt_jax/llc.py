@@ -128,9 +128,11 @@ def _point_fn(loss_fn: Callable, cfg: SGLDConfig, nbeta: float, n: int,
                                    batch)
       return (state, perm), info
 
+    def plain_step(carry, t):
+      return step(carry, t, False)
+
     def block(carry, ts):
-      carry, infos = jax.lax.scan(lambda c, t: step(c, t, False), carry,
-                                  ts[:-1])
+      carry, infos = jax.lax.scan(plain_step, carry, ts[:-1])
       carry, last = step(carry, ts[-1], True)
       return carry, jax.tree.map(
           lambda x, y: jnp.concatenate([x, y[None]]), infos, last)
@@ -142,7 +144,7 @@ def _point_fn(loss_fn: Callable, cfg: SGLDConfig, nbeta: float, n: int,
         block, carry, jnp.arange(num_blocks * every).reshape(num_blocks, every))
     info = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), blocks)
     if num_steps % every:
-      _, rest = jax.lax.scan(lambda c, t: step(c, t, False), carry,
+      _, rest = jax.lax.scan(plain_step, carry,
                              jnp.arange(num_blocks * every, num_steps))
       info = jax.tree.map(lambda x, y: jnp.concatenate([x, y]), info, rest)
     draws = slice(cfg.num_burnin, None)
@@ -387,8 +389,8 @@ def calibrate(key: PRNGKey, loss_fn: Callable, params: ArrayLikeTree,
   one point for every combination of step size × localization × nbeta. Rule:
   among the combinations with no diverged chain, a finite estimate and mean
   MALA acceptance >= ``min_accept`` (the discretisation is then a small
-  perturbation of the Langevin dynamics), take the largest step size; ties in (gamma, nbeta) keep ``cfg``'s values when
-  present, else the first listed.
+  perturbation of the Langevin dynamics), take the largest step size; ties in
+  (gamma, nbeta) keep ``cfg``'s values when present, else the first listed.
 
   Args:
     key: PRNG key.
