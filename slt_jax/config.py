@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
+import re
 from typing import Optional, Union
 
 OPERATIONS = ("+", "-", "*")
@@ -16,7 +18,10 @@ INITS = ("kaiming_uniform", "lecun_normal")
 LOSSES = ("centered_mse", "mse", "cross_entropy")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SAMPLERS = ("sgld", "rmsprop_sgld", "mala")
-NOISE_IMPLS = ("threefry2x32_unpartitioned", "threefry2x32", "rbg", "unsafe_rbg")
+# "zeros" injects no noise: a benchmark ablation only (the chain is then
+# gradient descent and its "LLC" is meaningless).
+NOISE_IMPLS = ("threefry2x32_unpartitioned", "threefry2x32", "rbg", "unsafe_rbg",
+               "zeros")
 
 
 def is_prime(p: int) -> bool:
@@ -29,6 +34,40 @@ def is_prime(p: int) -> bool:
 def _check(condition: bool, name: str, value, requirement: str) -> None:
   if not condition:
     raise ValueError(f"{name}={value!r} is invalid: {requirement}")
+
+
+def _is_int(value) -> bool:
+  return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value) -> bool:
+  return (isinstance(value, numbers.Real) and not isinstance(value, bool)
+          and math.isfinite(value))
+
+
+def check_types(config) -> None:
+  """Checks every field of a config dataclass against its annotation.
+
+  ``int`` fields must be integers (not bools, not 2.5), ``float`` fields
+  finite real numbers; ``Optional`` fields may also be None, and a ``str``
+  in a ``Union`` admits strings (their values are checked by the config).
+
+  Raises:
+    ValueError: naming the first bad field and its value.
+  """
+  for field in dataclasses.fields(config):
+    value = getattr(config, field.name)
+    kinds = set(re.findall(r"\b(int|float|str|bool)\b", str(field.type)))
+    if value is None and "Optional" in str(field.type):
+      continue
+    if isinstance(value, str) and "str" in kinds:
+      continue
+    if "float" in kinds:
+      _check(_is_real(value), field.name, value, "must be a finite number")
+    elif "int" in kinds:
+      _check(_is_int(value), field.name, value, "must be an integer")
+    elif "bool" in kinds:
+      _check(isinstance(value, bool), field.name, value, "must be a bool")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +87,7 @@ class DataConfig:
   num_train: Optional[int] = None
 
   def __post_init__(self):
+    check_types(self)
     _check(isinstance(self.p, int) and self.p >= 3 and is_prime(self.p), "p",
            self.p, "must be a prime >= 3")
     _check(self.op in OPERATIONS, "op", self.op, f"must be one of {OPERATIONS}")
@@ -85,6 +125,7 @@ class ModelConfig:
   init_scale: float = 1.0
 
   def __post_init__(self):
+    check_types(self)
     _check(isinstance(self.p, int) and self.p >= 3 and is_prime(self.p), "p",
            self.p, "must be a prime >= 3")
     _check(self.width >= 1, "width", self.width, "must be >= 1")
@@ -109,6 +150,13 @@ class TrainConfig:
     ckpt_every: steps between parameter checkpoints (multiple of log_every).
     chunk_steps: steps per compiled chunk; progress and resume points fall on
       chunk boundaries (multiple of ckpt_every).
+    stop_acc: early stopping (SPEC §2b), or None to train all ``num_steps``:
+      a run stops once its validation accuracy was >= ``stop_acc`` at
+      ``stop_patience`` consecutive checks; its parameters then freeze. The
+      authors' protocols are 0.95 × 3 and 0.99 × 10, checked every 100 steps.
+    stop_patience: consecutive checks at or above ``stop_acc`` that stop a run.
+    stop_check_every: steps between checks, a multiple of log_every (None:
+      every logged step).
   """
 
   loss: str = "centered_mse"
@@ -121,8 +169,12 @@ class TrainConfig:
   log_every: int = 50
   ckpt_every: int = 250
   chunk_steps: int = 1000
+  stop_acc: Optional[float] = None
+  stop_patience: int = 3
+  stop_check_every: Optional[int] = None
 
   def __post_init__(self):
+    check_types(self)
     _check(self.loss in LOSSES, "loss", self.loss, f"must be one of {LOSSES}")
     _check(self.optimizer in OPTIMIZERS, "optimizer", self.optimizer,
            f"must be one of {OPTIMIZERS}")
@@ -139,6 +191,16 @@ class TrainConfig:
     _check(self.num_steps >= 1 and self.num_steps % self.chunk_steps == 0,
            "num_steps", self.num_steps,
            f"must be a positive multiple of chunk_steps={self.chunk_steps}")
+    if self.stop_acc is not None:
+      _check(0.0 < self.stop_acc <= 1.0, "stop_acc", self.stop_acc,
+             "must lie in (0, 1] or be None")
+    _check(self.stop_patience >= 1, "stop_patience", self.stop_patience,
+           "must be >= 1")
+    if self.stop_check_every is not None:
+      _check(self.stop_check_every >= 1
+             and self.stop_check_every % self.log_every == 0,
+             "stop_check_every", self.stop_check_every,
+             f"must be a positive multiple of log_every={self.log_every}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,7 +231,8 @@ class SGLDConfig:
       partitionable layout; each chain draws from its own key, so sharding is
       unaffected), ``threefry2x32`` (JAX's current default layout), ``rbg``
       or ``unsafe_rbg`` (XLA's RngBitGenerator). Noise is a dominant cost on
-      CPU; ``python -m experiments.bench`` measures each.
+      CPU; ``python -m experiments.bench`` measures each. ``zeros`` draws no
+      noise at all: a benchmark ablation only, never an LLC estimate.
     chunk_size: points (x chains) per compiled chunk; None picks it from
       ``memory_budget_bytes``.
     memory_budget_bytes: peak-memory budget per chunk when chunk_size is None.
@@ -199,6 +262,7 @@ class SGLDConfig:
   mala_every: int = 10
 
   def __post_init__(self):
+    check_types(self)
     _check(self.step_size > 0, "step_size", self.step_size, "must be > 0")
     if isinstance(self.nbeta, str):
       _check(self.nbeta in ("default", "n_log_n"), "nbeta", self.nbeta,

@@ -50,84 +50,142 @@ class ChainDiagnostics(NamedTuple):
   stationary: np.ndarray
 
 
-def effective_sample_size(trace_CxT: np.ndarray) -> float:
-  """ESS of (chains, draws) samples (numpyro; Geyer's initial sequence)."""
-  return float(npd.effective_sample_size(np.asarray(trace_CxT, np.float64)))
+def effective_sample_size(trace_CxTx: np.ndarray) -> np.ndarray:
+  """ESS of (chains, draws, ...) samples, per trailing index (numpyro;
+  Geyer's initial monotone sequence)."""
+  with np.errstate(divide="ignore", invalid="ignore"):  # constant traces
+    return npd.effective_sample_size(np.asarray(trace_CxTx, np.float64))
 
 
-def split_rhat(trace_CxT: np.ndarray) -> float:
-  """Split R-hat of (chains, draws) samples (numpyro's split_gelman_rubin)."""
-  if trace_CxT.shape[1] < 4:
-    return float("nan")
-  return float(npd.split_gelman_rubin(np.asarray(trace_CxT, np.float64)))
+def split_rhat(trace_CxTx: np.ndarray) -> np.ndarray:
+  """Split R-hat of (chains, draws, ...) samples (numpyro's
+  split_gelman_rubin); nan with fewer than 4 draws."""
+  if trace_CxTx.shape[1] < 4:
+    return np.full(trace_CxTx.shape[2:], np.nan)
+  return npd.split_gelman_rubin(np.asarray(trace_CxTx, np.float64))
 
 
-def diverged_chains(trace_CxT: np.ndarray, init_loss: float, nbeta: float,
-                    threshold: float) -> np.ndarray:
+def diverged_chains(trace_PxCxT: np.ndarray, init_loss_P: np.ndarray,
+                    nbeta_P: np.ndarray, threshold: float) -> np.ndarray:
   """Chains whose loss is non-finite or whose ``nbeta (L - L0)`` > threshold.
 
   Args:
-    trace_CxT: (chains, draws) losses.
-    init_loss: L at the localization centre.
-    nbeta: n·beta.
+    trace_PxCxT: (points, chains, draws) losses.
+    init_loss_P: (points,) L at the localization centres.
+    nbeta_P: (points,) n·beta (or a scalar).
     threshold: largest believable ``nbeta (L - L0)`` of a single draw.
 
   Returns:
-    (chains,) bool.
+    (points, chains) bool.
+
+  Example:
+    >>> trace = np.array([[[1.0, 1.1], [1.0, np.inf]]])
+    >>> diverged_chains(trace, np.array([1.0]), 10.0, threshold=5.0).tolist()
+    [[False, True]]
   """
-  finite = np.all(np.isfinite(trace_CxT), axis=1)
+  nbeta = np.broadcast_to(np.asarray(nbeta_P, np.float64),
+                          init_loss_P.shape)[:, None]
+  finite = np.all(np.isfinite(trace_PxCxT), axis=-1)
   with np.errstate(invalid="ignore"):
-    blown = np.nanmax(nbeta * (trace_CxT - init_loss), axis=1) > threshold
-  return ~finite | blown | ~np.isfinite(init_loss)
+    blown = np.nanmax(nbeta[..., None] * (trace_PxCxT - init_loss_P[:, None, None]),
+                      axis=-1) > threshold
+  return ~finite | blown | ~np.isfinite(init_loss_P)[:, None]
 
 
-def summarize_point(trace_CxT: np.ndarray, init_loss: float, nbeta: float,
-                    threshold: float, mala_accept_C: np.ndarray,
-                    distance_sq_C: np.ndarray) -> ChainDiagnostics:
-  """Diagnostics of one point's chains.
+def _halves(good_CxTxP: np.ndarray, init_loss_P: np.ndarray,
+            nbeta_P: np.ndarray) -> dict:
+  """Estimates over all chains of points that share their chain count.
 
   Args:
-    trace_CxT: (chains, draws) losses of the draws.
-    init_loss: L_n(w*).
-    nbeta: n·beta.
-    threshold: divergence threshold (see ``diverged_chains``).
-    mala_accept_C: (chains,) mean MALA acceptance.
-    distance_sq_C: (chains,) mean squared distance to w*.
+    good_CxTxP: (chains, draws, points) traces of non-diverged chains.
+    init_loss_P: (points,).
+    nbeta_P: (points,).
 
   Returns:
-    ChainDiagnostics of scalars (and (chains,) arrays).
+    dict of (points,) arrays: ess, rhat, first/second-half LLC, drift_z,
+    trend_per_draw.
   """
-  diverged = diverged_chains(trace_CxT, init_loss, nbeta, threshold)
-  good = trace_CxT[~diverged]
-  nan = float("nan")
-  with np.errstate(invalid="ignore"):
-    frac_below = np.mean(trace_CxT < init_loss, axis=1)
-  if good.shape[0] == 0:
-    return ChainDiagnostics(nan, nan, diverged, mala_accept_C, frac_below,
-                            distance_sq_C, nan, nan, nan, nan, False)
-  half = good.shape[1] // 2
-  halves = [good[:, :half], good[:, half:]]
-  llcs = [nbeta * (np.mean(h) - init_loss) for h in halves]
-  ses = [nbeta * np.std(h) / np.sqrt(max(effective_sample_size(h), 1.0))
-         for h in halves]
+  half = good_CxTxP.shape[1] // 2
+  halves = [good_CxTxP[:, :half], good_CxTxP[:, half:]]
+  llcs = [nbeta_P * (h.mean(axis=(0, 1)) - init_loss_P) for h in halves]
+  ses = [nbeta_P * h.std(axis=(0, 1))
+         / np.sqrt(np.maximum(effective_sample_size(h), 1.0)) for h in halves]
   change = llcs[1] - llcs[0]
   se = np.hypot(*ses)
-  drift_z = change / se if se > 0 else (0.0 if change == 0 else np.inf)
-  estimate = nbeta * (np.mean(good) - init_loss)
-  drifting = abs(drift_z) > DRIFT_Z and abs(change) > DRIFT_REL * abs(estimate)
-  chain_mean_T = np.mean(good, axis=0)
-  slope = np.polyfit(np.arange(chain_mean_T.shape[0]), chain_mean_T, 1)[0]
+  with np.errstate(divide="ignore", invalid="ignore"):
+    drift_z = np.where(se > 0, change / se, np.where(change == 0, 0.0, np.inf))
+  chain_mean_TxP = good_CxTxP.mean(axis=0)
+  draws_T = np.arange(chain_mean_TxP.shape[0]) - (chain_mean_TxP.shape[0] - 1) / 2
+  slope = draws_T @ (chain_mean_TxP - chain_mean_TxP.mean(0)) / np.sum(draws_T ** 2)
+  return {"ess": effective_sample_size(good_CxTxP),
+          "rhat": split_rhat(good_CxTxP), "first_half_llc": llcs[0],
+          "second_half_llc": llcs[1], "drift_z": drift_z,
+          "trend_per_draw": nbeta_P * slope}
+
+
+def summarize(trace_PxCxT: np.ndarray, init_loss_P: np.ndarray,
+              nbeta_P: np.ndarray, threshold: float,
+              mala_accept_PxC: np.ndarray,
+              distance_sq_PxC: np.ndarray) -> ChainDiagnostics:
+  """Diagnostics of every point's chains at once.
+
+  Points are grouped by which chains diverged (almost always: none), and each
+  group's ESS, R-hat and half-to-half drift are computed as one NumPy call
+  over its points (numpyro's diagnostics take trailing sample axes).
+
+  Args:
+    trace_PxCxT: (points, chains, draws) losses of the draws.
+    init_loss_P: (points,) L_n(w*).
+    nbeta_P: (points,) n·beta (or a scalar).
+    threshold: divergence threshold (see ``diverged_chains``).
+    mala_accept_PxC: (points, chains) mean MALA acceptance.
+    distance_sq_PxC: (points, chains) mean squared distance to w*.
+
+  Returns:
+    ChainDiagnostics with leading axis (points,).
+
+  Example:
+    >>> rng = np.random.default_rng(0)
+    >>> trace = 1.0 + 0.01 * rng.normal(size=(4, 2, 100))
+    >>> d = summarize(trace, np.ones(4), 10.0, 1e3, np.ones((4, 2)),
+    ...               np.ones((4, 2)))
+    >>> d.ess.shape, d.diverged.shape, bool(d.stationary.all())
+    ((4,), (4, 2), True)
+  """
+  trace_PxCxT = np.asarray(trace_PxCxT, np.float64)
+  init_loss_P = np.asarray(init_loss_P, np.float64)
+  num_points = trace_PxCxT.shape[0]
+  nbeta_P = np.broadcast_to(np.asarray(nbeta_P, np.float64), (num_points,))
+  diverged = diverged_chains(trace_PxCxT, init_loss_P, nbeta_P, threshold)
+  with np.errstate(invalid="ignore"):
+    frac_below = np.mean(trace_PxCxT < init_loss_P[:, None, None], axis=-1)
+  names = ("ess", "rhat", "first_half_llc", "second_half_llc", "drift_z",
+           "trend_per_draw")
+  stats = {name: np.full(num_points, np.nan) for name in names}
+  for pattern in np.unique(diverged, axis=0):
+    points = np.flatnonzero(np.all(diverged == pattern, axis=1))
+    if pattern.all():
+      continue  # every chain diverged: nothing to summarise (nan).
+    good_CxTxP = np.moveaxis(trace_PxCxT[points][:, ~pattern], 0, -1)
+    for name, value in _halves(good_CxTxP, init_loss_P[points],
+                               nbeta_P[points]).items():
+      stats[name][points] = value
+  kept_PxC = ~diverged
+  with np.errstate(invalid="ignore", divide="ignore"):
+    mean_loss_P = (np.where(kept_PxC[..., None], trace_PxCxT, 0.0).sum((1, 2))
+                   / (kept_PxC.sum(1) * trace_PxCxT.shape[-1]))
+  estimate = nbeta_P * (mean_loss_P - init_loss_P)
+  change = stats["second_half_llc"] - stats["first_half_llc"]
+  with np.errstate(invalid="ignore"):
+    drifting = ((np.abs(stats["drift_z"]) > DRIFT_Z)
+                & (np.abs(change) > DRIFT_REL * np.abs(estimate)))
+  stationary = ~drifting & ~diverged.all(axis=1)
   return ChainDiagnostics(
-      ess=effective_sample_size(good), rhat=split_rhat(good), diverged=diverged,
-      mala_accept=mala_accept_C, frac_below_init=frac_below,
-      distance_sq=distance_sq_C, first_half_llc=llcs[0],
-      second_half_llc=llcs[1], drift_z=drift_z, trend_per_draw=nbeta * slope,
-      stationary=not drifting)
+      diverged=diverged, mala_accept=np.asarray(mala_accept_PxC),
+      frac_below_init=frac_below, distance_sq=np.asarray(distance_sq_PxC),
+      stationary=stationary, **stats)
 
 
-def stack(points: list[ChainDiagnostics], batch_shape: tuple) -> ChainDiagnostics:
-  """Stacks per-point diagnostics and reshapes them to ``batch_shape``."""
-  return ChainDiagnostics(*[
-      np.asarray([getattr(d, f) for d in points]).reshape(
-          batch_shape + np.shape(getattr(points[0], f)))
-      for f in ChainDiagnostics._fields])
+def reshape(diag: ChainDiagnostics, batch_shape: tuple) -> ChainDiagnostics:
+  """Reshapes the leading points axis of every field to ``batch_shape``."""
+  return ChainDiagnostics(*[x.reshape(batch_shape + x.shape[1:]) for x in diag])

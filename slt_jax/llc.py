@@ -1,15 +1,25 @@
-"""The LLC engine: every point × chain of a sweep in one compiled program.
+"""The LLC engine: every point × setting × chain of a sweep in one compiled program.
 
 ``estimate_llc`` takes any ``loss_fn(params, batch) -> scalar`` and a pytree of
 parameters whose leaves carry ``batch_ndim`` leading axes (e.g. seeds ×
 checkpoints). Each point gets ``num_chains`` localized chains (``sgld``,
 ``rmsprop_sgld`` or full-batch ``mala``); the estimate per chain is
-``nbeta (mean_draws L_B(w) - L_n(w*))`` (devinterp's estimator). Points run
-vmapped in equal chunks of one jitted program (sized to a memory budget from
-XLA's own memory analysis), the chunk axis sharded over all visible devices
-with ``jax.sharding``. A chunk's results are saved atomically when an output
-path is given, and an interrupted sweep resumes from them. The engine never
-imports the model, data or training code.
+``nbeta (mean_draws L_B(w) - L_n(w*))`` (devinterp's estimator).
+
+The sampler's eps, nβ and γ are traced (``SGLDSettings``), so a grid of
+settings (a robustness panel, a calibration, an nβ × γ study) runs in the same
+compiled program as one setting; every setting reuses the points' keys
+(common random numbers). ``compile_sweep`` returns that program as an object
+(``Sweep``: ``.chunk_size``, ``.memory_analysis()``, ``.run(...)``), and
+``estimate_llc`` is a thin call of it. Work items (setting, point) run vmapped
+in equal chunks, the chunk axis sharded over all given devices with
+``jax.sharding``; on accelerators the chunk is sized to a memory budget from
+XLA's analysis of the compiled chunk (recompiled smaller only if it does not
+fit), on CPU capped to a cache-friendly width. Chunk i+1 is dispatched before
+chunk i is copied to the host, and each finished chunk is saved atomically to
+its own file when an output folder is given, so an interrupted sweep resumes.
+Diagnostics (``slt_jax.diagnostics``) are computed for all points at once. The
+engine never imports the model, data or training code.
 """
 
 from __future__ import annotations
@@ -19,7 +29,8 @@ import hashlib
 import math
 import os
 import warnings
-from typing import Callable, NamedTuple, Optional, Union
+import zipfile
+from typing import Callable, NamedTuple, Optional, Sequence, Union
 
 import jax
 import jax.numpy as jnp
@@ -30,13 +41,21 @@ from tqdm.auto import tqdm
 from slt_jax import batching, diagnostics, io, mala, sgld
 from slt_jax.config import SGLDConfig
 from slt_jax.diagnostics import ChainDiagnostics
+from slt_jax.sgld import SGLDSettings
 from slt_jax.types import ArrayLikeTree, ArrayTree, PRNGKey
 
-__all__ = ["SGLDConfig", "LLCResult", "calibrate", "estimate_llc", "resolve_mask"]
+__all__ = ["SGLDConfig", "SGLDSettings", "LLCResult", "Sweep", "calibrate",
+           "compile_sweep", "estimate_llc", "resolve_mask", "resolve_settings"]
+
+# Measured on a 2-core CPU (p=53, K=1024): throughput per chain falls once a
+# chunk vmaps more than ~6 chains (the working set leaves the cache), so on CPU
+# chunks are capped by chains rather than by memory.
+CPU_CHAINS_PER_CHUNK = 6
 
 
 class LLCResult(NamedTuple):
-  """LLC estimates; ``...`` is the ``batch_ndim`` leading shape of params.
+  """LLC estimates; ``...`` is ``(S,)`` for a grid of S settings (none
+  otherwise) followed by the ``batch_ndim`` leading shape of params.
 
   Attributes:
     mean: (...) mean over non-diverged chains (nan if all diverged).
@@ -45,10 +64,11 @@ class LLCResult(NamedTuple):
       flagged in ``diagnostics.diverged``).
     loss_trace: (..., chains, draws) minibatch losses of the draws.
     init_loss: (...) L_n(w*) on the full data.
-    diagnostics: ChainDiagnostics.
-    nbeta: the n·beta used.
+    diagnostics: ChainDiagnostics, each field shaped (...) or (..., chains).
+    nbeta: the n·beta used: a float, or (S,) for a grid.
     num_examples: n.
     num_moving_params: parameters the chains move (after the mask).
+    settings: the ``SGLDSettings`` used (floats, or (S,) arrays for a grid).
   """
 
   mean: np.ndarray
@@ -57,9 +77,10 @@ class LLCResult(NamedTuple):
   loss_trace: np.ndarray
   init_loss: np.ndarray
   diagnostics: ChainDiagnostics
-  nbeta: float
+  nbeta: Union[float, np.ndarray]
   num_examples: int
   num_moving_params: int
+  settings: SGLDSettings
 
 
 def resolve_mask(mask: Union[None, ArrayLikeTree, Callable], params: ArrayTree
@@ -75,6 +96,12 @@ def resolve_mask(mask: Union[None, ArrayLikeTree, Callable], params: ArrayTree
 
   Returns:
     None or a pytree of float32 arrays broadcastable to the leaves.
+
+  Example:
+    >>> params = {"W": jnp.ones((2, 3)), "V": jnp.ones(4)}
+    >>> m = resolve_mask(lambda path, _: "W" in path, params)
+    >>> float(m["W"]), float(m["V"])
+    (1.0, 0.0)
   """
   if mask is None:
     return None
@@ -88,33 +115,100 @@ def resolve_mask(mask: Union[None, ArrayLikeTree, Callable], params: ArrayTree
   return jax.tree.map(lambda m: jnp.asarray(m, jnp.float32), mask)
 
 
-def _build_kernel(loss_fn: Callable, cfg: SGLDConfig, nbeta: float,
-                  mask: Optional[ArrayTree], mala_proxy: bool) -> Callable:
+def resolve_settings(cfg: SGLDConfig, settings: Optional[SGLDSettings],
+                     num_examples: int) -> tuple[SGLDSettings, bool]:
+  """The settings as float64 arrays of one common length S.
+
+  Args:
+    cfg: supplies every field left None (``cfg.nbeta`` resolved for
+      ``num_examples`` when it is ``"default"`` or ``"n_log_n"``).
+    settings: None (one setting, ``cfg``'s) or an ``SGLDSettings`` of equal
+      length 1-D sequences (zipped).
+    num_examples: n.
+
+  Returns:
+    (SGLDSettings of (S,) float64 arrays, whether ``settings`` was a grid).
+
+  Raises:
+    ValueError: naming a field that is not 1-D, has a different length, is
+      empty, not finite or out of range (eps > 0, nβ > 0, γ >= 0).
+
+  Example:
+    >>> cfg = SGLDConfig(step_size=1e-3, nbeta=10.0, localization=1.0)
+    >>> grid, is_grid = resolve_settings(cfg, SGLDSettings(step_size=[1e-4, 1e-3]), 100)
+    >>> grid.localization.tolist(), is_grid
+    ([1.0, 1.0], True)
+  """
+  base = SGLDSettings(cfg.step_size, cfg.resolve_nbeta(num_examples),
+                      cfg.localization)
+  if settings is None:
+    return SGLDSettings(*[np.array([v], np.float64) for v in base]), False
+  if not isinstance(settings, SGLDSettings):
+    raise ValueError(f"settings={settings!r} is invalid: must be an "
+                     "SGLDSettings (or None)")
+  given = {}
+  for name, value in settings._asdict().items():
+    if value is None:
+      continue
+    if any(isinstance(v, str) for v in np.ravel(np.asarray(value, object))):
+      raise ValueError(f"settings.{name}={value!r} is invalid: strings such as "
+                       "'default' or 'n_log_n' go in SGLDConfig.nbeta only")
+    array = np.asarray(value, np.float64)
+    if array.ndim != 1 or array.size == 0:
+      raise ValueError(f"settings.{name}={value!r} is invalid: must be a "
+                       "non-empty 1-D sequence")
+    given[name] = array
+  if not given:
+    raise ValueError("settings has no field set: pass None for cfg's values")
+  lengths = {name: a.size for name, a in given.items()}
+  if len(set(lengths.values())) != 1:
+    raise ValueError(f"settings fields differ in length: {lengths}")
+  size = next(iter(lengths.values()))
+  grid = SGLDSettings(**{
+      name: given.get(name, np.full(size, getattr(base, name), np.float64))
+      for name in SGLDSettings._fields})
+  for name, low, strict in (("step_size", 0.0, True), ("nbeta", 0.0, True),
+                            ("localization", 0.0, False)):
+    values = getattr(grid, name)
+    bad = ~np.isfinite(values) | ((values <= low) if strict else (values < low))
+    if bad.any():
+      raise ValueError(f"settings.{name}={values[bad][0]!r} is invalid: must be "
+                       f"finite and {'>' if strict else '>='} {low}")
+  return grid, True
+
+
+def _sampler(loss_fn: Callable, cfg: SGLDConfig, mask: Optional[ArrayTree]):
+  """``(init(anchor, data) -> state, {proxy: kernel})`` for ``cfg.sampler``."""
   if cfg.sampler == "mala":
-    return mala.build_kernel(loss_fn, cfg.step_size, nbeta, cfg.localization,
-                             mask, noise=cfg.noise)
+    kernel = mala.build_kernel(loss_fn, mask, noise=cfg.noise)
+    return (lambda anchor, data: mala.init(anchor, loss_fn, data, mask=mask),
+            {False: kernel, True: kernel})
   rmsprop = ((cfg.rmsprop_decay, cfg.rmsprop_eps)
              if cfg.sampler == "rmsprop_sgld" else None)
-  return sgld.build_kernel(loss_fn, cfg.step_size, nbeta, cfg.localization,
-                           mask, rmsprop=rmsprop, noise=cfg.noise,
-                           mala_proxy=mala_proxy)
+  kernels = {proxy: sgld.build_kernel(loss_fn, mask, rmsprop=rmsprop,
+                                      noise=cfg.noise, mala_proxy=proxy)
+             for proxy in (False, True)}
+  return (lambda anchor, data: sgld.init(anchor,
+                                         preconditioned=rmsprop is not None),
+          kernels)
 
 
-def _point_fn(loss_fn: Callable, cfg: SGLDConfig, nbeta: float, n: int,
+def _point_fn(loss_fn: Callable, cfg: SGLDConfig, n: int,
               mask: Optional[ArrayTree]) -> Callable:
-  """``point(key, anchor, data) -> dict`` running all chains at one point.
+  """``point(key, anchor, settings, data) -> dict`` running all chains at one
+  point under one setting (``settings``: SGLDSettings of scalars).
 
   Steps run in blocks of ``cfg.mala_every``: the last step of a block computes
   the MALA proxy, the others skip it (the state is the same either way).
   """
-  kernels = {proxy: _build_kernel(loss_fn, cfg, nbeta, mask, proxy)
-             for proxy in (False, True)}
+  init, kernels = _sampler(loss_fn, cfg, mask)
   full_batch = cfg.batch_size is None or cfg.sampler == "mala"
   num_steps = cfg.num_burnin + cfg.num_draws
   every = cfg.mala_every
   num_blocks = num_steps // every
 
-  def chain(key: PRNGKey, anchor: ArrayTree, data: ArrayTree):
+  def chain(key: PRNGKey, anchor: ArrayTree, settings: SGLDSettings,
+            data: ArrayTree):
     key_batches, key_steps = jax.random.split(key)
 
     def step(carry, t, proxy: bool):
@@ -125,7 +219,7 @@ def _point_fn(loss_fn: Callable, cfg: SGLDConfig, nbeta: float, n: int,
         perm, idx = batching.next_batch(key_batches, perm, t, n, cfg.batch_size)
         batch = batching.take(data, idx)
       state, info = kernels[proxy](jax.random.fold_in(key_steps, t), state,
-                                   batch)
+                                   batch, settings)
       return (state, perm), info
 
     def plain_step(carry, t):
@@ -139,7 +233,7 @@ def _point_fn(loss_fn: Callable, cfg: SGLDConfig, nbeta: float, n: int,
 
     perm = (None if full_batch else batching.first_permutation(
         key_batches, 0, n, cfg.batch_size, n))
-    carry = (sgld.init(anchor), perm)
+    carry = (init(anchor, data), perm)
     carry, blocks = jax.lax.scan(
         block, carry, jnp.arange(num_blocks * every).reshape(num_blocks, every))
     info = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), blocks)
@@ -151,9 +245,11 @@ def _point_fn(loss_fn: Callable, cfg: SGLDConfig, nbeta: float, n: int,
     return (info.loss[draws], jnp.nanmean(info.mala_accept[draws]),
             jnp.mean(info.distance_sq[draws]))
 
-  def point(key: PRNGKey, anchor: ArrayTree, data: ArrayTree) -> dict:
+  def point(key: PRNGKey, anchor: ArrayTree, settings: SGLDSettings,
+            data: ArrayTree) -> dict:
     keys = jax.random.split(key, cfg.num_chains)
-    trace, accept, dist = jax.vmap(chain, (0, None, None))(keys, anchor, data)
+    trace, accept, dist = jax.vmap(chain, (0, None, None, None))(
+        keys, anchor, settings, data)
     return {"init_loss": loss_fn(anchor, data), "loss_trace": trace,
             "mala_accept": accept, "distance_sq": dist}
 
@@ -167,16 +263,20 @@ def _num_examples(data: ArrayTree, num_examples: Optional[int]) -> int:
   n = lengths.pop()
   if n == 0:
     raise ValueError("data is empty: the example axis has length 0")
-  if num_examples is not None and num_examples < 1:
-    raise ValueError(f"num_examples={num_examples!r} is invalid: must be >= 1")
-  return n if num_examples is None else num_examples
+  if num_examples is not None and (isinstance(num_examples, bool) or
+                                   not isinstance(num_examples, (int, np.integer))
+                                   or num_examples < 1):
+    raise ValueError(f"num_examples={num_examples!r} is invalid: must be an "
+                     "integer >= 1")
+  return n if num_examples is None else int(num_examples)
 
 
 def _flatten_points(params: ArrayTree, batch_ndim: int):
   leaves = jax.tree.leaves(params)
   if not leaves:
     raise ValueError("params has no array leaves")
-  if batch_ndim < 0 or any(np.ndim(x) < batch_ndim for x in leaves):
+  if (isinstance(batch_ndim, bool) or not isinstance(batch_ndim, int)
+      or batch_ndim < 0 or any(np.ndim(x) < batch_ndim for x in leaves)):
     raise ValueError(f"batch_ndim={batch_ndim!r} is invalid for leaves of "
                      f"shapes {[np.shape(x) for x in leaves]}")
   shapes = {np.shape(x)[:batch_ndim] for x in leaves}
@@ -185,77 +285,308 @@ def _flatten_points(params: ArrayTree, batch_ndim: int):
                      f"{sorted(shapes)}")
   batch_shape = shapes.pop()
   num_points = math.prod(batch_shape)
+  if num_points == 0:
+    raise ValueError(f"params has no points: batch shape {batch_shape}")
   flat = jax.tree.map(
       lambda x: np.asarray(x).reshape((num_points,) + np.shape(x)[batch_ndim:]),
       params)
   return flat, batch_shape, num_points
 
 
-def _fingerprint(cfg: SGLDConfig, key: PRNGKey, flat: ArrayTree, n: int,
-                 nbeta: float, mask: Optional[ArrayTree]) -> str:
+def _fingerprint(*parts) -> str:
+  """sha256 over the arrays and the repr of everything else in ``parts``."""
   digest = hashlib.sha256()
-  for x in jax.tree.leaves((flat, mask)):
+  arrays, rest = [], []
+  for x in jax.tree.leaves(parts):
+    if isinstance(x, (np.ndarray, jax.Array)):
+      arrays.append(x)
+    else:
+      rest.append(x)
+  for x in arrays:
+    if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+      x = jax.random.key_data(x)
     digest.update(np.ascontiguousarray(np.asarray(x)).tobytes())
-  digest.update(repr((cfg, n, nbeta, jax.tree.structure(flat),
-                      np.asarray(jax.random.key_data(key)).tolist())).encode())
+  digest.update(repr((rest, jax.tree.structure(parts))).encode())
   return digest.hexdigest()
 
 
-# Measured on a 2-core CPU (p=53, K=1024): throughput per chain falls once a
-# chunk vmaps more than ~6 chains (the working set leaves the cache), so on CPU
-# chunks are capped by chains rather than by memory.
-CPU_CHAINS_PER_CHUNK = 6
+class Sweep:
+  """A compiled LLC sweep for one loss, data set, configuration and model shape.
 
-_PROGRAMS: dict = {}
+  Build it with ``compile_sweep``. ``run`` accepts any params with the point
+  shape it was built for (any number of points) and any settings grid: the
+  program is compiled once per chunk size, on first use.
+
+  Attributes:
+    cfg: the SGLDConfig.
+    num_examples: n.
+    num_moving_params: parameters the chains move.
+    devices: the devices the chunk axis is sharded over.
+  """
+
+  def __init__(self, loss_fn: Callable, cfg: SGLDConfig, data: ArrayLikeTree,
+               point: ArrayTree, *, mask=None,
+               num_examples: Optional[int] = None,
+               devices: Optional[Sequence[jax.Device]] = None,
+               num_items: Optional[int] = None):
+    if not isinstance(cfg, SGLDConfig):
+      raise ValueError(f"cfg={cfg!r} is invalid: must be an SGLDConfig")
+    self.cfg = cfg
+    self._data = jax.tree.map(jnp.asarray, data)
+    n_data = _num_examples(self._data, None)
+    self.num_examples = _num_examples(self._data, num_examples)
+    if cfg.batch_size is not None and cfg.batch_size > n_data:
+      raise ValueError(f"batch_size={cfg.batch_size} is invalid: larger than "
+                       f"the {n_data} examples in data")
+    self._point = jax.tree.map(np.asarray, point)
+    self._mask = resolve_mask(mask, self._point)
+    if self._mask is None:
+      self.num_moving_params = sum(int(np.size(x))
+                                   for x in jax.tree.leaves(self._point))
+    else:
+      self.num_moving_params = int(sum(
+          np.sum(np.broadcast_to(m, np.shape(x)))
+          for m, x in zip(jax.tree.leaves(self._mask),
+                          jax.tree.leaves(self._point))))
+    if self.num_moving_params == 0:
+      raise ValueError("mask selects no parameters")
+    self.devices = list(devices) if devices is not None else jax.devices()
+    mesh = Mesh(np.array(self.devices), ("points",))
+    self._sharded = NamedSharding(mesh, PartitionSpec("points"))
+    self._replicated = NamedSharding(mesh, PartitionSpec())
+    self._data = jax.device_put(self._data, self._replicated)
+    self._jitted = jax.jit(
+        jax.vmap(_point_fn(loss_fn, cfg, n_data, self._mask), (0, 0, 0, None)),
+        in_shardings=(self._sharded, self._sharded, self._sharded,
+                      self._replicated),
+        out_shardings=self._sharded)
+    self._num_items_hint = num_items
+    self._executables: dict[int, jax.stages.Compiled] = {}
+    self._chunk_size: Optional[int] = None
+
+  def _round(self, items: int) -> int:
+    count = len(self.devices)
+    return count * math.ceil(max(items, 1) / count)
+
+  def _example(self, chunk: int):
+    """Arguments of one chunk (zeros), placed as the program expects."""
+    keys = jax.random.split(jax.random.key(0), chunk)
+    anchors = jax.tree.map(lambda x: np.broadcast_to(x, (chunk,) + x.shape),
+                           self._point)
+    settings = SGLDSettings(*[np.ones(chunk, np.float32)] * 3)
+    return self._place(keys, anchors, settings)
+
+  def _place(self, keys, anchors, settings):
+    return (jax.device_put(keys, self._sharded),
+            jax.device_put(anchors, self._sharded),
+            jax.device_put(settings, self._sharded))
+
+  def _executable(self, chunk: int) -> jax.stages.Compiled:
+    if chunk not in self._executables:
+      self._executables[chunk] = self._jitted.lower(
+          *self._example(chunk), self._data).compile()
+    return self._executables[chunk]
+
+  @property
+  def chunk_size(self) -> int:
+    """Work items (setting × point, each with all its chains) per chunk: a
+    multiple of the device count.
+
+    ``cfg.chunk_size`` if set; on CPU the cache-friendly cap
+    (``CPU_CHAINS_PER_CHUNK`` chains per device); otherwise the number of
+    items the sweep was built for, shrunk (and recompiled) only when XLA's
+    memory analysis of that program exceeds ``cfg.memory_budget_bytes``.
+    """
+    if self._chunk_size is None:
+      cfg, count = self.cfg, len(self.devices)
+      if cfg.chunk_size is not None:
+        chunk = self._round(cfg.chunk_size)
+      elif self.devices[0].platform == "cpu":
+        chunk = count * max(1, CPU_CHAINS_PER_CHUNK // cfg.num_chains)
+      else:
+        chunk = self._round(self._num_items_hint or count)
+        while True:
+          total = _memory_bytes(self._executable(chunk).memory_analysis())
+          if total <= cfg.memory_budget_bytes or chunk == count:
+            break
+          fit = int(chunk * cfg.memory_budget_bytes / total)
+          chunk = self._round(min(chunk - count, max(fit, count)))
+      self._chunk_size = chunk
+    return self._chunk_size
+
+  def memory_analysis(self):
+    """XLA's memory analysis of the compiled chunk program (argument, output
+    and temporary bytes), compiling it if needed."""
+    return self._executable(self._chunk_for(self._num_items_hint)).memory_analysis()
+
+  def _chunk_for(self, num_items: Optional[int]) -> int:
+    """The chunk size a sweep of ``num_items`` uses (no padding beyond one
+    chunk's worth of items)."""
+    if num_items is None:
+      return self.chunk_size
+    return min(self.chunk_size, self._round(num_items))
+
+  def run(self, key: PRNGKey, params: ArrayLikeTree, batch_ndim: int = 0, *,
+          settings: Optional[SGLDSettings] = None,
+          out_path: Optional[str] = None, progress: bool = True,
+          warn: bool = True) -> LLCResult:
+    """Estimates the LLC at every point of ``params`` under every setting.
+
+    Args:
+      key: PRNG key; point i uses ``split(key, P)[i]`` whatever the chunking,
+        under every setting (common random numbers).
+      params: pytree whose leaves carry ``batch_ndim`` leading axes of points,
+        each point shaped like the one the sweep was built for.
+      batch_ndim: number of leading point axes of ``params``.
+      settings: None (``cfg``'s eps, nβ, γ) or an ``SGLDSettings`` grid of S
+        settings (equal-length 1-D sequences, None fields from ``cfg``);
+        results then carry a leading (S,) axis.
+      out_path: folder where each finished chunk is saved (``part_*.npz``);
+        matching parts are loaded instead of recomputed, unreadable ones are
+        reported and recomputed.
+      progress: show a tqdm bar over chunks.
+      warn: warn about diverged chains and non-stationary points (the same
+        facts are always in ``diagnostics``).
+
+    Returns:
+      LLCResult.
+    """
+    if out_path and os.path.isfile(out_path):
+      raise ValueError(f"out_path={out_path!r} is a file: it must be a folder "
+                       "of saved chunks (the file is left as it is)")
+    grid, is_grid = resolve_settings(self.cfg, settings, self.num_examples)
+    flat, batch_shape, num_points = _flatten_points(params, batch_ndim)
+    expected = [np.shape(x) for x in jax.tree.leaves(self._point)]
+    got = [np.shape(x)[1:] for x in jax.tree.leaves(flat)]
+    if (jax.tree.structure(flat) != jax.tree.structure(self._point)
+        or got != expected):
+      raise ValueError(f"params points have shapes {got}, but the sweep was "
+                       f"compiled for {expected}")
+    num_settings = grid.step_size.shape[0]
+    num_items = num_settings * num_points
+    chunk = self._chunk_for(num_items)
+    executable = self._executable(chunk)
+    num_chunks = math.ceil(num_items / chunk)
+    # Item j is (setting j // P, point j % P); padding repeats the last item.
+    item_ids = np.minimum(np.arange(num_chunks * chunk), num_items - 1)
+    point_ids, setting_ids = item_ids % num_points, item_ids // num_points
+    keys = jax.random.split(key, num_points)
+    settings32 = SGLDSettings(*[v.astype(np.float32) for v in grid])
+    fingerprint = (_fingerprint(repr(self.cfg), keys, flat, grid,
+                                self.num_examples, self._mask, chunk)
+                   if out_path else "")
+    outputs: list[Optional[dict]] = [
+        _load_part(out_path, i, fingerprint) if out_path else None
+        for i in range(num_chunks)]
+    bar = tqdm(total=num_chunks, initial=sum(o is not None for o in outputs),
+               desc="LLC chunks", disable=not progress)
+
+    def finish(i: int, pending) -> None:
+      outputs[i] = jax.tree.map(np.asarray, pending)
+      if out_path:
+        io.save_npz(_part_path(out_path, i),
+                    {"fingerprint": np.array(fingerprint), **outputs[i]})
+      bar.update(1)
+
+    previous = None
+    for i in [i for i, o in enumerate(outputs) if o is None]:
+      part = slice(i * chunk, (i + 1) * chunk)
+      pending = executable(*self._place(
+          keys[point_ids[part]],
+          jax.tree.map(lambda x: x[point_ids[part]], flat),
+          jax.tree.map(lambda x: x[setting_ids[part]], settings32)),
+          self._data)
+      if previous is not None:
+        finish(*previous)  # chunk i is already dispatched: copy i-1 meanwhile.
+      previous = (i, pending)
+    if previous is not None:
+      finish(*previous)
+    bar.close()
+    out = {k: np.concatenate([o[k] for o in outputs])[:num_items]
+           for k in outputs[0]}
+    nbeta_items = grid.nbeta[np.arange(num_items) // num_points]
+    lead = ((num_settings,) if is_grid else ()) + batch_shape
+    return _summarize(out, self.cfg, nbeta_items, grid, is_grid,
+                      self.num_examples, self.num_moving_params, lead, warn)
 
 
-def _program(loss_fn: Callable, cfg: SGLDConfig, nbeta: float, n_data: int,
-             mask_tree: Optional[ArrayTree], mesh: Mesh):
-  """The jitted sweep program, cached across calls with the same setup."""
-  mask_key = None if mask_tree is None else (
-      jax.tree.structure(mask_tree),
-      tuple(np.asarray(m).tobytes() for m in jax.tree.leaves(mask_tree)))
-  # Settings that only steer the host loop or the summary do not recompile.
-  traced_cfg = dataclasses.replace(cfg, chunk_size=None,
-                                   memory_budget_bytes=1,
-                                   divergence_factor=1.0)
-  key = (loss_fn, traced_cfg, nbeta, n_data, mask_key,
-         tuple(mesh.devices.flat))
-  if key not in _PROGRAMS:
-    sharded = NamedSharding(mesh, PartitionSpec("points"))
-    replicated = NamedSharding(mesh, PartitionSpec())
-    _PROGRAMS[key] = jax.jit(
-        jax.vmap(_point_fn(loss_fn, cfg, nbeta, n_data, mask_tree), (0, 0, None)),
-        in_shardings=(sharded, sharded, replicated), out_shardings=sharded)
-  return _PROGRAMS[key]
+def _memory_bytes(stats) -> int:
+  return int(stats.temp_size_in_bytes + stats.output_size_in_bytes
+             + stats.argument_size_in_bytes)
 
 
-def _auto_chunk_size(program, keys, flat, data, cfg: SGLDConfig,
-                     num_points: int, num_devices: int) -> int:
-  """Points per chunk: ``cfg.chunk_size``, else the CPU cap, else the largest
-  chunk whose peak memory (XLA's analysis of a one-point-per-device program)
-  fits ``cfg.memory_budget_bytes``; a multiple of the device count."""
-  if cfg.chunk_size is not None:
-    chunk = cfg.chunk_size
-  elif jax.default_backend() == "cpu":
-    chunk = num_devices * max(1, CPU_CHAINS_PER_CHUNK // cfg.num_chains)
-  else:
-    one = jax.tree.map(lambda x: x[:num_devices], (keys, flat))
-    stats = program.lower(*one, data).compile().memory_analysis()
-    per_point = max(1, (stats.temp_size_in_bytes + stats.output_size_in_bytes
-                        + stats.argument_size_in_bytes) // num_devices)
-    chunk = max(1, cfg.memory_budget_bytes // per_point)
-  chunk = min(chunk, num_points)
-  return num_devices * math.ceil(chunk / num_devices)
+def _part_path(folder: str, index: int) -> str:
+  return os.path.join(folder, f"part_{index:05d}.npz")
+
+
+def _load_part(folder: str, index: int, fingerprint: str) -> Optional[dict]:
+  """A saved chunk if it exists, is readable and matches ``fingerprint``."""
+  path = _part_path(folder, index)
+  if not os.path.exists(path):
+    return None
+  try:
+    saved = io.load_npz(path)
+  except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
+    warnings.warn(f"resume file {path} is unreadable ({error}); its chunk "
+                  "will be recomputed and the file replaced", RuntimeWarning)
+    return None
+  if str(saved.pop("fingerprint", "")) != fingerprint:
+    return None
+  return saved
+
+
+def compile_sweep(loss_fn: Callable, cfg: SGLDConfig, data: ArrayLikeTree,
+                  params: ArrayLikeTree, batch_ndim: int = 0, *,
+                  mask: Union[None, ArrayLikeTree, Callable] = None,
+                  num_examples: Optional[int] = None,
+                  devices: Optional[Sequence[jax.Device]] = None,
+                  num_settings: int = 1) -> Sweep:
+  """The compiled sweep for points shaped like those of ``params``.
+
+  Args:
+    loss_fn: ``loss_fn(params, batch) -> scalar`` mean loss over a batch.
+    cfg: SGLDConfig (its eps, nβ, γ are only defaults: ``run`` takes grids).
+    data: pytree of arrays with the example axis first (n = its length).
+    params: example points (``batch_ndim`` leading axes); fixes the point
+      shape and, on accelerators, the first chunk size tried.
+    batch_ndim: number of leading point axes of ``params``.
+    mask: which parameters move (see ``resolve_mask``); others stay at w*.
+    num_examples: n to use in place of the data length (e.g. when ``data``
+      is a subset standing for a larger set); used by ``nbeta="n_log_n"``.
+    devices: devices to shard the chunk axis over (default: all).
+    num_settings: settings per run expected (sizes accelerator chunks).
+
+  Returns:
+    Sweep.
+
+  Example:
+    >>> loss = lambda w, batch: 0.5 * jnp.mean(jnp.sum((batch - w) ** 2, -1))
+    >>> cfg = SGLDConfig(step_size=1e-3, nbeta=100.0, localization=1.0,
+    ...                  num_chains=2, num_draws=50, num_burnin=10, batch_size=None)
+    >>> sweep = compile_sweep(loss, cfg, jnp.zeros((100, 2)), jnp.zeros((3, 2)), 1)
+    >>> grid = SGLDSettings(step_size=[5e-4, 1e-3])
+    >>> res = sweep.run(jax.random.key(0), jnp.zeros((3, 2)), 1, settings=grid,
+    ...                 progress=False, warn=False)
+    >>> res.mean.shape, res.loss_trace.shape, sweep.chunk_size
+    ((2, 3), (2, 3, 2, 50), 3)
+  """
+  flat, _, num_points = _flatten_points(params, batch_ndim)
+  return Sweep(loss_fn, cfg, data, jax.tree.map(lambda x: x[0], flat),
+               mask=mask, num_examples=num_examples, devices=devices,
+               num_items=num_points * num_settings)
 
 
 def estimate_llc(key: PRNGKey, loss_fn: Callable, params: ArrayLikeTree,
                  data: ArrayLikeTree, cfg: SGLDConfig, batch_ndim: int = 0, *,
+                 settings: Optional[SGLDSettings] = None,
                  mask: Union[None, ArrayLikeTree, Callable] = None,
                  num_examples: Optional[int] = None,
                  out_path: Optional[str] = None,
-                 progress: bool = True) -> LLCResult:
+                 progress: bool = True, warn: bool = True) -> LLCResult:
   """Estimates the local learning coefficient at every point of ``params``.
+
+  A thin call of ``compile_sweep(...).run(...)``; hold the ``Sweep`` instead
+  to reuse its compiled program across calls.
 
   Args:
     key: PRNG key; point i uses ``split(key, P)[i]`` whatever the chunking.
@@ -264,116 +595,74 @@ def estimate_llc(key: PRNGKey, loss_fn: Callable, params: ArrayLikeTree,
     data: pytree of arrays with the example axis first (n = its length).
     cfg: SGLDConfig.
     batch_ndim: number of leading point axes of ``params``.
+    settings: optional ``SGLDSettings`` grid (see ``Sweep.run``): results get
+      a leading settings axis, all in one compiled program.
     mask: which parameters move (see ``resolve_mask``); others stay at w*.
-    num_examples: n to use in place of the data length (e.g. when ``data``
-      is a subset standing for a larger set); used by ``nbeta="n_log_n"``.
-    out_path: ``.npz`` file where finished chunks are saved; a matching file
-      is resumed.
+    num_examples: n to use in place of the data length.
+    out_path: folder of saved chunks for resuming (see ``Sweep.run``).
     progress: show a tqdm bar over chunks.
+    warn: warn about diverged chains and non-stationary points.
 
   Returns:
-    LLCResult; diverged chains are excluded from ``mean``/``std`` and a
-    warning names how many, as it does for non-stationary points.
+    LLCResult; diverged chains are excluded from ``mean``/``std``.
 
   Example:
-    >>> import jax, jax.numpy as jnp
     >>> loss = lambda w, batch: 0.5 * jnp.mean(jnp.sum((batch - w) ** 2, -1))
     >>> data = jnp.zeros((100, 2))
     >>> cfg = SGLDConfig(step_size=1e-3, nbeta=100.0, localization=1.0,
     ...                  num_chains=2, num_draws=50, num_burnin=10, batch_size=None)
     >>> res = estimate_llc(jax.random.key(0), loss, jnp.zeros(2), data, cfg,
-    ...                    progress=False)
+    ...                    progress=False, warn=False)
     >>> res.per_chain.shape, res.loss_trace.shape
     ((2,), (2, 50))
   """
-  data = jax.tree.map(jnp.asarray, data)
-  n_data = _num_examples(data, None)
-  n = _num_examples(data, num_examples)
-  if cfg.batch_size is not None and cfg.batch_size > n_data:
-    raise ValueError(f"batch_size={cfg.batch_size} is invalid: larger than the "
-                     f"{n_data} examples in data")
-  nbeta = cfg.resolve_nbeta(n)
-  flat, batch_shape, num_points = _flatten_points(params, batch_ndim)
-  one_point = jax.tree.map(lambda x: x[0], flat)
-  mask_tree = resolve_mask(mask, one_point)
-  num_moving = (sum(int(np.size(x)) for x in jax.tree.leaves(one_point))
-                if mask_tree is None else
-                int(sum(np.sum(np.broadcast_to(m, np.shape(x)))
-                        for m, x in zip(jax.tree.leaves(mask_tree),
-                                        jax.tree.leaves(one_point)))))
-  if num_moving == 0:
-    raise ValueError("mask selects no parameters")
-
-  devices = jax.devices()
-  mesh = Mesh(np.array(devices), ("points",))
-  program = _program(loss_fn, cfg, nbeta, n_data, mask_tree, mesh)
-  keys = jax.random.split(key, num_points)
-  chunk = _auto_chunk_size(program, keys, flat, data, cfg, num_points,
-                           len(devices))
-  num_chunks = math.ceil(num_points / chunk)
-  pad = num_chunks * chunk - num_points
-  padded = jax.tree.map(
-      lambda x: np.concatenate([x, np.repeat(x[-1:], pad, axis=0)]), flat)
-  keys = jnp.concatenate([keys, jnp.repeat(keys[-1:], pad, axis=0)])
-
-  fingerprint = _fingerprint(cfg, key, flat, n, nbeta, mask_tree) if out_path else ""
-  outputs: list[dict] = []
-  if out_path and os.path.exists(out_path):
-    saved = io.load_npz(out_path)
-    if str(saved["fingerprint"]) == fingerprint and int(saved["chunk"]) == chunk:
-      names = [k for k in saved if k not in ("fingerprint", "chunk")]
-      outputs = [{k: saved[k][i * chunk:(i + 1) * chunk] for k in names}
-                 for i in range(saved[names[0]].shape[0] // chunk)]
-  bar = tqdm(total=num_chunks, initial=len(outputs), desc="LLC chunks",
-             disable=not progress)
-  for i in range(len(outputs), num_chunks):
-    part = slice(i * chunk, (i + 1) * chunk)
-    out = program(keys[part], jax.tree.map(lambda x: x[part], padded), data)
-    outputs.append(jax.tree.map(np.asarray, out))
-    if out_path:
-      joined = {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}
-      io.save_npz(out_path, {"fingerprint": np.array(fingerprint),
-                             "chunk": np.array(chunk), **joined})
-    bar.update(1)
-  bar.close()
-  out = {k: np.concatenate([o[k] for o in outputs])[:num_points]
-         for k in outputs[0]}
-  return _summarize(out, cfg, nbeta, n, num_moving, batch_shape)
+  num_settings = 1 if settings is None else len(
+      resolve_settings(cfg, settings, _num_examples(data, num_examples))[0]
+      .step_size)
+  sweep = compile_sweep(loss_fn, cfg, data, params, batch_ndim, mask=mask,
+                        num_examples=num_examples, num_settings=num_settings)
+  return sweep.run(key, params, batch_ndim, settings=settings,
+                   out_path=out_path, progress=progress, warn=warn)
 
 
-def _summarize(out: dict, cfg: SGLDConfig, nbeta: float, n: int,
-               num_moving: int, batch_shape: tuple) -> LLCResult:
+def _summarize(out: dict, cfg: SGLDConfig, nbeta_items: np.ndarray,
+               grid: SGLDSettings, is_grid: bool, n: int, num_moving: int,
+               lead_shape: tuple, warn: bool) -> LLCResult:
   """Host-side estimates and diagnostics from the raw chain outputs."""
   trace = out["loss_trace"].astype(np.float64)
   init_loss = out["init_loss"].astype(np.float64)
-  threshold = cfg.divergence_factor * num_moving
-  points = [diagnostics.summarize_point(trace[i], init_loss[i], nbeta,
-                                        threshold, out["mala_accept"][i],
-                                        out["distance_sq"][i])
-            for i in range(trace.shape[0])]
-  diag = diagnostics.stack(points, batch_shape)
+  diag = diagnostics.summarize(trace, init_loss, nbeta_items,
+                               cfg.divergence_factor * num_moving,
+                               out["mala_accept"], out["distance_sq"])
   with np.errstate(invalid="ignore"):
-    per_chain = nbeta * (trace.mean(axis=-1) - init_loss[:, None])
-  good = np.where(diag.diverged.reshape(per_chain.shape), np.nan, per_chain)
+    per_chain = nbeta_items[:, None] * (trace.mean(axis=-1) - init_loss[:, None])
+  good = np.where(diag.diverged, np.nan, per_chain)
   with warnings.catch_warnings():
-    warnings.simplefilter("ignore", RuntimeWarning)
+    warnings.simplefilter("ignore", RuntimeWarning)  # all-nan rows: nan.
     mean, std = np.nanmean(good, axis=1), np.nanstd(good, axis=1)
   num_diverged = int(diag.diverged.sum())
-  if num_diverged:
+  if warn and num_diverged:
     warnings.warn(f"{num_diverged} of {diag.diverged.size} chains diverged "
                   "(non-finite or exploding loss) and were excluded; lower "
-                  "step_size (see slt_jax.llc calibration)", RuntimeWarning)
-  num_drifting = int((~diag.stationary).sum())
-  if num_drifting:
+                  "step_size (see slt_jax.llc.calibrate)", RuntimeWarning,
+                  stacklevel=3)
+  num_drifting = int((~diag.stationary & ~diag.diverged.all(-1)).sum())
+  if warn and num_drifting:
     warnings.warn(f"{num_drifting} of {diag.stationary.size} points are not "
                   "stationary: the estimate changed between the halves of the "
                   "draws; run longer chains (num_burnin/num_draws)",
-                  RuntimeWarning)
-  shape = lambda x: x.reshape(batch_shape + x.shape[1:])
+                  RuntimeWarning, stacklevel=3)
+  shape = lambda x: x.reshape(lead_shape + x.shape[1:])
+  if is_grid:
+    nbeta, settings = grid.nbeta, grid
+  else:
+    nbeta = float(grid.nbeta[0])
+    settings = SGLDSettings(*[float(v[0]) for v in grid])
   return LLCResult(mean=shape(mean), std=shape(std), per_chain=shape(per_chain),
                    loss_trace=shape(trace), init_loss=shape(init_loss),
-                   diagnostics=diag, nbeta=nbeta, num_examples=n,
-                   num_moving_params=num_moving)
+                   diagnostics=diagnostics.reshape(diag, lead_shape),
+                   nbeta=nbeta, num_examples=n, num_moving_params=num_moving,
+                   settings=settings)
 
 
 def calibrate(key: PRNGKey, loss_fn: Callable, params: ArrayLikeTree,
@@ -386,17 +675,19 @@ def calibrate(key: PRNGKey, loss_fn: Callable, params: ArrayLikeTree,
   """Picks the largest stable step size on a small budget.
 
   Runs ``cfg`` (use few draws; the MALA proxy is taken on every step) at
-  one point for every combination of step size × localization × nbeta. Rule:
-  among the combinations with no diverged chain, a finite estimate and mean
-  MALA acceptance >= ``min_accept`` (the discretisation is then a small
-  perturbation of the Langevin dynamics), take the largest step size; ties in
-  (gamma, nbeta) keep ``cfg``'s values when present, else the first listed.
+  one point for every combination of step size × localization × nbeta, as one
+  settings grid in one compiled program. Rule: among the combinations with no
+  diverged chain, a finite estimate and mean MALA acceptance >= ``min_accept``
+  (the discretisation is then a small perturbation of the Langevin dynamics),
+  take the largest step size; ties in (gamma, nbeta) keep ``cfg``'s values
+  when present, else the first listed.
 
   Args:
-    key: PRNG key.
+    key: PRNG key (every combination uses the same chains' keys).
     loss_fn, params, data, mask: as ``estimate_llc`` (params: one point).
     cfg: base configuration (its budget is used as is).
-    step_sizes, localizations, nbetas: grids (None keeps ``cfg``'s value).
+    step_sizes, localizations, nbetas: grids (None keeps ``cfg``'s value;
+      ``cfg.nbeta`` may be ``"default"``/``"n_log_n"``, the grid's are floats).
     min_accept: acceptance threshold of the rule.
     progress: show progress bars.
 
@@ -407,33 +698,36 @@ def calibrate(key: PRNGKey, loss_fn: Callable, params: ArrayLikeTree,
   Raises:
     ValueError: if no combination is stable.
   """
-  rows, keys = [], iter(jax.random.split(key, 1000))
-  for gamma in localizations or (cfg.localization,):
-    for nbeta in nbetas or (cfg.nbeta,):
-      for eps in step_sizes:
-        trial = dataclasses.replace(cfg, step_size=eps, localization=gamma,
-                                    nbeta=nbeta, mala_every=1)
-        with warnings.catch_warnings():
-          warnings.simplefilter("ignore", RuntimeWarning)
-          res = estimate_llc(next(keys), loss_fn, params, data, trial,
-                             mask=mask, progress=progress)
-          accept = float(np.nanmean(res.diagnostics.mala_accept))
-        diverged = int(res.diagnostics.diverged.sum())
-        rows.append({"step_size": eps, "localization": gamma, "nbeta": nbeta,
-                     "llc_mean": float(res.mean), "llc_std": float(res.std),
-                     "mala_accept": accept, "diverged_chains": diverged,
-                     "stationary": bool(res.diagnostics.stationary),
-                     "ok": bool(diverged == 0 and np.isfinite(res.mean)
-                                and accept >= min_accept)})
+  probe = dataclasses.replace(cfg, mala_every=1)
+  grid = SGLDSettings.product(step_size=step_sizes, localization=localizations,
+                              nbeta=nbetas)
+  res = estimate_llc(key, loss_fn, params, data, probe, settings=grid,
+                     mask=mask, progress=progress, warn=False)
+  d = res.diagnostics
+  rows = []
+  for i in range(len(res.mean)):
+    finite = d.mala_accept[i][np.isfinite(d.mala_accept[i])]
+    accept = float(finite.mean()) if finite.size else float("nan")
+    diverged = int(d.diverged[i].sum())
+    rows.append({"step_size": float(res.settings.step_size[i]),
+                 "localization": float(res.settings.localization[i]),
+                 "nbeta": float(res.settings.nbeta[i]),
+                 "llc_mean": float(res.mean[i]), "llc_std": float(res.std[i]),
+                 "mala_accept": accept, "diverged_chains": diverged,
+                 "stationary": bool(d.stationary[i]),
+                 "ok": bool(diverged == 0 and np.isfinite(res.mean[i])
+                            and accept >= min_accept)})
   good = [r for r in rows if r["ok"]]
   if not good:
     raise ValueError(f"no stable step size among {step_sizes}: every setting "
                      f"diverged or had MALA acceptance < {min_accept}")
   best_eps = max(r["step_size"] for r in good)
   best = [r for r in good if r["step_size"] == best_eps]
+  nbeta = cfg.resolve_nbeta(res.num_examples)
   preferred = [r for r in best if r["localization"] == cfg.localization
-               and r["nbeta"] == cfg.nbeta] or best
+               and np.isclose(r["nbeta"], nbeta)] or best
   choice = preferred[0]
-  return dataclasses.replace(cfg, step_size=choice["step_size"],
-                             localization=choice["localization"],
-                             nbeta=choice["nbeta"]), rows
+  keep_nbeta = nbetas is None
+  return dataclasses.replace(
+      cfg, step_size=choice["step_size"], localization=choice["localization"],
+      nbeta=cfg.nbeta if keep_nbeta else choice["nbeta"]), rows

@@ -1,9 +1,13 @@
 """Localized SGLD (and its RMSprop-preconditioned variant) in the blackjax pattern.
 
-``init(position, anchor) -> SGLDState`` and ``build_kernel(...) -> kernel(key,
-state, batch) -> (SGLDState, SGLDInfo)``. The kernel is pure and not jitted;
-callers scan and vmap it (see ``slt_jax.llc``). It never sees a model: the
-caller passes ``loss_fn(params, batch) -> scalar``.
+``init(position, anchor) -> SGLDState`` and ``build_kernel(loss_fn, ...) ->
+kernel(key, state, batch, settings) -> (SGLDState, SGLDInfo)``. As in blackjax
+(whose ``sgld`` kernel takes ``step_size`` and ``temperature`` per call), the
+hyperparameters eps, nβ and γ are passed at call time as ``SGLDSettings`` of
+(possibly traced) scalars, so one compiled program serves a whole grid of
+settings. The kernel is pure and not jitted; callers scan and vmap it (see
+``slt_jax.llc``). It never sees a model: the caller passes
+``loss_fn(params, batch) -> scalar``.
 
 The target is ``log pi(w) = -nbeta L(w) - gamma/2 ||w - w*||^2`` and the step
 (devinterp's convention) is
@@ -23,13 +27,53 @@ while still recording the previous point; callers interleave the two.
 
 from __future__ import annotations
 
-import math
-from typing import Callable, NamedTuple, Optional
+import itertools
+from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 
 from slt_jax.types import ArrayTree, PRNGKey
+
+
+class SGLDSettings(NamedTuple):
+  """The sampler's hyperparameters, passed to the kernel at call time.
+
+  Each field is a scalar (one setting, possibly traced) or, for
+  ``slt_jax.llc.estimate_llc``, a 1-D sequence of equal length (a grid of
+  settings, zipped) or None (take ``SGLDConfig``'s value).
+
+  Attributes:
+    step_size: eps > 0.
+    nbeta: n·beta > 0, the weight of the minibatch loss.
+    localization: gamma >= 0.
+
+  Example:
+    >>> SGLDSettings.product(step_size=[1e-4, 1e-3], localization=[1.0, 5.0])
+    SGLDSettings(step_size=(0.0001, 0.0001, 0.001, 0.001), nbeta=None, localization=(1.0, 5.0, 1.0, 5.0))
+  """
+
+  step_size: Any = None
+  nbeta: Any = None
+  localization: Any = None
+
+  @classmethod
+  def product(cls, step_size: Optional[Sequence[float]] = None,
+              nbeta: Optional[Sequence[float]] = None,
+              localization: Optional[Sequence[float]] = None
+              ) -> "SGLDSettings":
+    """The Cartesian product of the given axes (step size slowest).
+
+    Axes left None stay None (they take ``SGLDConfig``'s value).
+    """
+    axes = [(name, tuple(values)) for name, values in
+            zip(cls._fields, (step_size, nbeta, localization))
+            if values is not None]
+    if not axes:
+      raise ValueError("SGLDSettings.product needs at least one axis")
+    grid = list(itertools.product(*[values for _, values in axes]))
+    return cls(**{name: tuple(point[i] for point in grid)
+                  for i, (name, _) in enumerate(axes)})
 
 
 class SGLDState(NamedTuple):
@@ -42,7 +86,8 @@ class SGLDState(NamedTuple):
     prev_logdensity: minibatch log density there (nan before the first move).
     prev_log_proposal: log density (up to a constant) of the last move under
       its own Gaussian proposal, ``-|xi|^2 / 2``.
-    second_moment: RMSprop running mean of squared gradients (zeros for SGLD).
+    second_moment: RMSprop running mean of squared gradients; None for plain
+      SGLD (nothing is carried).
   """
 
   position: ArrayTree
@@ -50,7 +95,7 @@ class SGLDState(NamedTuple):
   prev_position: ArrayTree
   prev_logdensity: jax.Array
   prev_log_proposal: jax.Array
-  second_moment: ArrayTree
+  second_moment: Optional[ArrayTree]
 
 
 class SGLDInfo(NamedTuple):
@@ -72,24 +117,41 @@ class SGLDInfo(NamedTuple):
   mala_accept: jax.Array
 
 
-def _sq_norm(tree: ArrayTree) -> jax.Array:
+def sq_norm(tree: ArrayTree) -> jax.Array:
+  """Squared Euclidean norm of all leaves of ``tree`` together."""
   return sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree))
 
 
-def init(position: ArrayTree, anchor: Optional[ArrayTree] = None) -> SGLDState:
+def apply_mask(tree: ArrayTree, mask: Optional[ArrayTree]) -> ArrayTree:
+  """``tree`` with masked-out entries zeroed (``mask`` None: unchanged)."""
+  if mask is None:
+    return tree
+  return jax.tree.map(lambda x, m: x * jnp.asarray(m, x.dtype), tree, mask)
+
+
+def init(position: ArrayTree, anchor: Optional[ArrayTree] = None, *,
+         preconditioned: bool = False) -> SGLDState:
   """Starts a chain at ``position``, localized at ``anchor`` (default: there).
 
   Args:
     position: initial parameters (any pytree of float arrays).
     anchor: localization centre; defaults to ``position``.
+    preconditioned: carry an RMSprop second moment (for kernels built with
+      ``rmsprop``); plain SGLD carries none.
 
   Returns:
     SGLDState.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> init(jnp.zeros(3)).second_moment is None
+    True
   """
   anchor = position if anchor is None else anchor
   nan = jnp.array(jnp.nan, jnp.float32)
-  return SGLDState(position, anchor, position, nan, nan,
-                   jax.tree.map(jnp.zeros_like, position))
+  second_moment = (jax.tree.map(jnp.zeros_like, position) if preconditioned
+                   else None)
+  return SGLDState(position, anchor, position, nan, nan, second_moment)
 
 
 def gaussian_noise(key: PRNGKey, like: ArrayTree, impl: str) -> ArrayTree:
@@ -101,11 +163,19 @@ def gaussian_noise(key: PRNGKey, like: ArrayTree, impl: str) -> ArrayTree:
     impl: ``threefry2x32_unpartitioned`` (the key's threefry with
       ``jax_threefry_partitionable=False``, set only while tracing this draw),
       ``threefry2x32``, ``rbg`` or ``unsafe_rbg`` (a key of ``impl`` is
-      seeded from the key's bits).
+      seeded from the key's bits), or ``zeros`` (no noise: a benchmark
+      ablation only).
 
   Returns:
-    Pytree of N(0, 1) draws.
+    Pytree of N(0, 1) draws (zeros for ``zeros``).
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> gaussian_noise(jax.random.key(0), jnp.ones((2, 3)), "rbg").shape
+    (2, 3)
   """
+  if impl == "zeros":
+    return jax.tree.map(jnp.zeros_like, like)
   if impl == "threefry2x32_unpartitioned":
     with jax.threefry_partitionable(False):
       return gaussian_noise(key, like, "threefry2x32")
@@ -118,58 +188,48 @@ def gaussian_noise(key: PRNGKey, like: ArrayTree, impl: str) -> ArrayTree:
       jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves)])
 
 
-def build_kernel(loss_fn: Callable, step_size: float, nbeta: float,
-                 localization: float, mask: Optional[ArrayTree] = None,
+def build_kernel(loss_fn: Callable, mask: Optional[ArrayTree] = None,
                  rmsprop: Optional[tuple[float, float]] = None,
                  noise: str = "threefry2x32_unpartitioned",
-                 mala_proxy: bool = True
-                 ) -> Callable:
+                 mala_proxy: bool = True) -> Callable:
   """Builds the localized SGLD transition.
 
   Args:
     loss_fn: ``loss_fn(params, batch) -> scalar`` mean loss.
-    step_size: eps > 0.
-    nbeta: n·beta, the weight of the minibatch loss.
-    localization: gamma >= 0.
     mask: optional pytree of booleans (or 0/1) like the parameters; masked-out
       leaves or entries stay at the anchor.
-    rmsprop: ``(decay, delta)`` to precondition as RMSprop-SGLD; None for SGLD.
+    rmsprop: ``(decay, delta)`` to precondition as RMSprop-SGLD (the state
+      must come from ``init(..., preconditioned=True)``); None for SGLD.
     noise: PRNG implementation for the noise (see ``gaussian_noise``).
     mala_proxy: compute the MALA acceptance proxy of the previous move;
       False reports nan for it (the state is the same either way).
 
   Returns:
-    ``kernel(key, state, batch) -> (SGLDState, SGLDInfo)``.
+    ``kernel(key, state, batch, settings) -> (SGLDState, SGLDInfo)`` with
+    ``settings`` an ``SGLDSettings`` of scalars (eps > 0, nβ > 0, γ >= 0;
+    validated by the caller, since they may be traced).
 
   Example:
     >>> import jax, jax.numpy as jnp
     >>> loss = lambda w, batch: 0.5 * jnp.sum(w ** 2)
-    >>> kernel = build_kernel(loss, 1e-3, 10.0, 1.0)
-    >>> state, info = kernel(jax.random.key(0), init(jnp.zeros(3)), None)
+    >>> kernel = build_kernel(loss)
+    >>> state, info = kernel(jax.random.key(0), init(jnp.zeros(3)), None,
+    ...                      SGLDSettings(1e-3, 10.0, 1.0))
     >>> state.position.shape, info.loss.shape
     ((3,), ())
   """
-  if step_size <= 0:
-    raise ValueError(f"step_size={step_size!r} is invalid: must be > 0")
-  if nbeta <= 0:
-    raise ValueError(f"nbeta={nbeta!r} is invalid: must be > 0")
-  if localization < 0:
-    raise ValueError(f"localization={localization!r} is invalid: must be >= 0")
 
-  def masked(tree: ArrayTree) -> ArrayTree:
-    if mask is None:
-      return tree
-    return jax.tree.map(lambda x, m: x * jnp.asarray(m, x.dtype), tree, mask)
-
-  def kernel(key: PRNGKey, state: SGLDState, batch) -> tuple[SGLDState, SGLDInfo]:
+  def kernel(key: PRNGKey, state: SGLDState, batch,
+             settings: SGLDSettings) -> tuple[SGLDState, SGLDInfo]:
+    step_size, nbeta, localization = settings
     w = state.position
     loss, grad = jax.value_and_grad(loss_fn)(w, batch)
-    grad = masked(grad)
-    delta = masked(jax.tree.map(jnp.subtract, w, state.anchor))
-    distance_sq = _sq_norm(delta)
+    grad = apply_mask(grad, mask)
+    delta = apply_mask(jax.tree.map(jnp.subtract, w, state.anchor), mask)
+    distance_sq = sq_norm(delta)
     logdensity = -nbeta * loss - 0.5 * localization * distance_sq
     if rmsprop is None:
-      second_moment, precond = state.second_moment, None
+      second_moment, precond = None, None
     else:
       decay, damping = rmsprop
       second_moment = jax.tree.map(
@@ -179,8 +239,8 @@ def build_kernel(loss_fn: Callable, step_size: float, nbeta: float,
                              second_moment)
     drift = jax.tree.map(lambda g, d: -(nbeta * g + localization * d),
                          grad, delta)
-    xi = masked(gaussian_noise(key, w, noise))
-    scaled_noise = jax.tree.map(lambda z: math.sqrt(step_size) * z, xi)
+    xi = apply_mask(gaussian_noise(key, w, noise), mask)
+    scaled_noise = jax.tree.map(lambda z: jnp.sqrt(step_size) * z, xi)
     if precond is not None:
       drift = jax.tree.map(jnp.multiply, precond, drift)
       scaled_noise = jax.tree.map(lambda c, z: jnp.sqrt(c) * z, precond,
@@ -195,16 +255,16 @@ def build_kernel(loss_fn: Callable, step_size: float, nbeta: float,
                              w, state.prev_position, drift)
       if precond is not None:
         reverse = jax.tree.map(lambda r, c: r / jnp.sqrt(c), reverse, precond)
-      log_reverse = -0.5 * _sq_norm(reverse) / step_size
+      log_reverse = -0.5 * sq_norm(reverse) / step_size
       log_ratio = (logdensity - state.prev_logdensity + log_reverse
                    - state.prev_log_proposal)
       accept = jnp.minimum(1.0, jnp.exp(log_ratio))
     else:
       accept = jnp.full((), jnp.nan, logdensity.dtype)
-    xi_sq = _sq_norm(xi)
+    xi_sq = sq_norm(xi)
     noise_norm = (jnp.sqrt(step_size * xi_sq) if precond is None
-                  else jnp.sqrt(_sq_norm(scaled_noise)))
-    info = SGLDInfo(loss, jnp.sqrt(_sq_norm(grad)), noise_norm, distance_sq,
+                  else jnp.sqrt(sq_norm(scaled_noise)))
+    info = SGLDInfo(loss, jnp.sqrt(sq_norm(grad)), noise_norm, distance_sq,
                     accept)
     new_state = SGLDState(new_w, state.anchor, w, logdensity, -0.5 * xi_sq,
                           second_moment)

@@ -1,6 +1,7 @@
 """LLC engine: validation against known coefficients, batching, diagnostics."""
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -13,22 +14,20 @@ import numpy as np
 import pytest
 
 import slt_jax as sj
-from slt_jax import known_cases
-from slt_jax.llc import SGLDConfig, estimate_llc
+from slt_jax import validation
+from slt_jax.llc import SGLDConfig, SGLDSettings, compile_sweep, estimate_llc
 
-QUIET = dict(progress=False)
+QUIET = dict(progress=False, warn=False)
 
 
 def _run_case(case, key=0):
-  with warnings.catch_warnings():
-    warnings.simplefilter("ignore", RuntimeWarning)
-    return estimate_llc(jax.random.key(key), case.loss_fn, case.params,
-                        case.data, case.cfg, mask=case.mask, **QUIET)
+  return estimate_llc(jax.random.key(key), case.loss_fn, case.params,
+                      case.data, case.cfg, mask=case.mask, **QUIET)
 
 
-@pytest.mark.parametrize("case", known_cases.all_cases(),
-                         ids=lambda c: c.name)
-def test_known_learning_coefficients(case):
+@pytest.mark.parametrize("name", list(validation.CASES))
+def test_known_learning_coefficients(name):
+  case = validation.make_case(name, jax.random.key(0))
   res = _run_case(case)
   chex.assert_shape(res.per_chain, (case.cfg.num_chains,))
   chex.assert_shape(res.loss_trace, (case.cfg.num_chains, case.cfg.num_draws))
@@ -43,7 +42,7 @@ def test_known_learning_coefficients(case):
 
 
 def test_batched_sweep_matches_loop_and_compiles_once():
-  case = known_cases.isotropic_quadratic(d=6)
+  case = validation.isotropic_quadratic(d=6)
   cfg = SGLDConfig(step_size=2e-4, nbeta=100.0, localization=10.0,
                    num_chains=4, num_draws=1000, num_burnin=200,
                    batch_size=None, chunk_size=2)
@@ -69,26 +68,104 @@ def test_batched_sweep_matches_loop_and_compiles_once():
   assert abs(res.mean.mean() - truth) < 4 * se + 0.03 * truth
 
 
-@pytest.mark.filterwarnings("ignore:.*not stationary")
-def test_host_only_settings_reuse_the_compiled_program():
-  case = known_cases.isotropic_quadratic(d=3)
+def test_host_only_settings_do_not_change_the_chains():
+  case = validation.isotropic_quadratic(d=3)
   cfg = SGLDConfig(step_size=1e-3, nbeta=10.0, localization=1.0,
                    num_chains=2, num_draws=20, num_burnin=0, batch_size=None)
   run = lambda c: estimate_llc(jax.random.key(0), case.loss_fn, case.params,
                                case.data, c, **QUIET)
   first = run(cfg)
-  count = len(sj.llc._PROGRAMS)
   for changed in (dict(divergence_factor=3.0), dict(chunk_size=4),
                   dict(memory_budget_bytes=10 ** 6)):
     again = run(dataclasses.replace(cfg, **changed))
     np.testing.assert_array_equal(again.per_chain, first.per_chain)
-  assert len(sj.llc._PROGRAMS) == count
-  run(dataclasses.replace(cfg, num_draws=30))  # a traced setting compiles anew
-  assert len(sj.llc._PROGRAMS) == count + 1
+
+
+def test_a_sweep_compiles_once_for_many_runs_and_settings():
+  case = validation.isotropic_quadratic(d=3)
+  cfg = SGLDConfig(step_size=1e-3, nbeta=10.0, localization=1.0,
+                   num_chains=2, num_draws=20, num_burnin=0, batch_size=None,
+                   chunk_size=2)
+  traced = chex.assert_max_traces(case.loss_fn, n=3)
+  anchors = jnp.zeros((3, 3))
+  sweep = compile_sweep(traced, cfg, case.data, anchors, 1)
+  assert sweep.chunk_size == 2
+  first = sweep.run(jax.random.key(0), anchors, 1, **QUIET)
+  again = sweep.run(jax.random.key(0), anchors + 0.0, 1, **QUIET)
+  grid = sweep.run(jax.random.key(0), anchors, 1, settings=SGLDSettings(
+      step_size=[1e-3, 2e-3]), **QUIET)
+  np.testing.assert_array_equal(first.per_chain, again.per_chain)
+  np.testing.assert_array_equal(grid.per_chain[0], first.per_chain)
+  stats = sweep.memory_analysis()
+  assert stats.argument_size_in_bytes > 0
+  with pytest.raises(ValueError, match="compiled for"):
+    sweep.run(jax.random.key(0), jnp.zeros((3, 4)), 1, **QUIET)
+
+
+def test_settings_grid_is_one_program_with_common_random_numbers():
+  case = validation.isotropic_quadratic(d=4)
+  cfg = SGLDConfig(step_size=5e-4, nbeta=100.0, localization=10.0,
+                   num_chains=2, num_draws=60, num_burnin=10, batch_size=None,
+                   chunk_size=2)
+  anchors = 0.1 * jax.random.normal(jax.random.key(1), (5, 4))
+  grid = SGLDSettings(step_size=[2.5e-4, 5e-4, 1e-3], nbeta=[50.0, 100.0, 100.0],
+                      localization=[10.0, 10.0, 1.0])
+  # 15 items in 8 chunks of 2, one compiled program: the loss is traced for
+  # the initial loss and the two step bodies only.
+  traced = chex.assert_max_traces(case.loss_fn, n=3)
+  res = estimate_llc(jax.random.key(2), traced, anchors, case.data, cfg,
+                     batch_ndim=1, settings=grid, **QUIET)
+  chex.assert_shape([res.mean, res.std, res.init_loss], (3, 5))
+  chex.assert_shape(res.per_chain, (3, 5, 2))
+  chex.assert_shape(res.loss_trace, (3, 5, 2, 60))
+  chex.assert_shape([res.diagnostics.ess, res.diagnostics.stationary], (3, 5))
+  chex.assert_shape(res.diagnostics.diverged, (3, 5, 2))
+  np.testing.assert_allclose(res.nbeta, [50.0, 100.0, 100.0])
+  for s in range(3):
+    one = dataclasses.replace(cfg, step_size=grid.step_size[s],
+                              nbeta=grid.nbeta[s],
+                              localization=grid.localization[s])
+    alone = estimate_llc(jax.random.key(2), case.loss_fn, anchors, case.data,
+                         one, batch_ndim=1, **QUIET)
+    np.testing.assert_allclose(res.per_chain[s], alone.per_chain, rtol=1e-5)
+    np.testing.assert_allclose(res.diagnostics.ess[s], alone.diagnostics.ess,
+                               rtol=1e-5)
+  # A grid of one equals the plain call exactly; None fields take cfg's value.
+  single = estimate_llc(jax.random.key(2), case.loss_fn, anchors, case.data,
+                        cfg, batch_ndim=1, settings=SGLDSettings(
+                            localization=[10.0]), **QUIET)
+  plain = estimate_llc(jax.random.key(2), case.loss_fn, anchors, case.data,
+                       cfg, batch_ndim=1, **QUIET)
+  np.testing.assert_array_equal(single.per_chain[0], plain.per_chain)
+  assert plain.nbeta == 100.0 and plain.settings.step_size == 5e-4
+
+
+@pytest.mark.parametrize("bad, match", [
+    (SGLDSettings(step_size=[1e-3, 2e-3], nbeta=[1.0]), "differ in length"),
+    (SGLDSettings(step_size=[]), "non-empty"),
+    (SGLDSettings(step_size=1e-3), "1-D"),
+    (SGLDSettings(nbeta=["default"]), "strings"),
+    (SGLDSettings(step_size=[float("nan")]), "step_size"),
+    (SGLDSettings(localization=[-1.0]), "localization"),
+    (SGLDSettings(), "no field"),
+    ((1e-3, 1.0, 1.0), "SGLDSettings"),
+])
+def test_bad_settings_raise(bad, match):
+  case = validation.isotropic_quadratic(d=2)
+  with pytest.raises(ValueError, match=match):
+    estimate_llc(jax.random.key(0), case.loss_fn, case.params, case.data,
+                 SGLDConfig(batch_size=None), settings=bad, **QUIET)
+
+
+def test_settings_product():
+  grid = SGLDSettings.product(step_size=[1.0, 2.0], nbeta=[3.0, 4.0, 5.0])
+  assert grid.step_size == (1.0,) * 3 + (2.0,) * 3
+  assert grid.nbeta == (3.0, 4.0, 5.0) * 2
+  assert grid.localization is None
 
 
 def test_chunking_does_not_change_results():
-  case = known_cases.isotropic_quadratic(d=4)
+  case = validation.isotropic_quadratic(d=4)
   anchors = jnp.zeros((5, 4))
   base = dict(step_size=2e-4, nbeta=100.0, localization=10.0, num_chains=2,
               num_draws=200, num_burnin=10, batch_size=None)
@@ -101,7 +178,7 @@ def test_chunking_does_not_change_results():
 
 @pytest.mark.parametrize("every", [7, 1000])
 def test_thinned_mala_proxy_leaves_the_chains_unchanged(every):
-  case = known_cases.isotropic_quadratic(d=4)
+  case = validation.isotropic_quadratic(d=4)
   cfg = SGLDConfig(step_size=2e-3, nbeta=100.0, localization=10.0,
                    num_chains=4, num_draws=300, num_burnin=20,
                    batch_size=None, mala_every=1)
@@ -125,15 +202,13 @@ def test_minibatch_sgld_on_quadratic_network_runs_and_is_deterministic(tmp_path)
   loss = sj.losses.make_loss("centered_mse")
   cfg = SGLDConfig(step_size=1e-4, nbeta="default", num_chains=2,
                    num_draws=50, num_burnin=10, batch_size=8)
-  path = str(tmp_path / "llc.npz")
-  with warnings.catch_warnings():
-    warnings.simplefilter("ignore", RuntimeWarning)
-    a = estimate_llc(jax.random.key(2), loss, params, d.train, cfg,
-                     batch_ndim=1, out_path=path, **QUIET)
-    b = estimate_llc(jax.random.key(2), loss, params, d.train, cfg,
-                     batch_ndim=1, **QUIET)
-    resumed = estimate_llc(jax.random.key(2), loss, params, d.train, cfg,
-                           batch_ndim=1, out_path=path, **QUIET)
+  path = str(tmp_path / "chains")
+  a = estimate_llc(jax.random.key(2), loss, params, d.train, cfg,
+                   batch_ndim=1, out_path=path, **QUIET)
+  b = estimate_llc(jax.random.key(2), loss, params, d.train, cfg,
+                   batch_ndim=1, **QUIET)
+  resumed = estimate_llc(jax.random.key(2), loss, params, d.train, cfg,
+                         batch_ndim=1, out_path=path, **QUIET)
   np.testing.assert_array_equal(a.per_chain, b.per_chain)
   np.testing.assert_array_equal(a.per_chain, resumed.per_chain)
   assert a.nbeta == pytest.approx(8 / np.log(8))
@@ -141,7 +216,7 @@ def test_minibatch_sgld_on_quadratic_network_runs_and_is_deterministic(tmp_path)
 
 
 def test_restricted_llc_moves_only_masked_parameters():
-  case = known_cases.lazy_random_features(5, 4, 10, 2.0, 5e-5)
+  case = validation.lazy_random_features(jax.random.key(0), 5, 4, 10, 2.0, 5e-5)
   res = _run_case(case)
   assert res.num_moving_params == case.params["V"].size
   full = dict(case.params)
@@ -175,12 +250,12 @@ def test_flax_model_llc():
 
 
 def test_huge_step_is_flagged_diverged_and_excluded():
-  case = known_cases.isotropic_quadratic(d=5)
+  case = validation.isotropic_quadratic(d=5)
   cfg = SGLDConfig(step_size=1.0, nbeta=100.0, localization=10.0,
                    num_chains=2, num_draws=50, num_burnin=0, batch_size=None)
   with pytest.warns(RuntimeWarning, match="diverged"):
     res = estimate_llc(jax.random.key(0), case.loss_fn, case.params,
-                       case.data, cfg, **QUIET)
+                       case.data, cfg, progress=False)
   assert res.diagnostics.diverged.all()
   assert np.isnan(res.mean)
 
@@ -193,7 +268,7 @@ def test_nonstationary_chain_is_reported():
                    num_draws=400, num_burnin=0, batch_size=None)
   with pytest.warns(RuntimeWarning, match="not stationary"):
     res = estimate_llc(jax.random.key(0), flat_plus, jnp.zeros(500),
-                       jnp.zeros((4, 1)), cfg, **QUIET)
+                       jnp.zeros((4, 1)), cfg, progress=False)
   assert not res.diagnostics.stationary
   assert res.diagnostics.trend_per_draw > 0
 
@@ -206,6 +281,11 @@ def test_nonstationary_chain_is_reported():
     (dict(sampler="hmc"), "sampler"),
     (dict(mala_every=0), "mala_every"),
     (dict(noise="philox"), "noise"),
+    (dict(num_chains=2.5), "num_chains=2.5 is invalid: must be an integer"),
+    (dict(num_draws=True), "num_draws"),
+    (dict(step_size=float("inf")), "step_size=inf is invalid: must be a finite"),
+    (dict(nbeta=float("nan")), "nbeta"),
+    (dict(chunk_size=1.5), "chunk_size"),
 ])
 def test_bad_config_raises(bad, match):
   with pytest.raises(ValueError, match=match):
@@ -213,7 +293,7 @@ def test_bad_config_raises(bad, match):
 
 
 def test_bad_inputs_raise():
-  case = known_cases.isotropic_quadratic(d=3)
+  case = validation.isotropic_quadratic(d=3)
   with pytest.raises(ValueError, match="batch_size=32"):
     estimate_llc(jax.random.key(0), case.loss_fn, case.params, case.data,
                  SGLDConfig(batch_size=32), **QUIET)
@@ -235,7 +315,7 @@ def test_nbeta_conventions():
 
 @pytest.mark.parametrize("sampler", ["rmsprop_sgld", "mala"])
 def test_other_samplers_recover_isotropic_quadratic(sampler):
-  case = known_cases.isotropic_quadratic(d=10)
+  case = validation.isotropic_quadratic(d=10)
   step = 1e-3 if sampler == "mala" else 2e-5
   cfg = SGLDConfig(step_size=step, nbeta=100.0, localization=10.0,
                    num_chains=8, num_draws=4000, num_burnin=1000,
@@ -259,8 +339,9 @@ def test_sharded_run_matches_single_device():
       "cfg = SGLDConfig(step_size=2e-4, nbeta=100.0, localization=10.0,"
       " num_chains=2, num_draws=100, num_burnin=10, batch_size=None, chunk_size=4)\n"
       "r = estimate_llc(jax.random.key(0), loss, jnp.zeros((8, 3)),"
-      " jnp.zeros((4, 1)), cfg, batch_ndim=1, progress=False)\n"
-      "print(len(jax.devices()), repr(r.per_chain.ravel().tolist()))\n")
+      " jnp.zeros((4, 1)), cfg, batch_ndim=1, progress=False, warn=False)\n"
+      "import json\n"
+      "print(len(jax.devices()), json.dumps(r.per_chain.ravel().tolist()))\n")
   outs = []
   for count in (1, 4):
     env = dict(os.environ,
@@ -270,12 +351,12 @@ def test_sharded_run_matches_single_device():
                           capture_output=True, text=True, check=True)
     devices, values = proc.stdout.strip().split(" ", 1)
     assert int(devices) == count
-    outs.append(np.array(eval(values)))
+    outs.append(np.array(json.loads(values)))
   np.testing.assert_allclose(outs[0], outs[1], rtol=1e-5)
 
 
 def test_calibrate_picks_largest_stable_step():
-  case = known_cases.isotropic_quadratic(d=5)
+  case = validation.isotropic_quadratic(d=5)
   cfg = SGLDConfig(nbeta=100.0, localization=10.0, num_chains=2,
                    num_draws=200, num_burnin=20, batch_size=None)
   chosen, table = sj.llc.calibrate(jax.random.key(0), case.loss_fn,
@@ -288,20 +369,82 @@ def test_calibrate_picks_largest_stable_step():
   assert chosen.step_size == 1e-3
 
 
-def test_memory_budget_sets_chunk_size_on_accelerators(monkeypatch):
+def test_memory_budget_sets_chunk_size_on_accelerators():
   """The accelerator path sizes chunks from XLA's memory analysis."""
-  case = known_cases.isotropic_quadratic(d=50)
+  case = validation.isotropic_quadratic(d=50)
   anchors = jnp.zeros((8, 50))
-  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
   tiny = SGLDConfig(step_size=2e-4, nbeta=100.0, localization=10.0,
                     num_chains=2, num_draws=20, num_burnin=0, batch_size=None,
                     memory_budget_bytes=1)
   roomy = dataclasses.replace(tiny, memory_budget_bytes=2 ** 30)
-  mesh = sj.llc.Mesh(np.array(jax.devices()), ("points",))
+  device = jax.devices()[0]
+
+  class Accelerator:  # the CPU device, presented as a GPU to the sizing rule.
+    platform = "gpu"
+
+    def __getattr__(self, name):
+      return getattr(device, name)
+
   chunks = []
   for cfg in (tiny, roomy):
-    program = sj.llc._program(case.loss_fn, cfg, 100.0, 16, None, mesh)
-    keys = jax.random.split(jax.random.key(0), 8)
-    chunks.append(sj.llc._auto_chunk_size(program, keys, np.asarray(anchors),
-                                          case.data, cfg, 8, 1))
+    sweep = compile_sweep(case.loss_fn, cfg, case.data, anchors, 1)
+    sweep.devices = [Accelerator()]
+    chunks.append(sweep.chunk_size)
+    if cfg is roomy:
+      res = sweep.run(jax.random.key(0), anchors, 1, **QUIET)
+      chex.assert_shape(res.per_chain, (8, 2))
   assert chunks == [1, 8]
+
+
+def test_resume_folder_saves_each_chunk_once_and_recovers_from_corruption(
+    tmp_path):
+  case = validation.isotropic_quadratic(d=3)
+  cfg = SGLDConfig(step_size=1e-3, nbeta=10.0, localization=1.0,
+                   num_chains=2, num_draws=20, num_burnin=0, batch_size=None,
+                   chunk_size=2)
+  anchors = jnp.zeros((5, 3))
+  folder = str(tmp_path / "chains")
+  first = estimate_llc(jax.random.key(0), case.loss_fn, anchors, case.data,
+                       cfg, 1, out_path=folder, **QUIET)
+  parts = sorted(os.listdir(folder))
+  assert parts == [f"part_{i:05d}.npz" for i in range(3)]
+  stamps = {p: os.stat(os.path.join(folder, p)).st_mtime_ns for p in parts}
+  with open(os.path.join(folder, parts[1]), "wb") as f:
+    f.write(b"not an npz")
+  with pytest.warns(RuntimeWarning, match=f"{parts[1]} is unreadable"):
+    again = estimate_llc(jax.random.key(0), case.loss_fn, anchors, case.data,
+                         cfg, 1, out_path=folder, **QUIET)
+  np.testing.assert_array_equal(first.per_chain, again.per_chain)
+  # Valid parts were loaded, not rewritten; the corrupt one was replaced.
+  for p in (parts[0], parts[2]):
+    assert os.stat(os.path.join(folder, p)).st_mtime_ns == stamps[p]
+  assert sj.io.load_npz(os.path.join(folder, parts[1]))["loss_trace"].shape == (
+      2, 2, 20)
+  a_file = tmp_path / "old.npz"
+  a_file.write_bytes(b"x")
+  with pytest.raises(ValueError, match="is a file"):
+    estimate_llc(jax.random.key(0), case.loss_fn, anchors, case.data, cfg, 1,
+                 out_path=str(a_file), **QUIET)
+  assert a_file.read_bytes() == b"x"
+
+
+def test_zero_noise_ablation_is_gradient_descent():
+  # With no noise and gamma = 0 a chain on 0.5 |w|^2 is w <- (1 - eps nbeta / 2) w.
+  loss = lambda w, batch: 0.5 * jnp.sum(w ** 2) + 0.0 * jnp.sum(batch)
+  cfg = SGLDConfig(step_size=0.1, nbeta=1.0, localization=0.0, num_chains=1,
+                   num_draws=5, num_burnin=0, batch_size=None, noise="zeros")
+  res = estimate_llc(jax.random.key(0), loss, jnp.ones(2), jnp.zeros((3, 1)),
+                     cfg, **QUIET)
+  np.testing.assert_allclose(res.loss_trace[0], 0.95 ** (2 * np.arange(5)),
+                             rtol=1e-6)
+
+
+def test_warn_flag_controls_warnings_not_diagnostics():
+  case = validation.isotropic_quadratic(d=5)
+  cfg = SGLDConfig(step_size=1.0, nbeta=100.0, localization=10.0,
+                   num_chains=2, num_draws=50, num_burnin=0, batch_size=None)
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    quiet = estimate_llc(jax.random.key(0), case.loss_fn, case.params,
+                         case.data, cfg, **QUIET)
+  assert quiet.diagnostics.diverged.all()
