@@ -14,17 +14,20 @@ import functools
 import os
 import platform
 import time
-import warnings
 from typing import Any, Callable, Optional, Sequence
 
 import jax
 import numpy as np
 
-from slt_jax import io, losses
-from slt_jax.config import SGLDConfig
-from slt_jax.llc import estimate_llc
+from slt_jax import data as data_lib
+from slt_jax import io, losses, runs, train
+from slt_jax.config import DataConfig, ModelConfig, SGLDConfig, TrainConfig
+from slt_jax.llc import SGLDSettings, estimate_llc
 
 FIGURES_DIR = "figures"
+# The store of trained runs (slt_jax.runs): runs/ at the repository root.
+RUNS_DIR = os.path.join(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))), "runs")
 
 
 def parse_args(description: str,
@@ -50,6 +53,9 @@ def parse_args(description: str,
                       help="output folder (default figures/NAME/)")
   parser.add_argument("--seed", type=int, default=0,
                       help="root PRNG seed (default 0)")
+  parser.add_argument("--replot", action="store_true",
+                      help="redraw the figures from DIR/results.json alone "
+                           "(no computation), where the experiment supports it")
   if extra is not None:
     extra(parser)
   return parser.parse_args(argv)
@@ -77,6 +83,35 @@ def parse_mode(description: str,
   mode = ("smoke" if args.smoke else "quick" if args.quick
           else "paper" if args.paper else "default")
   return args, mode
+
+
+def compute_then_plot(name: str, args: argparse.Namespace,
+                      compute: Callable[[], dict],
+                      plot: Callable[[dict, str], None]) -> dict:
+  """Runs ``compute`` (its dict goes to ``results.json``), then ``plot``.
+
+  With ``args.replot`` nothing is computed: the figures are redrawn from the
+  ``results.json`` already in the output folder.
+
+  Args:
+    name: experiment name (default output folder ``figures/NAME/``).
+    args: parsed flags (``out``, ``replot``).
+    compute: returns the JSON-able results.
+    plot: ``plot(results, out_dir)`` draws every figure from ``results``.
+
+  Returns:
+    The results (as read back from ``results.json``).
+  """
+  out_dir = output_dir(name, args.out)
+  path = os.path.join(out_dir, "results.json")
+  if args.replot:
+    if not os.path.exists(path):
+      raise ValueError(f"--replot needs {path}: run the experiment first")
+  else:
+    write_results(out_dir, compute())
+  results = io.load_json(path)
+  plot(results, out_dir)
+  return results
 
 
 def output_dir(name: str, out: Optional[str] = None) -> str:
@@ -116,43 +151,87 @@ def write_results(out_dir: str, payload: dict,
   return path
 
 
+def add_runs_flag(parser: argparse.ArgumentParser) -> None:
+  """Adds ``--runs DIR``: the store of trained runs (default ``runs/``).
+
+  Pass it as (part of) ``extra`` to ``parse_args``/``parse_mode`` and hand
+  ``args.runs`` to ``trained_run(..., store=args.runs)``.
+  """
+  parser.add_argument(
+      "--runs", default=RUNS_DIR, metavar="DIR",
+      help="store of trained runs: a run found there is loaded, not "
+           "retrained; an interrupted training resumes (default: runs/ at "
+           "the repository root)")
+
+
+def trained_run(key, data, model_cfg: ModelConfig, train_cfg: TrainConfig,
+                *, data_key=None, seeds: int = 1,
+                seed_ids: Optional[Sequence[int]] = None,
+                lrs: Optional[Sequence[float]] = None,
+                weight_decays: Optional[Sequence[float]] = None,
+                num_trains: Optional[Sequence[int]] = None,
+                store: Optional[str] = None, label: Optional[str] = None,
+                max_chunks: Optional[int] = None,
+                progress: bool = True) -> train.TrainResult:
+  """``train.train`` through the run store: load the run, or train and save it.
+
+  The run is fingerprinted by everything that determines it (key, data
+  arrays, configs, seeds and grids; see ``slt_jax.runs``), so every
+  experiment asking for the same run shares one trained copy. Training goes
+  to ``<store>/<label>-<fingerprint>.partial/`` and resumes from there after
+  an interruption; the finished run is published atomically. A corrupt
+  stored run raises a ValueError naming the file (delete its directory to
+  retrain).
+
+  Args:
+    key: the training key (as for ``train.train``).
+    data: the ``ModularData``, or its ``DataConfig`` (then ``data_key``, the
+      key the split is drawn with, is required and the data are built here).
+    model_cfg, train_cfg: as for ``train.train``.
+    data_key: the data's key; recorded in the manifest (the fingerprint
+      hashes the data arrays themselves).
+    seeds, seed_ids, lrs, weight_decays, num_trains: as for ``train.train``.
+    store: the store folder (default ``RUNS_DIR``, i.e. ``runs/``).
+    label: readable directory name (default ``p{p}_K{width}``).
+    max_chunks: passed to ``train.train`` (a run cut short is not published).
+    progress: show training progress.
+
+  Returns:
+    The TrainResult.
+  """
+  provenance = {}
+  if isinstance(data, DataConfig):
+    if data_key is None:
+      raise ValueError("data is a DataConfig: pass data_key, the key its "
+                       "split is drawn with (or pass the ModularData)")
+    provenance["data_config"] = dataclasses.asdict(data)
+    data = data_lib.modular_arithmetic(data_key, data)
+  if data_key is not None:
+    provenance["data_key"] = runs.key_spec(data_key)
+  if label is None:
+    label = f"p{model_cfg.p}_K{model_cfg.width}"
+  return runs.get_or_train(
+      store or RUNS_DIR, label, key, data, model_cfg, train_cfg, seeds=seeds,
+      seed_ids=seed_ids, lrs=lrs, weight_decays=weight_decays,
+      num_trains=num_trains, provenance=provenance, max_chunks=max_chunks,
+      progress=progress)
+
+
 @functools.lru_cache(maxsize=None)
 def loss_fn(name: str):
-  """``losses.make_loss(name)``, one object per name, so that LLC programs
-  (cached by loss function) are shared across sweeps and experiments."""
+  """``losses.make_loss(name)``, one object per name."""
   return losses.make_loss(name)
 
 
-def llc_sweep(key, loss_fn, checkpoints, data, cfg: SGLDConfig,
-              path: Optional[str], batch_ndim: int = 2, mask=None) -> dict:
-  """LLC at a batch of points as plain arrays plus diagnostics.
-
-  Args:
-    key: PRNG key.
-    loss_fn: ``loss_fn(params, batch)``.
-    checkpoints: params with ``batch_ndim`` leading axes, e.g. (seeds, ckpts).
-    data: the data the chains see (n = its length).
-    cfg: SGLD settings.
-    path: ``.npz`` for resuming the sweep, or None.
-    batch_ndim: leading point axes of ``checkpoints``.
-    mask: moving parameters (see ``slt_jax.llc.resolve_mask``).
-
-  Returns:
-    dict of mean/std (batch shape), per-chain values, diagnostics, timing
-    (``sgld_steps_per_second`` is None when the sweep resumed from ``path``)
-    and the SGLD config.
-  """
-  resumed = path is not None and os.path.exists(path)
-  with warnings.catch_warnings():
-    warnings.simplefilter("ignore", RuntimeWarning)
-    start = time.perf_counter()
-    res = estimate_llc(key, loss_fn, checkpoints, data, cfg,
-                       batch_ndim=batch_ndim, mask=mask, out_path=path)
-    seconds = time.perf_counter() - start
-  num_steps = res.per_chain.size * (cfg.num_burnin + cfg.num_draws)
-  d = res.diagnostics
-  return {"mean": res.mean, "std": res.std, "per_chain": res.per_chain,
-          "init_loss": res.init_loss, "nbeta": res.nbeta,
+def _summary(res, cfg: SGLDConfig, index: int, seconds: float,
+             resumed: bool) -> dict:
+  """Setting ``index`` of a grid's ``LLCResult`` as plain arrays."""
+  d = jax.tree.map(lambda x: x[index], res.diagnostics)
+  per_chain = res.per_chain[index]
+  num_steps = per_chain.size * (cfg.num_burnin + cfg.num_draws)
+  return {"mean": res.mean[index], "std": res.std[index],
+          "per_chain": per_chain, "init_loss": res.init_loss[index],
+          "nbeta": float(res.nbeta[index]),
           "num_moving_params": res.num_moving_params,
           "stationary": d.stationary, "ess": d.ess, "rhat": d.rhat,
           "drift_z": d.drift_z, "first_half_llc": d.first_half_llc,
@@ -165,3 +244,61 @@ def llc_sweep(key, loss_fn, checkpoints, data, cfg: SGLDConfig,
           "resumed": resumed, "seconds": seconds,
           "sgld_steps_per_second": None if resumed else num_steps / seconds,
           "config": dataclasses.asdict(cfg)}
+
+
+def llc_grid(key, loss_fn, checkpoints, data, cfgs: Sequence[SGLDConfig],
+             path: Optional[str], batch_ndim: int = 2, mask=None) -> list[dict]:
+  """LLC at a batch of points under several SGLD configs, one compiled
+  program per chain length.
+
+  Configs that differ only in eps, nβ and γ run as one ``SGLDSettings`` grid
+  of a single ``slt_jax.llc.Sweep`` (common random numbers: every config uses
+  the same chain keys); a config with another static part (chain length,
+  batch size, sampler) gets its own sweep.
+
+  Args:
+    key: PRNG key.
+    loss_fn: ``loss_fn(params, batch)``.
+    checkpoints: params with ``batch_ndim`` leading axes, e.g. (seeds, ckpts).
+    data: the data the chains see (n = its length).
+    cfgs: SGLD configs.
+    path: folder for resuming (one sub-folder per group), or None.
+    batch_ndim: leading point axes of ``checkpoints``.
+    mask: moving parameters (see ``slt_jax.llc.resolve_mask``).
+
+  Returns:
+    One dict per config, in order: mean/std (batch shape), per-chain values,
+    diagnostics, timing (``seconds`` is the group's wall time;
+    ``sgld_steps_per_second`` is None when the group resumed from ``path``)
+    and the SGLD config.
+  """
+  n = jax.tree.leaves(data)[0].shape[0]
+  groups: dict = {}
+  for i, cfg in enumerate(cfgs):
+    static = dataclasses.replace(cfg, step_size=1.0, nbeta=1.0,
+                                 localization=1.0)
+    groups.setdefault(static, []).append(i)
+  out: list = [None] * len(cfgs)
+  for g, (static, members) in enumerate(groups.items()):
+    grid = SGLDSettings(
+        step_size=[cfgs[i].step_size for i in members],
+        nbeta=[cfgs[i].resolve_nbeta(n) for i in members],
+        localization=[cfgs[i].localization for i in members])
+    folder = None if path is None else os.path.join(path, f"group_{g}")
+    resumed = folder is not None and os.path.exists(folder)
+    start = time.perf_counter()
+    res = estimate_llc(key, loss_fn, checkpoints, data, cfgs[members[0]],
+                       batch_ndim=batch_ndim, mask=mask, settings=grid,
+                       out_path=folder, warn=False)
+    seconds = time.perf_counter() - start
+    for j, i in enumerate(members):
+      out[i] = _summary(res, cfgs[i], j, seconds, resumed)
+      out[i]["group_seconds_share"] = seconds / len(members)
+  return out
+
+
+def llc_sweep(key, loss_fn, checkpoints, data, cfg: SGLDConfig,
+              path: Optional[str], batch_ndim: int = 2, mask=None) -> dict:
+  """``llc_grid`` of one config (same arguments, ``path`` a folder)."""
+  return llc_grid(key, loss_fn, checkpoints, data, [cfg], path, batch_ndim,
+                  mask)[0]

@@ -53,6 +53,7 @@ from experiments import common
 from experiments import llc_over_training as fig3
 from slt_jax import data as data_lib
 from slt_jax import plotting, theory, train
+from slt_jax.config import PAPER_SGLD
 
 LOCAL = (1e5, 1e3)  # (nbeta, gamma) that keeps the chains inside the basin.
 THRESHOLDS = (1e-5, 1e-4, 1e-3, 1e-2)  # Hessian eigenvalue counts above these.
@@ -63,13 +64,13 @@ COUNT_GRID = np.logspace(-6, -1, 21)  # thresholds of the plotted counts.
 def get_config(mode: str) -> dict:
   """Run, checkpoints and budgets for ``smoke``, ``quick`` and ``default``."""
   base = fig3.get_config("smoke" if mode == "smoke" else "quick")
-  grid = dataclasses.replace(fig3.PAPER_SGLD, num_chains=2, num_burnin=3000,
+  grid = dataclasses.replace(PAPER_SGLD, num_chains=2, num_burnin=3000,
                              num_draws=1000)
-  local = dataclasses.replace(fig3.PAPER_SGLD, nbeta=LOCAL[0],
+  local = dataclasses.replace(PAPER_SGLD, nbeta=LOCAL[0],
                               localization=LOCAL[1], num_chains=2,
                               num_burnin=300, num_draws=700, batch_size=None)
   cfg = {**{k: base[k] for k in ("data", "model", "train")},
-         "paper": fig3.PAPER_SGLD, "settled": base["settled"], "grid": grid,
+         "paper": PAPER_SGLD, "settled": base["settled"], "grid": grid,
          "local": local, "nbetas": (26.4, 100.0, 400.0), "gammas": (5.0, 1.0),
          "slq": {"num_matvecs": 20, "num_probes": 8},
          "spectrum": {"num_matvecs": 30, "num_probes": 8}}
@@ -146,34 +147,38 @@ def sweep(key, loss_fn, points, batch, sgld, path: str) -> dict:
 
 
 def run_grid(key, loss_fn, points, batch, cfg: dict, out_dir: str) -> dict:
-  """Settled SGLD over nbeta x gamma at ``points`` (checkpoints, then w = 0)."""
-  rows, keys = [], iter(jax.random.split(key, 64))
-  for nbeta in cfg["nbetas"]:
-    for gamma in cfg["gammas"]:
-      sgld = dataclasses.replace(cfg["grid"], nbeta=nbeta, localization=gamma)
-      res = sweep(next(keys), loss_fn, points, batch, sgld,
-                  os.path.join(out_dir, f"grid_{nbeta:g}_{gamma:g}.npz"))
-      rows.append({"nbeta": nbeta, "gamma": gamma, **_point_stats(res)})
+  """Settled SGLD over nbeta x gamma at ``points`` (checkpoints, then w = 0),
+  a half-step check and the scaling check: one ``common.llc_grid`` call (one
+  compiled program per chain length, common random numbers)."""
+  settings = [(nbeta, gamma) for nbeta in cfg["nbetas"]
+              for gamma in cfg["gammas"]]
+  cfgs = [dataclasses.replace(cfg["grid"], nbeta=nbeta, localization=gamma)
+          for nbeta, gamma in settings]
   nbeta, gamma = max(cfg["nbetas"]), min(cfg["gammas"])
   half = dataclasses.replace(cfg["grid"], nbeta=nbeta, localization=gamma,
                              step_size=cfg["grid"].step_size / 2,
                              num_burnin=2 * cfg["grid"].num_burnin)
-  check = sweep(next(keys), loss_fn, points, batch, half,
-                os.path.join(out_dir, "grid_step_check.npz"))
   # f(c w) = c^3 f(w): far from w* the tempered loss depends on nbeta /
   # gamma^3 only. Double gamma keeping nbeta / gamma^3, or nbeta / gamma^2.
   nbeta0, gamma0 = cfg["nbetas"][0], cfg["gammas"][0]
-  scaling = []
-  for power in (3, 2):
-    sgld = dataclasses.replace(cfg["grid"], nbeta=nbeta0 * 2 ** power,
-                               localization=2 * gamma0)
-    res = sweep(next(keys), loss_fn, jax.tree.map(lambda x: x[:-1], points),
-                batch, sgld, os.path.join(out_dir, f"grid_scaling_{power}.npz"))
-    scaling.append({"power": power, "nbeta": sgld.nbeta, "gamma": 2 * gamma0,
-                    **_point_stats(res)})
+  powers = (3, 2)
+  scaled = [dataclasses.replace(cfg["grid"], nbeta=nbeta0 * 2 ** power,
+                                localization=2 * gamma0) for power in powers]
+  results = common.llc_grid(key, loss_fn, points, batch,
+                            cfgs + [half] + scaled,
+                            os.path.join(out_dir, "grid"), batch_ndim=1)
+  rows = [{"nbeta": nb, "gamma": g, **_point_stats(res)}
+          for (nb, g), res in zip(settings, results)]
+  # The scaling check leaves out the last point (w = 0).
+  without_last = lambda res: {k: (v[:-1] if np.ndim(v) else v)
+                              for k, v in _point_stats(res).items()}
+  scaling = [{"power": power, "nbeta": sgld.nbeta, "gamma": 2 * gamma0,
+              **without_last(res)}
+             for power, sgld, res in zip(powers, scaled,
+                                         results[len(cfgs) + 1:])]
   return {"rows": rows, "step_check": {"nbeta": nbeta, "gamma": gamma,
                                        "step_size": half.step_size,
-                                       **_point_stats(check)},
+                                       **_point_stats(results[len(cfgs)])},
           "scaling_check": scaling}
 
 

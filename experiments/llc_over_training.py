@@ -30,11 +30,8 @@ import numpy as np
 from experiments import common
 from slt_jax import data as data_lib
 from slt_jax import metrics, plotting, train
-from slt_jax.config import DataConfig, ModelConfig, SGLDConfig, TrainConfig
-
-PAPER_SGLD = SGLDConfig(step_size=5e-4, nbeta="default", localization=5.0,
-                        num_chains=3, num_draws=500, num_burnin=100,
-                        batch_size=128)
+from slt_jax.config import (PAPER_SGLD, SETTLED_SGLD, DataConfig, ModelConfig,
+                            TrainConfig)
 
 
 def get_config(mode: str) -> dict:
@@ -52,7 +49,7 @@ def get_config(mode: str) -> dict:
             "settled_every": 2}
   recipe = TrainConfig(lr=1e-3, weight_decay=1e-5, num_steps=8000,
                        log_every=50, ckpt_every=250, chunk_steps=1000)
-  settled = dataclasses.replace(PAPER_SGLD, num_burnin=2000, num_draws=1000)
+  settled = SETTLED_SGLD
   if mode == "quick":
     return {"data": DataConfig(p=53), "model": ModelConfig(p=53, width=1024),
             "train": recipe, "seeds": 1, "sgld": PAPER_SGLD,

@@ -1,6 +1,6 @@
 """Validate the LLC estimator on models whose learning coefficient is known.
 
-Runs every case of ``slt_jax.known_cases`` (SPEC §5: isotropic quadratic,
+Runs every case of ``slt_jax.validation`` (SPEC §5: isotropic quadratic,
 normal crossings, reduced-rank regression, lazy random features) through the
 public ``estimate_llc`` with ``scale`` times the test-suite's draws, and writes
 ``DIR/results.json`` as ``{"cases": [{"name", "true", "mean", "std",
@@ -22,7 +22,7 @@ import jax
 import numpy as np
 
 from experiments import common
-from slt_jax import known_cases, plotting
+from slt_jax import plotting, validation
 from slt_jax.llc import estimate_llc
 
 
@@ -53,8 +53,9 @@ def main(argv=None) -> dict:
       help="tiny budget for the test-suite (seconds; estimates not accurate)"))
   out_dir = common.output_dir("llc_validation", args.out)
   scale = 0.02 if args.smoke else 1 if args.quick else 3
-  cases = known_cases.all_cases(scale)
-  keys = jax.random.split(jax.random.key(args.seed), len(cases))
+  key_cases, key_llc = jax.random.split(jax.random.key(args.seed))
+  cases = validation.all_cases(key_cases, scale)
+  keys = jax.random.split(key_llc, len(cases))
   rows = []
   for key, case in zip(keys, cases):
     rows.append(run_case(key, case))

@@ -1,27 +1,23 @@
 """Fig. 1: the final LLC of trained networks grows linearly with the prime p.
 
-For every width K and prime p, trains the quadratic network with the SPEC §1
-recipe (centered MSE, Adam lr 1e-3 + coupled L2 1e-5, batch 128, train
-fraction 0.4; all seeds of one (p, K) vmapped in one program), then estimates
-the LLC at the final parameters twice: with the paper's SGLD settings
-(``llc_over_training.PAPER_SGLD``: eps 5e-4, gamma 5, nbeta = B/ln B,
-3 chains x (100 burn-in + 500 draws)) and with settled chains (2000 burn-in +
-1000 draws; SPEC §3: the paper's chains are still rising when they stop).
-Fits a line per K (slope, intercept, R², and a bootstrap CI of the slope over
-seeds when there are several) and sets it beside the paper's slopes 51.06,
-80.57, 108.61 (K = 600, 1000, 1400) and beside the slopes of the closed forms
-of ``slt_jax.theory`` (generic rank / 2 for centered MSE, and the lazy
-random-features value), which bound the LLC from above but do not match it.
-Writes ``DIR/results.json`` and ``DIR/llc_vs_p.png``.
+For every width K and prime p, trains the quadratic network under each
+protocol (``experiments.protocols``: ``recipe``, the SPEC §1 recipe at batch
+128; ``authors``, the authors' batch 64, lr 0.01, early stop 3 × >= 0.95),
+through the run store (``runs/``; Fig. 2 shares its (p, K) runs), then
+estimates the LLC at the protocol's final checkpoint with the paper's SGLD
+window (eps 5e-4, γ 5, 3 chains × (100 + 500) steps, nβ = B / ln B with the
+protocol's batch B) and with settled chains (2000 + 1000 steps), in one
+compiled program per point. Fits a line per K and protocol (slope,
+intercept, R², per-point values) and sets it beside the paper's slopes 51.06,
+80.57, 108.61 (K = 600, 1000, 1400), the authors' committed K = 1024 values
+point by point, and the closed forms of ``slt_jax.theory``. Writes
+``DIR/results.json`` and ``DIR/llc_vs_p.png`` (``--replot`` redraws it).
 
-    python -m experiments.llc_vs_p --quick   # p = 53, 67, 79, 97; K = 1000
-    python -m experiments.llc_vs_p           # p = 53..97; K = 600, 1000, 1400
-    python -m experiments.llc_vs_p --paper   # as default, 3 seeds
+    python -m experiments.llc_vs_p --quick                 # p = 53, 67, 79, 97; K = 1000
+    python -m experiments.llc_vs_p --paper --protocol both # p = 53..97; K = 600, 1000, 1024, 1400
 
-Expected runtime on 2 CPU cores: ``--quick`` (one seed, 6000 steps) about
-2 minutes; default (one seed, 10k steps, 30 points) about 20 minutes;
-``--paper`` (3 seeds) about 1 hour, a few minutes on one GPU. Each point
-resumes from ``DIR/points/p{p}_K{K}/`` after an interruption.
+Runtimes (2 CPU cores) are in ``figures/paper/README.md``, measured. Every
+point resumes from the run store and ``DIR/points/`` after an interruption.
 """
 
 from __future__ import annotations
@@ -29,17 +25,16 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import jax
 import matplotlib.pyplot as plt
 import numpy as np
 
-from experiments import common, llc_over_training
-from experiments.llc_over_training import PAPER_SGLD
+from experiments import common, protocols
 from slt_jax import data as data_lib
-from slt_jax import metrics, plotting, theory, train
-from slt_jax.config import DataConfig, ModelConfig, TrainConfig
+from slt_jax import metrics, plotting, theory
+from slt_jax.config import DataConfig, ModelConfig
 
 NAME = "llc_vs_p"
 PRIMES = (53, 59, 61, 67, 71, 73, 79, 83, 89, 97)
@@ -48,204 +43,336 @@ SLOPE_TOLERANCE = 0.3  # SPEC §2: slopes match within ±30% ...
 MIN_R2 = 0.95  # ... and trends hold with R² >= 0.95.
 
 
-def base_config(mode: str) -> dict:
-  """Training and SGLD settings shared by Figs. 1 and 2."""
-  if mode == "smoke":  # Shares compiled programs with the other smoke runs.
-    smoke = llc_over_training.get_config("smoke")
-    return {"data": smoke["data"], "train": smoke["train"], "seeds": 2,
-            "sgld": smoke["sgld"], "settled": smoke["sgld"]}
-  steps = 6000 if mode == "quick" else 10000
-  return {"data": DataConfig(p=53, train_frac=0.4),
-          "train": TrainConfig(lr=1e-3, weight_decay=1e-5, num_steps=steps,
-                               log_every=100, ckpt_every=2000,
-                               chunk_steps=2000),
-          "seeds": 3 if mode == "paper" else 1,
-          "sgld": PAPER_SGLD,
-          "settled": dataclasses.replace(PAPER_SGLD, num_burnin=2000,
-                                         num_draws=1000)}
+@dataclasses.dataclass(frozen=True)
+class ScanConfig:
+  """A scan of the final LLC along one axis (Figs. 1 and 2).
 
-
-def get_config(mode: str) -> dict:
-  """Configs for ``smoke`` (tests), ``quick``, ``default`` and ``paper``.
-
-  ``series`` are the fixed widths (one line each), ``xs`` the scanned primes.
+  Attributes:
+    series: fixed values, one line each (widths for Fig. 1, primes for Fig. 2).
+    xs: scanned values (primes for Fig. 1, widths for Fig. 2).
+    seeds: training seeds per point.
+    num_steps: recipe training steps; the authors' protocol's step cap.
+    train_frac: training fraction of the p² pairs.
+    smoke: shrink the protocols to a seconds-long test configuration.
   """
-  cfg = base_config(mode)
-  if mode == "smoke":
-    return {**cfg, "series": (32,), "xs": (7, 11)}
-  if mode == "quick":
-    return {**cfg, "series": (1000,), "xs": (53, 67, 79, 97)}
-  return {**cfg, "series": (600, 1000, 1400), "xs": PRIMES}
+
+  series: tuple[int, ...]
+  xs: tuple[int, ...]
+  seeds: int = 1
+  num_steps: int = 10000
+  train_frac: float = 0.4
+  smoke: bool = False
 
 
-def measure_point(key_data, key_point, p: int, width: int, cfg: dict,
-                  out_dir: str) -> dict:
-  """Trains ``cfg['seeds']`` runs at (p, K) and estimates their final LLC.
+CONFIGS = {
+    "smoke": ScanConfig(series=(32,), xs=(7, 11), seeds=2, num_steps=200,
+                        train_frac=0.5, smoke=True),
+    "quick": ScanConfig(series=(1000,), xs=(53, 67, 79, 97), num_steps=6000),
+    "default": ScanConfig(series=(600, 1000, 1400), xs=PRIMES),
+    # K = 1024 is the width of the authors' committed p-sweep.
+    "paper": ScanConfig(series=(600, 1000, 1024, 1400), xs=PRIMES),
+}
+
+
+def protocol_for(name: str, cfg: ScanConfig) -> protocols.Protocol:
+  """The protocol ``name`` at this scan's length (tiny for ``smoke``)."""
+  if not cfg.smoke:
+    return protocols.scaling_protocol(name, cfg.num_steps)
+  proto = protocols.scaling_protocol(name)
+  small = lambda s: dataclasses.replace(s, num_draws=20, num_burnin=5,
+                                        batch_size=16)
+  return dataclasses.replace(
+      proto, train=dataclasses.replace(
+          proto.train, batch_size=16, num_steps=cfg.num_steps, log_every=20,
+          ckpt_every=100, chunk_steps=100, stop_check_every=None),
+      sgld=small(proto.sgld), settled=small(proto.settled))
+
+
+def measure_point(key_data, key_point, p: int, width: int, cfg: ScanConfig,
+                  proto: protocols.Protocol, out_dir: str,
+                  store: Optional[str]) -> dict:
+  """Trains (or loads) ``cfg.seeds`` runs at (p, K) and estimates their final
+  LLC under ``proto``.
 
   Args:
     key_data: key of the train/validation split (folded with p, so every
       width at one p sees the same split).
-    key_point: key of this point's training and chains.
+    key_point: key of this point's training and chains (shared by protocols).
     p: prime.
     width: hidden width K.
-    cfg: experiment config.
-    out_dir: folder for the point's resumable state.
+    cfg: scan config.
+    proto: the protocol.
+    out_dir: folder for the point's resumable chains.
+    store: run store folder (None: the default ``runs/``).
 
   Returns:
-    dict of per-seed training outcomes, both LLC sweeps and the theory values.
+    dict of per-seed training outcomes, both LLC estimates and the theory
+    values.
   """
-  data = data_lib.modular_arithmetic(jax.random.fold_in(key_data, p),
-                                     dataclasses.replace(cfg["data"], p=p))
-  key_train, key_llc, key_settled = jax.random.split(key_point, 3)
-  point_dir = os.path.join(out_dir, "points", f"p{p}_K{width}")
+  data_key = jax.random.fold_in(key_data, p)
+  data = data_lib.modular_arithmetic(
+      data_key, DataConfig(p=p, train_frac=cfg.train_frac))
+  key_train, key_llc = jax.random.split(key_point)
   start = time.perf_counter()
-  run = train.train(key_train, data, ModelConfig(p=p, width=width),
-                    cfg["train"], seeds=cfg["seeds"], out_dir=point_dir,
-                    progress=False)
+  run = common.trained_run(key_train, data, ModelConfig(p=p, width=width),
+                           proto.train, data_key=data_key, seeds=cfg.seeds,
+                           store=store, label=f"p{p}_K{width}_{proto.name}",
+                           progress=False)
   train_seconds = time.perf_counter() - start
-  final = jax.tree.map(lambda x: x[:, -1], run.checkpoints)
-  loss_fn = common.loss_fn(cfg["train"].loss)
-  sweeps = {name: common.llc_sweep(
-      key, loss_fn, final, data.train, cfg[name],
-      os.path.join(point_dir, f"llc_{name}.npz"), batch_ndim=1)
-            for name, key in (("sgld", key_llc), ("settled", key_settled))}
+  final = proto.final_params(run)
+  paper, settled = common.llc_grid(
+      key_llc, common.loss_fn(proto.train.loss), final, data.train,
+      [proto.sgld, proto.settled],
+      os.path.join(out_dir, "points", f"p{p}_K{width}_{proto.name}"),
+      batch_ndim=1)
+  final_train_acc = run.metrics["train_acc"][:, -1]
+  final_val_acc = run.metrics["val_acc"][:, -1]
   pairs = np.asarray(data.train.pairs)
   return {
-      "p": p, "width": width, "num_train": data.num_train,
+      "p": p, "width": width, "protocol": proto.name,
+      "num_train": data.num_train,
       "memorisation_step": metrics.memorisation_step(
           run.log_steps, run.metrics["train_acc"]),
       "generalisation_step": metrics.generalisation_step(
           run.log_steps, run.metrics["val_acc"]),
-      "final_train_acc": run.metrics["train_acc"][:, -1],
-      "final_val_acc": run.metrics["val_acc"][:, -1],
+      "stop_step": run.stop_step,
+      "final_train_acc": final_train_acc, "final_val_acc": final_val_acc,
       "final_train_loss": run.metrics["train_loss"][:, -1],
+      "kept": proto.kept(final_train_acc, final_val_acc),
       "train_seconds": train_seconds,
-      "train_steps_per_second": run.steps_per_second,
-      "llc_paper_settings": sweeps["sgld"], "llc_settled": sweeps["settled"],
+      "llc_paper_settings": paper, "llc_settled": settled,
       "theory_generic_llc": theory.modular_llc(p, width, pairs,
-                                               cfg["train"].loss),
+                                               proto.train.loss),
       "theory_lazy_llc": theory.lazy_random_features_llc(p, width,
                                                          data.num_train)}
 
 
 def fit_series(x: Sequence[float], y_SxX: np.ndarray,
                paper_slope: Optional[float]) -> dict:
-  """Line through the seed means, its bootstrap CI and the paper comparison.
+  """Line through the seed means and the paper comparison.
 
   Args:
     x: (X,) abscissae.
-    y_SxX: (S, X) values per seed.
+    y_SxX: (S, X) values per seed (nan where a run was dropped; a column
+      with no value is left out of the fit).
     paper_slope: the paper's slope, or None.
 
   Returns:
-    dict with slope, intercept, r2, slope_ci95 (None for one seed),
-    linear (r2 >= 0.95), paper_slope, slope_over_paper and slope_matches
-    (within ±30%).
+    dict with slope, intercept, r2, slope_ci95 (None for one seed), linear
+    (r2 >= 0.95), paper_slope, slope_over_paper, slope_matches (within
+    ±30%), and the fitted ``xs`` and ``llc`` (seed means).
   """
-  y_SxX = np.atleast_2d(y_SxX)
-  fit = metrics.linear_fit(x, y_SxX.mean(0))
-  ci = metrics.bootstrap_slope_ci(x, y_SxX) if y_SxX.shape[0] > 1 else None
+  x = np.asarray(x, dtype=float)
+  y_SxX = np.atleast_2d(np.asarray(y_SxX, dtype=float))
+  with np.errstate(invalid="ignore"):
+    y_X = np.nanmean(y_SxX, axis=0) if y_SxX.size else y_SxX
+  ok = np.isfinite(y_X)
+  if ok.sum() < 2:
+    return {"slope": None, "intercept": None, "r2": None, "slope_ci95": None,
+            "linear": False, "paper_slope": paper_slope,
+            "slope_over_paper": None, "slope_matches": False,
+            "xs": x[ok], "llc": y_X[ok]}
+  fit = metrics.linear_fit(x[ok], y_X[ok])
+  ci = (metrics.bootstrap_slope_ci(x[ok], y_SxX[:, ok])
+        if y_SxX.shape[0] > 1 and np.isfinite(y_SxX[:, ok]).all() else None)
   ratio = fit["slope"] / paper_slope if paper_slope else None
   return {**fit, "slope_ci95": ci, "linear": fit["r2"] >= MIN_R2,
           "paper_slope": paper_slope, "slope_over_paper": ratio,
           "slope_matches": (abs(ratio - 1) <= SLOPE_TOLERANCE
-                            if ratio is not None else None)}
+                            if ratio is not None else None),
+          "xs": x[ok], "llc": y_X[ok]}
 
 
-def run_scan(name: str, axis: str, doc: str,
-             get_config_fn: Callable[[str], dict],
-             paper_slopes: dict, argv=None) -> dict:
-  """Shared driver of Figs. 1 and 2: scan ``axis`` for every series value.
-
-  Args:
-    name: experiment name (output folder and figure file).
-    axis: ``p`` (series are widths) or ``width`` (series are primes).
-    doc: module docstring (help text).
-    get_config_fn: mode -> config with ``series`` and ``xs``.
-    paper_slopes: series value -> the paper's slope.
-    argv: command-line arguments.
+def compare_with_authors(points: list[dict], committed: dict, fixed: int,
+                         series_name: str, axis: str) -> Optional[dict]:
+  """Our authors-protocol values against the authors' committed ones.
 
   Returns:
-    The results payload.
+    None when no point matches, else ``{"points": [{x, ours, authors,
+    rel_diff}], "max_abs_rel_diff", "fit_ours", "fit_authors"}``.
   """
-  args, mode = common.parse_mode(doc, argv=argv)
-  cfg = get_config_fn(mode)
-  out_dir = common.output_dir(name, args.out)
-  key_data, key_points = jax.random.split(jax.random.key(args.seed))
+  rows = []
+  for r in points:
+    x = r[axis]
+    if r[series_name] == fixed and x in committed:
+      ours = float(np.nanmean(np.where(r["kept"], r["llc_paper_settings"]["mean"],
+                                       np.nan)))
+      rows.append({axis: x, "ours": ours, "authors": committed[x],
+                   "rel_diff": ours / committed[x] - 1})
+  if not rows:
+    return None
+  xs = [row[axis] for row in rows]
+  return {"points": rows,
+          "max_abs_rel_diff": float(max(abs(row["rel_diff"]) for row in rows)),
+          "fit_ours": metrics.linear_fit(xs, [row["ours"] for row in rows])
+          if len(rows) > 1 else None,
+          "fit_authors": metrics.linear_fit(xs, [row["authors"] for row in rows])
+          if len(rows) > 1 else None}
+
+
+def compute_scan(name: str, axis: str, cfg: ScanConfig, names: Sequence[str],
+                 paper_slopes: dict, seed: int, out_dir: str,
+                 store: Optional[str], committed: Optional[dict] = None,
+                 extra_points: Sequence[tuple] = ()) -> dict:
+  """Shared compute of Figs. 1 and 2: scan ``axis`` for every series value
+  under every protocol in ``names``.
+
+  Args:
+    name: experiment name.
+    axis: ``p`` (series are widths) or ``width`` (series are primes).
+    cfg: scan config.
+    names: protocol names.
+    paper_slopes: series value -> the paper's slope.
+    seed: root PRNG seed.
+    out_dir: output folder (resumable chains go below it).
+    store: run store (None: default).
+    committed: ``(protocol, series value, {x: value})`` of the authors'
+      committed results to compare with, or None.
+    extra_points: ``(Protocol, series value, xs)`` measured in addition (e.g.
+      the authors' batch-128 width sweep), reported under ``extra``.
+
+  Returns:
+    The results payload (JSON-able).
+  """
+  key_data, key_points = jax.random.split(jax.random.key(seed))
   series_name = "width" if axis == "p" else "p"
   start = time.perf_counter()
-  points, fits = [], {}
-  for fixed in cfg["series"]:
-    row = []
-    for x in cfg["xs"]:
-      p, width = (x, fixed) if axis == "p" else (fixed, x)
-      key = jax.random.fold_in(jax.random.fold_in(key_points, p), width)
-      row.append(measure_point(key_data, key, p, width, cfg, out_dir))
-      print(f"p={p} K={width}: LLC {row[-1]['llc_paper_settings']['mean']} "
-            f"(settled {row[-1]['llc_settled']['mean']}), generalised at "
-            f"{row[-1]['generalisation_step']}", flush=True)
+
+  def measure(proto, fixed, x):
+    p, width = (x, fixed) if axis == "p" else (fixed, x)
+    key = jax.random.fold_in(jax.random.fold_in(key_points, p), width)
+    row = measure_point(key_data, key, p, width, cfg, proto, out_dir, store)
+    print(f"[{proto.name}] p={p} K={width}: LLC "
+          f"{np.round(row['llc_paper_settings']['mean']).tolist()} (settled "
+          f"{np.round(row['llc_settled']['mean']).tolist()}), stop step "
+          f"{row['stop_step'].tolist()}, val acc "
+          f"{np.round(row['final_val_acc'], 3).tolist()}", flush=True)
+    return row
+
+  points, fits, fits_settled, seconds, sources = [], {}, {}, {}, {}
+  for proto_name in names:
+    proto = protocol_for(proto_name, cfg)
+    sources[proto_name] = {"source": proto.source, "known": proto.known,
+                           "train": dataclasses.asdict(proto.train),
+                           "sgld": dataclasses.asdict(proto.sgld),
+                           "settled": dataclasses.asdict(proto.settled),
+                           "final": proto.final,
+                           "min_final_acc": proto.min_final_acc}
+    proto_start = time.perf_counter()
+    fits[proto_name], fits_settled[proto_name] = {}, {}
+    for fixed in cfg.series:
+      row = [measure(proto, fixed, x) for x in cfg.xs]
+      points += row
+      kept = lambda key: np.stack(
+          [np.where(r["kept"], r[key]["mean"], np.nan) for r in row], 1)
+      xs = np.asarray(cfg.xs, dtype=float)
+      fits[proto_name][str(fixed)] = {
+          **fit_series(xs, kept("llc_paper_settings"), paper_slopes.get(fixed)),
+          "theory_generic_slope": metrics.linear_fit(
+              xs, [r["theory_generic_llc"] for r in row])["slope"],
+          "theory_lazy_slope": metrics.linear_fit(
+              xs, [r["theory_lazy_llc"] for r in row])["slope"],
+          "dropped": [r[axis] for r in row if not np.all(r["kept"])]}
+      fits_settled[proto_name][str(fixed)] = fit_series(
+          xs, kept("llc_settled"), paper_slopes.get(fixed))
+    seconds[proto_name] = time.perf_counter() - proto_start
+  extra = []
+  for proto, fixed, xs in extra_points:
+    row = [measure(proto, fixed, x) for x in xs]
     points += row
-    xs = np.asarray(cfg["xs"], dtype=float)
-    fits[str(fixed)] = {
-        "paper_settings": fit_series(
-            xs, np.stack([r["llc_paper_settings"]["mean"] for r in row], 1),
-            paper_slopes.get(fixed)),
-        "settled": fit_series(
-            xs, np.stack([r["llc_settled"]["mean"] for r in row], 1),
-            paper_slopes.get(fixed)),
-        "theory_generic": metrics.linear_fit(
-            xs, [r["theory_generic_llc"] for r in row]),
-        "theory_lazy": metrics.linear_fit(
-            xs, [r["theory_lazy_llc"] for r in row])}
-
-  fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-  colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-  for ax, sweep, fit_name, title in (
-      (axes[0], "llc_paper_settings", "paper_settings",
-       "paper SGLD (100 + 500 steps)"),
-      (axes[1], "llc_settled", "settled", "settled chains (2000 + 1000)")):
-    for i, fixed in enumerate(cfg["series"]):
-      row = [r for r in points if r[series_name] == fixed]
-      plotting.plot_linear_scaling(
-          ax, cfg["xs"], np.stack([r[sweep]["mean"] for r in row], 1),
-          fits[str(fixed)][fit_name], f"{series_name}={fixed}",
-          colors[i % len(colors)], paper_slopes.get(fixed))
-    ax.set(title=title, xlabel="p" if axis == "p" else "width K",
-           ylabel="final LLC")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7)
-  fig.suptitle(f"{name}: {cfg['seeds']} seed(s), "
-               f"{cfg['train'].num_steps} training steps")
-  plotting.save_figure(fig, os.path.join(out_dir, f"{name}.png"), dpi=100)
-
-  payload = {
-      "mode": mode, "axis": axis, "series_name": series_name,
-      "series": cfg["series"], "xs": cfg["xs"], "seeds": cfg["seeds"],
-      "config": common.config_dict(cfg["data"], cfg["train"]),
-      "sgld_paper_settings": dataclasses.asdict(cfg["sgld"]),
-      "sgld_settled": dataclasses.asdict(cfg["settled"]),
-      "points": points, "fits": fits,
+    extra.append({"protocol": proto.name, "source": proto.source,
+                  series_name: fixed, "xs": xs,
+                  "fit": fit_series(xs, np.stack(
+                      [np.where(r["kept"], r["llc_paper_settings"]["mean"],
+                                np.nan) for r in row], 1), None)})
+  comparisons = []
+  for proto_name, fixed, values in (committed or ()):
+    found = compare_with_authors(
+        [r for r in points if r["protocol"] == proto_name], values, fixed,
+        series_name, axis)
+    if found is not None:
+      comparisons.append({"protocol": proto_name, series_name: fixed, **found})
+  return {
+      "name": name, "axis": axis, "series_name": series_name,
+      "config": dataclasses.asdict(cfg), "protocols": sources,
+      "points": points, "fits": fits, "fits_settled": fits_settled,
+      "extra": extra, "authors_committed": comparisons,
       "paper_reference": {
           "slopes": {str(k): v for k, v in paper_slopes.items()},
           "slope_tolerance": SLOPE_TOLERANCE, "min_r2": MIN_R2},
-      "linearity_survives_settled": {k: f["settled"]["linear"]
-                                     for k, f in fits.items()},
+      "protocol_seconds": seconds,
       "wall_seconds": time.perf_counter() - start}
-  common.write_results(out_dir, payload)
-  for fixed, f in fits.items():
-    for kind in ("paper_settings", "settled"):
-      s = f[kind]
-      print(f"{series_name}={fixed} {kind:14s}: slope {s['slope']:.3f} "
-            f"(paper {s['paper_slope']}), R² {s['r2']:.4f}, "
-            f"CI {s['slope_ci95']}")
-    print(f"{series_name}={fixed} theory slopes: generic "
-          f"{f['theory_generic']['slope']:.1f}, "
-          f"lazy {f['theory_lazy']['slope']:.1f}")
-  return payload
+
+
+def plot_scan(results: dict, out_dir: str) -> None:
+  """One panel per (protocol, SGLD window) from ``results`` alone."""
+  names = list(results["fits"])
+  series_name, axis = results["series_name"], results["axis"]
+  fig, axes = plt.subplots(len(names), 2, figsize=(11, 4.2 * len(names)),
+                           squeeze=False)
+  colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+  for row_axes, proto_name in zip(axes, names):
+    for ax, key, title in (
+        (row_axes[0], "fits", "paper SGLD window (100 + 500 steps)"),
+        (row_axes[1], "fits_settled", "settled chains (2000 + 1000)")):
+      for i, (fixed, fit) in enumerate(results[key][proto_name].items()):
+        if fit["slope"] is None:
+          continue
+        plotting.plot_linear_scaling(
+            ax, fit["xs"], np.asarray(fit["llc"])[None], fit,
+            f"{series_name}={fixed}", colors[i % len(colors)],
+            fit["paper_slope"])
+      ax.set(title=f"{proto_name}: {title}",
+             xlabel="p" if axis == "p" else "width K", ylabel="final LLC")
+      ax.grid(True, alpha=0.3)
+      ax.legend(fontsize=7)
+  for comparison in results["authors_committed"]:
+    ax = axes[names.index(comparison["protocol"])][0] if (
+        comparison["protocol"] in names) else axes[0][0]
+    xs = [r[axis] for r in comparison["points"]]
+    ax.plot(xs, [r["authors"] for r in comparison["points"]], "kx",
+            label=f"authors' committed ({series_name}="
+                  f"{comparison[series_name]})")
+    ax.legend(fontsize=7)
+  fig.suptitle(f"{results['name']}: {results['config']['seeds']} seed(s)")
+  plotting.save_figure(fig, os.path.join(out_dir, f"{results['name']}.png"),
+                       dpi=100)
+
+
+def print_summary(results: dict) -> None:
+  """The fitted slopes against the paper's, one line per series."""
+  for kind in ("fits", "fits_settled"):
+    for proto_name, fits in results[kind].items():
+      for fixed, f in fits.items():
+        slope = "n/a" if f["slope"] is None else f"{f['slope']:.3f}"
+        r2 = "n/a" if f["r2"] is None else f"{f['r2']:.4f}"
+        print(f"{kind:12s} [{proto_name}] {results['series_name']}={fixed}: "
+              f"slope {slope} (paper {f['paper_slope']}), R² {r2}")
+  for c in results["authors_committed"]:
+    print(f"authors' committed values [{c['protocol']}]: max |rel diff| "
+          f"{c['max_abs_rel_diff']:.3f} over {len(c['points'])} points")
+
+
+def add_flags(parser) -> None:
+  """``--protocol`` and ``--runs``."""
+  parser.add_argument("--protocol", default="recipe",
+                      help="recipe, authors or both (default recipe)")
+  common.add_runs_flag(parser)
 
 
 def main(argv=None) -> dict:
-  return run_scan(NAME, "p", __doc__, get_config, PAPER_SLOPES, argv)
+  args, mode = common.parse_mode(__doc__, add_flags, argv)
+  cfg = CONFIGS[mode]
+  names = protocols.parse(args.protocol)
+  committed = [("authors", 1024, protocols.AUTHORS_P_SWEEP_K1024)]
+  results = common.compute_then_plot(
+      NAME, args,
+      lambda: compute_scan(NAME, "p", cfg, names, PAPER_SLOPES, args.seed,
+                           common.output_dir(NAME, args.out), args.runs,
+                           committed),
+      plot_scan)
+  print_summary(results)
+  return results
 
 
 if __name__ == "__main__":

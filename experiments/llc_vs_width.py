@@ -1,54 +1,59 @@
 """Fig. 2: the final LLC of trained networks grows linearly with the width K.
 
-The Fig. 1 pipeline (``experiments.llc_vs_p.run_scan``) with the roles swapped:
-for each prime p, trains K = 200..1600 with the SPEC §1 recipe, estimates the
-final LLC with the paper's SGLD settings and with settled chains (2000 burn-in
-+ 1000 draws), fits a line per p and compares its slope with the paper's 2.65,
-3.28, 4.02 (p = 53, 61, 71) and with the closed forms of ``slt_jax.theory``
-(generic rank / 2 saturates at (n - 1) p / 2 once K (3p - 2) exceeds it, so
-its slope in K is ~0 beyond K ≈ 400 at p = 53; the lazy value p min(K, n) / 2
-has slope p / 2 until K = n). Writes ``DIR/results.json`` and
-``DIR/llc_vs_width.png``.
+The Fig. 1 pipeline (``experiments.llc_vs_p.compute_scan``) with the roles
+swapped: for each prime p, trains K = 200..1600 under each protocol (the run
+store shares the (p, K) runs of Fig. 1), estimates the final LLC with the
+paper's SGLD window and with settled chains, fits a line per p and protocol
+and compares its slope with the paper's 2.65, 3.28, 4.02 (p = 53, 61, 71) and
+with the closed forms of ``slt_jax.theory`` (generic rank / 2 saturates at
+(n - 1) p / 2 once K (3p - 2) exceeds it; the lazy value p min(K, n) / 2 has
+slope p / 2 until K = n). ``--paper`` also reruns the authors' committed
+width sweep (p = 53, K = 500..2000, batch 128, lr 1e-3, stop 3 × >= 0.95) and
+compares it point by point. Writes ``DIR/results.json`` and
+``DIR/llc_vs_width.png`` (``--replot`` redraws it).
 
-    python -m experiments.llc_vs_width --quick   # p=53; K=200, 600, 1000, 1400
-    python -m experiments.llc_vs_width           # p = 53, 61, 71; K = 200..1600
-    python -m experiments.llc_vs_width --paper   # as default, 3 seeds
+    python -m experiments.llc_vs_width --quick                 # p=53; K=200, 600, 1000, 1400
+    python -m experiments.llc_vs_width --paper --protocol both # p = 53, 61, 71; K = 200..1600
 
-Expected runtime on 2 CPU cores: ``--quick`` (one seed, 10k steps; at 6000
-steps the K=600 run had not generalised, val acc 0.56) about 1.5 minutes;
-default (one seed, 10k steps, 24 points) about 15 minutes;
-``--paper`` (3 seeds) about 45 minutes, a few minutes on one GPU. Each point
-resumes from ``DIR/points/p{p}_K{K}/`` after an interruption.
+Runtimes (2 CPU cores) are in ``figures/paper/README.md``, measured.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-from experiments import llc_vs_p
+from experiments import common, llc_vs_p, protocols
 
 NAME = "llc_vs_width"
 WIDTHS = (200, 400, 600, 800, 1000, 1200, 1400, 1600)
 PAPER_SLOPES = {53: 2.65, 61: 3.28, 71: 4.02}
-
-
-def get_config(mode: str) -> dict:
-  """Configs for ``smoke`` (tests), ``quick``, ``default`` and ``paper``.
-
-  ``series`` are the fixed primes (one line each), ``xs`` the scanned widths.
-  """
-  cfg = llc_vs_p.base_config(mode)
-  if mode == "smoke":
-    return {**cfg, "series": (7,), "xs": (16, 32)}
-  if mode == "quick":  # 10k steps: at 6000 the K=600 run had not grokked.
-    return {**cfg, "series": (53,), "xs": (200, 600, 1000, 1400),
-            "train": dataclasses.replace(cfg["train"], num_steps=10000)}
-  return {**cfg, "series": (53, 61, 71), "xs": WIDTHS}
+CONFIGS = {
+    "smoke": dataclasses.replace(llc_vs_p.CONFIGS["smoke"], series=(7,),
+                                 xs=(16, 32)),
+    # 10k steps: at 6000 the K=600 run had not grokked (val acc 0.56).
+    "quick": llc_vs_p.ScanConfig(series=(53,), xs=(200, 600, 1000, 1400)),
+    "default": llc_vs_p.ScanConfig(series=(53, 61, 71), xs=WIDTHS),
+    "paper": llc_vs_p.ScanConfig(series=(53, 61, 71), xs=WIDTHS),
+}
 
 
 def main(argv=None) -> dict:
-  return llc_vs_p.run_scan(NAME, "width", __doc__, get_config, PAPER_SLOPES,
-                           argv)
+  args, mode = common.parse_mode(__doc__, llc_vs_p.add_flags, argv)
+  cfg = CONFIGS[mode]
+  names = protocols.parse(args.protocol)
+  extra, committed = (), []
+  if mode == "paper" and "authors" in names:
+    widths = tuple(protocols.AUTHORS_WIDTH_SWEEP_P53)
+    extra = ((protocols.width_sweep_b128_protocol(), 53, widths),)
+    committed = [("authors_b128", 53, protocols.AUTHORS_WIDTH_SWEEP_P53)]
+  results = common.compute_then_plot(
+      NAME, args,
+      lambda: llc_vs_p.compute_scan(
+          NAME, "width", cfg, names, PAPER_SLOPES, args.seed,
+          common.output_dir(NAME, args.out), args.runs, committed, extra),
+      llc_vs_p.plot_scan)
+  llc_vs_p.print_summary(results)
+  return results
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ For small quadratic networks in each regime of SPEC §3 this compares
 Targets are the network's own outputs at a random w* with standard normal
 entries (teacher-student), so w* is an exact zero of the plain MSE
 ``0.5 mean_i |f(x_i) - y_i|^2``. Lazy rows are
-``known_cases.lazy_random_features`` (W frozen through ``mask=``, V at the
+``validation.lazy_random_features`` (W frozen through ``mask=``, V at the
 least-squares fit of the one-hot labels); NTK rows fit the linearisation
 ``f(w0) + J(w0) (w - w0)`` to ``f(w0)``.
 
@@ -67,7 +67,7 @@ import numpy as np
 
 from experiments import common
 from slt_jax import data as data_lib
-from slt_jax import known_cases, metrics, model, plotting, theory
+from slt_jax import metrics, model, plotting, theory, validation
 from slt_jax.config import DataConfig, SGLDConfig
 from slt_jax.llc import estimate_llc
 
@@ -157,7 +157,7 @@ def gaussian_case(key, d: int, m: int, K: int, n: int) -> Case:
   x_NxD = jax.random.normal(key_x, (n, d))
   over = K >= theory.gaussian_critical_width(d, m)
   regime = "gaussian_over" if over else "gaussian_under"
-  return teacher_case(regime, theory.quadratic_net_outputs,
+  return teacher_case(regime, model.apply_one_hot,
                       _normal_params(key_w, K, d, m), x_NxD,
                       theory.gaussian_llc(d, m, K),
                       {"d": d, "m": m, "K": K, "n": n})
@@ -178,7 +178,7 @@ def ntk_case(base: Case) -> Case:
   """The linearisation of ``base``'s network at its w*; ``theory.ntk_llc``."""
   x = base.data[0]
   apply_fn = (model.apply if base.regime == "modular"
-              else theory.quadratic_net_outputs)
+              else model.apply_one_hot)
   with jax.enable_x64(True):
     flat_P, unravel = ravel_pytree(
         jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), base.params))
@@ -191,10 +191,10 @@ def ntk_case(base: Case) -> Case:
   return case
 
 
-def lazy_case(p: int, K: int, n: int) -> Case:
-  """``known_cases.lazy_random_features``: W frozen, V at least squares."""
-  known = known_cases.lazy_random_features(p, K, n, init_scale=2.0,
-                                           step_size=PAPER_STEP)
+def lazy_case(key, p: int, K: int, n: int) -> Case:
+  """``validation.lazy_random_features``: W frozen, V at least squares."""
+  known = validation.lazy_random_features(key, p, K, n, init_scale=2.0,
+                                          step_size=PAPER_STEP)
   w_KxD, pairs = known.params["W"], known.data.pairs
   return Case("lazy", {"p": p, "m": p, "K": K, "n": n}, known.loss_fn,
               known.params, known.data,
@@ -236,7 +236,9 @@ def build_cases(key, cfg: dict) -> list[Case]:
   p0, k0, n = cfg["lazy_p_fixed"], cfg["lazy_K_fixed"], cfg["lazy_n"]
   lazy_sizes = sorted({(p0, K) for K in cfg["lazy_K"]}
                       | {(p, k0) for p in cfg["lazy_p"]})
-  lazy = [lazy_case(p, K, n) for p, K in lazy_sizes]
+  # One key for every lazy row: rows with the same p share a training split.
+  key_lazy = next(keys)
+  lazy = [lazy_case(key_lazy, p, K, n) for p, K in lazy_sizes]
   return gaussian + modular + [ntk_case(c) for c in ntk_bases] + lazy
 
 

@@ -8,11 +8,12 @@ its data serves every potential with one compiled LLC program. At w* = 0,
 ``estimate_llc`` runs full-batch localized SGLD at large nβ (1e4, γ = 1) and
 the estimate is set beside the exact λ and the exact finite-temperature
 expectation ``E[nβ K]`` of the same localized Gibbs measure, by quadrature
-(``known_cases.gibbs_expectation``); the latter isolates the sampler's error
-from the finite-nβ bias. The step size is 2e-6 rather than known_cases'
-1e-4: with K = w1² + w2² the Langevin contraction per step is eps·nβ = 1 at
-1e-4 (the chain jumps to a fresh N(0, eps) draw each step and doubles the
-variance), and on w1² w2² it is unstable once |w2| > 1.4.
+(``theory.gibbs_expectation``); the latter isolates the sampler's error
+from the finite-nβ bias. The step size is 2e-6 rather than the 1e-4 of
+``validation.normal_crossing``: with K = w1² + w2² the Langevin contraction
+per step is eps·nβ = 1 at 1e-4 (the chain jumps to a fresh N(0, eps) draw
+each step and doubles the variance), and on w1² w2² it is unstable once
+|w2| > 1.4.
 Writes ``DIR/results.json`` and ``DIR/toy_landscapes.png``.
 
     python -m experiments.toy_landscapes --quick   # same as default
@@ -35,7 +36,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from experiments import common
-from slt_jax import known_cases, plotting, theory
+from slt_jax import plotting, theory
 from slt_jax.config import SGLDConfig
 
 NAME = "toy_landscapes"
@@ -98,7 +99,7 @@ def main(argv=None) -> dict:
     sweep = common.llc_sweep(jax.random.fold_in(jax.random.key(args.seed), i),
                              potential_loss, jnp.zeros(2), data, cfg, None,
                              batch_ndim=0)
-    finite_temp = known_cases.gibbs_expectation(
+    finite_temp = theory.gibbs_expectation(
         numpy_potential(coeffs), cfg.resolve_nbeta(1), cfg.localization,
         QUADRATURE_GRID)
     mean, std = float(sweep["mean"]), float(sweep["std"])

@@ -560,7 +560,7 @@ def compile_sweep(loss_fn: Callable, cfg: SGLDConfig, data: ArrayLikeTree,
     Sweep.
 
   Example:
-    >>> loss = lambda w, batch: 0.5 * jnp.mean(jnp.sum((batch - w) ** 2, -1))
+    >>> loss = lambda w, batch: 0.5 * jnp.mean(jnp.sum((batch - w[None]) ** 2, -1))
     >>> cfg = SGLDConfig(step_size=1e-3, nbeta=100.0, localization=1.0,
     ...                  num_chains=2, num_draws=50, num_burnin=10, batch_size=None)
     >>> sweep = compile_sweep(loss, cfg, jnp.zeros((100, 2)), jnp.zeros((3, 2)), 1)
@@ -607,7 +607,7 @@ def estimate_llc(key: PRNGKey, loss_fn: Callable, params: ArrayLikeTree,
     LLCResult; diverged chains are excluded from ``mean``/``std``.
 
   Example:
-    >>> loss = lambda w, batch: 0.5 * jnp.mean(jnp.sum((batch - w) ** 2, -1))
+    >>> loss = lambda w, batch: 0.5 * jnp.mean(jnp.sum((batch - w[None]) ** 2, -1))
     >>> data = jnp.zeros((100, 2))
     >>> cfg = SGLDConfig(step_size=1e-3, nbeta=100.0, localization=1.0,
     ...                  num_chains=2, num_draws=50, num_burnin=10, batch_size=None)

@@ -72,6 +72,33 @@ def grokking_severity(steps, train_acc, val_acc) -> np.ndarray:
   return np.where(generalised, area / steps[-1], 0.0)
 
 
+def grokking_severity_authors(train_acc, val_acc,
+                              min_final_acc: float = 0.9) -> np.ndarray:
+  """The authors' GSM variant (``grokking_test3``, SPEC §2b).
+
+  The mean over the logged steps of ``train_acc - val_acc`` (signed, no
+  absolute value), and 0 unless both final accuracies exceed
+  ``min_final_acc``.
+
+  Args:
+    train_acc: (..., L) train accuracy at the logged steps.
+    val_acc: (..., L) validation accuracy.
+    min_final_acc: the gate on the final train and validation accuracy.
+
+  Returns:
+    (...) float.
+
+  Example:
+    >>> grokking_severity_authors(np.array([0.5, 1.0, 1.0]),
+    ...                           np.array([0.0, 0.0, 1.0])).round(3).tolist()
+    0.5
+  """
+  train_acc, val_acc = np.asarray(train_acc), np.asarray(val_acc)
+  gap = np.mean(train_acc - val_acc, axis=-1)
+  gate = (train_acc[..., -1] > min_final_acc) & (val_acc[..., -1] > min_final_acc)
+  return np.where(gate, gap, 0.0)
+
+
 def midpoint_crossing(steps: np.ndarray, curve: np.ndarray, start: int,
                       log: bool = False) -> int:
   """First step after ``start`` where ``curve`` falls below the midpoint

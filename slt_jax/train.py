@@ -6,19 +6,30 @@ are traced arrays, so the grid compiles once (a train size shared by all runs
 is static instead, which keeps the minibatch shuffle to one sort per epoch; a
 new shared size compiles anew). The loop is ``lax.scan`` nested
 as chunk → checkpoint interval → log interval → step; each chunk is one call of
-the compiled program, after which progress is shown and (given ``out_dir``)
-the state is saved atomically so an interrupted run resumes where it stopped.
-Minibatch ``t`` of a run depends only on its key and ``t``, so chunking and
-resuming give bit-identical results.
+the compiled program. The next chunk is dispatched before the previous one's
+outputs are copied to the host, so showing progress and saving (given
+``out_dir``: each chunk's checkpoints and metrics in a file of their own plus
+the small current state, all written atomically) overlap the computation, and
+an interrupted run resumes where it stopped. Minibatch ``t`` of a run depends
+only on its key and ``t``, so chunking and resuming give bit-identical results.
+
+Early stopping (``TrainConfig.stop_acc``, SPEC §2b) is per run: at each check
+the run's validation accuracy updates a streak; once the rule fires, that run's
+parameters and optimizer state freeze (its steps are still computed, then
+discarded) while the other runs of the grid go on, and the loop ends after the
+chunk in which the last run stopped.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import itertools
 import os
+import shutil
 import time
+import zipfile
 from typing import NamedTuple, Optional, Sequence
 
 import jax
@@ -33,6 +44,10 @@ from slt_jax.data import Batch, ModularData
 from slt_jax.types import ArrayTree, PRNGKey
 
 METRIC_NAMES = ("train_loss", "val_loss", "train_acc", "val_acc")
+# Bumped when the layout of ``out_dir`` changes: older states are not resumed.
+STATE_FORMAT = 2
+STATE_FILE = "train_state.npz"
+CHUNKS_DIR = "train_chunks"
 
 
 class TrainState(NamedTuple):
@@ -41,12 +56,26 @@ class TrainState(NamedTuple):
   Attributes:
     params: network parameters.
     opt_state: optax state.
-    step: scalar int32, steps taken.
+    step: scalar int32, steps of the loop taken (it keeps counting after an
+      early stop, when ``params`` and ``opt_state`` are frozen).
   """
 
   params: ArrayTree
   opt_state: ArrayTree
   step: jax.Array
+
+
+class StopState(NamedTuple):
+  """Early-stopping state of one run (see ``TrainConfig.stop_acc``).
+
+  Attributes:
+    streak: scalar int32, consecutive checks so far with val acc >= stop_acc.
+    stop_step: scalar int32, the step at which the rule fired; -1 while the
+      run goes on.
+  """
+
+  streak: jax.Array
+  stop_step: jax.Array
 
 
 class RunHParams(NamedTuple):
@@ -66,10 +95,17 @@ class TrainResult(NamedTuple):
     log_steps: (L,) steps of the logged metrics (step 0 included).
     metrics: name -> (R, L) for ``METRIC_NAMES`` on the full train/val sets.
     hparams: ``lr``, ``weight_decay``, ``num_train``, ``seed`` -> (R,).
-    final_params: params (R, ...) after the last step.
-    steps_per_second: optimisation steps per second summed over runs,
-      measured over the chunks after the first (compile excluded; nan if only
-      one chunk ran in this call).
+    final_params: params (R, ...) after the last step (for a run that
+      stopped early: at its stop step, since its parameters froze there).
+    steps_per_second: optimisation steps per second summed over runs
+      (stopped runs included: their steps are computed, then discarded),
+      measured from the end of the first chunk of this call to the end of
+      the last (compile excluded; nan if only one chunk ran in this call).
+    stop_step: (R,) int, the step at which each run's early-stopping rule
+      fired, -1 where it never did (always -1 when ``stop_acc`` is None).
+      After its stop a run is frozen: its later checkpoints repeat the
+      parameters at ``stop_step`` and its later metrics repeat the values
+      logged there (they are evaluated on the frozen parameters).
   """
 
   checkpoints: ArrayTree
@@ -79,6 +115,14 @@ class TrainResult(NamedTuple):
   hparams: dict
   final_params: ArrayTree
   steps_per_second: float
+  stop_step: np.ndarray
+
+  @property
+  def stop_params(self) -> ArrayTree:
+    """Params (R, ...) at each run's stop step: the final checkpoint of the
+    authors' protocol (SPEC §2b). They are ``final_params`` (a stopped run's
+    parameters freeze); for a run that never stopped, its last parameters."""
+    return self.final_params
 
 
 def make_optimizer(name: str, lr, weight_decay, momentum: float = 0.9
@@ -131,36 +175,61 @@ def evaluate(params: ArrayTree, all_data: Batch, num_train: jax.Array,
   return jnp.stack([train_loss, val_loss, train_acc, val_acc])
 
 
-def _run_chunk(state: TrainState, hp: RunHParams, batch_key: PRNGKey,
-               all_data: Batch, start_step: jax.Array, cfg: TrainConfig,
-               shared_num_train: Optional[int]):
+def _update_stop(stop: StopState, val_acc: jax.Array, step: jax.Array,
+                 cfg: TrainConfig) -> StopState:
+  """The stopping rule after the evaluation at ``step`` (a logged step)."""
+  check_every = cfg.stop_check_every or cfg.log_every
+  checked = (step % check_every == 0) & (stop.stop_step < 0)
+  streak = jnp.where(checked, jnp.where(val_acc >= cfg.stop_acc,
+                                        stop.streak + 1, 0), stop.streak)
+  fired = checked & (streak >= cfg.stop_patience)
+  return StopState(streak, jnp.where(fired, step, stop.stop_step))
+
+
+def _run_chunk(state: TrainState, stop: StopState, hp: RunHParams,
+               batch_key: PRNGKey, all_data: Batch, start_step: jax.Array,
+               cfg: TrainConfig, shared_num_train: Optional[int]):
   """Advances one run by ``cfg.chunk_steps`` steps from ``start_step``.
 
   ``start_step`` (= ``state.step``) is passed unbatched, and the training-set
   size as a Python int when all runs share it, so that under ``vmap`` the
-  epoch permutation is redrawn once per epoch, not sorted every step.
+  epoch permutation is redrawn once per epoch, not sorted every step. With
+  ``cfg.stop_acc`` None the stopping rule is not traced at all.
 
   Returns:
-    (state, checkpoints (chunk/ckpt_every, ...), metrics (chunk/log_every, 4)).
+    (state, stop, checkpoints (chunk/ckpt_every, ...),
+    metrics (chunk/log_every, 4)).
   """
   loss_fn = losses.make_loss(cfg.loss)
   optimizer = make_optimizer(cfg.optimizer, hp.lr, hp.weight_decay,
                              cfg.momentum)
   capacity = all_data.labels.shape[0]
   num_train = hp.num_train if shared_num_train is None else shared_num_train
+  stopping = cfg.stop_acc is not None
 
   def one_step(carry, _):
-    state, perm, t = carry
+    state, stop, perm, t = carry
     perm, idx = batching.next_batch(batch_key, perm, t, num_train,
                                     cfg.batch_size)
     grads = jax.grad(loss_fn)(state.params, batching.take(all_data, idx))
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    return (TrainState(params, opt_state, state.step + 1), perm, t + 1), None
+    if stopping:  # A stopped run keeps its parameters and optimizer state.
+      frozen = stop.stop_step >= 0
+      params, opt_state = jax.tree.map(
+          lambda old, new: jnp.where(frozen, old, new),
+          (state.params, state.opt_state), (params, opt_state))
+    state = TrainState(params, opt_state, state.step + 1)
+    return (state, stop, perm, t + 1), None
 
   def log_interval(carry, _):
     carry, _ = jax.lax.scan(one_step, carry, None, length=cfg.log_every)
-    return carry, evaluate(carry[0].params, all_data, hp.num_train, cfg.loss)
+    state, stop, perm, t = carry
+    metrics = evaluate(state.params, all_data, hp.num_train, cfg.loss)
+    if stopping:
+      stop = _update_stop(stop, metrics[METRIC_NAMES.index("val_acc")], t,
+                          cfg)
+    return (state, stop, perm, t), metrics
 
   def ckpt_interval(carry, _):
     carry, metrics = jax.lax.scan(log_interval, carry, None,
@@ -169,17 +238,17 @@ def _run_chunk(state: TrainState, hp: RunHParams, batch_key: PRNGKey,
 
   perm = batching.first_permutation(batch_key, start_step, num_train,
                                     cfg.batch_size, capacity)
-  (state, _, _), (ckpts, metrics) = jax.lax.scan(
-      ckpt_interval, (state, perm, start_step), None,
+  (state, stop, _, _), (ckpts, metrics) = jax.lax.scan(
+      ckpt_interval, (state, stop, perm, start_step), None,
       length=cfg.chunk_steps // cfg.ckpt_every)
-  return state, ckpts, metrics.reshape(-1, len(METRIC_NAMES))
+  return state, stop, ckpts, metrics.reshape(-1, len(METRIC_NAMES))
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "shared_num_train"))
-def _run_chunk_batched(state, hp, batch_keys, all_data, start_step, cfg,
+def _run_chunk_batched(state, stop, hp, batch_keys, all_data, start_step, cfg,
                        shared_num_train):
-  return jax.vmap(_run_chunk, in_axes=(0, 0, 0, None, None, None, None))(
-      state, hp, batch_keys, all_data, start_step, cfg, shared_num_train)
+  return jax.vmap(_run_chunk, in_axes=(0, 0, 0, 0, None, None, None, None))(
+      state, stop, hp, batch_keys, all_data, start_step, cfg, shared_num_train)
 
 
 @functools.partial(jax.jit, static_argnames=("model_cfg", "cfg"))
@@ -209,13 +278,63 @@ def _grid(cfg: TrainConfig, data: ModularData, seed_ids: Sequence[int],
       raise ValueError(f"lr={lr!r} is invalid: must be > 0")
     if wd < 0:
       raise ValueError(f"weight_decay={wd!r} is invalid: must be >= 0")
-    if not cfg.batch_size <= n < total:
+    if cfg.batch_size > n:
       raise ValueError(
-          f"num_train={n!r} is invalid: must lie in [batch_size, p^2 - 1] = "
-          f"[{cfg.batch_size}, {total - 1}]")
+          f"batch_size={cfg.batch_size} exceeds the training set of {n} "
+          f"pairs (num_train={n}): lower batch_size or train on more pairs")
+    if n >= total:
+      raise ValueError(
+          f"num_train={n!r} is invalid: it leaves no validation pairs (must "
+          f"be < p^2 = {total})")
   runs = [(s, *g) for s in seed_ids for g in grid]
   return {name: np.array([r[i] for r in runs])
           for i, name in enumerate(("seed", "lr", "weight_decay", "num_train"))}
+
+
+def _read_npz(path: str, what: str) -> dict:
+  """``io.load_npz`` whose failures name the file (never a silent load)."""
+  try:
+    return io.load_npz(path)
+  except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:
+    raise ValueError(
+        f"{path} is unreadable ({type(err).__name__}: {err}): {what}") from err
+
+
+def _chunk_path(out_dir: str, chunk: int) -> str:
+  return os.path.join(out_dir, CHUNKS_DIR, f"chunk_{chunk:05d}.npz")
+
+
+def _load_chunk(out_dir: str, chunk: int, fingerprint: str, template,
+                metrics_shape: tuple) -> tuple:
+  """(checkpoints, metrics) of a saved chunk, checked against the state."""
+  path = _chunk_path(out_dir, chunk)
+  advice = (f"the saved training state in {out_dir} cannot be resumed; "
+            f"delete {os.path.join(out_dir, STATE_FILE)} and "
+            f"{os.path.join(out_dir, CHUNKS_DIR)} to train from scratch")
+  saved = _read_npz(path, advice)
+  if (str(saved.get("fingerprint")) != fingerprint
+      or int(saved.get("chunk", -1)) != chunk
+      or saved.get("metrics", np.zeros(0)).shape != metrics_shape
+      or any(f"ckpts/{i}" not in saved
+             for i in range(len(jax.tree.leaves(template))))):
+    raise ValueError(f"{path} does not belong to this run (setup, chunk "
+                     f"number or shapes differ): {advice}")
+  return io.tree_from_arrays("ckpts", saved, template), saved["metrics"]
+
+
+def remove_saved_state(out_dir: str) -> None:
+  """Deletes the resumable state that ``train`` keeps in ``out_dir``.
+
+  Args:
+    out_dir: a folder passed to ``train``; other files in it are kept.
+
+  Example:
+    >>> remove_saved_state("/nonexistent/folder")  # nothing to remove
+  """
+  path = os.path.join(out_dir, STATE_FILE)
+  if os.path.exists(path):
+    os.remove(path)
+  shutil.rmtree(os.path.join(out_dir, CHUNKS_DIR), ignore_errors=True)
 
 
 def train(key: PRNGKey, data: ModularData, model_cfg: ModelConfig,
@@ -240,8 +359,14 @@ def train(key: PRNGKey, data: ModularData, model_cfg: ModelConfig,
       ``seeds`` only if it equals ``len(seed_ids)``.
     lrs, weight_decays, num_trains: optional grids (defaults: the config's or
       the data's value); runs are the product, seed-major.
-    out_dir: where ``train_state.npz`` is saved after every chunk; an existing
-      one with the same setup is resumed.
+    out_dir: where the resumable state is kept: after every chunk its
+      checkpoints and metrics go to ``train_chunks/chunk_NNNNN.npz`` and the
+      current optimisation state to ``train_state.npz`` (each written
+      atomically; I/O per chunk stays constant). A state of the same setup is
+      resumed; one of another setup (or an older layout) is ignored and
+      overwritten. An unreadable or mismatched file of this setup raises a
+      ValueError naming it (nothing is deleted). ``remove_saved_state``
+      cleans up.
     max_chunks: stop after this many chunks in this call (for tests of
       resumption); the state stays resumable.
     progress: show a tqdm bar per chunk.
@@ -260,6 +385,8 @@ def train(key: PRNGKey, data: ModularData, model_cfg: ModelConfig,
     ...           progress=False)
     >>> r.checkpoints["W"].shape, r.metrics["val_acc"].shape
     ((2, 2, 8, 10), (2, 3))
+    >>> r.stop_step  # no stopping rule: -1
+    array([-1, -1], dtype=int32)
   """
   if model_cfg.p != data.p:
     raise ValueError(f"model p={model_cfg.p} does not match data p={data.p}")
@@ -286,45 +413,81 @@ def train(key: PRNGKey, data: ModularData, model_cfg: ModelConfig,
   shared_num_train = (int(hparams["num_train"][0])
                       if len(set(hparams["num_train"])) == 1 else None)
   state, metrics0 = _init_runs(init_keys, hp, data.all, model_cfg, cfg)
-  fingerprint = repr((dataclasses.astuple(model_cfg), dataclasses.astuple(cfg),
+  num_runs = len(hparams["seed"])
+  stop = StopState(jnp.zeros(num_runs, jnp.int32),
+                   jnp.full(num_runs, -1, jnp.int32))
+  data_hash = hashlib.sha256(np.asarray(data.all.pairs).tobytes()
+                             + np.asarray(data.all.labels).tobytes())
+  fingerprint = repr((STATE_FORMAT, dataclasses.astuple(model_cfg),
+                      dataclasses.astuple(cfg),
                       {k: v.tolist() for k, v in hparams.items()},
                       np.asarray(jax.random.key_data(key)).tolist(),
-                      np.asarray(data.all.pairs[:8]).tolist(), data.num_train))
+                      data_hash.hexdigest(), data.num_train))
   ckpts, metrics = [], [np.asarray(metrics0)[:, None]]
-  path = os.path.join(out_dir, "train_state.npz") if out_dir else None
-  if path and os.path.exists(path):
-    saved = io.load_npz(path)
-    if str(saved["fingerprint"]) == fingerprint:
-      state = jax.tree.map(jnp.asarray, io.tree_from_arrays("state", saved, state))
-      ckpts = [io.tree_from_arrays("ckpts", saved, state.params)]
-      metrics = [saved["metrics"]]
+  done = 0
+  state_path = os.path.join(out_dir, STATE_FILE) if out_dir else None
+  if state_path and os.path.exists(state_path):
+    saved = _read_npz(state_path, f"delete it and "
+                      f"{os.path.join(out_dir, CHUNKS_DIR)} to train from "
+                      "scratch")
+    if str(saved.get("fingerprint")) == fingerprint:
+      state = jax.tree.map(jnp.asarray,
+                           io.tree_from_arrays("state", saved, state))
+      stop = jax.tree.map(jnp.asarray, io.tree_from_arrays("stop", saved, stop))
+      done = int(saved["chunks_done"])
+      metrics_shape = (num_runs, cfg.chunk_steps // cfg.log_every,
+                       len(METRIC_NAMES))
+      for chunk in range(done):
+        chunk_ckpts, chunk_metrics = _load_chunk(out_dir, chunk, fingerprint,
+                                                 state.params, metrics_shape)
+        ckpts.append(chunk_ckpts)
+        metrics.append(chunk_metrics)
+
   num_chunks = cfg.num_steps // cfg.chunk_steps
-  done = int(np.asarray(state.step)[0]) // cfg.chunk_steps
+  stopping = cfg.stop_acc is not None
+
+  def may_run(chunk: int, stop: StopState) -> bool:
+    return (chunk < num_chunks
+            and (max_chunks is None or chunk - done < max_chunks)
+            and not (stopping and np.all(np.asarray(stop.stop_step) >= 0)))
+
+  def dispatch(chunk: int, state: TrainState, stop: StopState):
+    return _run_chunk_batched(
+        state, stop, hp, batch_keys, data.all,
+        jnp.asarray(chunk * cfg.chunk_steps, jnp.int32), cfg, shared_num_train)
+
   bar = tqdm(total=num_chunks, initial=done, desc="train chunks",
              disable=not progress)
-  timed_steps, timed_seconds = 0, 0.0
-  for chunk in range(done, num_chunks):
-    if max_chunks is not None and chunk - done >= max_chunks:
-      break
-    start = time.perf_counter()
-    state, new_ckpts, new_metrics = _run_chunk_batched(
-        state, hp, batch_keys, data.all,
-        jnp.asarray(chunk * cfg.chunk_steps, jnp.int32), cfg, shared_num_train)
-    new_metrics = np.asarray(new_metrics)
-    if chunk > done:
-      timed_seconds += time.perf_counter() - start
-      timed_steps += cfg.chunk_steps * len(hparams["seed"])
+  timed_steps, timed_seconds, first_end = 0, 0.0, None
+  chunk = done
+  outputs = dispatch(chunk, state, stop) if may_run(chunk, stop) else None
+  while outputs is not None:
+    state, stop, new_ckpts, new_metrics = jax.block_until_ready(outputs)
+    now = time.perf_counter()
+    if first_end is None:  # The first chunk of a call includes compilation.
+      first_end = now
+    else:
+      timed_steps += cfg.chunk_steps * num_runs
+      timed_seconds = now - first_end
+    # Dispatch the next chunk first: the host work below overlaps it.
+    outputs = (dispatch(chunk + 1, state, stop) if may_run(chunk + 1, stop)
+               else None)
     ckpts.append(jax.tree.map(np.asarray, new_ckpts))
-    metrics.append(new_metrics)
-    if path:
-      stacked = jax.tree.map(lambda *x: np.concatenate(x, axis=1), *ckpts)
-      ckpts = [stacked]
-      metrics = [np.concatenate(metrics, axis=1)]
-      io.save_npz(path, {"fingerprint": np.array(fingerprint),
-                         "metrics": metrics[0],
-                         **io.tree_to_arrays("state", state),
-                         **io.tree_to_arrays("ckpts", stacked)})
+    metrics.append(np.asarray(new_metrics))
+    if out_dir:
+      io.save_npz(_chunk_path(out_dir, chunk),
+                  {"fingerprint": np.array(fingerprint), "chunk": chunk,
+                   "metrics": metrics[-1],
+                   **io.tree_to_arrays("ckpts", ckpts[-1])})
+      io.save_npz(state_path, {"fingerprint": np.array(fingerprint),
+                               "chunks_done": chunk + 1,
+                               **io.tree_to_arrays("state", state),
+                               **io.tree_to_arrays("stop", stop)})
+    if stopping:
+      bar.set_postfix(stopped=f"{int(np.sum(np.asarray(stop.stop_step) >= 0))}"
+                      f"/{num_runs}")
     bar.update(1)
+    chunk += 1
   bar.close()
   if not ckpts:
     raise ValueError(f"max_chunks={max_chunks!r} ran no chunk and no saved "
@@ -340,4 +503,6 @@ def train(key: PRNGKey, data: ModularData, model_cfg: ModelConfig,
       metrics={name: all_metrics[..., i] for i, name in enumerate(METRIC_NAMES)},
       hparams=hparams,
       final_params=jax.tree.map(np.asarray, state.params),
-      steps_per_second=timed_steps / timed_seconds if timed_seconds else float("nan"))
+      steps_per_second=(timed_steps / timed_seconds if timed_seconds
+                        else float("nan")),
+      stop_step=np.asarray(stop.stop_step))

@@ -6,11 +6,22 @@ it. Both the test-suite and ``experiments.llc_validation`` run them through the
 public ``estimate_llc``. Where the finite-temperature expectation of the
 estimate is computable exactly it is given too (``finite_temp``), which tests
 the sampler more sharply than the asymptotic value.
+
+Nothing is built at import: a factory that draws data or parameters takes an
+explicit PRNG key, and ``CASES`` maps each public case's name to a factory
+``(key, scale) -> KnownCase``.
+
+Example:
+  >>> import jax
+  >>> case = make_case("rrr_5_3_5", jax.random.key(0))
+  >>> case.name, case.true_llc, case.data.shape
+  ('rrr_5_3_5', 6.5, (1000, 5))
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable, Optional
 
 import jax
@@ -20,6 +31,7 @@ import numpy as np
 from slt_jax import data as data_lib
 from slt_jax import losses, model, theory
 from slt_jax.config import DataConfig, ModelConfig, SGLDConfig
+from slt_jax.types import PRNGKey
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,60 +71,6 @@ class KnownCase:
                 or err <= self.std_tol * std)
 
 
-def gibbs_expectation(potential: Callable[[np.ndarray, np.ndarray], np.ndarray],
-                      nbeta: float, gamma: float, num_grid: int = 800) -> float:
-  """``E[nbeta K]`` under ``exp(-nbeta K - gamma |w|^2 / 2)`` on R^2.
-
-  Computed by quadrature.
-
-  ``K = potential(w1, w2)`` must vanish at its minimum (the localization
-  centre 0). A log-spaced grid resolves potentials that concentrate sharply
-  near the origin or along the axes.
-
-  Args:
-    potential: NumPy-vectorised ``K(w1, w2)`` on (G, G) grids, >= 0.
-    nbeta: n·beta.
-    gamma: localization.
-    num_grid: grid points per half-axis.
-
-  Returns:
-    The expectation.
-
-  Example:
-    >>> round(gibbs_expectation(lambda w1, w2: w1 ** 2, 100.0, 1.0), 3)
-    0.498
-  """
-  half = np.logspace(-8, 1.5, num_grid)
-  grid = np.concatenate([-half[::-1], half])
-  width = np.gradient(grid)
-  w1, w2 = np.meshgrid(grid, grid, indexing="ij")
-  energy = potential(w1, w2)
-  logp = -nbeta * energy - 0.5 * gamma * (w1 ** 2 + w2 ** 2)
-  weight = np.exp(logp - logp.max()) * width[:, None] * width[None, :]
-  return float(np.sum(weight * nbeta * energy) / np.sum(weight))
-
-
-def gibbs_expectation_2d(exponents: tuple[int, int], nbeta: float,
-                         gamma: float, num_grid: int = 800) -> float:
-  """``gibbs_expectation`` of the normal-crossing loss of ``normal_crossing``.
-
-  ``K(w) = w1^(2 k1) w2^(2 k2) / 2`` (unit input variance).
-
-  Args:
-    exponents: (k1, k2).
-    nbeta: n·beta.
-    gamma: localization.
-    num_grid: grid points per half-axis.
-
-  Returns:
-    The expectation.
-  """
-  k1, k2 = exponents
-  return gibbs_expectation(
-      lambda w1, w2: 0.5 * w1 ** (2 * k1) * w2 ** (2 * k2), nbeta, gamma,
-      num_grid)
-
-
 def isotropic_quadratic(d: int = 20, scale: float = 1.0) -> KnownCase:
   """``L = ||w||^2 / 2`` at 0: estimate ``(d/2) nbeta / (nbeta + gamma)``."""
   cfg = SGLDConfig(step_size=2e-4, nbeta=100.0, localization=10.0,
@@ -126,9 +84,19 @@ def isotropic_quadratic(d: int = 20, scale: float = 1.0) -> KnownCase:
       rel_tol=0.05, finite_temp=truth)
 
 
-def normal_crossing(exponents: tuple[int, int], scale: float = 1.0) -> KnownCase:
-  """``f(x; w) = x w1^k1 w2^k2`` fit to y = 0 at w = 0: ``1 / (2 max k)``."""
-  x = jax.random.normal(jax.random.key(0), (1000,))
+def normal_crossing(key: PRNGKey, exponents: tuple[int, int],
+                    scale: float = 1.0) -> KnownCase:
+  """``f(x; w) = x w1^k1 w2^k2`` fit to y = 0 at w = 0: ``1 / (2 max k)``.
+
+  Args:
+    key: PRNG key for the 1000 standard normal inputs x.
+    exponents: (k1, k2).
+    scale: multiplies the number of draws.
+
+  Returns:
+    The case, with the exact finite-temperature expectation.
+  """
+  x = jax.random.normal(key, (1000,))
   k = jnp.asarray(exponents, jnp.float32)
 
   def loss_fn(w, x_B):
@@ -144,14 +112,25 @@ def normal_crossing(exponents: tuple[int, int], scale: float = 1.0) -> KnownCase
       params=jnp.zeros(2), data=x,
       true_llc=theory.normal_crossing_llc(list(exponents)), cfg=cfg,
       rel_tol=0.15, std_tol=3.5,
-      finite_temp=gibbs_expectation_2d(exponents, cfg.nbeta * second_moment,
-                                       cfg.localization))
+      finite_temp=theory.gibbs_expectation_2d(
+          exponents, cfg.nbeta * second_moment, cfg.localization))
 
 
-def reduced_rank_regression(m: int, h: int, n_out: int,
+def reduced_rank_regression(key: PRNGKey, m: int, h: int, n_out: int,
                             scale: float = 1.0) -> KnownCase:
-  """Linear net ``B A x`` (A: h×m, B: n_out×h) at the zero map, true rank 0."""
-  x = jax.random.normal(jax.random.key(0), (1000, m))
+  """Linear net ``B A x`` (A: h×m, B: n_out×h) at the zero map, true rank 0.
+
+  Args:
+    key: PRNG key for the 1000 standard normal inputs x (m-dimensional).
+    m: input dimension.
+    h: hidden dimension.
+    n_out: output dimension.
+    scale: multiplies the number of draws.
+
+  Returns:
+    The case (Aoyagi-Watanabe coefficient at rank 0).
+  """
+  x = jax.random.normal(key, (1000, m))
 
   def loss_fn(w, x_BxM):
     return 0.5 * jnp.mean(jnp.sum(jnp.square(x_BxM @ w["A"].T @ w["B"].T), -1))
@@ -165,17 +144,30 @@ def reduced_rank_regression(m: int, h: int, n_out: int,
       rel_tol=0.25)
 
 
-def lazy_random_features(p: int, width: int, num_train: int,
+def lazy_random_features(key: PRNGKey, p: int, width: int, num_train: int,
                          init_scale: float, step_size: float,
                          scale: float = 1.0) -> KnownCase:
   """The quadratic net with W frozen (a restricted LLC over V), plain MSE.
 
   V* is the least-squares fit, so the loss is quadratic in V with Hessian
   rank ``p min(K, n)``: the coefficient is ``p min(K, n) / 2`` (Thm 5.2).
+
+  Args:
+    key: PRNG key, split for the training split and the initial W.
+    p: modulus.
+    width: hidden width K.
+    num_train: number of training pairs n.
+    init_scale: scale of the (frozen) initial W.
+    step_size: SGLD step size.
+    scale: multiplies the number of draws.
+
+  Returns:
+    The case, with a mask that moves V only.
   """
+  key_data, key_init = jax.random.split(key)
   data = data_lib.modular_arithmetic(
-      jax.random.key(0), DataConfig(p=p, num_train=num_train)).train
-  params = model.init(jax.random.key(1),
+      key_data, DataConfig(p=p, num_train=num_train)).train
+  params = model.init(key_init,
                       ModelConfig(p=p, width=width, init_scale=init_scale))
   w_DxK = np.asarray(params["W"], np.float64).T
   phi_NxK = np.square(w_DxK[np.asarray(data.pairs[:, 0])]
@@ -193,15 +185,52 @@ def lazy_random_features(p: int, width: int, num_train: int,
       rel_tol=0.10, mask=lambda path, _: "V" in path)
 
 
-def all_cases(scale: float = 1.0) -> list[KnownCase]:
-  """SPEC §5's public validation cases; ``scale`` multiplies the draws."""
-  return [
-      isotropic_quadratic(20, scale),
-      normal_crossing((1, 1), scale),
-      normal_crossing((1, 2), scale),
-      normal_crossing((2, 3), scale),
-      reduced_rank_regression(5, 3, 5, scale),
-      reduced_rank_regression(4, 3, 8, scale),
-      lazy_random_features(7, 8, 20, 2.0, 5e-5, scale),
-      lazy_random_features(5, 16, 10, 3.0, 1e-5, scale),
-  ]
+# name -> factory(key, scale); names equal the built cases' ``name``.
+CASES: dict[str, Callable[[PRNGKey, float], KnownCase]] = {
+    "isotropic_quadratic_d20":
+        lambda key, scale: isotropic_quadratic(20, scale),
+    "normal_crossing_11": functools.partial(normal_crossing, exponents=(1, 1)),
+    "normal_crossing_12": functools.partial(normal_crossing, exponents=(1, 2)),
+    "normal_crossing_23": functools.partial(normal_crossing, exponents=(2, 3)),
+    "rrr_5_3_5": functools.partial(reduced_rank_regression, m=5, h=3, n_out=5),
+    "rrr_4_3_8": functools.partial(reduced_rank_regression, m=4, h=3, n_out=8),
+    "lazy_rf_p7_K8_n20": functools.partial(
+        lazy_random_features, p=7, width=8, num_train=20, init_scale=2.0,
+        step_size=5e-5),
+    "lazy_rf_p5_K16_n10": functools.partial(
+        lazy_random_features, p=5, width=16, num_train=10, init_scale=3.0,
+        step_size=1e-5),
+}
+
+
+def make_case(name: str, key: PRNGKey, scale: float = 1.0) -> KnownCase:
+  """Builds the public case ``name`` (a key of ``CASES``).
+
+  Args:
+    name: case name, e.g. ``"normal_crossing_12"``.
+    key: PRNG key for whatever the case draws (unused by deterministic ones).
+    scale: multiplies the number of draws.
+
+  Returns:
+    The case.
+
+  Raises:
+    ValueError: if name is not a key of ``CASES``.
+  """
+  if name not in CASES:
+    raise ValueError(f"name={name!r} is invalid: must be one of {tuple(CASES)}")
+  return CASES[name](key, scale=scale)
+
+
+def all_cases(key: PRNGKey, scale: float = 1.0) -> list[KnownCase]:
+  """SPEC §5's public validation cases; ``scale`` multiplies the draws.
+
+  Args:
+    key: PRNG key, split into one key per case (in ``CASES`` order).
+    scale: multiplies the number of draws.
+
+  Returns:
+    One ``KnownCase`` per entry of ``CASES``.
+  """
+  keys = jax.random.split(key, len(CASES))
+  return [make_case(name, k, scale) for name, k in zip(CASES, keys)]

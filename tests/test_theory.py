@@ -145,7 +145,7 @@ def test_gaussian_rank_matches_jacobian(d, m, K):
   params = _random_params(d * 1000 + m * 10 + K, K, d, m)
   x_NxD = _gaussian_inputs(d + m + K, d)
   res = theory.jacobian_rank(
-      lambda q: theory.quadratic_net_outputs(q, x_NxD), params)
+      lambda q: model.apply_one_hot(q, x_NxD), params)
   _assert_rank(res, theory.gaussian_rank(d, m, K))
 
 
@@ -232,7 +232,7 @@ def test_lazy_gaussian_matches_jacobian(d, m, K, n):
   x_NxD = jnp.asarray(rng.normal(size=(n, d)))
   w_KxD = rng.normal(size=(K, d))
   res = theory.jacobian_rank(
-      lambda v: theory.quadratic_net_outputs({"W": w_KxD, "V": v}, x_NxD),
+      lambda v: model.apply_one_hot({"W": w_KxD, "V": v}, x_NxD),
       rng.normal(size=(m, K)))
   _assert_rank(res,
                2 * theory.lazy_random_features_llc(m, K, n, "gaussian", d=d))

@@ -1,5 +1,7 @@
-"""Tests for slt_jax.train: learning, shapes, compilation, seeds, resumption."""
+"""Tests for slt_jax.train: learning, shapes, compilation, seeds, resumption,
+early stopping."""
 
+import dataclasses
 import os
 
 import chex
@@ -16,6 +18,14 @@ MODEL_CFG = ModelConfig(p=P, width=K)
 # Shared by most tests so that the compiled chunk is reused between them.
 CFG = TrainConfig(lr=1e-2, batch_size=8, num_steps=300, log_every=10,
                   ckpt_every=50, chunk_steps=100)
+# Early stopping: at p=11 with 100 training pairs, seed 1 reaches val acc 0.4
+# twice in a row at step 140 with lr 1e-2 and at step 260 with lr 3e-3.
+STOP_P, STOP_K = 11, 64
+STOP_MODEL_CFG = ModelConfig(p=STOP_P, width=STOP_K)
+STOP_CFG = TrainConfig(lr=3e-3, batch_size=16, num_steps=600, log_every=20,
+                       ckpt_every=100, chunk_steps=200, stop_acc=0.4,
+                       stop_patience=2)
+STOP_GRID = {"seed_ids": [1], "lrs": [1e-2, 3e-3]}
 
 
 @pytest.fixture(scope="module")
@@ -24,12 +34,26 @@ def tiny_data() -> data.ModularData:
                                                                 num_train=30))
 
 
+@pytest.fixture(scope="module")
+def stop_data() -> data.ModularData:
+  return data.modular_arithmetic(jax.random.key(10),
+                                 DataConfig(p=STOP_P, num_train=100))
+
+
+@pytest.fixture(scope="module")
+def stop_grid(stop_data) -> train.TrainResult:
+  """The 2-run early-stopping grid (stops at steps 140 and 260)."""
+  return train.train(jax.random.key(0), stop_data, STOP_MODEL_CFG, STOP_CFG,
+                     progress=False, **STOP_GRID)
+
+
 def _assert_results_equal(a: train.TrainResult, b: train.TrainResult, **tol):
   """Equality (default exact) of everything but the timing."""
   assert_fn = (chex.assert_trees_all_close if tol
                else chex.assert_trees_all_equal)
   np.testing.assert_array_equal(a.ckpt_steps, b.ckpt_steps)
   np.testing.assert_array_equal(a.log_steps, b.log_steps)
+  np.testing.assert_array_equal(a.stop_step, b.stop_step)
   assert_fn(a.checkpoints, b.checkpoints, **tol)
   assert_fn(a.final_params, b.final_params, **tol)
   assert_fn(a.metrics, b.metrics, **tol)
@@ -164,7 +188,8 @@ def test_vmapped_seeds_match_separate_runs(key, tiny_data):
     picked = together._replace(
         checkpoints=jax.tree.map(lambda x: x[s:s + 1], together.checkpoints),
         final_params=jax.tree.map(lambda x: x[s:s + 1], together.final_params),
-        metrics={k: v[s:s + 1] for k, v in together.metrics.items()})
+        metrics={k: v[s:s + 1] for k, v in together.metrics.items()},
+        stop_step=together.stop_step[s:s + 1])
     # vmapped and unbatched XLA kernels may round differently.
     _assert_results_equal(picked, alone, rtol=1e-4, atol=1e-5)
 
@@ -229,6 +254,7 @@ def test_resume_ignores_state_of_other_setup(key, tiny_data, tmp_path):
     ({"seeds": 3, "seed_ids": [0, 1]}, "seed_ids"),
     ({"max_chunks": -1}, "max_chunks=-1"),
     ({"max_chunks": 0}, "ran no chunk"),  # and no saved state to load.
+    ({"num_trains": [7]}, "batch_size=8 exceeds the training set of 7 pairs"),
 ])
 def test_bad_train_arguments_raise(key, tiny_data, kwargs, match):
   with pytest.raises(ValueError, match=match):
@@ -259,7 +285,144 @@ def test_model_data_p_mismatch_raises(key, tiny_data):
     ({"batch_size": 0}, "batch_size=0"),
     ({"loss": "l1"}, "loss='l1'"),
     ({"optimizer": "lbfgs"}, "optimizer='lbfgs'"),
+    ({"stop_acc": 0.0}, "stop_acc=0.0"),
+    ({"stop_acc": 1.5}, "stop_acc=1.5"),
+    ({"stop_patience": 0}, "stop_patience=0"),
+    ({"stop_check_every": 15, "log_every": 10, "ckpt_every": 50,
+      "chunk_steps": 100}, "stop_check_every=15"),
 ])
 def test_bad_train_config_raises(kwargs, match):
   with pytest.raises(ValueError, match=match):
     TrainConfig(**kwargs)
+
+
+def test_batch_larger_than_train_set_message(key):
+  small = data.modular_arithmetic(key, DataConfig(p=P, num_train=24))
+  with pytest.raises(ValueError, match="batch_size=10000 exceeds the training "
+                     "set of 24 pairs"):
+    train.train(key, small, MODEL_CFG,
+                TrainConfig(batch_size=10_000, num_steps=100, log_every=10,
+                            ckpt_every=50, chunk_steps=100), progress=False)
+
+
+def test_no_stop_rule_is_unchanged(key, tiny_data):
+  # A rule that never fires must not change a bit: the masked update selects
+  # the unmasked values. (stop_acc=None traces no rule at all; it was checked
+  # bit-identical to the code before early stopping existed.)
+  plain = train.train(key, tiny_data, MODEL_CFG, CFG, seeds=2, progress=False)
+  never = dataclasses.replace(CFG, stop_acc=1.0, stop_patience=1000)
+  ruled = train.train(key, tiny_data, MODEL_CFG, never, seeds=2,
+                      progress=False)
+  np.testing.assert_array_equal(plain.stop_step, [-1, -1])
+  _assert_results_equal(plain, ruled)
+  chex.assert_trees_all_equal(plain.stop_params, plain.final_params)
+
+
+def test_early_stop_grid_matches_separate_runs(stop_data, stop_grid):
+  num_runs, p, k = 2, STOP_P, STOP_K
+  np.testing.assert_array_equal(stop_grid.stop_step, [140, 260])
+  chex.assert_shape(stop_grid.stop_step, (num_runs,))
+  chex.assert_shape(stop_grid.stop_params["W"], (num_runs, k, 2 * p))
+  chex.assert_shape(stop_grid.stop_params["V"], (num_runs, p, k))
+  for r, lr in enumerate(STOP_GRID["lrs"]):
+    alone = train.train(jax.random.key(0), stop_data, STOP_MODEL_CFG,
+                        STOP_CFG, seed_ids=[1], lrs=[lr], progress=False)
+    np.testing.assert_array_equal(alone.stop_step, stop_grid.stop_step[r:r + 1])
+    chex.assert_trees_all_close(
+        alone.stop_params,
+        jax.tree.map(lambda x: x[r:r + 1], stop_grid.stop_params),
+        rtol=1e-4, atol=1e-5)
+    # The single run ends with its own chunk; the grid's run agrees so far.
+    num_logged, num_ckpts = len(alone.log_steps), len(alone.ckpt_steps)
+    chex.assert_trees_all_close(
+        alone.metrics,
+        {k: v[r:r + 1, :num_logged] for k, v in stop_grid.metrics.items()},
+        rtol=1e-4, atol=1e-5)
+    chex.assert_trees_all_close(
+        alone.checkpoints,
+        jax.tree.map(lambda x: x[r:r + 1, :num_ckpts], stop_grid.checkpoints),
+        rtol=1e-4, atol=1e-5)
+
+
+def test_loop_ends_when_all_runs_stopped(stop_grid):
+  # The last run stops at step 260, in the second chunk of 200 steps.
+  assert stop_grid.log_steps[-1] == 400 < STOP_CFG.num_steps
+  np.testing.assert_array_equal(stop_grid.ckpt_steps, [100, 200, 300, 400])
+  chex.assert_shape(stop_grid.checkpoints["W"],
+                    (2, 4, STOP_K, 2 * STOP_P))
+  chex.assert_shape(stop_grid.metrics["val_acc"], (2, 21))
+  # After its stop a run is frozen: checkpoints and metrics repeat.
+  for r, step in enumerate(stop_grid.stop_step):
+    after = stop_grid.ckpt_steps >= step
+    for leaf, stopped in zip(jax.tree.leaves(stop_grid.checkpoints),
+                             jax.tree.leaves(stop_grid.stop_params)):
+      for c in np.flatnonzero(after):
+        np.testing.assert_array_equal(leaf[r, c], stopped[r])
+    at = int(np.flatnonzero(stop_grid.log_steps == step)[0])
+    for name in train.METRIC_NAMES:
+      curve = stop_grid.metrics[name][r]
+      np.testing.assert_array_equal(curve[at:], curve[at])
+    assert stop_grid.metrics["val_acc"][r, at] >= STOP_CFG.stop_acc
+    assert stop_grid.metrics["val_acc"][r, at - 1] >= STOP_CFG.stop_acc
+    assert stop_grid.metrics["val_acc"][r, at - 2] < STOP_CFG.stop_acc
+
+
+def test_stop_check_every_spaces_the_checks(stop_data):
+  cfg = dataclasses.replace(STOP_CFG, stop_check_every=40)
+  result = train.train(jax.random.key(0), stop_data, STOP_MODEL_CFG, cfg,
+                       progress=False, **STOP_GRID)
+  # Checks at 40, 80, ...: the lr 1e-2 run (>= 0.4 from step 120) stops at
+  # 160, not 140.
+  np.testing.assert_array_equal(result.stop_step % 40, [0, 0])
+  assert result.stop_step[0] == 160
+
+
+def test_early_stop_resume_matches(stop_data, stop_grid, tmp_path):
+  out_dir = str(tmp_path / "run")
+  first = train.train(jax.random.key(0), stop_data, STOP_MODEL_CFG, STOP_CFG,
+                      out_dir=out_dir, max_chunks=1, progress=False,
+                      **STOP_GRID)
+  np.testing.assert_array_equal(first.stop_step, [140, -1])
+  rest = train.train(jax.random.key(0), stop_data, STOP_MODEL_CFG, STOP_CFG,
+                     out_dir=out_dir, progress=False, **STOP_GRID)
+  _assert_results_equal(rest, stop_grid)
+  # All runs stopped: a further call trains nothing.
+  again = train.train(jax.random.key(0), stop_data, STOP_MODEL_CFG, STOP_CFG,
+                      out_dir=out_dir, max_chunks=0, progress=False,
+                      **STOP_GRID)
+  _assert_results_equal(again, stop_grid)
+
+
+def test_saved_state_is_one_file_per_chunk(key, tiny_data, tmp_path):
+  out_dir = str(tmp_path / "run")
+  train.train(key, tiny_data, MODEL_CFG, CFG, out_dir=out_dir, progress=False)
+  chunk_dir = os.path.join(out_dir, train.CHUNKS_DIR)
+  names = sorted(os.listdir(chunk_dir))
+  assert names == [f"chunk_{i:05d}.npz" for i in range(3)]
+  sizes = {os.path.getsize(os.path.join(chunk_dir, n)) for n in names}
+  assert len(sizes) == 1  # Constant I/O per chunk, not growing.
+  train.remove_saved_state(out_dir)
+  assert os.listdir(out_dir) == []
+
+
+def test_corrupt_saved_state_raises_naming_file(key, tiny_data, tmp_path):
+  out_dir = str(tmp_path / "run")
+  train.train(key, tiny_data, MODEL_CFG, CFG, out_dir=out_dir, max_chunks=2,
+              progress=False)
+  chunk = os.path.join(out_dir, train.CHUNKS_DIR, "chunk_00001.npz")
+  with open(chunk, "r+b") as f:
+    f.truncate(os.path.getsize(chunk) // 2)
+  with pytest.raises(ValueError, match="chunk_00001.npz is unreadable"):
+    train.train(key, tiny_data, MODEL_CFG, CFG, out_dir=out_dir,
+                progress=False)
+  assert os.path.exists(chunk)  # Nothing is deleted.
+  os.remove(chunk)
+  with pytest.raises(ValueError, match="chunk_00001.npz is unreadable"):
+    train.train(key, tiny_data, MODEL_CFG, CFG, out_dir=out_dir,
+                progress=False)
+  state = os.path.join(out_dir, train.STATE_FILE)
+  with open(state, "wb") as f:
+    f.write(b"not an npz")
+  with pytest.raises(ValueError, match="train_state.npz is unreadable"):
+    train.train(key, tiny_data, MODEL_CFG, CFG, out_dir=out_dir,
+                progress=False)
