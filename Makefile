@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 BENCH_VENV := .venv-bench
 BENCH_BIN := $(BENCH_VENV)/bin
 
-.PHONY: test demo bench clean
+.PHONY: test demo bench paper clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -32,6 +32,11 @@ test: $(VENV)/.installed-test
 
 demo: $(VENV)/.installed
 	$(BIN)/python -m experiments.llc_over_training --quick
+
+# Every figure at paper size (both protocols where they differ), resumable:
+# rerun after an interruption to continue. Writes figures/paper/.
+paper: $(VENV)/.installed
+	$(BIN)/python -m experiments.paper
 
 bench: $(BENCH_VENV)/.installed-bench
 	$(BENCH_BIN)/python -m experiments.bench --quick

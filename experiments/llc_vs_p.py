@@ -14,7 +14,7 @@ point by point, and the closed forms of ``slt_jax.theory``. Writes
 ``DIR/results.json`` and ``DIR/llc_vs_p.png`` (``--replot`` redraws it).
 
     python -m experiments.llc_vs_p --quick                 # p = 53, 67, 79, 97; K = 1000
-    python -m experiments.llc_vs_p --paper --protocol both # p = 53..97; K = 600, 1000, 1024, 1400
+    python -m experiments.llc_vs_p --paper --protocol both # p = 53..97; K = 600, 1000, 1400 (+1024, authors)
 
 Runtimes (2 CPU cores) are in ``figures/paper/README.md``, measured. Every
 point resumes from the run store and ``DIR/points/`` after an interruption.
@@ -69,8 +69,7 @@ CONFIGS = {
                         train_frac=0.5, smoke=True),
     "quick": ScanConfig(series=(1000,), xs=(53, 67, 79, 97), num_steps=6000),
     "default": ScanConfig(series=(600, 1000, 1400), xs=PRIMES),
-    # K = 1024 is the width of the authors' committed p-sweep.
-    "paper": ScanConfig(series=(600, 1000, 1024, 1400), xs=PRIMES),
+    "paper": ScanConfig(series=(600, 1000, 1400), xs=PRIMES),
 }
 
 
@@ -353,6 +352,39 @@ def print_summary(results: dict) -> None:
           f"{c['max_abs_rel_diff']:.3f} over {len(c['points'])} points")
 
 
+def paper_rows(results: dict) -> list[dict]:
+  """Rows of ``figures/paper/README.md``: slopes per protocol and series
+  (paper SGLD window), then the authors' committed values point by point."""
+  rows = []
+  series = results["series_name"]
+  for proto_name, fits in results["fits"].items():
+    for fixed, fit in fits.items():
+      settled = results["fits_settled"][proto_name][fixed]
+      rows.append({"protocol": proto_name,
+                   "quantity": f"slope at {series}={fixed} (R² {fit['r2']:.3f}"
+                               f"; settled: {settled['slope']:.3g})"
+                   if fit["slope"] is not None else f"slope at {series}={fixed}",
+                   "ours": fit["slope"], "paper": fit["paper_slope"],
+                   "match": fit["slope_matches"]})
+  for c in results["authors_committed"]:
+    for point in c["points"]:
+      x = results["axis"]
+      rows.append({"protocol": c["protocol"],
+                   "quantity": f"final LLC at {x}={point[x]}, "
+                               f"{series}={c[series]} (authors' committed)",
+                   "ours": point["ours"], "paper": point["authors"],
+                   "match": abs(point["rel_diff"]) <= 0.05})
+    if c["fit_ours"] is not None:
+      rows.append({"protocol": c["protocol"],
+                   "quantity": f"slope through the committed {results['axis']}"
+                               " values (ours vs authors')",
+                   "ours": c["fit_ours"]["slope"],
+                   "paper": c["fit_authors"]["slope"],
+                   "match": abs(c["fit_ours"]["slope"]
+                                / c["fit_authors"]["slope"] - 1) <= 0.05})
+  return rows
+
+
 def add_flags(parser) -> None:
   """``--protocol`` and ``--runs``."""
   parser.add_argument("--protocol", default="recipe",
@@ -364,12 +396,16 @@ def main(argv=None) -> dict:
   args, mode = common.parse_mode(__doc__, add_flags, argv)
   cfg = CONFIGS[mode]
   names = protocols.parse(args.protocol)
-  committed = [("authors", 1024, protocols.AUTHORS_P_SWEEP_K1024)]
+  extra, committed = (), []
+  if mode == "paper" and "authors" in names:
+    # K = 1024 is the width of the authors' committed p-sweep.
+    extra = ((protocol_for("authors", cfg), 1024, cfg.xs),)
+    committed = [("authors", 1024, protocols.AUTHORS_P_SWEEP_K1024)]
   results = common.compute_then_plot(
       NAME, args,
       lambda: compute_scan(NAME, "p", cfg, names, PAPER_SLOPES, args.seed,
                            common.output_dir(NAME, args.out), args.runs,
-                           committed),
+                           committed, extra),
       plot_scan)
   print_summary(results)
   return results

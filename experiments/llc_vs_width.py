@@ -25,6 +25,7 @@ import dataclasses
 from experiments import common, llc_vs_p, protocols
 
 NAME = "llc_vs_width"
+paper_rows = llc_vs_p.paper_rows
 WIDTHS = (200, 400, 600, 800, 1000, 1200, 1400, 1600)
 PAPER_SLOPES = {53: 2.65, 61: 3.28, 71: 4.02}
 CONFIGS = {

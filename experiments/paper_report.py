@@ -1,0 +1,75 @@
+"""``figures/paper/README.md``: one table of every paper-size number.
+
+Each figure module that runs in ``make paper`` has ``paper_rows(results) ->
+list[dict]`` turning its ``results.json`` into rows ``{quantity, protocol,
+ours, paper, match}``; this module adds the command and the measured wall
+time (``figures/paper/timings.json``) and writes the table. Nothing here
+computes a number: it only reads what the experiments wrote.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import platform
+
+from slt_jax import io
+
+
+def _fmt(value) -> str:
+  if value is None:
+    return "—"
+  if isinstance(value, bool):
+    return "yes" if value else "**no**"
+  if isinstance(value, float):
+    return f"{value:,.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
+  return str(value)
+
+
+def cpu_model() -> str:
+  """The CPU model name (from /proc/cpuinfo on Linux)."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine()
+
+
+def write_readme(paper_dir: str) -> str:
+  """Writes ``paper_dir/README.md`` from the figures' results; returns it."""
+  from experiments import paper  # the figure list lives there.
+  timings_path = os.path.join(paper_dir, "timings.json")
+  timings = io.load_json(timings_path) if os.path.exists(timings_path) else {}
+  lines = ["# The paper at paper size", "",
+           "Written by `python -m experiments.paper` (`make paper`) from each "
+           "figure's `results.json`; every number below is in those files. "
+           f"Machine: {os.cpu_count()} CPU cores, {cpu_model()}.", "",
+           "| figure | command | wall time | protocol | quantity | ours | "
+           "paper | match |", "|---|---|---|---|---|---|---|---|"]
+  total = 0.0
+  for name, flags in paper.FIGURES:
+    path = os.path.join(paper_dir, name, "results.json")
+    timing = timings.get(name, {})
+    seconds = timing.get("seconds")
+    total += seconds or 0.0
+    wall = f"{seconds / 60:.1f} min" if seconds else "—"
+    cmd = f"`python -m experiments.{name} --paper {' '.join(flags)}`".replace(
+        "  ", " ")
+    if not os.path.exists(path):
+      lines.append(f"| {name} | {cmd} | {wall} | | not run yet | | | |")
+      continue
+    module = importlib.import_module(f"experiments.{name}")
+    rows = module.paper_rows(io.load_json(path))
+    for i, row in enumerate(rows):
+      lines.append("| " + " | ".join([
+          name if i == 0 else "", cmd if i == 0 else "", wall if i == 0 else "",
+          row.get("protocol", ""), row["quantity"], _fmt(row.get("ours")),
+          _fmt(row.get("paper")), _fmt(row.get("match"))]) + " |")
+  lines += ["", f"Total wall time of the figures above: {total / 60:.1f} "
+            "minutes (each figure's last complete run; see timings.json)."]
+  readme = os.path.join(paper_dir, "README.md")
+  io.atomic_write(readme, lambda f: f.write("\n".join(lines).encode() + b"\n"))
+  return readme
