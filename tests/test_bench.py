@@ -11,13 +11,15 @@ import os
 import numpy as np
 import pytest
 
-from experiments import bench
+from experiments.bench import __main__ as bench
+from experiments.bench import workload
 from slt_jax import io
 from slt_jax.config import SGLDConfig
 
-TINY = bench.BenchConfig(
+TINY = workload.BenchConfig(
     p=7, width=16, train_frac=0.6, num_train=None, train_steps=40,
-    checkpoints=(2,),
+    checkpoints=(2,), grid_checkpoints=1, grid_step_sizes=(5e-4, 1e-3),
+    grid_localizations=(5.0,),
     sgld=SGLDConfig(step_size=1e-3, nbeta=8 / math.log(8), localization=5.0,
                     num_chains=2, num_draws=10, num_burnin=4, batch_size=8),
     scaling_burnin=2, scaling_draws=6, scaling_points=(2,), chunk_points=2,
@@ -25,8 +27,8 @@ TINY = bench.BenchConfig(
     train_seeds=(2,), train_chunk_steps=5, torch_train_steps=5,
     matmul_sizes=(32,), repeats=2)
 KEYS = ("config", "load_average", "baselines", "reference", "llc",
-        "agreement", "roofline", "scaling", "training", "max_rss_bytes",
-        "wall_seconds", "environment")
+        "agreement", "settings_grid", "roofline", "scaling", "training",
+        "max_rss_bytes", "wall_seconds", "environment")
 
 
 def _finite(x) -> bool:
@@ -40,7 +42,7 @@ def _finite(x) -> bool:
 
 
 def _run(tmp_path, monkeypatch, capsys, extra):
-  monkeypatch.setattr(bench, "get_config", lambda quick: TINY)
+  monkeypatch.setattr(workload, "get_config", lambda quick: TINY)
   out = str(tmp_path / "bench")
   bench.main(["--out", out, "--device-report"] + extra)
   results = io.load_json(os.path.join(out, "results.json"))
@@ -49,15 +51,16 @@ def _run(tmp_path, monkeypatch, capsys, extra):
 
 
 def test_config_validation():
-  assert bench.get_config(True).checkpoints == (1, 10)
-  assert bench.get_config(False).checkpoints == (1, 10, 50)
-  assert bench.get_config(False).sgld.resolve_nbeta(1123) == pytest.approx(
+  assert workload.get_config(True).checkpoints == (1, 10)
+  assert workload.get_config(True).grid_checkpoints == 1
+  assert workload.get_config(False).checkpoints == (1, 10, 50)
+  assert workload.get_config(False).sgld.resolve_nbeta(1123) == pytest.approx(
       26.38, abs=0.01)
-  assert bench._data_config(bench.get_config(True)).train_size == 1123
+  assert workload.data_config(workload.get_config(True)).train_size == 1123
   with pytest.raises(ValueError, match="train_steps=45"):
-    bench.BenchConfig(train_steps=45, checkpoints=(1, 10))
-  np.testing.assert_array_equal(bench._spread(50, 10), np.arange(4, 50, 5))
-  np.testing.assert_array_equal(bench._spread(50, 1), [49])
+    workload.BenchConfig(train_steps=45, checkpoints=(1, 10))
+  np.testing.assert_array_equal(workload.spread(50, 10), np.arange(4, 50, 5))
+  np.testing.assert_array_equal(workload.spread(50, 1), [49])
 
 
 def test_bench_jax_parts(tmp_path, monkeypatch, capsys):
@@ -90,10 +93,40 @@ def test_bench_jax_parts(tmp_path, monkeypatch, capsys):
     assert row["memory"]["peak_bytes"] > 0
   assert [r["devices"] for r in scaling["devices"]] == [2]
   assert scaling["devices"][0]["chunk"] == 2
-  assert set(results["training"]["slt_jax"]) == {"2"}
+  training = results["training"]
+  assert set(training["slt_jax"]) == {"2"}
+  assert training["flops_per_step"] == 14 * 8 * 16 * 7
+  assert training["slt_jax"]["2"]["model_gflops_per_second"] > 0
+  assert training["vmap_speedup"] == 1.0
+  grid = results["settings_grid"]
+  assert grid["settings"]["step_size"] == [5e-4, 1e-3]
+  assert grid["chain_steps"] == 2 * 1 * 2 * 14
+  assert grid["one_call"]["program_compiles"] == 1
+  assert grid["separate_calls"]["program_compiles"] == 2
+  assert grid["separate_calls"]["calls"] == 2
+  for row in (grid["one_call"], grid["separate_calls"]):
+    assert row["wall_seconds"] > 0 and row["steady_steps_per_second"] > 0
+  assert grid["max_abs_difference"] < 1e-3
   assert report["llc_steps_per_s"].keys() == {"2"}
+  assert report["settings_grid"]["compiles"] == [1, 2]
+  for name in ("llc_speed.png", "scaling.png"):
+    path = os.path.join(out, name)
+    assert os.path.getsize(path) > 0
+    os.remove(path)
+  bench.main(["--out", out, "--replot"])
+  for name in ("llc_speed.png", "scaling.png"):
+    assert os.path.getsize(os.path.join(out, name)) > 0
+
+
+def test_bench_only_settings_grid(tmp_path, monkeypatch, capsys):
+  out, results, report = _run(tmp_path, monkeypatch, capsys,
+                              ["--no-torch", "--only", "settings_grid"])
+  assert results["config"]["parts"] == ["settings_grid"]
+  for key in ("llc", "roofline", "scaling", "training"):
+    assert key not in results and key not in report
+  assert results["settings_grid"]["one_call"]["program_compiles"] == 1
   assert os.path.getsize(os.path.join(out, "llc_speed.png")) > 0
-  assert os.path.getsize(os.path.join(out, "scaling.png")) > 0
+  assert not os.path.exists(os.path.join(out, "scaling.png"))
 
 
 def test_bench_torch_parts(tmp_path, monkeypatch, capsys):
@@ -119,7 +152,7 @@ def test_bench_torch_parts(tmp_path, monkeypatch, capsys):
 
 def test_torch_models_match_jax():
   torch = pytest.importorskip("torch")
-  from experiments import bench_torch
+  from experiments.bench import torch_baselines as bench_torch
   import jax
   from slt_jax import data, losses, model
   from slt_jax.config import DataConfig, ModelConfig
