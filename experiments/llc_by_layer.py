@@ -1,8 +1,8 @@
 """Which layer carries the LLC drop at grokking, and the LLC on held-out pairs.
 
-Trains the Fig. 3 run (``llc_over_training.get_config``: same data, model,
-recipe and seeds) and estimates, at its checkpoints with the paper's SGLD
-settings, four LLC curves:
+Loads the Fig. 3 run from the run store (``llc_over_training.fig3_run``: the
+same run, trained once for every experiment that studies it) and estimates,
+at its checkpoints with the paper's SGLD settings, four LLC curves:
 
 * W and V moving, on the training pairs (the Fig. 3 curve);
 * W alone (V frozen at w*; ``mask=lambda path, _: "W" in path``);
@@ -18,20 +18,23 @@ settings, four LLC curves:
 The restricted LLCs are LLCs of the restricted models (one layer moving);
 they need not add up to the joint one. The drop of each curve (peak minus
 final value, after memorisation) is reported with its share of the joint
-drop. Writes ``DIR/results.json`` and ``DIR/llc_by_layer.png``.
+drop. Writes ``DIR/results.json`` and ``DIR/llc_by_layer.png`` (``--replot``
+redraws it from ``results.json``).
 
-    python -m experiments.llc_by_layer --quick   # every 2nd checkpoint
-    python -m experiments.llc_by_layer           # 3 seeds, all checkpoints
-    python -m experiments.llc_by_layer --paper   # Fig. 3 caption settings
+    python -m experiments.llc_by_layer --quick   # recipe, every 2nd checkpoint
+    python -m experiments.llc_by_layer           # recipe, 3 seeds
+    python -m experiments.llc_by_layer --paper   # the Fig. 3 caption's run
 
-Expected runtime on 2 CPU cores: ``--quick`` (p=53, K=1024, one seed,
-8000 steps, 16 checkpoints x 4 curves) about 2 minutes; default (3 seeds,
-10k steps, 40 checkpoints) about 12 minutes; ``--paper`` about 20 minutes,
-a few minutes on one GPU. Training and sweeps resume from ``DIR/*.npz``.
+``--quick`` (recipe, one seed, 16 checkpoints × 4 curves) took 2.1 min on 2
+idle CPU cores (figures/README.md, 2026-11-29); ``--paper`` (the caption's
+16000 steps, 32 checkpoints × 4 curves, ~230k SGLD chain-steps: ~4 min at
+the ~1000 chain-steps/s measured there) is timed in
+``figures/paper/README.md``. Chains resume from ``DIR/chains/``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 
@@ -39,8 +42,7 @@ import jax
 import numpy as np
 
 from experiments import common, llc_over_training
-from slt_jax import data as data_lib
-from slt_jax import metrics, plotting, train
+from slt_jax import metrics, plotting
 
 NAME = "llc_by_layer"
 # name -> (mask, split the chains see).
@@ -52,83 +54,113 @@ CURVES = {
 }
 
 
-def get_config(mode: str) -> dict:
-  """``llc_over_training``'s config plus ``llc_every`` (checkpoint stride)."""
-  return {**llc_over_training.get_config(mode),
-          "llc_every": 2 if mode == "quick" else 1}
+@dataclasses.dataclass(frozen=True)
+class LayerConfig:
+  """The run studied and where its LLC is estimated.
+
+  Attributes:
+    fig3: the Fig. 3 run and SGLD settings (``llc_over_training.CONFIGS``).
+    protocol: the run's protocol, ``recipe`` or ``authors``.
+    llc_every: the LLC at every ``llc_every``-th checkpoint.
+  """
+
+  fig3: llc_over_training.Fig3Config
+  protocol: str
+  llc_every: int
 
 
-def main(argv=None) -> dict:
-  args, mode = common.parse_mode(__doc__, argv=argv)
-  cfg = get_config(mode)
-  out_dir = common.output_dir(NAME, args.out)
-  key_data, key_train, key_llc = jax.random.split(jax.random.key(args.seed), 3)
+CONFIGS = {
+    "smoke": LayerConfig(llc_over_training.CONFIGS["smoke"], "recipe", 1),
+    "quick": LayerConfig(llc_over_training.CONFIGS["quick"], "recipe", 2),
+    "default": LayerConfig(llc_over_training.CONFIGS["default"], "recipe", 1),
+    "paper": LayerConfig(llc_over_training.CONFIGS["paper"], "authors", 1),
+}
+
+
+def compute(cfg: LayerConfig, seed: int, out_dir: str, store) -> dict:
+  """The four curves and their drops (see the module docstring)."""
   start = time.perf_counter()
-  data = data_lib.modular_arithmetic(key_data, cfg["data"])
-  run = train.train(key_train, data, cfg["model"], cfg["train"],
-                    seeds=cfg["seeds"], out_dir=out_dir,
-                    progress=mode != "smoke")
-  every = cfg["llc_every"]
-  idx = np.arange(every - 1, len(run.ckpt_steps), every)
+  run, data = llc_over_training.fig3_run(cfg.fig3, cfg.protocol, seed, store)
+  key_llc = llc_over_training.fig3_keys(seed)[2]
+  seeds = cfg.fig3.seeds
+  idx = np.arange(cfg.llc_every - 1, len(run.ckpt_steps), cfg.llc_every)
   steps = run.ckpt_steps[idx]
   ckpts = jax.tree.map(lambda x: x[:, idx], run.checkpoints)
-  loss_fn = common.loss_fn(cfg["train"].loss)
+  loss_fn = common.loss_fn(cfg.fig3.train_for(cfg.protocol).loss)
   mem = metrics.memorisation_step(run.log_steps, run.metrics["train_acc"])
-  gen = metrics.generalisation_step(run.log_steps, run.metrics["val_acc"])
   sweeps, summaries = {}, {}
   for i, (name, (mask, split)) in enumerate(CURVES.items()):
     sweeps[name] = common.llc_sweep(
         jax.random.fold_in(key_llc, i), loss_fn, ckpts,
-        data.train if split == "train" else data.val, cfg["sgld"],
-        os.path.join(out_dir, f"llc_{i}.npz"), mask=mask)
+        data.train if split == "train" else data.val, cfg.fig3.sgld,
+        os.path.join(out_dir, "chains", f"curve_{i}"), mask=mask)
     summaries[name] = [metrics.llc_curve_summary(
         steps, sweeps[name]["mean"][s], run.log_steps,
-        run.metrics["val_loss"][s], int(mem[s])) for s in range(cfg["seeds"])]
+        run.metrics["val_loss"][s], int(mem[s])) for s in range(seeds)]
     print(f"{name}: {np.round(sweeps[name]['mean'][0]).tolist()}", flush=True)
 
   def drop(name: str, s: int) -> float:
     return summaries[name][s]["peak_llc"] - summaries[name][s]["final_llc"]
 
   joint = list(CURVES)[0]
-  drops = {name: {"drop": [drop(name, s) for s in range(cfg["seeds"])],
+  drops = {name: {"drop": [drop(name, s) for s in range(seeds)],
                   "share_of_joint_drop": [drop(name, s) / drop(joint, s)
                                           if drop(joint, s) else None
-                                          for s in range(cfg["seeds"])]}
+                                          for s in range(seeds)]}
            for name in CURVES}
   mean_drop = {name: float(np.mean(d["drop"])) for name, d in drops.items()}
-  carrier = ("W" if mean_drop["W only, train pairs"]
-             > mean_drop["V only, train pairs"] else "V")
-
-  band = lambda name: (steps, sweeps[name]["mean"].mean(0),
-                       sweeps[name]["std"].mean(0))
-  panels = {"training pairs": {name: band(name) for name in list(CURVES)[:3]},
-            "validation pairs": {list(CURVES)[3]: band(list(CURVES)[3])}}
-  fig = plotting.plot_curve_panels(
-      panels, {"memorisation": float(np.median(mem)),
-               "generalisation": float(np.median(gen))}, ncols=2)
-  fig.suptitle(f"p={cfg['data'].p}, K={cfg['model'].width}, "
-               f"{cfg['seeds']} seed(s): LLC by layer and by data split",
-               y=1.02)
-  plotting.save_figure(fig, os.path.join(out_dir, f"{NAME}.png"), dpi=100)
-
-  payload = {
-      "mode": mode, "config": common.config_dict(
-          cfg["data"], cfg["model"], cfg["train"], cfg["sgld"]),
-      "seeds": cfg["seeds"], "llc_every": every, "log_steps": run.log_steps,
-      "metrics": run.metrics, "llc_steps": steps,
-      "memorisation_step": mem, "generalisation_step": gen,
+  return {
+      "config": dataclasses.asdict(cfg), "protocol": cfg.protocol,
+      "source": llc_over_training.SOURCES[cfg.protocol], "seeds": seeds,
+      "log_steps": run.log_steps, "metrics": run.metrics, "llc_steps": steps,
+      "memorisation_step": mem,
+      "generalisation_step": metrics.generalisation_step(
+          run.log_steps, run.metrics["val_acc"]),
       "num_train": data.num_train, "num_val": int(data.val.labels.shape[0]),
       "curves": sweeps, "summary": summaries, "drops": drops,
-      "drop_carried_by": carrier,
+      "mean_drop": mean_drop,
+      "drop_carried_by": ("W" if mean_drop["W only, train pairs"]
+                          > mean_drop["V only, train pairs"] else "V"),
       "paper_reference": {"joint_peak_llc": 4900, "joint_final_llc": 4300},
       "wall_seconds": time.perf_counter() - start}
-  common.write_results(out_dir, payload)
-  for name in CURVES:
-    s = summaries[name][0]
-    print(f"{name:28s}: peak {s['peak_llc']:.0f} at {s['peak_step']}, final "
-          f"{s['final_llc']:.0f}, drop {mean_drop[name]:.0f}")
-  print(f"the drop is carried mostly by {carrier}")
-  return payload
+
+
+def plot(results: dict, out_dir: str) -> None:
+  """``llc_by_layer.png`` from ``results``: training-pair curves beside the
+  validation-pair curve."""
+  steps = np.asarray(results["llc_steps"])
+  seed_mean = lambda name, key: np.asarray(
+      results["curves"][name][key], float).mean(0)
+  band = lambda name: (steps, seed_mean(name, "mean"), seed_mean(name, "std"))
+  names = list(results["curves"])
+  fig = plotting.plot_curve_panels(
+      {"training pairs": {name: band(name) for name in names[:3]},
+       "validation pairs": {names[3]: band(names[3])}},
+      {"memorisation": float(np.median(results["memorisation_step"])),
+       "generalisation": float(np.median(results["generalisation_step"]))},
+      ncols=2)
+  fig3 = results["config"]["fig3"]
+  fig.suptitle(f"{results['protocol']}: p={fig3['data']['p']}, "
+               f"K={fig3['model']['width']}, {results['seeds']} seed(s): LLC "
+               "by layer and by data split", y=1.02)
+  plotting.save_figure(fig, os.path.join(out_dir, f"{NAME}.png"), dpi=100)
+
+
+def main(argv=None) -> dict:
+  args, mode = common.parse_mode(__doc__, common.add_runs_flag, argv)
+  cfg = CONFIGS[mode]
+  results = common.compute_then_plot(
+      NAME, args,
+      lambda: {"mode": mode, **compute(cfg, args.seed,
+                                       common.output_dir(NAME, args.out),
+                                       args.runs)},
+      plot)
+  for name, s in results["summary"].items():
+    print(f"{name:28s}: peak {s[0]['peak_llc']:.0f} at {s[0]['peak_step']}, "
+          f"final {s[0]['final_llc']:.0f}, drop "
+          f"{results['mean_drop'][name]:.0f}")
+  print(f"the drop is carried mostly by {results['drop_carried_by']}")
+  return results
 
 
 if __name__ == "__main__":

@@ -1,14 +1,14 @@
 """What separates the paper's LLC (~4,400) from the generic r/2 (SPEC §3).
 
-On the Fig. 3 grokking run (``llc_over_training.get_config("quick")``: p=53,
-K=1024, the SPEC §1 recipe, one seed; resumed from
-``figures/llc_over_training/train_state.npz`` when that run exists) this
-measures at a few checkpoints:
+On the Fig. 3 grokking run (``llc_over_training.fig3_run`` of the quick
+config: p=53, K=1024, the SPEC §1 recipe, one seed, 8000 steps; loaded from
+the run store, so after ``llc_over_training --quick`` nothing is trained)
+this measures at a few checkpoints:
 
 * ``paper``: SGLD at the paper's settings (``PAPER_SGLD``: eps 5e-4, gamma 5,
   nbeta = 128 / ln 128 = 26.4, B 128, 3 chains x (100 + 500) steps);
-* ``settled``: the same sampler run to stationarity (llc_over_training's
-  settled config, 2000 + 1000 steps) with the stationarity check;
+* ``settled``: the same sampler run to stationarity (``SETTLED_SGLD``,
+  2000 + 1000 steps) with the stationarity check;
 * ``laplace_paper``: the finite-temperature (Laplace) prediction at the
   paper's nbeta, gamma, matrix-free (``theory.predict_llc_hat_slq``, error bar
   over probes), and from one SLQ spectrum (``theory.hessian_spectrum_slq``)
@@ -29,87 +29,103 @@ The generic rank is ``theory.modular_rank(p, K, train_pairs,
 77 GB) does not fit in memory, so it is not checked numerically at this size.
 ``results.json`` holds every number plus ``findings``: plain sentences that
 quote them. ``llc_gap.png``: estimates over training, the grid, and the
-Hessian spectrum.
+Hessian spectrum (``--replot`` redraws it from ``results.json``).
 
-    python -m experiments.llc_gap [--quick] [--out DIR]
+    python -m experiments.llc_gap [--quick] [--out DIR] [--runs DIR]
 
-``--quick``: checkpoints 1000, 4000, 8000, the grid at 8000 only: about 5
-minutes on 2 CPU cores (15 s more if the run must be trained). Default:
-8 checkpoints, the grid at 1000 and 8000, more probes: about 15 minutes.
-Every SGLD sweep resumes from its ``.npz`` in DIR.
+``--quick``: checkpoints 1000, 4000, 8000, the grid at 8000 only; it took
+5.3 min on 2 idle CPU cores (figures/README.md, 2026-11-29). Default: 8
+checkpoints, the grid at 1000 and 8000, more probes (about twice the SGLD
+work). There is no ``--paper`` mode: the default is paper-sized. Every SGLD
+sweep resumes from ``DIR/chains/``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments import common
-from experiments import llc_over_training as fig3
-from slt_jax import data as data_lib
-from slt_jax import plotting, theory, train
-from slt_jax.config import PAPER_SGLD
+from experiments import common, llc_over_training
+from slt_jax import plotting, theory
+from slt_jax.config import PAPER_SGLD, SGLDConfig
+
+NAME = "llc_gap"
 
 LOCAL = (1e5, 1e3)  # (nbeta, gamma) that keeps the chains inside the basin.
 THRESHOLDS = (1e-5, 1e-4, 1e-3, 1e-2)  # Hessian eigenvalue counts above these.
 RESOLVED = (1e4, 1.0)  # (nbeta, gamma) whose soft rank counts h >~ 1e-4.
 COUNT_GRID = np.logspace(-6, -1, 21)  # thresholds of the plotted counts.
+GRID_SGLD = dataclasses.replace(PAPER_SGLD, num_chains=2, num_burnin=3000,
+                                num_draws=1000)
+LOCAL_SGLD = dataclasses.replace(
+    PAPER_SGLD, nbeta=LOCAL[0], localization=LOCAL[1], num_chains=2,
+    num_burnin=300, num_draws=700, batch_size=None)
 
 
-def get_config(mode: str) -> dict:
-  """Run, checkpoints and budgets for ``smoke``, ``quick`` and ``default``."""
-  base = fig3.get_config("smoke" if mode == "smoke" else "quick")
-  grid = dataclasses.replace(PAPER_SGLD, num_chains=2, num_burnin=3000,
-                             num_draws=1000)
-  local = dataclasses.replace(PAPER_SGLD, nbeta=LOCAL[0],
-                              localization=LOCAL[1], num_chains=2,
-                              num_burnin=300, num_draws=700, batch_size=None)
-  cfg = {**{k: base[k] for k in ("data", "model", "train")},
-         "paper": PAPER_SGLD, "settled": base["settled"], "grid": grid,
-         "local": local, "nbetas": (26.4, 100.0, 400.0), "gammas": (5.0, 1.0),
-         "slq": {"num_matvecs": 20, "num_probes": 8},
-         "spectrum": {"num_matvecs": 30, "num_probes": 8}}
-  if mode == "smoke":
-    tiny = lambda c: dataclasses.replace(
-        c, num_burnin=10, num_draws=20, batch_size=c.batch_size and 16)
-    return {**cfg, "paper": base["sgld"], "ckpt_steps": (100, 200),
-            "grid_steps": (200,), "grid": tiny(grid), "local": tiny(local),
-            "nbetas": (26.4, 100.0), "gammas": (5.0,),
-            "slq": {"num_matvecs": 4, "num_probes": 2},
-            "spectrum": {"num_matvecs": 4, "num_probes": 2}}
-  if mode == "quick":
-    return {**cfg, "ckpt_steps": (1000, 4000, 8000), "grid_steps": (8000,)}
-  return {**cfg, "ckpt_steps": (500, 1000, 2000, 3000, 4000, 5000, 6000, 8000),
-          "grid_steps": (1000, 8000),
-          "slq": {"num_matvecs": 30, "num_probes": 16},
-          "spectrum": {"num_matvecs": 40, "num_probes": 16}}
+@dataclasses.dataclass(frozen=True)
+class GapConfig:
+  """The run studied, its checkpoints and the budgets of each measurement.
+
+  Attributes:
+    fig3: the Fig. 3 run (``recipe`` protocol) and its paper and settled
+      SGLD settings (``llc_over_training.CONFIGS``).
+    ckpt_steps: checkpoint steps measured.
+    grid_steps: checkpoint steps of the nbeta x gamma grid (among
+      ``ckpt_steps``); the grid also runs at w = 0.
+    grid: settled SGLD of the grid (nbeta and gamma are set per point).
+    local: full-batch SGLD at ``LOCAL`` (its step size is set from h_max).
+    nbetas, gammas: the grid's axes.
+    slq_matvecs, slq_probes: budget of ``theory.predict_llc_hat_slq``.
+    spectrum_matvecs, spectrum_probes: budget of
+      ``theory.hessian_spectrum_slq``.
+  """
+
+  fig3: llc_over_training.Fig3Config
+  ckpt_steps: tuple[int, ...]
+  grid_steps: tuple[int, ...]
+  grid: SGLDConfig = GRID_SGLD
+  local: SGLDConfig = LOCAL_SGLD
+  nbetas: tuple[float, ...] = (26.4, 100.0, 400.0)
+  gammas: tuple[float, ...] = (5.0, 1.0)
+  slq_matvecs: int = 20
+  slq_probes: int = 8
+  spectrum_matvecs: int = 30
+  spectrum_probes: int = 8
 
 
-def trained_run(key, data, cfg: dict, out_dir: str):
-  """The Fig. 3 run, resumed from llc_over_training's state when present."""
-  mine = os.path.join(out_dir, "train_state.npz")
-  theirs = os.path.join(common.FIGURES_DIR, "llc_over_training",
-                        "train_state.npz")
-  if not os.path.exists(mine) and os.path.exists(theirs):
-    shutil.copyfile(theirs, mine)  # resumes if it is the same run
-  return train.train(key, data, cfg["model"], cfg["train"], seeds=1,
-                     out_dir=out_dir)
+_tiny = lambda c: dataclasses.replace(c, num_burnin=10, num_draws=20,
+                                      batch_size=c.batch_size and 16)
+CONFIGS = {
+    "smoke": GapConfig(
+        llc_over_training.CONFIGS["smoke"], ckpt_steps=(100, 200),
+        grid_steps=(200,), grid=_tiny(GRID_SGLD),
+        local=_tiny(LOCAL_SGLD), nbetas=(26.4, 100.0), gammas=(5.0,),
+        slq_matvecs=4, slq_probes=2, spectrum_matvecs=4, spectrum_probes=2),
+    "quick": GapConfig(llc_over_training.CONFIGS["quick"],
+                       ckpt_steps=(1000, 4000, 8000), grid_steps=(8000,)),
+    "default": GapConfig(
+        llc_over_training.CONFIGS["quick"],
+        ckpt_steps=(500, 1000, 2000, 3000, 4000, 5000, 6000, 8000),
+        grid_steps=(1000, 8000), slq_matvecs=30, slq_probes=16,
+        spectrum_matvecs=40, spectrum_probes=16),
+}
 
 
-def spectrum_summary(key, loss_fn, params, batch, cfg: dict) -> dict:
+def spectrum_summary(key, loss_fn, params, batch, cfg: GapConfig) -> dict:
   """Laplace predictions and eigenvalue counts at one point (float64, SLQ)."""
   key_slq, key_spec = jax.random.split(key)
-  nbeta_paper = cfg["paper"].resolve_nbeta(batch.labels.shape[0])
-  slq = theory.predict_llc_hat_slq(key_slq, loss_fn, params, batch,
-                                   nbeta_paper, cfg["paper"].localization,
-                                   **cfg["slq"])
-  spectrum = theory.hessian_spectrum_slq(key_spec, loss_fn, params, batch,
-                                         **cfg["spectrum"])
+  paper = cfg.fig3.sgld
+  slq = theory.predict_llc_hat_slq(
+      key_slq, loss_fn, params, batch,
+      paper.resolve_nbeta(batch.labels.shape[0]), paper.localization,
+      num_matvecs=cfg.slq_matvecs, num_probes=cfg.slq_probes)
+  spectrum = theory.hessian_spectrum_slq(
+      key_spec, loss_fn, params, batch, num_matvecs=cfg.spectrum_matvecs,
+      num_probes=cfg.spectrum_probes)
 
   h_min = float(spectrum.nodes.min())
 
@@ -120,7 +136,7 @@ def spectrum_summary(key, loss_fn, params, batch, cfg: dict) -> dict:
       return float("nan")
     return 0.5 * spectrum.trace(lambda h: nbeta * h / (nbeta * h + gamma))[0]
 
-  settings = [(nb, g) for nb in cfg["nbetas"] for g in cfg["gammas"]]
+  settings = [(nb, g) for nb in cfg.nbetas for g in cfg.gammas]
   grad_sq = float(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(
       jax.grad(loss_fn)(params, batch))))
   return {"laplace_paper": slq.llc_hat, "laplace_paper_sem": slq.curvature_sem,
@@ -146,27 +162,26 @@ def sweep(key, loss_fn, points, batch, sgld, path: str) -> dict:
                           batch_ndim=1)
 
 
-def run_grid(key, loss_fn, points, batch, cfg: dict, out_dir: str) -> dict:
+def run_grid(key, loss_fn, points, batch, cfg: GapConfig, path: str) -> dict:
   """Settled SGLD over nbeta x gamma at ``points`` (checkpoints, then w = 0),
   a half-step check and the scaling check: one ``common.llc_grid`` call (one
   compiled program per chain length, common random numbers)."""
-  settings = [(nbeta, gamma) for nbeta in cfg["nbetas"]
-              for gamma in cfg["gammas"]]
-  cfgs = [dataclasses.replace(cfg["grid"], nbeta=nbeta, localization=gamma)
+  settings = [(nbeta, gamma) for nbeta in cfg.nbetas for gamma in cfg.gammas]
+  cfgs = [dataclasses.replace(cfg.grid, nbeta=nbeta, localization=gamma)
           for nbeta, gamma in settings]
-  nbeta, gamma = max(cfg["nbetas"]), min(cfg["gammas"])
-  half = dataclasses.replace(cfg["grid"], nbeta=nbeta, localization=gamma,
-                             step_size=cfg["grid"].step_size / 2,
-                             num_burnin=2 * cfg["grid"].num_burnin)
+  nbeta, gamma = max(cfg.nbetas), min(cfg.gammas)
+  half = dataclasses.replace(cfg.grid, nbeta=nbeta, localization=gamma,
+                             step_size=cfg.grid.step_size / 2,
+                             num_burnin=2 * cfg.grid.num_burnin)
   # f(c w) = c^3 f(w): far from w* the tempered loss depends on nbeta /
   # gamma^3 only. Double gamma keeping nbeta / gamma^3, or nbeta / gamma^2.
-  nbeta0, gamma0 = cfg["nbetas"][0], cfg["gammas"][0]
+  nbeta0, gamma0 = cfg.nbetas[0], cfg.gammas[0]
   powers = (3, 2)
-  scaled = [dataclasses.replace(cfg["grid"], nbeta=nbeta0 * 2 ** power,
+  scaled = [dataclasses.replace(cfg.grid, nbeta=nbeta0 * 2 ** power,
                                 localization=2 * gamma0) for power in powers]
   results = common.llc_grid(key, loss_fn, points, batch,
                             cfgs + [half] + scaled,
-                            os.path.join(out_dir, "grid"), batch_ndim=1)
+                            path, batch_ndim=1)
   rows = [{"nbeta": nb, "gamma": g, **_point_stats(res)}
           for (nb, g), res in zip(settings, results)]
   # The scaling check leaves out the last point (w = 0).
@@ -221,7 +236,7 @@ def findings(res: dict) -> list[str]:
       f"{naive:,.0f} ignores that n pairs give only (n-1)p = "
       f"{res['centred_outputs']:,} centred output values, which cap the rank:"
       f" a factor {naive / r_half:.2f} of the gap. The dense Jacobian "
-      f"({res['num_train'] * res['config']['DataConfig']['p']:,} x "
+      f"({res['num_train'] * res['config']['fig3']['data']['p']:,} x "
       f"{res['num_params']:,} in float64, {res['dense_jacobian_gb']:.0f} GB) "
       "does not fit in memory, so r is the closed form, not a numerical rank.",
       f"Non-stationarity: the paper's 600-step window vs chains run to "
@@ -309,8 +324,9 @@ def findings(res: dict) -> list[str]:
   return out
 
 
-def plot(res: dict, path: str) -> None:
-  """Estimates over training, the grid, and the Hessian spectrum."""
+def plot(res: dict, out_dir: str) -> None:
+  """``llc_gap.png`` from ``res``: estimates over training, the grid, and the
+  Hessian spectrum."""
   steps, spec = res["ckpt_steps"], res["spectra"]
   r_half = res["generic_rank"] / 2
   col = lambda key: [s[key] for s in spec]
@@ -356,74 +372,79 @@ def plot(res: dict, path: str) -> None:
       {"LLC over training": over_training,
        f"settled SGLD vs nbeta, step {res['grid_steps'][-1]}": grid,
        "Hessian eigenvalue counts": counts})
-  plotting.save_figure(fig, path, dpi=100)
+  plotting.save_figure(fig, os.path.join(out_dir, f"{NAME}.png"), dpi=100)
 
 
-def main(argv=None) -> dict:
-  args = common.parse_args(__doc__, argv=argv, extra=lambda p: p.add_argument(
-      "--smoke", action="store_true", help="tiny configuration for tests"))
-  mode = "smoke" if args.smoke else "quick" if args.quick else "default"
-  cfg = get_config(mode)
-  out_dir = common.output_dir("llc_gap", args.out)
-  # The same keys as llc_over_training, so the run is the same.
-  key_data, key_train, key_llc, key_rest = jax.random.split(
-      jax.random.key(args.seed), 4)
-  data = data_lib.modular_arithmetic(key_data, cfg["data"])
-  run = trained_run(key_train, data, cfg, out_dir)
-  idx = [int(np.flatnonzero(run.ckpt_steps == s)[0]) for s in cfg["ckpt_steps"]]
+def compute(cfg: GapConfig, seed: int, out_dir: str, store) -> dict:
+  """Every measurement and the findings (see the module docstring)."""
+  run, data = llc_over_training.fig3_run(cfg.fig3, "recipe", seed, store)
+  key_llc, key_rest = llc_over_training.fig3_keys(seed)[2:]
+  idx = [int(np.flatnonzero(run.ckpt_steps == s)[0]) for s in cfg.ckpt_steps]
   points = jax.tree.map(lambda x: x[0, idx], run.checkpoints)
-  loss_fn = common.loss_fn(cfg["train"].loss)
+  loss_fn = common.loss_fn(cfg.fig3.recipe.loss)
   batch = data.train
+  chains = os.path.join(out_dir, "chains")
   key_settled, key_local, key_grid, key_spec = jax.random.split(key_rest, 4)
-  paper = sweep(key_llc, loss_fn, points, batch, cfg["paper"],
-                os.path.join(out_dir, "paper.npz"))
-  settled = sweep(key_settled, loss_fn, points, batch, cfg["settled"],
-                  os.path.join(out_dir, "settled.npz"))
+  paper = sweep(key_llc, loss_fn, points, batch, cfg.fig3.sgld,
+                os.path.join(chains, "paper"))
+  settled = sweep(key_settled, loss_fn, points, batch, cfg.fig3.settled,
+                  os.path.join(chains, "settled"))
   spectra = []
   for i, key in enumerate(jax.random.split(key_spec, len(idx))):
     point = jax.tree.map(lambda x: x[i], points)
     spectra.append(spectrum_summary(key, loss_fn, point, batch, cfg))
-    print(f"step {cfg['ckpt_steps'][i]}: paper {paper['mean'][i]:.0f}, "
+    print(f"step {cfg.ckpt_steps[i]}: paper {paper['mean'][i]:.0f}, "
           f"settled {settled['mean'][i]:.0f}, Laplace "
           f"{spectra[-1]['laplace_paper']:.0f}, h_max "
           f"{spectra[-1]['h_max']:.3g}", flush=True)
   h_max = max(s["h_max"] for s in spectra)
   local_cfg = dataclasses.replace(
-      cfg["local"], step_size=0.1 / (LOCAL[0] * h_max + LOCAL[1]))
+      cfg.local, step_size=0.1 / (LOCAL[0] * h_max + LOCAL[1]))
   local = sweep(key_local, loss_fn, points, batch, local_cfg,
-                os.path.join(out_dir, "local.npz"))
-  grid_idx = [cfg["ckpt_steps"].index(s) for s in cfg["grid_steps"]]
+                os.path.join(chains, "local"))
+  grid_idx = [cfg.ckpt_steps.index(s) for s in cfg.grid_steps]
   grid_points = jax.tree.map(
       lambda x: jnp.concatenate([x[np.array(grid_idx)], jnp.zeros_like(x[:1])]),
       points)
-  grid = run_grid(key_grid, loss_fn, grid_points, batch, cfg, out_dir)
-  p, width, n = cfg["data"].p, cfg["model"].width, data.num_train
+  grid = run_grid(key_grid, loss_fn, grid_points, batch, cfg,
+                  os.path.join(chains, "grid"))
+  p, width, n = cfg.fig3.data.p, cfg.fig3.model.width, data.num_train
   res = {
-      "mode": mode, "config": common.config_dict(cfg["data"], cfg["model"],
-                                                  cfg["train"]),
+      "config": dataclasses.asdict(cfg),
       "sgld_configs": {k: dataclasses.asdict(v) for k, v in
-                       (("paper", cfg["paper"]), ("settled", cfg["settled"]),
-                        ("grid", cfg["grid"]), ("local", local_cfg))},
-      "ckpt_steps": list(cfg["ckpt_steps"]),
-      "grid_steps": list(cfg["grid_steps"]), "grid_origin_index": -1,
+                       (("paper", cfg.fig3.sgld), ("settled", cfg.fig3.settled),
+                        ("grid", cfg.grid), ("local", local_cfg))},
+      "ckpt_steps": list(cfg.ckpt_steps),
+      "grid_steps": list(cfg.grid_steps), "grid_origin_index": -1,
       "num_train": n, "num_params": p * width * 3,
       "generic_rank": theory.modular_rank(p, width, np.asarray(batch.pairs),
                                           "centered_mse"),
       "naive_rank_half": width * (3 * p - 2) / 2,
       "centred_outputs": (n - 1) * p,
-      "nbeta_paper": cfg["paper"].resolve_nbeta(n), "nbetas": cfg["nbetas"],
-      "gamma_paper": cfg["paper"].localization,
+      "nbeta_paper": cfg.fig3.sgld.resolve_nbeta(n), "nbetas": cfg.nbetas,
+      "gamma_paper": cfg.fig3.sgld.localization,
       "dense_jacobian_gb": n * p * p * width * 3 * 8 / 1e9,
       "paper": _drop_config(paper), "settled": _drop_config(settled),
       "local": _drop_config(local),
       "spectra": spectra, "grid": grid,
       "metrics": {k: v[0] for k, v in run.metrics.items()},
       "log_steps": run.log_steps}
-  res["findings"] = findings(res)
-  plot(res, os.path.join(out_dir, "llc_gap.png"))
-  common.write_results(out_dir, res)
-  print("\n".join(res["findings"]))
-  return res
+  return {**res, "findings": findings(res)}
+
+
+def main(argv=None) -> dict:
+  args, mode = common.parse_mode(__doc__, common.add_runs_flag, argv)
+  if mode not in CONFIGS:
+    raise SystemExit("llc_gap has no --paper mode: its default is paper-sized")
+  cfg = CONFIGS[mode]
+  results = common.compute_then_plot(
+      NAME, args,
+      lambda: {"mode": mode, **compute(cfg, args.seed,
+                                       common.output_dir(NAME, args.out),
+                                       args.runs)},
+      plot)
+  print("\n".join(results["findings"]))
+  return results
 
 
 if __name__ == "__main__":

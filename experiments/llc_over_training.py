@@ -1,141 +1,286 @@
 """Fig. 3: train/val loss and the LLC over training through grokking.
 
-Trains the quadratic network on ``(a + b) mod p`` (vmapped seeds), then
-estimates the LLC at every checkpoint of every seed in one ``estimate_llc``
-sweep, twice: with the paper's SGLD settings (eps 5e-4, gamma 5, nbeta =
-B/ln B, 3 chains x (100 burn-in + 500 draws)) and with chains long enough for
-the stationarity check (SPEC §3: the paper's chains stop while still rising),
-on every ``settled_every``-th checkpoint. Writes ``DIR/results.json`` and
-``DIR/llc_over_training.png``.
+Trains the Fig. 3 network (p=53, K=1024; vmapped seeds) through the run store
+(``runs/``; ``llc_by_layer``, ``robustness``, ``llc_gap`` and
+``llc_conventions`` load the same run through ``fig3_run``) under each
+protocol:
 
-    python -m experiments.llc_over_training --quick   # make demo
-    python -m experiments.llc_over_training           # 3 seeds
-    python -m experiments.llc_over_training --paper   # caption settings
+* ``recipe``: the SPEC §1 recipe (Adam lr 1e-3, coupled L2 1e-5, batch 128);
+* ``authors``: the Fig. 3 caption, the authors' stated setting (lr 1e-4,
+  wd 1e-4, batch 128, K=1024, p=53); it memorises by step ~1000 and
+  generalises at ~8000, so it trains 16000 steps.
 
-``--quick``: p=53, K=1024, the SPEC §1 recipe (lr 1e-3, wd 1e-5), one seed,
-8000 steps: about 2.5 minutes on 2 CPU cores. Default: 3 seeds, about 8
-minutes. ``--paper``: the Fig. 3 caption (lr 1e-4, wd 1e-4), 3 seeds, 16000
-steps: about 20 minutes on 2 CPU cores, a few minutes on one GPU. Runs resume
-from ``DIR/train_state.npz`` and ``DIR/llc_*.npz`` after an interruption.
+For each it estimates the LLC at every checkpoint with the paper's SGLD window
+(eps 5e-4, γ 5, nβ = B / ln B, 3 chains × (100 burn-in + 500 draws)) and with
+chains long enough for the stationarity check (SPEC §3: the paper's chains
+stop while still rising) at every ``settled_every``-th step, and reports the
+peak and final LLC, the memorisation and generalisation steps, and whether
+the LLC drop coincides with the validation-loss drop. Writes
+``DIR/results.json`` and one ``DIR/llc_over_training_PROTOCOL.png`` per
+protocol (``--replot`` redraws them from ``results.json``).
+
+    python -m experiments.llc_over_training --quick   # make demo: recipe
+    python -m experiments.llc_over_training           # recipe, 3 seeds
+    python -m experiments.llc_over_training --paper   # both protocols
+
+``--quick`` (recipe, one seed, 8000 steps, 32 + 8 checkpoints) took 2.3 min
+on 2 idle CPU cores (figures/README.md, 2026-11-29: SGLD at ~1000 chain-steps
+per second, training ~890 steps/s). ``--paper`` (both protocols, one seed)
+adds the caption's 16000 steps and 32 + 16 checkpoints, about 2.5× that
+work; its measured runtime is in ``figures/paper/README.md``. Trained runs
+resume from the run store and chains from ``DIR/chains/``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import time
 
 import jax
 import numpy as np
 
-from experiments import common
+from experiments import common, protocols
 from slt_jax import data as data_lib
-from slt_jax import metrics, plotting, train
+from slt_jax import metrics, plotting
 from slt_jax.config import (PAPER_SGLD, SETTLED_SGLD, DataConfig, ModelConfig,
-                            TrainConfig)
+                            SGLDConfig, TrainConfig)
+
+NAME = "llc_over_training"
+SOURCES = {
+    "recipe": "SPEC §1 recipe (public PyTorch reproduction): Adam lr 1e-3, "
+              "coupled L2 1e-5, batch 128",
+    "authors": "Fig. 3 caption, the authors' stated setting: lr 1e-4, "
+               "wd 1e-4, batch 128, K=1024, p=53",
+}
+# The LLC drop "coincides" with the val-loss drop when the two midpoint
+# crossings (metrics.llc_curve_summary) are at most this fraction of the
+# val-loss drop step apart.
+COINCIDENCE = 0.25
+PAPER_REFERENCE = {"peak_llc": 4900, "final_llc": 4300, "repro_peak": 4976,
+                   "repro_final": 4420}
 
 
-def get_config(mode: str) -> dict:
-  """Configs for ``smoke`` (tests), ``quick``, ``default`` and ``paper``."""
-  if mode == "smoke":
-    return {"data": DataConfig(p=11, train_frac=0.5),
-            "model": ModelConfig(p=11, width=32),
-            "train": TrainConfig(num_steps=200, log_every=20, ckpt_every=100,
-                                 chunk_steps=200, batch_size=16),
-            "seeds": 1,
-            "sgld": dataclasses.replace(PAPER_SGLD, num_draws=20, num_burnin=5,
-                                        batch_size=16),
-            "settled": dataclasses.replace(PAPER_SGLD, num_draws=40,
-                                           num_burnin=10, batch_size=16),
-            "settled_every": 2}
-  recipe = TrainConfig(lr=1e-3, weight_decay=1e-5, num_steps=8000,
-                       log_every=50, ckpt_every=250, chunk_steps=1000)
-  settled = SETTLED_SGLD
-  if mode == "quick":
-    return {"data": DataConfig(p=53), "model": ModelConfig(p=53, width=1024),
-            "train": recipe, "seeds": 1, "sgld": PAPER_SGLD,
-            "settled": settled, "settled_every": 4}
-  if mode == "default":
-    return {"data": DataConfig(p=53), "model": ModelConfig(p=53, width=1024),
-            "train": dataclasses.replace(recipe, num_steps=10000), "seeds": 3,
-            "sgld": PAPER_SGLD, "settled": settled, "settled_every": 4}
-  return {"data": DataConfig(p=53), "model": ModelConfig(p=53, width=1024),
-          "train": TrainConfig(lr=1e-4, weight_decay=1e-4, num_steps=16000,
-                               log_every=50, ckpt_every=250, chunk_steps=1000),
-          "seeds": 3, "sgld": PAPER_SGLD, "settled": settled,
-          "settled_every": 4}
+@dataclasses.dataclass(frozen=True)
+class Fig3Config:
+  """The Fig. 3 run and its two LLC sweeps.
+
+  Attributes:
+    data: the train/validation split.
+    model: the network.
+    recipe: training under the ``recipe`` protocol.
+    authors: training under the ``authors`` protocol (the Fig. 3 caption).
+    seeds: training seeds (one count per mode, so every experiment that uses
+      this config shares one stored run).
+    sgld: the paper's SGLD window, run at every checkpoint.
+    settled: chains long enough to settle, run at every checkpoint whose step
+      is a multiple of ``settled_every``.
+    settled_every: steps between the checkpoints of the settled sweep.
+    default_protocols: the protocols run when ``--protocol`` is not given.
+  """
+
+  data: DataConfig
+  model: ModelConfig
+  recipe: TrainConfig
+  authors: TrainConfig
+  seeds: int
+  sgld: SGLDConfig = PAPER_SGLD
+  settled: SGLDConfig = SETTLED_SGLD
+  settled_every: int = 1000
+  default_protocols: tuple[str, ...] = ("recipe",)
+
+  def train_for(self, protocol: str) -> TrainConfig:
+    """The training config of ``protocol`` (``recipe`` or ``authors``)."""
+    return {"recipe": self.recipe, "authors": self.authors}[protocol]
 
 
-def main(argv=None) -> dict:
-  args = common.parse_args(__doc__, argv=argv, extra=lambda p: (
-      p.add_argument("--paper", action="store_true",
-                     help="the Fig. 3 caption's lr 1e-4, wd 1e-4"),
-      p.add_argument("--smoke", action="store_true",
-                     help="tiny configuration for the test-suite (seconds)")))
-  mode = ("smoke" if args.smoke else "quick" if args.quick
-          else "paper" if args.paper else "default")
-  cfg = get_config(mode)
-  out_dir = common.output_dir("llc_over_training", args.out)
-  key_data, key_train, key_llc, key_settled = jax.random.split(
-      jax.random.key(args.seed), 4)
-  data = data_lib.modular_arithmetic(key_data, cfg["data"])
-  run = train.train(key_train, data, cfg["model"], cfg["train"],
-                    seeds=cfg["seeds"], out_dir=out_dir)
-  loss_fn = common.loss_fn(cfg["train"].loss)
-  paper = common.llc_sweep(key_llc, loss_fn, run.checkpoints, data.train,
-                           cfg["sgld"], os.path.join(out_dir, "llc_paper.npz"))
-  every = cfg["settled_every"]
-  settled_idx = np.arange(every - 1, len(run.ckpt_steps), every)
-  settled = common.llc_sweep(
-      key_settled, loss_fn,
-      jax.tree.map(lambda x: x[:, settled_idx], run.checkpoints), data.train,
-      cfg["settled"], os.path.join(out_dir, "llc_settled.npz"))
-  mem = metrics.memorisation_step(run.log_steps, run.metrics["train_acc"])
-  gen = metrics.generalisation_step(run.log_steps, run.metrics["val_acc"])
-  summaries = {name: [metrics.llc_curve_summary(
+_DATA, _MODEL = DataConfig(p=53), ModelConfig(p=53, width=1024)
+_RECIPE = TrainConfig(lr=1e-3, weight_decay=1e-5, batch_size=128,
+                      num_steps=8000, log_every=50, ckpt_every=250,
+                      chunk_steps=1000)
+_CAPTION = TrainConfig(lr=1e-4, weight_decay=1e-4, batch_size=128,
+                       num_steps=16000, log_every=50, ckpt_every=500,
+                       chunk_steps=1000)
+_TINY = dict(batch_size=16, num_steps=200, log_every=20, ckpt_every=100,
+             chunk_steps=200)
+
+CONFIGS = {
+    "smoke": Fig3Config(
+        DataConfig(p=11, train_frac=0.5), ModelConfig(p=11, width=32),
+        recipe=TrainConfig(**_TINY),
+        authors=TrainConfig(lr=1e-4, weight_decay=1e-4, **_TINY), seeds=1,
+        sgld=dataclasses.replace(PAPER_SGLD, num_draws=20, num_burnin=5,
+                                 batch_size=16),
+        settled=dataclasses.replace(PAPER_SGLD, num_draws=40, num_burnin=10,
+                                    batch_size=16),
+        settled_every=200),
+    "quick": Fig3Config(_DATA, _MODEL, recipe=_RECIPE, authors=_CAPTION,
+                        seeds=1),
+    "default": Fig3Config(
+        _DATA, _MODEL, recipe=dataclasses.replace(_RECIPE, num_steps=10000),
+        authors=_CAPTION, seeds=3),
+    # One seed, as the authors used; the recipe run is the quick one.
+    "paper": Fig3Config(_DATA, _MODEL, recipe=_RECIPE, authors=_CAPTION,
+                        seeds=1, default_protocols=protocols.NAMES),
+}
+
+
+def fig3_keys(seed: int) -> jax.Array:
+  """The four keys of ``seed``: the split's, the training's, then two for
+  the chains of whichever experiment studies the run."""
+  return jax.random.split(jax.random.key(seed), 4)
+
+
+def fig3_run(cfg: Fig3Config, protocol: str, seed: int, store):
+  """The Fig. 3 run of ``protocol``, from the run store (trained if absent).
+
+  Every experiment asking for the same (config, protocol, seed) gets the
+  same stored run.
+
+  Args:
+    cfg: the Fig. 3 config of a mode (``CONFIGS[mode]``).
+    protocol: ``recipe`` or ``authors``.
+    seed: root seed (see ``fig3_keys``).
+    store: run store folder (None: the default ``runs/``).
+
+  Returns:
+    (TrainResult, ModularData).
+  """
+  key_data, key_train = fig3_keys(seed)[:2]
+  data = data_lib.modular_arithmetic(key_data, cfg.data)
+  run = common.trained_run(
+      key_train, data, cfg.model, cfg.train_for(protocol), data_key=key_data,
+      seeds=cfg.seeds, store=store,
+      label=f"fig3_{protocol}_p{cfg.model.p}_K{cfg.model.width}")
+  return run, data
+
+
+def drop_coincides(summary: dict) -> bool:
+  """Whether the LLC drop and the val-loss drop are at most ``COINCIDENCE``
+  times the val-loss drop step apart (False when either is missing)."""
+  return bool(summary["lag"] is not None
+              and abs(summary["lag"]) <= COINCIDENCE
+              * summary["val_loss_drop_step"])
+
+
+def summarise(steps, sweep: dict, run, memorisation: np.ndarray) -> dict:
+  """``metrics.llc_curve_summary`` of the seed-mean curve, the coincidence
+  verdict, and the summary of every seed (``per_seed``)."""
+  per_seed = [metrics.llc_curve_summary(
       steps, sweep["mean"][s], run.log_steps, run.metrics["val_loss"][s],
-      int(mem[s])) for s in range(cfg["seeds"])]
-               for name, sweep, steps in (
-                   ("paper", paper, run.ckpt_steps),
-                   ("settled", settled, run.ckpt_steps[settled_idx]))}
-  sgld_paper, sgld_settled = cfg["sgld"], cfg["settled"]
-  fig = plotting.plot_llc_over_training(
-      run.log_steps, run.metrics["train_loss"].mean(0),
-      run.metrics["val_loss"].mean(0),
-      {f"LLC, paper SGLD ({sgld_paper.num_burnin}+{sgld_paper.num_draws} steps)":
-           (run.ckpt_steps, paper["mean"].mean(0), paper["std"].mean(0)),
-       f"LLC, settled chains ({sgld_settled.num_burnin}+"
-       f"{sgld_settled.num_draws} steps)":
-           (run.ckpt_steps[settled_idx], settled["mean"].mean(0),
-            settled["std"].mean(0))},
-      {"memorisation": float(np.median(mem)),
-       "generalisation": float(np.median(gen)),
-       "LLC peak (paper SGLD)": summaries["paper"][0]["peak_step"]},
-      title=(f"p={cfg['data'].p}, K={cfg['model'].width}, lr={cfg['train'].lr}, "
-             f"wd={cfg['train'].weight_decay}, {cfg['seeds']} seed(s)"))
-  plotting.save_figure(fig, os.path.join(out_dir, "llc_over_training.png"))
-  payload = {
-      "mode": mode, "config": common.config_dict(
-          cfg["data"], cfg["model"], cfg["train"]),
-      "seeds": cfg["seeds"], "log_steps": run.log_steps,
-      "metrics": run.metrics, "ckpt_steps": run.ckpt_steps,
-      "settled_ckpt_steps": run.ckpt_steps[settled_idx],
-      "memorisation_step": mem, "generalisation_step": gen,
+      int(memorisation[s])) for s in range(len(memorisation))]
+  mean = metrics.llc_curve_summary(
+      steps, sweep["mean"].mean(0), run.log_steps,
+      run.metrics["val_loss"].mean(0), int(np.median(memorisation)))
+  return {**mean, "drop_coincides_with_val_loss_drop": drop_coincides(mean),
+          "per_seed": per_seed}
+
+
+def measure(cfg: Fig3Config, protocol: str, seed: int, out_dir: str,
+            store) -> dict:
+  """Training outcome and both LLC sweeps of one protocol's run."""
+  run, data = fig3_run(cfg, protocol, seed, store)
+  key_llc, key_settled = fig3_keys(seed)[2:]
+  loss_fn = common.loss_fn(cfg.train_for(protocol).loss)
+  chains = os.path.join(out_dir, "chains", protocol)
+  paper = common.llc_sweep(key_llc, loss_fn, run.checkpoints, data.train,
+                           cfg.sgld, os.path.join(chains, "paper"))
+  idx = np.flatnonzero(run.ckpt_steps % cfg.settled_every == 0)
+  settled = common.llc_sweep(
+      key_settled, loss_fn, jax.tree.map(lambda x: x[:, idx], run.checkpoints),
+      data.train, cfg.settled, os.path.join(chains, "settled"))
+  mem = metrics.memorisation_step(run.log_steps, run.metrics["train_acc"])
+  settled_summary = summarise(run.ckpt_steps[idx], settled, run, mem)
+  return {
+      "source": SOURCES[protocol],
+      "train": dataclasses.asdict(cfg.train_for(protocol)),
+      "log_steps": run.log_steps, "metrics": run.metrics,
+      "ckpt_steps": run.ckpt_steps, "settled_ckpt_steps": run.ckpt_steps[idx],
+      "memorisation_step": mem,
+      "generalisation_step": metrics.generalisation_step(
+          run.log_steps, run.metrics["val_acc"]),
       "grokking_delay": metrics.grokking_delay(
           run.log_steps, run.metrics["train_acc"], run.metrics["val_acc"]),
       "train_steps_per_second": run.steps_per_second,
       "llc_paper_settings": paper, "llc_settled": settled,
-      "summary": summaries,
-      "paper_reference": {"peak_llc": 4900, "final_llc": 4300,
-                          "repro_peak": 4976, "repro_final": 4420},
-      "drop_survives_settled": [s["final_over_peak"] < 1.0
-                                for s in summaries["settled"]]}
-  common.write_results(out_dir, payload)
-  for name in ("paper", "settled"):
-    s = summaries[name][0]
-    print(f"{name:8s}: peak {s['peak_llc']:.0f} at step {s['peak_step']}, "
-          f"final {s['final_llc']:.0f} (ratio {s['final_over_peak']:.3f}), "
-          f"lag {s['lag']}")
-  return payload
+      "paper": summarise(run.ckpt_steps, paper, run, mem),
+      "settled": settled_summary,
+      "drop_survives_settled": settled_summary["final_over_peak"] < 1.0}
+
+
+def compute(cfg: Fig3Config, names, seed: int, out_dir: str, store) -> dict:
+  """Every protocol in ``names`` (see the module docstring)."""
+  start = time.perf_counter()
+  found = {}
+  for name in names:
+    t0 = time.perf_counter()
+    found[name] = {**measure(cfg, name, seed, out_dir, store),
+                   "seconds": time.perf_counter() - t0}
+  return {"config": dataclasses.asdict(cfg), "seeds": cfg.seeds,
+          "protocols": found, "coincidence_fraction": COINCIDENCE,
+          "paper_reference": PAPER_REFERENCE,
+          "wall_seconds": time.perf_counter() - start}
+
+
+def plot(results: dict, out_dir: str) -> None:
+  """``llc_over_training_PROTOCOL.png`` per protocol, from ``results``."""
+  cfg = results["config"]
+  band = lambda sweep: (np.asarray(sweep["mean"], float).mean(0),
+                        np.asarray(sweep["std"], float).mean(0))
+  window = lambda sweep: (f"{sweep['config']['num_burnin']}+"
+                          f"{sweep['config']['num_draws']} steps")
+  for name, r in results["protocols"].items():
+    paper, settled = r["llc_paper_settings"], r["llc_settled"]
+    fig = plotting.plot_llc_over_training(
+        np.asarray(r["log_steps"]),
+        np.asarray(r["metrics"]["train_loss"], float).mean(0),
+        np.asarray(r["metrics"]["val_loss"], float).mean(0),
+        {f"LLC, paper SGLD ({window(paper)})":
+             (np.asarray(r["ckpt_steps"]), *band(paper)),
+         f"LLC, settled chains ({window(settled)})":
+             (np.asarray(r["settled_ckpt_steps"]), *band(settled))},
+        {"memorisation": float(np.median(r["memorisation_step"])),
+         "generalisation": float(np.median(r["generalisation_step"])),
+         "LLC peak (paper SGLD)": r["paper"]["peak_step"]},
+        title=(f"{name}: p={cfg['data']['p']}, K={cfg['model']['width']}, "
+               f"lr={r['train']['lr']:g}, wd={r['train']['weight_decay']:g}, "
+               f"batch {r['train']['batch_size']}, {results['seeds']} "
+               "seed(s)"))
+    plotting.save_figure(fig, os.path.join(out_dir, f"{NAME}_{name}.png"))
+
+
+def print_summary(results: dict) -> None:
+  """Peak, final and timing of each curve, one line per protocol and window."""
+  for name, r in results["protocols"].items():
+    for window in ("paper", "settled"):
+      s = r[window]
+      print(f"[{name}] {window:8s}: peak {s['peak_llc']:.0f} at step "
+            f"{s['peak_step']}, final {s['final_llc']:.0f} (ratio "
+            f"{s['final_over_peak']:.3f}), lag {s['lag']}, coincides "
+            f"{s['drop_coincides_with_val_loss_drop']}")
+
+
+def add_flags(parser) -> None:
+  """``--protocol`` and ``--runs``."""
+  parser.add_argument("--protocol", default=None,
+                      help="recipe, authors (the Fig. 3 caption) or both "
+                           "(default: both with --paper, else recipe)")
+  common.add_runs_flag(parser)
+
+
+def main(argv=None) -> dict:
+  args, mode = common.parse_mode(__doc__, add_flags, argv)
+  cfg = CONFIGS[mode]
+  names = (protocols.parse(args.protocol) if args.protocol
+           else cfg.default_protocols)
+  results = common.compute_then_plot(
+      NAME, args,
+      lambda: {"mode": mode, **compute(cfg, names, args.seed,
+                                       common.output_dir(NAME, args.out),
+                                       args.runs)},
+      plot)
+  print_summary(results)
+  return results
 
 
 if __name__ == "__main__":

@@ -54,6 +54,8 @@ class ScanConfig:
     num_steps: recipe training steps; the authors' protocol's step cap.
     train_frac: training fraction of the p² pairs.
     smoke: shrink the protocols to a seconds-long test configuration.
+    settled_series: series values that also get settled chains (None: all);
+      settled chains cost 5x the paper's window.
   """
 
   series: tuple[int, ...]
@@ -62,6 +64,7 @@ class ScanConfig:
   num_steps: int = 10000
   train_frac: float = 0.4
   smoke: bool = False
+  settled_series: Optional[tuple[int, ...]] = None
 
 
 CONFIGS = {
@@ -69,7 +72,8 @@ CONFIGS = {
                         train_frac=0.5, smoke=True),
     "quick": ScanConfig(series=(1000,), xs=(53, 67, 79, 97), num_steps=6000),
     "default": ScanConfig(series=(600, 1000, 1400), xs=PRIMES),
-    "paper": ScanConfig(series=(600, 1000, 1400), xs=PRIMES),
+    "paper": ScanConfig(series=(600, 1000, 1400), xs=PRIMES,
+                        settled_series=(1000,)),
 }
 
 
@@ -89,7 +93,7 @@ def protocol_for(name: str, cfg: ScanConfig) -> protocols.Protocol:
 
 def measure_point(key_data, key_point, p: int, width: int, cfg: ScanConfig,
                   proto: protocols.Protocol, out_dir: str,
-                  store: Optional[str]) -> dict:
+                  store: Optional[str], settled: bool = True) -> dict:
   """Trains (or loads) ``cfg.seeds`` runs at (p, K) and estimates their final
   LLC under ``proto``.
 
@@ -103,9 +107,10 @@ def measure_point(key_data, key_point, p: int, width: int, cfg: ScanConfig,
     proto: the protocol.
     out_dir: folder for the point's resumable chains.
     store: run store folder (None: the default ``runs/``).
+    settled: also run settled chains (else ``llc_settled`` is None).
 
   Returns:
-    dict of per-seed training outcomes, both LLC estimates and the theory
+    dict of per-seed training outcomes, the LLC estimates and the theory
     values.
   """
   data_key = jax.random.fold_in(key_data, p)
@@ -119,9 +124,9 @@ def measure_point(key_data, key_point, p: int, width: int, cfg: ScanConfig,
                            progress=False)
   train_seconds = time.perf_counter() - start
   final = proto.final_params(run)
-  paper, settled = common.llc_grid(
+  paper, *rest = common.llc_grid(
       key_llc, common.loss_fn(proto.train.loss), final, data.train,
-      [proto.sgld, proto.settled],
+      [proto.sgld] + ([proto.settled] if settled else []),
       os.path.join(out_dir, "points", f"p{p}_K{width}_{proto.name}"),
       batch_ndim=1)
   final_train_acc = run.metrics["train_acc"][:, -1]
@@ -139,7 +144,7 @@ def measure_point(key_data, key_point, p: int, width: int, cfg: ScanConfig,
       "final_train_loss": run.metrics["train_loss"][:, -1],
       "kept": proto.kept(final_train_acc, final_val_acc),
       "train_seconds": train_seconds,
-      "llc_paper_settings": paper, "llc_settled": settled,
+      "llc_paper_settings": paper, "llc_settled": rest[0] if rest else None,
       "theory_generic_llc": theory.modular_llc(p, width, pairs,
                                                proto.train.loss),
       "theory_lazy_llc": theory.lazy_random_features_llc(p, width,
@@ -237,13 +242,16 @@ def compute_scan(name: str, axis: str, cfg: ScanConfig, names: Sequence[str],
   series_name = "width" if axis == "p" else "p"
   start = time.perf_counter()
 
-  def measure(proto, fixed, x):
+  def measure(proto, fixed, x, settled=False):
     p, width = (x, fixed) if axis == "p" else (fixed, x)
     key = jax.random.fold_in(jax.random.fold_in(key_points, p), width)
-    row = measure_point(key_data, key, p, width, cfg, proto, out_dir, store)
+    row = measure_point(key_data, key, p, width, cfg, proto, out_dir, store,
+                        settled)
+    settled_llc = (np.round(row["llc_settled"]["mean"]).tolist()
+                   if settled else None)
     print(f"[{proto.name}] p={p} K={width}: LLC "
           f"{np.round(row['llc_paper_settings']['mean']).tolist()} (settled "
-          f"{np.round(row['llc_settled']['mean']).tolist()}), stop step "
+          f"{settled_llc}), stop step "
           f"{row['stop_step'].tolist()}, val acc "
           f"{np.round(row['final_val_acc'], 3).tolist()}", flush=True)
     return row
@@ -260,7 +268,8 @@ def compute_scan(name: str, axis: str, cfg: ScanConfig, names: Sequence[str],
     proto_start = time.perf_counter()
     fits[proto_name], fits_settled[proto_name] = {}, {}
     for fixed in cfg.series:
-      row = [measure(proto, fixed, x) for x in cfg.xs]
+      with_settled = cfg.settled_series is None or fixed in cfg.settled_series
+      row = [measure(proto, fixed, x, with_settled) for x in cfg.xs]
       points += row
       kept = lambda key: np.stack(
           [np.where(r["kept"], r[key]["mean"], np.nan) for r in row], 1)
@@ -272,8 +281,9 @@ def compute_scan(name: str, axis: str, cfg: ScanConfig, names: Sequence[str],
           "theory_lazy_slope": metrics.linear_fit(
               xs, [r["theory_lazy_llc"] for r in row])["slope"],
           "dropped": [r[axis] for r in row if not np.all(r["kept"])]}
-      fits_settled[proto_name][str(fixed)] = fit_series(
-          xs, kept("llc_settled"), paper_slopes.get(fixed))
+      if with_settled:
+        fits_settled[proto_name][str(fixed)] = fit_series(
+            xs, kept("llc_settled"), paper_slopes.get(fixed))
     seconds[proto_name] = time.perf_counter() - proto_start
   extra = []
   for proto, fixed, xs in extra_points:
@@ -359,10 +369,12 @@ def paper_rows(results: dict) -> list[dict]:
   series = results["series_name"]
   for proto_name, fits in results["fits"].items():
     for fixed, fit in fits.items():
-      settled = results["fits_settled"][proto_name][fixed]
+      settled = results["fits_settled"][proto_name].get(fixed)
+      note = (f"; settled chains: {settled['slope']:.3g}, R² "
+              f"{settled['r2']:.3f}" if settled and settled["slope"] else "")
       rows.append({"protocol": proto_name,
                    "quantity": f"slope at {series}={fixed} (R² {fit['r2']:.3f}"
-                               f"; settled: {settled['slope']:.3g})"
+                               f"{note})"
                    if fit["slope"] is not None else f"slope at {series}={fixed}",
                    "ours": fit["slope"], "paper": fit["paper_slope"],
                    "match": fit["slope_matches"]})

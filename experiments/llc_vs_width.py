@@ -34,7 +34,8 @@ CONFIGS = {
     # 10k steps: at 6000 the K=600 run had not grokked (val acc 0.56).
     "quick": llc_vs_p.ScanConfig(series=(53,), xs=(200, 600, 1000, 1400)),
     "default": llc_vs_p.ScanConfig(series=(53, 61, 71), xs=WIDTHS),
-    "paper": llc_vs_p.ScanConfig(series=(53, 61, 71), xs=WIDTHS),
+    "paper": llc_vs_p.ScanConfig(series=(53, 61, 71), xs=WIDTHS,
+                                 settled_series=(53,)),
 }
 
 
