@@ -146,6 +146,20 @@ def plot(results: dict, out_dir: str) -> None:
   plotting.save_figure(fig, os.path.join(out_dir, f"{NAME}.png"), dpi=100)
 
 
+
+def paper_rows(results: dict) -> list[dict]:
+  """Rows of ``figures/paper/README.md``: which layer carries the drop."""
+  joint = next(iter(results["mean_drop"]))
+  return [{"protocol": results["protocol"],
+           "quantity": f"mean LLC drop, {name}",
+           "ours": drop, "paper": None, "match": None}
+          for name, drop in results["mean_drop"].items()] + [
+              {"protocol": results["protocol"],
+               "quantity": f"drop carried by (joint: {joint})",
+               "ours": results["drop_carried_by"], "paper": None,
+               "match": None}]
+
+
 def main(argv=None) -> dict:
   args, mode = common.parse_mode(__doc__, common.add_runs_flag, argv)
   cfg = CONFIGS[mode]

@@ -5,7 +5,7 @@ At the Fig. 3 run's memorised and grokked checkpoints, runs long SGLD chains
 
 * the minibatch size B (32 … 256), with devinterp's nβ = B / ln B: the
   authors' Fig. 1 used B = 64 (nβ 15.4), the reproduction B = 128 (26.4);
-* nβ at fixed B = 128 (a settings grid: one compiled program);
+* nβ at fixed B = 128 (a settings grid in the B = 128 program);
 * the chain length: the running estimate over draws [100, T) and fixed
   windows, among them the paper's (steps 100-600) and settled ones.
 
@@ -50,7 +50,8 @@ class ConventionsConfig:
     fig3_mode: the ``llc_over_training`` mode whose run is studied.
     checkpoints: label -> training step of the checkpoint.
     batch_sizes: SGLD minibatch sizes (nβ = B / ln B each).
-    nbetas: nβ values at batch 128.
+    nbetas: nβ values at batch ``nbeta_batch``.
+    nbeta_batch: the batch size of the nβ grid (one of ``batch_sizes``).
     num_steps: chain length; every step's loss is recorded.
     windows: (start, stop) step windows of the windowed estimates; the first
       is the paper's.
@@ -62,6 +63,7 @@ class ConventionsConfig:
   checkpoints: tuple[tuple[str, int], ...]
   batch_sizes: tuple[int, ...] = (32, 64, 128, 256)
   nbetas: tuple[float, ...] = (8.0, 15.39, 26.38, 50.0, 100.0)
+  nbeta_batch: int = 128
   num_steps: int = 3000
   windows: tuple[tuple[int, int], ...] = ((100, 600), (1000, 2000),
                                           (2000, 3000))
@@ -72,7 +74,7 @@ class ConventionsConfig:
 CONFIGS = {
     "smoke": ConventionsConfig(
         fig3_mode="smoke", checkpoints=(("memorised", 100), ("grokked", 200)),
-        batch_sizes=(8, 16), nbetas=(4.0, 8.0), num_steps=40,
+        batch_sizes=(8, 16), nbetas=(4.0, 8.0), nbeta_batch=16, num_steps=40,
         windows=((5, 20), (20, 40)), chain_lengths=(20, 40), burnin=5),
     "quick": ConventionsConfig(
         fig3_mode="quick", checkpoints=(("memorised", 1000), ("grokked", 8000)),
@@ -143,7 +145,8 @@ def compute(cfg: ConventionsConfig, seed: int, out_dir: str, store) -> dict:
                              num_draws=cfg.num_steps)
   by_batch, by_nbeta, seconds = {}, {}, {}
   for b in cfg.batch_sizes:
-    nbetas = [b / math.log(b)] + ([nb for nb in cfg.nbetas] if b == 128 else [])
+    nbetas = [b / math.log(b)] + (list(cfg.nbetas) if b == cfg.nbeta_batch
+                                  else [])
     t0 = time.perf_counter()
     res = estimate_llc(
         key, loss_fn, points, data.train,
@@ -154,7 +157,7 @@ def compute(cfg: ConventionsConfig, seed: int, out_dir: str, store) -> dict:
     seconds[str(b)] = time.perf_counter() - t0
     by_batch[str(b)] = {label: study(res, cfg, 0, i)
                         for i, (label, _) in enumerate(cfg.checkpoints)}
-    if b == 128:
+    if b == cfg.nbeta_batch:
       by_nbeta = {f"{nb:g}": {label: study(res, cfg, 1 + j, i)
                               for i, (label, _) in enumerate(cfg.checkpoints)}
                   for j, nb in enumerate(cfg.nbetas)}
@@ -179,7 +182,7 @@ def compute(cfg: ConventionsConfig, seed: int, out_dir: str, store) -> dict:
           "fig3_config": dataclasses.asdict(fig3),
           "checkpoint_steps": dict(cfg.checkpoints),
           "sgld": dataclasses.asdict(base), "by_batch": by_batch,
-          "by_nbeta_at_batch128": by_nbeta, "paper_window": paper_window,
+          "by_nbeta": by_nbeta, "paper_window": paper_window,
           "settled_window": settled_window, "magnitude_ratios": ratios,
           "drop_through_grokking": drops,
           "drop_holds_everywhere": bool(all(drops.values())),
@@ -201,27 +204,49 @@ def plot(results: dict, out_dir: str) -> None:
       axes[0].plot(xs, [results["by_batch"][b][label]["windows"][window]["mean"]
                         for b in results["by_batch"]], style, marker=marker,
                    label=f"{label}, steps {window}")
-      if results["by_nbeta_at_batch128"]:
-        nbs = [float(v) for v in results["by_nbeta_at_batch128"]]
-        axes[1].plot(nbs, [results["by_nbeta_at_batch128"][v][label]["windows"]
-                           [window]["mean"]
-                           for v in results["by_nbeta_at_batch128"]], style,
+      if results["by_nbeta"]:
+        nbs = [float(v) for v in results["by_nbeta"]]
+        axes[1].plot(nbs, [results["by_nbeta"][v][label]["windows"][window]
+                           ["mean"] for v in results["by_nbeta"]], style,
                      marker=marker, label=f"{label}, steps {window}")
     for b, row in results["by_batch"].items():
       axes[2].plot(cfg["chain_lengths"], row[label]["running"], marker=marker,
                    label=f"{label}, B={b}")
   axes[0].set(xscale="log", xlabel="SGLD minibatch B (nβ = B / ln B)",
               ylabel="LLC estimate", title="batch-size convention")
-  axes[1].set(xscale="log", xlabel="nβ (B = 128)", title="nβ at fixed batch")
+  axes[1].set(xscale="log", xlabel=f"nβ (B = {cfg['nbeta_batch']})",
+              title="nβ at fixed batch")
   axes[2].set(xlabel=f"chain length T (estimate over [{cfg['burnin']}, T))",
               title="chain length")
   for ax in axes:
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=6)
+    if ax.get_legend_handles_labels()[0]:
+      ax.legend(fontsize=6)
   fig.suptitle("LLC conventions at the Fig. 3 memorised and grokked "
                "checkpoints")
   plotting.save_figure(fig, os.path.join(out_dir, f"{NAME}.png"),
                               dpi=100)
+
+
+
+def paper_rows(results: dict) -> list[dict]:
+  """Rows of ``figures/paper/README.md``: how much the conventions move the
+  magnitudes, and whether the drop through grokking survives them all."""
+  rows = []
+  for label, r in results["magnitude_ratios"].items():
+    rows += [{"protocol": "recipe run", "quantity": f"{label}: LLC(B=64) / "
+              "LLC(B=128), paper window",
+              "ours": r["batch64_over_batch128_paper_window"], "paper": None,
+              "match": None},
+             {"protocol": "recipe run", "quantity": f"{label}: settled / paper "
+              "window (B=128)",
+              "ours": r["settled_over_paper_window_batch128"], "paper": None,
+              "match": None}]
+  rows.append({"protocol": "every B, nβ and window",
+               "quantity": "LLC drops from memorised to grokked",
+               "ours": results["drop_holds_everywhere"], "paper": True,
+               "match": results["drop_holds_everywhere"]})
+  return rows
 
 
 def main(argv=None) -> dict:

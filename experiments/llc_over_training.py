@@ -268,6 +268,30 @@ def add_flags(parser) -> None:
   common.add_runs_flag(parser)
 
 
+
+def paper_rows(results: dict) -> list[dict]:
+  """Rows of ``figures/paper/README.md``: peak and final LLC per protocol
+  (paper window; settled chains beside), and whether the drop coincides with
+  the val-loss drop."""
+  rows = []
+  for name, r in results["protocols"].items():
+    paper, settled = r["paper"], r["settled"]
+    rows += [
+        {"protocol": name, "quantity": f"peak LLC (step {paper['peak_step']}; "
+                                       f"settled {settled['peak_llc']:.0f})",
+         "ours": paper["peak_llc"], "paper": PAPER_REFERENCE["peak_llc"],
+         "match": abs(paper["peak_llc"] / PAPER_REFERENCE["peak_llc"] - 1) <= 0.3},
+        {"protocol": name, "quantity": f"final LLC (settled "
+                                       f"{settled['final_llc']:.0f})",
+         "ours": paper["final_llc"], "paper": PAPER_REFERENCE["final_llc"],
+         "match": abs(paper["final_llc"] / PAPER_REFERENCE["final_llc"] - 1)
+                  <= 0.3},
+        {"protocol": name, "quantity": "LLC drop coincides with val-loss drop",
+         "ours": paper["drop_coincides_with_val_loss_drop"], "paper": True,
+         "match": bool(paper["drop_coincides_with_val_loss_drop"])}]
+  return rows
+
+
 def main(argv=None) -> dict:
   args, mode = common.parse_mode(__doc__, add_flags, argv)
   cfg = CONFIGS[mode]

@@ -194,6 +194,16 @@ def plot(results: dict, out_dir: str) -> None:
   plotting.save_figure(fig, os.path.join(out_dir, f"{NAME}.png"), dpi=100)
 
 
+
+def paper_rows(results: dict) -> list[dict]:
+  """Rows of ``figures/paper/README.md``: whether every panel keeps the
+  Fig. 3 shape (the authors' settings for Figs. 7-10 are not known)."""
+  return [{"protocol": f"{results['protocol']} (authors' settings unknown)",
+           "quantity": f"{panel}: peak then drop in every curve",
+           "ours": holds, "paper": True, "match": holds}
+          for panel, holds in results["panel_holds"].items()]
+
+
 def main(argv=None) -> dict:
   args, mode = common.parse_mode(__doc__, common.add_runs_flag, argv)
   cfg = CONFIGS[mode]
