@@ -30,12 +30,13 @@ FIGURES = (
     ("llc_vs_p", ("--protocol", "both")),
     ("llc_vs_width", ("--protocol", "both")),
     ("llc_over_training", ()),
-    ("llc_conventions", ()),
-    ("gsm_vs_lr", ()),
-    ("toy_landscapes", ()),
-    ("regimes", ()),
     ("robustness", ()),
     ("llc_by_layer", ()),
+    ("gsm_vs_lr", ("--protocol", "both")),
+    ("toy_landscapes", ()),
+    ("regimes", ()),
+    # Last: it reads the paper-size Figs. 1-2 to check linearity everywhere.
+    ("llc_conventions", ()),
 )
 
 

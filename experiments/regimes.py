@@ -2,7 +2,8 @@
 N / (M ln M).
 
 For every modulus M, trains all train fractions in ONE vmapped ``train`` call
-(``num_trains=`` grid; SPEC §1 recipe, K=1024) and classifies each run:
+(``num_trains=`` grid) through the run store (``runs/``, ``--runs DIR``) and
+classifies each run:
 
 * ``none``: validation accuracy never reaches 0.95 within the run;
 * ``immediate``: it does by step ``max(2 x memorisation step, 500)``
@@ -15,20 +16,36 @@ Each boundary (none | generalising, and grokking | immediate) is fitted as
 the threshold on x = N / (M ln M) with the fewest misclassified runs; the
 result is the interval between the neighbouring runs (and its geometric
 midpoint), to compare with the paper's ≈ 2.5-3 and the SPEC's measured
-(2.7, 4.0); the lower boundary is consistent with the paper when its interval
-overlaps [2.5, 3]. Writes ``DIR/results.json`` and ``DIR/regimes.png``.
+(2.7, 4.0); the lower boundary is consistent with either when its interval
+overlaps it. Writes ``DIR/results.json`` and ``DIR/regimes.png``
+(``--replot`` redraws it from the former).
+
+Protocol: the authors' Fig. 14 settings are not known (``protocol`` in the
+results says so), so the caption's K=1024 and the SPEC §1 recipe (Adam lr
+1e-3, coupled L2 1e-5, batch 128) stand in; ``--protocol`` does not apply.
+Paper size: M ∈ {53, 67, 79, 83, 101, 103} × train fractions {0.1, 0.15,
+0.3, 0.4, 0.9, 0.95}, one seed, 15,000 steps (the SPEC's spot check ran 30k;
+its slowest grokking run generalised at step 8,500; a run near the boundary
+that groks later is counted ``none``, so longer training can only move the
+lower boundary down). Early stopping (3 checks >= 0.95) is not used: it
+could not change a classification (a run stops only after its generalisation
+step, and a run stopped before memorising is immediate either way), and it
+cannot shorten a modulus's vmapped grid, whose low fractions never generalise
+and run to the end.
 
     python -m experiments.regimes --quick   # M = 53, 79; 10k steps
-    python -m experiments.regimes           # M = 53..103; 20k steps
-    python -m experiments.regimes --paper   # M = 53..103; 30k steps, 3 seeds
+    python -m experiments.regimes           # M = 53..103; 10k steps
+    python -m experiments.regimes --paper   # M = 53..103; 15k steps
 
-Expected runtime on 2 CPU cores: ``--quick`` about 3 minutes; default about
-30 minutes; ``--paper`` about 2 hours, a few minutes on one GPU. Each modulus
-resumes from ``DIR/M{M}/train_state.npz``.
+Runtimes (2 CPU cores) are in ``figures/paper/README.md``, measured. Sizing:
+a step costs ∝ M (measured 415 run-steps/s at M=53, 194 at M=103, 6 fractions
+vmapped, 2 cores at load average 5); ``--quick`` took 2.9 min on idle cores
+(``figures/README.md``), which scales to about 16 min for ``--paper``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -39,9 +56,8 @@ import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 
-from experiments import common, llc_over_training
-from slt_jax import data as data_lib
-from slt_jax import metrics, plotting, train
+from experiments import common
+from slt_jax import metrics, plotting
 from slt_jax.config import DataConfig, ModelConfig, TrainConfig
 
 NAME = "regimes"
@@ -52,28 +68,57 @@ IMMEDIATE_FACTOR = 2
 IMMEDIATE_STEPS = 500
 PAPER_BOUNDARY = (2.5, 3.0)
 SPEC_BOUNDARY = (2.7, 4.0)
+PROTOCOL = {"name": "recipe", "authors_settings_known": False,
+            "source": "Fig. 14 caption (K=1024) with the SPEC §1 recipe "
+                      "(Adam lr 1e-3, coupled L2 1e-5, batch 128); the "
+                      "authors' own settings for Fig. 14 are not known"}
 
 
-def get_config(mode: str) -> dict:
-  """Configs for ``smoke`` (tests), ``quick``, ``default`` and ``paper``."""
-  if mode == "smoke":
-    smoke = llc_over_training.get_config("smoke")
-    return {"moduli": (7, 11), "fractions": (0.4, 0.9), "width": 32,
-            "train": smoke["train"], "seeds": 1}
-  recipe = TrainConfig(lr=1e-3, weight_decay=1e-5, num_steps=20000,
-                       log_every=250, ckpt_every=5000, chunk_steps=5000)
-  if mode == "quick":
-    return {"moduli": (53, 79), "fractions": FRACTIONS, "width": 1024,
-            "train": TrainConfig(lr=1e-3, weight_decay=1e-5, num_steps=10000,
-                                 log_every=250, ckpt_every=5000,
-                                 chunk_steps=5000), "seeds": 1}
-  if mode == "default":
-    return {"moduli": MODULI, "fractions": FRACTIONS, "width": 1024,
-            "train": recipe, "seeds": 1}
-  return {"moduli": MODULI, "fractions": FRACTIONS, "width": 1024,
-          "train": TrainConfig(lr=1e-3, weight_decay=1e-5, num_steps=30000,
-                               log_every=250, ckpt_every=5000,
-                               chunk_steps=5000), "seeds": 3}
+@dataclasses.dataclass(frozen=True)
+class RegimesConfig:
+  """A sweep of moduli x train fractions.
+
+  Attributes:
+    moduli: primes M.
+    fractions: train fractions of the M² pairs (one vmapped grid per M).
+    width: hidden width K.
+    seeds: training seeds per (M, fraction).
+    num_steps: training steps T.
+    log_every: steps between accuracy evaluations.
+    chunk_steps: steps per compiled chunk (also the checkpoint interval:
+      classification needs no checkpoints).
+    batch_size: minibatch size.
+    lr: learning rate (the recipe's 1e-3; only the smoke test changes it).
+  """
+
+  moduli: tuple[int, ...]
+  fractions: tuple[float, ...]
+  width: int = 1024
+  seeds: int = 1
+  num_steps: int = 10000
+  log_every: int = 250
+  chunk_steps: int = 5000
+  batch_size: int = 128
+  lr: float = 1e-3
+
+  def train_config(self) -> TrainConfig:
+    """The SPEC §1 recipe at this sweep's length."""
+    return TrainConfig(lr=self.lr, weight_decay=1e-5,
+                       batch_size=self.batch_size, num_steps=self.num_steps,
+                       log_every=self.log_every, ckpt_every=self.chunk_steps,
+                       chunk_steps=self.chunk_steps)
+
+
+CONFIGS = {
+    # p=11 at fraction 0.9 generalises within 400 steps at lr 3e-2.
+    "smoke": RegimesConfig(moduli=(7, 11), fractions=(0.4, 0.9), width=128,
+                           num_steps=400, log_every=20, chunk_steps=100,
+                           batch_size=16, lr=3e-2),
+    "quick": RegimesConfig(moduli=(53, 79), fractions=FRACTIONS),
+    "default": RegimesConfig(moduli=MODULI, fractions=FRACTIONS),
+    "paper": RegimesConfig(moduli=MODULI, fractions=FRACTIONS,
+                           num_steps=15000),
+}
 
 
 def classify(memorisation: np.ndarray, generalisation: np.ndarray
@@ -118,45 +163,84 @@ def fit_threshold(x: Sequence[float], above: Sequence[bool]) -> dict:
   return {"low": low, "high": high, "midpoint": mid, "errors": errors[best]}
 
 
-def main(argv=None) -> dict:
-  args, mode = common.parse_mode(__doc__, argv=argv)
-  cfg = get_config(mode)
-  out_dir = common.output_dir(NAME, args.out)
-  key_data, key_train = jax.random.split(jax.random.key(args.seed))
-  start = time.perf_counter()
-  rows = []
-  for m in cfg["moduli"]:
-    data = data_lib.modular_arithmetic(jax.random.fold_in(key_data, m),
-                                       DataConfig(p=m))
-    num_trains = [int(round(f * m * m)) for f in cfg["fractions"]]
-    run = train.train(jax.random.fold_in(key_train, m), data,
-                      ModelConfig(p=m, width=cfg["width"]), cfg["train"],
-                      seeds=cfg["seeds"], num_trains=num_trains,
-                      out_dir=os.path.join(out_dir, f"M{m}"),
-                      progress=mode != "smoke")
-    mem = metrics.memorisation_step(run.log_steps, run.metrics["train_acc"])
-    gen = metrics.generalisation_step(run.log_steps, run.metrics["val_acc"])
-    regime = classify(mem, gen)
-    for r in range(len(regime)):
-      n = int(run.hparams["num_train"][r])
-      rows.append({
-          "modulus": m, "seed": int(run.hparams["seed"][r]), "num_train": n,
-          "train_frac": n / m ** 2, "x": n / (m * math.log(m)),
-          "memorisation_step": int(mem[r]), "generalisation_step": int(gen[r]),
-          "final_train_acc": float(run.metrics["train_acc"][r, -1]),
-          "final_val_acc": float(run.metrics["val_acc"][r, -1]),
-          "regime": REGIMES[regime[r]]})
-      print(f"M={m} N={n} x={rows[-1]['x']:.2f}: {rows[-1]['regime']} "
-            f"(mem {mem[r]}, gen {gen[r]})", flush=True)
+def overlaps(boundary: dict, interval: Sequence[float]) -> bool:
+  """Whether a fitted boundary's (low, high) interval overlaps ``interval``."""
+  return ((boundary["low"] is None or boundary["low"] < interval[1])
+          and (boundary["high"] is None or boundary["high"] > interval[0]))
+
+
+def boundaries_of(rows: list[dict]) -> dict:
+  """Both boundaries fitted to the runs' x and regimes."""
   x = np.array([r["x"] for r in rows])
   regime = np.array([REGIMES.index(r["regime"]) for r in rows])
-  boundaries = {"none_vs_generalising": fit_threshold(x, regime > 0),
-                "grokking_vs_immediate": fit_threshold(x, regime == 2)}
-  lower = boundaries["none_vs_generalising"]
-  consistent = ((lower["low"] is None or lower["low"] < PAPER_BOUNDARY[1])
-                and (lower["high"] is None
-                     or lower["high"] > PAPER_BOUNDARY[0]))
+  return {"none_vs_generalising": fit_threshold(x, regime > 0),
+          "grokking_vs_immediate": fit_threshold(x, regime == 2)}
 
+
+def measure_modulus(key_data, key_train, m: int, cfg: RegimesConfig,
+                    store, progress: bool) -> tuple[np.ndarray, list[dict]]:
+  """Trains (or loads) every fraction x seed at modulus ``m``.
+
+  Returns:
+    (log steps, one row per run: sizes, x, memorisation and generalisation
+    steps, final accuracies, regime and the accuracy curves).
+  """
+  data_key = jax.random.fold_in(key_data, m)
+  run = common.trained_run(
+      jax.random.fold_in(key_train, m), DataConfig(p=m),
+      ModelConfig(p=m, width=cfg.width), cfg.train_config(),
+      data_key=data_key, seeds=cfg.seeds,
+      num_trains=[int(round(f * m * m)) for f in cfg.fractions], store=store,
+      label=f"regimes_M{m}_K{cfg.width}", progress=progress)
+  acc = run.metrics
+  mem = metrics.memorisation_step(run.log_steps, acc["train_acc"])
+  gen = metrics.generalisation_step(run.log_steps, acc["val_acc"])
+  regime = classify(mem, gen)
+  rows = []
+  for r in range(len(regime)):
+    n = int(run.hparams["num_train"][r])
+    rows.append({
+        "modulus": m, "seed": int(run.hparams["seed"][r]), "num_train": n,
+        "train_frac": n / m ** 2, "x": n / (m * math.log(m)),
+        "memorisation_step": int(mem[r]), "generalisation_step": int(gen[r]),
+        "final_train_acc": float(acc["train_acc"][r, -1]),
+        "final_val_acc": float(acc["val_acc"][r, -1]),
+        "regime": REGIMES[regime[r]],
+        "train_acc": acc["train_acc"][r], "val_acc": acc["val_acc"][r]})
+    print(f"M={m} N={n} x={rows[-1]['x']:.2f}: {rows[-1]['regime']} "
+          f"(mem {mem[r]}, gen {gen[r]})", flush=True)
+  return run.log_steps, rows
+
+
+def compute(mode: str, seed: int, store) -> dict:
+  """Every modulus of ``CONFIGS[mode]``; the results payload."""
+  cfg, start = CONFIGS[mode], time.perf_counter()
+  key_data, key_train = jax.random.split(jax.random.key(seed))
+  rows = []
+  for m in cfg.moduli:
+    log_steps, found = measure_modulus(key_data, key_train, m, cfg, store,
+                                       progress=mode != "smoke")
+    rows += found
+  boundaries = boundaries_of(rows)
+  lower = boundaries["none_vs_generalising"]
+  return {
+      "name": NAME, "mode": mode, "config": dataclasses.asdict(cfg),
+      "train": dataclasses.asdict(cfg.train_config()), "protocol": PROTOCOL,
+      "rule": {"generalisation_acc": metrics.GENERALISATION_ACC,
+               "memorisation_acc": metrics.MEMORISATION_ACC,
+               "immediate_factor": IMMEDIATE_FACTOR,
+               "immediate_steps": IMMEDIATE_STEPS},
+      "log_steps": log_steps, "runs": rows, "boundaries": boundaries,
+      "paper_reference": {"boundary": PAPER_BOUNDARY,
+                          "spec_measured_boundary": SPEC_BOUNDARY},
+      "lower_boundary_consistent_with_paper": overlaps(lower, PAPER_BOUNDARY),
+      "lower_boundary_consistent_with_spec": overlaps(lower, SPEC_BOUNDARY),
+      "wall_seconds": time.perf_counter() - start}
+
+
+def plot(results: dict, out_dir: str) -> None:
+  """Regime against x per modulus, and the generalisation steps."""
+  rows, boundaries = results["runs"], results["boundaries"]
   fig, (ax_reg, ax_gen) = plt.subplots(1, 2, figsize=(11, 4.2))
   markers = {"none": ("x", "tab:red"), "grokking": ("o", "tab:orange"),
              "immediate": ("s", "tab:green")}
@@ -171,10 +255,10 @@ def main(argv=None) -> dict:
       ax_reg.axvline(b["midpoint"], color="k", ls=ls, lw=1,
                      label=f"fit {name}: {b['midpoint']:.2f}")
   ax_reg.set(xscale="log", xlabel="N / (M ln M)", ylabel="modulus M",
-             title=f"regimes (K={cfg['width']}, "
-                   f"{cfg['train'].num_steps} steps)")
+             title=f"regimes (K={results['config']['width']}, "
+                   f"{results['config']['num_steps']} steps)")
   ax_reg.legend(fontsize=7)
-  for m in cfg["moduli"]:
+  for m in results["config"]["moduli"]:
     pick = [r for r in rows
             if r["modulus"] == m and r["generalisation_step"] > 0]
     ax_gen.plot([r["x"] for r in pick],
@@ -192,25 +276,33 @@ def main(argv=None) -> dict:
   fig.tight_layout()
   plotting.save_figure(fig, os.path.join(out_dir, f"{NAME}.png"), dpi=100)
 
-  payload = {
-      "mode": mode, "config": {**common.config_dict(cfg["train"]),
-                               "moduli": cfg["moduli"],
-                               "fractions": cfg["fractions"],
-                               "width": cfg["width"], "seeds": cfg["seeds"]},
-      "rule": {"generalisation_acc": metrics.GENERALISATION_ACC,
-               "memorisation_acc": metrics.MEMORISATION_ACC,
-               "immediate_factor": IMMEDIATE_FACTOR,
-               "immediate_steps": IMMEDIATE_STEPS},
-      "runs": rows, "boundaries": boundaries,
-      "paper_reference": {"boundary": PAPER_BOUNDARY,
-                          "spec_measured_boundary": SPEC_BOUNDARY},
-      "lower_boundary_consistent_with_paper": consistent,
-      "wall_seconds": time.perf_counter() - start}
-  common.write_results(out_dir, payload)
-  for name, b in boundaries.items():
+
+
+def paper_rows(results: dict) -> list[dict]:
+  """Rows of ``figures/paper/README.md``: the fitted regime boundaries in
+  N / (M ln M) (the authors' settings are not known: the caption's)."""
+  rows = []
+  for name, b in results["boundaries"].items():
+    interval = (f"between {b['low']:.2f} and {b['high']:.2f}"
+                if b["low"] is not None and b["high"] is not None else "open")
+    rows.append({"protocol": "caption (authors' settings unknown)",
+                 "quantity": f"{name} boundary {interval} "
+                             f"({b['errors']} misclassified)",
+                 "ours": b["midpoint"],
+                 "paper": "2.5-3" if name == "none_vs_generalising" else None,
+                 "match": (results["lower_boundary_consistent_with_paper"]
+                           if name == "none_vs_generalising" else None)})
+  return rows
+
+
+def main(argv=None) -> dict:
+  args, mode = common.parse_mode(__doc__, common.add_runs_flag, argv)
+  results = common.compute_then_plot(
+      NAME, args, lambda: compute(mode, args.seed, args.runs), plot)
+  for name, b in results["boundaries"].items():
     print(f"{name}: between {b['low']} and {b['high']} (midpoint "
           f"{b['midpoint']}, {b['errors']} misclassified)")
-  return payload
+  return results
 
 
 if __name__ == "__main__":

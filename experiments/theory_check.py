@@ -47,15 +47,17 @@ slope min(K, n) / 2 = K / 2).
 
 Writes ``DIR/results.json`` (``{"rows": [...], "lazy_scaling": {...}}``),
 ``DIR/theory_check.png`` (predicted against estimated, identity line) and
-``DIR/lazy_scaling.png``. ``--quick`` (14 rows): about 4 minutes on 2 busy
-CPU cores; default (16 rows, 5x the step caps): about 10 minutes.
+``DIR/lazy_scaling.png``; ``--replot`` redraws both from the former. No
+paper figure: ``--paper`` runs the default. ``--quick`` has 14 rows, the
+default 16 with 5x the step caps; runtimes (2 CPU cores) are in
+``figures/README.md``, measured.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
-import warnings
 from typing import Any, Callable, NamedTuple, Optional
 
 import jax
@@ -71,6 +73,7 @@ from slt_jax import metrics, model, plotting, theory, validation
 from slt_jax.config import DataConfig, SGLDConfig
 from slt_jax.llc import estimate_llc
 
+NAME = "theory_check"
 ASYMPTOTIC = (1e4, 1.0)  # (nbeta, gamma) near the asymptotic regime.
 PAPER = (128 / np.log(128), 5.0)  # the paper's nbeta = B / ln B and gamma.
 PAPER_STEP = 5e-4
@@ -202,40 +205,70 @@ def lazy_case(key, p: int, K: int, n: int) -> Case:
               mask=known.mask, extra={"init_scale": 2.0})
 
 
-def get_config(mode: str) -> dict:
-  """Case sizes and SGLD step caps for ``smoke``, ``quick`` and ``default``.
+@dataclasses.dataclass(frozen=True)
+class TheoryConfig:
+  """Case sizes and SGLD step caps.
 
-  Gaussian sizes are (d, m, K, n), modular (p, K, n); lazy rows are
-  ``(lazy_p_fixed, K)`` for K in ``lazy_K`` and ``(p, lazy_K_fixed)`` for p in
-  ``lazy_p``, all with ``lazy_n`` training pairs.
+  Attributes:
+    gaussian: Gaussian-input cases (d, m, K, n).
+    modular: modular one-hot cases (p, K, n).
+    ntk_modular: add the linearisation of the first modular case (the
+      smallest Gaussian case's is always added).
+    lazy_p_fixed: p of the lazy rows scanned over ``lazy_K``.
+    lazy_K: widths of those rows.
+    lazy_K_fixed: K of the lazy rows scanned over ``lazy_p``.
+    lazy_p: primes of those rows.
+    lazy_n: training pairs of every lazy row.
+    max_burnin: cap on the burn-in (3 relaxation times otherwise).
+    min_draws: floor on the draws (20 relaxation times otherwise) ...
+    max_draws: ... and their cap.
+    num_chains: chains per estimate.
   """
-  if mode == "smoke":
-    return {"gaussian": [(2, 1, 2, 20)], "modular": [(3, 1, 4)],
-            "ntk_modular": False, "lazy_p_fixed": 3, "lazy_K": (2, 3),
-            "lazy_K_fixed": 3, "lazy_p": (3, 5), "lazy_n": 6,
-            "max_burnin": 200, "min_draws": 100, "max_draws": 400,
-            "num_chains": 2}
-  gaussian = [(3, 2, 8, 100), (4, 1, 2, 100), (4, 2, 2, 100), (3, 6, 5, 100)]
-  quick = mode == "quick"
-  return {"gaussian": gaussian + ([] if quick else [(4, 3, 5, 100)]),
-          "modular": [(5, 2, 13), (7, 3, 25), (5, 6, 10)],
-          "ntk_modular": True, "lazy_p_fixed": 7,
-          "lazy_K": (2, 4, 8) if quick else (2, 4, 6, 8), "lazy_K_fixed": 8,
-          "lazy_p": (5, 7, 11), "lazy_n": 20,
-          "max_burnin": 20000 if quick else 100000, "min_draws": 2000,
-          "max_draws": 40000 if quick else 200000, "num_chains": 4}
+
+  gaussian: tuple[tuple[int, int, int, int], ...]
+  modular: tuple[tuple[int, int, int], ...]
+  ntk_modular: bool
+  lazy_p_fixed: int
+  lazy_K: tuple[int, ...]
+  lazy_K_fixed: int
+  lazy_p: tuple[int, ...]
+  lazy_n: int
+  max_burnin: int
+  min_draws: int
+  max_draws: int
+  num_chains: int
 
 
-def build_cases(key, cfg: dict) -> list[Case]:
+_GAUSSIAN = ((3, 2, 8, 100), (4, 1, 2, 100), (4, 2, 2, 100), (3, 6, 5, 100))
+_QUICK = TheoryConfig(
+    gaussian=_GAUSSIAN, modular=((5, 2, 13), (7, 3, 25), (5, 6, 10)),
+    ntk_modular=True, lazy_p_fixed=7, lazy_K=(2, 4, 8), lazy_K_fixed=8,
+    lazy_p=(5, 7, 11), lazy_n=20, max_burnin=20000, min_draws=2000,
+    max_draws=40000, num_chains=4)
+_DEFAULT = dataclasses.replace(
+    _QUICK, gaussian=_GAUSSIAN + ((4, 3, 5, 100),), lazy_K=(2, 4, 6, 8),
+    max_burnin=100000, max_draws=200000)
+CONFIGS = {
+    "smoke": TheoryConfig(
+        gaussian=((2, 1, 2, 20),), modular=((3, 1, 4),), ntk_modular=False,
+        lazy_p_fixed=3, lazy_K=(2, 3), lazy_K_fixed=3, lazy_p=(3, 5),
+        lazy_n=6, max_burnin=200, min_draws=100, max_draws=400, num_chains=2),
+    "quick": _QUICK,
+    "default": _DEFAULT,
+    "paper": _DEFAULT,
+}
+
+
+def build_cases(key, cfg: TheoryConfig) -> list[Case]:
   """All cases of a configuration."""
   keys = iter(jax.random.split(key, 64))
-  gaussian = [gaussian_case(next(keys), *s) for s in cfg["gaussian"]]
-  modular = [modular_case(next(keys), *s) for s in cfg["modular"]]
+  gaussian = [gaussian_case(next(keys), *s) for s in cfg.gaussian]
+  modular = [modular_case(next(keys), *s) for s in cfg.modular]
   ntk_bases = [min(gaussian, key=lambda c: c.sizes["K"])]
-  ntk_bases += modular[:1] if cfg["ntk_modular"] else []
-  p0, k0, n = cfg["lazy_p_fixed"], cfg["lazy_K_fixed"], cfg["lazy_n"]
-  lazy_sizes = sorted({(p0, K) for K in cfg["lazy_K"]}
-                      | {(p, k0) for p in cfg["lazy_p"]})
+  ntk_bases += modular[:1] if cfg.ntk_modular else []
+  p0, k0, n = cfg.lazy_p_fixed, cfg.lazy_K_fixed, cfg.lazy_n
+  lazy_sizes = sorted({(p0, K) for K in cfg.lazy_K}
+                      | {(p, k0) for p in cfg.lazy_p})
   # One key for every lazy row: rows with the same p share a training split.
   key_lazy = next(keys)
   lazy = [lazy_case(key_lazy, p, K, n) for p, K in lazy_sizes]
@@ -243,14 +276,14 @@ def build_cases(key, cfg: dict) -> list[Case]:
 
 
 def sgld_config(h_max: float, h_min: float, nbeta: float, gamma: float,
-                cfg: dict) -> tuple[SGLDConfig, float]:
+                cfg: TheoryConfig) -> tuple[SGLDConfig, float]:
   """Full-batch SGLD with the step from the spectrum and tau-based lengths."""
   eps = min(PAPER_STEP, STEP_FACTOR / (nbeta * h_max + gamma))
   tau = 1.0 / (eps * (nbeta * h_min + gamma))
-  burnin = int(np.clip(np.ceil(3 * tau), 200, cfg["max_burnin"]))
-  draws = int(np.clip(np.ceil(20 * tau), cfg["min_draws"], cfg["max_draws"]))
+  burnin = int(np.clip(np.ceil(3 * tau), 200, cfg.max_burnin))
+  draws = int(np.clip(np.ceil(20 * tau), cfg.min_draws, cfg.max_draws))
   return SGLDConfig(step_size=eps, nbeta=float(nbeta), localization=gamma,
-                    num_chains=cfg["num_chains"], num_draws=draws,
+                    num_chains=cfg.num_chains, num_draws=draws,
                     num_burnin=burnin, batch_size=None), tau
 
 
@@ -258,10 +291,8 @@ def run_sgld(key, case: Case, sgld: SGLDConfig, tau: float,
              eig_P: np.ndarray) -> dict:
   """One ``estimate_llc`` call, its summary, and the expectation of the same
   run on the quadratic approximation (``theory.sgld_llc_hat_quadratic``)."""
-  with warnings.catch_warnings():
-    warnings.simplefilter("ignore", RuntimeWarning)
-    res = estimate_llc(key, case.loss_fn, case.params, case.data, sgld,
-                       mask=case.mask, progress=False)
+  res = estimate_llc(key, case.loss_fn, case.params, case.data, sgld,
+                     mask=case.mask, progress=False, warn=False)
   d = res.diagnostics
   return {"mean": float(res.mean), "std": float(res.std),
           "nbeta": res.nbeta, "gamma": sgld.localization,
@@ -275,7 +306,7 @@ def run_sgld(key, case: Case, sgld: SGLDConfig, tau: float,
               sgld.num_burnin, sgld.num_draws)}
 
 
-def check_case(key, case: Case, cfg: dict) -> dict:
+def check_case(key, case: Case, cfg: TheoryConfig) -> dict:
   """(a)-(d) for one case, as one results row."""
   start = time.perf_counter()
   moving = case.moving_params()
@@ -317,17 +348,17 @@ def check_case(key, case: Case, cfg: dict) -> dict:
   return row
 
 
-def lazy_scaling(rows: list[dict], cfg: dict) -> dict:
+def lazy_scaling(rows: list[dict], cfg: TheoryConfig) -> dict:
   """Lines fitted to the asymptotic SGLD estimates: vs K, vs p."""
   lazy = [r for r in rows if r["regime"] == "lazy"]
   out = {}
-  for name, fixed, var, value in (("vs_K", "p", "K", cfg["lazy_p_fixed"]),
-                                  ("vs_p", "K", "p", cfg["lazy_K_fixed"])):
+  for name, fixed, var, value in (("vs_K", "p", "K", cfg.lazy_p_fixed),
+                                  ("vs_p", "K", "p", cfg.lazy_K_fixed)):
     sel = sorted((r for r in lazy if r["sizes"][fixed] == value),
                  key=lambda r: r["sizes"][var])
     x = np.array([r["sizes"][var] for r in sel], float)
-    closed_slope = (value / 2 if var == "K" else min(value, cfg["lazy_n"]) / 2)
-    out[name] = {"fixed": {fixed: value, "n": cfg["lazy_n"]}, "x": x,
+    closed_slope = value / 2 if var == "K" else min(value, cfg.lazy_n) / 2
+    out[name] = {"fixed": {fixed: value, "n": cfg.lazy_n}, "x": x,
                  "sgld_mean": [r["sgld_asym_mean"] for r in sel],
                  "sgld_std": [r["sgld_asym_std"] for r in sel],
                  "closed_form": [r["closed_form"] for r in sel],
@@ -338,8 +369,9 @@ def lazy_scaling(rows: list[dict], cfg: dict) -> dict:
   return out
 
 
-def plot_results(rows: list[dict], scaling: dict, out_dir: str) -> None:
+def plot(results: dict, out_dir: str) -> None:
   """Predicted against estimated LLC, and the lazy-scaling fits."""
+  rows, scaling = results["rows"], results["lazy_scaling"]
   names = [r["regime"] + "".join(f" {k}{v}" for k, v in r["sizes"].items())
            for r in rows]
   get = lambda key: np.array([r[key] for r in rows], float)
@@ -356,7 +388,7 @@ def plot_results(rows: list[dict], scaling: dict, out_dir: str) -> None:
     axis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
     axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
   ax.legend(loc="upper left", fontsize=7)
-  plotting.save_figure(fig, f"{out_dir}/theory_check.png", dpi=100)
+  plotting.save_figure(fig, os.path.join(out_dir, f"{NAME}.png"), dpi=100)
   fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
   colors = ("tab:blue", "tab:red")
   for ax, (name, s), color in zip(axes, scaling.items(), colors):
@@ -368,16 +400,14 @@ def plot_results(rows: list[dict], scaling: dict, out_dir: str) -> None:
     ax.set(xlabel=var, ylabel="LLC", title=f"lazy RF, {s['fixed']}")
     ax.legend(fontsize=7)
   fig.tight_layout()
-  plotting.save_figure(fig, f"{out_dir}/lazy_scaling.png", dpi=100)
+  plotting.save_figure(fig, os.path.join(out_dir, "lazy_scaling.png"),
+                       dpi=100)
 
 
-def main(argv=None) -> dict:
-  args = common.parse_args(__doc__, argv=argv, extra=lambda p: p.add_argument(
-      "--smoke", action="store_true", help="tiny configuration for tests"))
-  mode = "smoke" if args.smoke else "quick" if args.quick else "default"
-  cfg = get_config(mode)
-  out_dir = common.output_dir("theory_check", args.out)
-  key_cases, key_sgld = jax.random.split(jax.random.key(args.seed))
+def compute(mode: str, seed: int) -> dict:
+  """Every case of ``CONFIGS[mode]``; the results payload."""
+  cfg = CONFIGS[mode]
+  key_cases, key_sgld = jax.random.split(jax.random.key(seed))
   cases = build_cases(key_cases, cfg)
   rows = []
   for key, case in zip(jax.random.split(key_sgld, len(cases)), cases):
@@ -393,19 +423,21 @@ def main(argv=None) -> dict:
           f" {r['sgld_paper_quadratic']:.2f})"
           f" {'agree' if r['agree'] else 'DISAGREE'} ({r['seconds']:.0f}s)",
           flush=True)
-  scaling = lazy_scaling(rows, cfg)
-  plot_results(rows, scaling, out_dir)
-  payload = {"mode": mode, "config": cfg,
-             "settings": {"asymptotic": {"nbeta": ASYMPTOTIC[0],
-                                         "gamma": ASYMPTOTIC[1]},
-                          "paper": {"nbeta": PAPER[0], "gamma": PAPER[1],
-                                    "max_step": PAPER_STEP},
-                          "step_factor": STEP_FACTOR, "rel_tol": REL_TOL},
-             "rows": rows, "lazy_scaling": scaling,
-             "num_agree": sum(r["agree"] for r in rows),
-             "num_rows": len(rows)}
-  common.write_results(out_dir, payload)
-  return payload
+  return {"name": NAME, "mode": mode, "config": dataclasses.asdict(cfg),
+          "settings": {"asymptotic": {"nbeta": ASYMPTOTIC[0],
+                                      "gamma": ASYMPTOTIC[1]},
+                       "paper": {"nbeta": PAPER[0], "gamma": PAPER[1],
+                                 "max_step": PAPER_STEP},
+                       "step_factor": STEP_FACTOR, "rel_tol": REL_TOL},
+          "rows": rows, "lazy_scaling": lazy_scaling(rows, cfg),
+          "num_agree": sum(r["agree"] for r in rows),
+          "num_rows": len(rows)}
+
+
+def main(argv=None) -> dict:
+  args, mode = common.parse_mode(__doc__, argv=argv)
+  return common.compute_then_plot(NAME, args, lambda: compute(mode, args.seed),
+                                  plot)
 
 
 if __name__ == "__main__":

@@ -14,14 +14,16 @@ from the finite-nβ bias. The step size is 2e-6 rather than the 1e-4 of
 per step is eps·nβ = 1 at 1e-4 (the chain jumps to a fresh N(0, eps) draw
 each step and doubles the variance), and on w1² w2² it is unstable once
 |w2| > 1.4.
-Writes ``DIR/results.json`` and ``DIR/toy_landscapes.png``.
+Nothing is trained, so the recipe and authors' protocols coincide here (the
+results say so); ``--paper`` only runs more chains and draws. Writes
+``DIR/results.json`` and ``DIR/toy_landscapes.png`` (``--replot`` redraws it
+from the former).
 
     python -m experiments.toy_landscapes --quick   # same as default
     python -m experiments.toy_landscapes           # 16 chains x 1M draws
     python -m experiments.toy_landscapes --paper   # 32 chains x 3M draws
 
-Expected runtime on 2 CPU cores: ``--quick``/default about 1 minute;
-``--paper`` about 3 minutes.
+Runtimes (2 CPU cores) are in ``figures/paper/README.md``, measured.
 """
 
 from __future__ import annotations
@@ -76,27 +78,50 @@ def numpy_potential(coeffs):
   return lambda w1, w2: sum(c * f for c, f in zip(coeffs, features(w1, w2)))
 
 
-def get_config(mode: str) -> SGLDConfig:
-  """SGLD settings for ``smoke`` (tests), ``quick``/default and ``paper``."""
-  cfg = SGLDConfig(step_size=2e-6, nbeta=1e4, localization=1.0,
-                   num_chains=16, num_burnin=50000, num_draws=1000000,
-                   batch_size=None)
-  if mode == "smoke":
-    return dataclasses.replace(cfg, num_chains=2, num_burnin=50, num_draws=200)
-  if mode == "paper":
-    return dataclasses.replace(cfg, num_chains=32, num_draws=3000000)
-  return cfg
+@dataclasses.dataclass(frozen=True)
+class ToyConfig:
+  """Full-batch localized SGLD at w* = 0 for every potential.
+
+  Attributes:
+    num_chains: chains per potential.
+    num_draws: draws per chain.
+    num_burnin: burn-in steps per chain.
+    step_size: eps (see the module docstring for why 2e-6).
+    nbeta: n·beta (n = 1: the "data" is one row of coefficients).
+    localization: gamma.
+  """
+
+  num_chains: int
+  num_draws: int
+  num_burnin: int = 50000
+  step_size: float = 2e-6
+  nbeta: float = 1e4
+  localization: float = 1.0
+
+  def sgld(self) -> SGLDConfig:
+    """The SGLDConfig of these settings."""
+    return SGLDConfig(step_size=self.step_size, nbeta=self.nbeta,
+                      localization=self.localization,
+                      num_chains=self.num_chains, num_burnin=self.num_burnin,
+                      num_draws=self.num_draws, batch_size=None)
 
 
-def main(argv=None) -> dict:
-  args, mode = common.parse_mode(__doc__, argv=argv)
-  cfg = get_config(mode)
-  out_dir = common.output_dir(NAME, args.out)
-  start = time.perf_counter()
+CONFIGS = {
+    "smoke": ToyConfig(num_chains=2, num_draws=200, num_burnin=50),
+    "quick": ToyConfig(num_chains=16, num_draws=1000000),
+    "default": ToyConfig(num_chains=16, num_draws=1000000),
+    "paper": ToyConfig(num_chains=32, num_draws=3000000),
+}
+
+
+def compute(mode: str, seed: int) -> dict:
+  """Every potential at ``CONFIGS[mode]``; the results payload."""
+  toy, start = CONFIGS[mode], time.perf_counter()
+  cfg = toy.sgld()
   rows = {}
   for i, (name, (coeffs, exact)) in enumerate(POTENTIALS.items()):
     data = jnp.asarray(coeffs, jnp.float32)[None]
-    sweep = common.llc_sweep(jax.random.fold_in(jax.random.key(args.seed), i),
+    sweep = common.llc_sweep(jax.random.fold_in(jax.random.key(seed), i),
                              potential_loss, jnp.zeros(2), data, cfg, None,
                              batch_ndim=0)
     finite_temp = theory.gibbs_expectation(
@@ -115,7 +140,20 @@ def main(argv=None) -> dict:
         "seconds": sweep["seconds"]}
     print(f"{name:10s}: {mean:.4f} ± {std:.4f} (exact {exact:.4f}, finite-T "
           f"{finite_temp:.4f})", flush=True)
+  return {"name": NAME, "mode": mode, "config": dataclasses.asdict(toy),
+          "sgld": dataclasses.asdict(cfg),
+          "protocol": "none: nothing is trained, the recipe and authors' "
+                      "protocols coincide",
+          "features": FEATURES, "quadrature_grid": QUADRATURE_GRID,
+          "potentials": rows,
+          "paper_reference": {name: exact
+                              for name, (_, exact) in POTENTIALS.items()},
+          "wall_seconds": time.perf_counter() - start}
 
+
+def plot(results: dict, out_dir: str) -> None:
+  """One panel per potential: contours, estimate and exact values."""
+  rows, cfg = results["potentials"], results["config"]
   fig, axes = plt.subplots(1, len(rows), figsize=(3.3 * len(rows), 3.6))
   for ax, (name, r) in zip(axes, rows.items()):
     plotting.plot_potential(
@@ -123,20 +161,30 @@ def main(argv=None) -> dict:
         f"λ̂ = {r['llc_mean']:.3f} ± {r['llc_std']:.3f}\n"
         f"exact λ = {r['exact_llc']:.3g}\n"
         f"E[nβK] (quadrature) = {r['finite_temperature_expectation']:.3f}")
-  fig.suptitle(f"toy landscapes: nβ = {cfg.resolve_nbeta(1):g}, "
-               f"γ = {cfg.localization:g}, ε = {cfg.step_size:g}, "
-               f"{cfg.num_chains} chains × {cfg.num_draws} draws")
+  fig.suptitle(f"toy landscapes: nβ = {cfg['nbeta']:g}, "
+               f"γ = {cfg['localization']:g}, ε = {cfg['step_size']:g}, "
+               f"{cfg['num_chains']} chains × {cfg['num_draws']} draws")
   fig.tight_layout()
   plotting.save_figure(fig, os.path.join(out_dir, f"{NAME}.png"), dpi=100)
 
-  payload = {"mode": mode, "config": common.config_dict(cfg),
-             "features": FEATURES, "quadrature_grid": QUADRATURE_GRID,
-             "potentials": rows,
-             "paper_reference": {name: exact
-                                 for name, (_, exact) in POTENTIALS.items()},
-             "wall_seconds": time.perf_counter() - start}
-  common.write_results(out_dir, payload)
-  return payload
+
+
+def paper_rows(results: dict) -> list[dict]:
+  """Rows of ``figures/paper/README.md``: each potential's estimate against
+  its exact learning coefficient (and exact finite-nβ value)."""
+  return [{"protocol": "none (nothing trained)",
+           "quantity": f"{name} (finite-nβ exact "
+                       f"{r['finite_temperature_expectation']:.3f})",
+           "ours": r["llc_mean"], "paper": r["exact_llc"],
+           "match": abs(r["llc_mean"] / r["finite_temperature_expectation"] - 1)
+                    <= 0.05}
+          for name, r in results["potentials"].items()]
+
+
+def main(argv=None) -> dict:
+  args, mode = common.parse_mode(__doc__, argv=argv)
+  return common.compute_then_plot(NAME, args, lambda: compute(mode, args.seed),
+                                  plot)
 
 
 if __name__ == "__main__":

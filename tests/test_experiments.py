@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 
 from experiments import (common, gsm_vs_lr, llc_by_layer, regimes, robustness,
-                         toy_landscapes, train_modular, train_speed)
+                         toy_landscapes, train_modular)
 from slt_jax import io, metrics
-from slt_jax.config import DataConfig, ModelConfig, TrainConfig
 
 TINY = ["--p", "7", "--width", "16", "--train-frac", "0.6", "--batch-size",
         "8", "--lr", "1e-2", "--steps", "200", "--log-every", "10",
@@ -51,31 +50,42 @@ def test_common_parse_args_and_output_dir(tmp_path, monkeypatch):
 
 
 def test_get_config():
-  for quick in (True, False):
-    data_cfg, model_cfg, train_cfg, seeds = train_modular.get_config(quick)
-    assert data_cfg.p == model_cfg.p == 53 and model_cfg.width == 1024
-    assert train_cfg.loss == "centered_mse" and train_cfg.optimizer == "adam"
-    assert seeds >= 1
+  for mode in ("quick", "default", "paper"):
+    cfg = train_modular.CONFIGS[mode]
+    assert cfg.data.p == cfg.model.p == 53 and cfg.model.width == 1024
+    assert cfg.train.loss == "centered_mse" and cfg.train.optimizer == "adam"
+    assert cfg.train.batch_size == 128 and cfg.seeds >= 1
+  assert train_modular.CONFIGS["quick"].seeds == 1
+  smoke = train_modular.CONFIGS["smoke"]
+  assert smoke.data.p == smoke.model.p == 7
 
 
 def test_flags_override_config():
-  args = common.parse_args("x", train_modular._add_flags, ["--quick"] + TINY)
-  data_cfg, model_cfg, train_cfg, seeds = train_modular.configs_from_args(args)
-  assert data_cfg.p == model_cfg.p == 7 and data_cfg.train_frac == 0.6
-  assert model_cfg.width == 16 and seeds == 2
-  assert (train_cfg.num_steps, train_cfg.log_every, train_cfg.ckpt_every,
-          train_cfg.chunk_steps, train_cfg.batch_size) == (200, 10, 50, 50, 8)
-  args = common.parse_args("x", train_modular._add_flags, ["--steps", "300"])
+  args, mode = common.parse_mode("x", train_modular.add_flags,
+                                 ["--quick"] + TINY)
+  cfg = train_modular.config_from_args(args, mode)
+  assert mode == "quick"
+  assert cfg.data.p == cfg.model.p == 7 and cfg.data.train_frac == 0.6
+  assert cfg.model.width == 16 and cfg.seeds == 2
+  assert (cfg.train.num_steps, cfg.train.log_every, cfg.train.ckpt_every,
+          cfg.train.chunk_steps, cfg.train.batch_size) == (200, 10, 50, 50, 8)
+  # No flag: the mode's config unchanged.
+  args, mode = common.parse_mode("x", train_modular.add_flags, [])
+  assert train_modular.config_from_args(args, mode) == (
+      train_modular.CONFIGS["default"])
+  args, mode = common.parse_mode("x", train_modular.add_flags,
+                                 ["--steps", "300"])
   with pytest.raises(ValueError, match="num_steps=300"):
-    train_modular.configs_from_args(args)
+    train_modular.config_from_args(args, mode)
 
 
-def test_train_modular_smoke(tmp_path):
-  out = str(tmp_path / "run")
-  payload = train_modular.main(TINY + ["--out", out])
+def test_train_modular_smoke(tmp_path, monkeypatch):
+  out, store = str(tmp_path / "run"), str(tmp_path / "runs")
+  payload = train_modular.main(TINY + ["--out", out, "--runs", store])
   results = io.load_json(os.path.join(out, "results.json"))
-  for key in RESULT_KEYS:
+  for key in RESULT_KEYS + ("name", "mode"):
     assert key in results, key
+  assert set(payload) == set(results)
   assert _all_finite({k: v for k, v in results.items()
                       if k not in ("config", "environment")})
   assert results["steps_per_second"] > 0
@@ -85,22 +95,46 @@ def test_train_modular_smoke(tmp_path):
   for name in ("memorisation_step", "generalisation_step", "grokking_delay",
                "gsm"):
     assert np.shape(results[name]) == (2,)
+  steps, m = results["log_steps"], results["metrics"]
+  np.testing.assert_allclose(results["gsm"], metrics.grokking_severity(
+      steps, m["train_acc"], m["val_acc"]))
+  np.testing.assert_array_equal(results["generalisation_step"],
+                                metrics.generalisation_step(steps, m["val_acc"]))
   assert results["config"]["TrainConfig"]["num_steps"] == 200
   assert payload["num_train"] == results["num_train"] == round(0.6 * 49)
   assert os.path.getsize(os.path.join(out, "curves.png")) > 0
-  assert not os.path.exists(os.path.join(out, "train_state.npz"))
+  # The training state lives in the run store and is gone once published.
+  assert sorted(os.listdir(out)) == ["checkpoints.npz", "curves.png",
+                                     "results.json"]
+  stored = os.listdir(store)
+  assert len(stored) == 1 and not stored[0].endswith(".partial"), stored
   steps, params, dataset = train_modular.load_checkpoints(
       os.path.join(out, "checkpoints.npz"))
   np.testing.assert_array_equal(steps, [50, 100, 150, 200])
   assert params["W"].shape == (2, 4, 16, 14) and params["V"].shape == (2, 4, 7,
                                                                         16)
   assert dataset.p == 7 and dataset.num_train == results["num_train"]
+  # A second call loads the stored run: nothing is trained again.
+  from slt_jax import train
+
+  def refuse(*args, **kwargs):
+    raise AssertionError("train_modular retrained a stored run")
+
+  monkeypatch.setattr(train, "train", refuse)
+  again = train_modular.main(TINY + ["--out", out, "--runs", store])
+  assert again["metrics"] == results["metrics"]
+  # --replot redraws curves.png from results.json alone.
+  monkeypatch.setattr(train_modular, "compute", refuse)
+  os.remove(os.path.join(out, "curves.png"))
+  train_modular.main(["--replot", "--out", out])
+  assert os.path.getsize(os.path.join(out, "curves.png")) > 0
 
 
 def test_quick_config_groks(tmp_path):
   """The real --quick run: memorises, then generalises (seconds on 2 cores)."""
   out = str(tmp_path / "quick")
-  train_modular.main(["--quick", "--no-progress", "--out", out])
+  train_modular.main(["--quick", "--no-progress", "--out", out, "--runs",
+                      str(tmp_path / "runs")])
   r = io.load_json(os.path.join(out, "results.json"))
   train_acc = np.asarray(r["metrics"]["train_acc"])
   val_acc = np.asarray(r["metrics"]["val_acc"])
@@ -111,20 +145,6 @@ def test_quick_config_groks(tmp_path):
   assert np.all(mem < gen)
   assert np.all(val_acc[:, -1] >= metrics.GENERALISATION_ACC)
   assert np.all(np.asarray(r["gsm"]) > 0)
-
-
-def test_train_speed_smoke(tmp_path, monkeypatch):
-  monkeypatch.setattr(train_speed, "SEEDS", (1, 2))
-  monkeypatch.setattr(train_speed, "get_config", lambda quick: (
-      DataConfig(p=7, train_frac=0.6), ModelConfig(p=7, width=8),
-      TrainConfig(batch_size=8, num_steps=30, log_every=10, ckpt_every=10,
-                  chunk_steps=10)))
-  payload = train_speed.main(["--out", str(tmp_path)])
-  results = io.load_json(os.path.join(tmp_path, "results.json"))
-  assert set(results["runs"]) == {"1", "2"}
-  for run in results["runs"].values():
-    assert run["steps_per_second"] > 0
-  assert payload["vmap_speedup"] > 0
 
 
 # Smoke runs of the figure experiments (hidden --smoke configs: p = 7 or 11,
@@ -196,16 +216,80 @@ def test_llc_scaling_smoke_both_protocols_share_runs_and_replot(
   assert again["fits"] == results["llc_vs_p"]["fits"]
 
 
-def test_gsm_vs_lr_smoke(tmp_path):
-  r = _smoke(gsm_vs_lr, tmp_path)
-  shape = (r["seeds"], len(r["lrs"]))
-  for key in ("gsm", "memorisation_step", "generalisation_step"):
-    assert np.shape(r[key]) == shape
-  assert _finite(r["gsm"], r["gsm_mean"], r["gsm_std"])
-  assert np.all((np.asarray(r["gsm"]) >= 0) & (np.asarray(r["gsm"]) <= 1))
-  assert np.shape(r["val_acc"]) == shape + (len(r["log_steps"]),)
-  # Spearman's rho is undefined (null) when every GSM is equal.
-  assert "spearman_rho_runs" in r and "spearman_rho_means" in r
+def _rho_or_none(x, y):
+  """``metrics.spearman_rho`` as results.json stores it (nan -> None)."""
+  rho = metrics.spearman_rho(x, y)
+  return None if np.isnan(rho) else pytest.approx(rho)
+
+
+def test_gsm_vs_lr_smoke_both_protocols_and_replot(tmp_path, monkeypatch):
+  out, store = tmp_path / gsm_vs_lr.NAME, str(tmp_path / "runs")
+  flags = ["--smoke", "--protocol", "both", "--out", str(out)]
+  payload = gsm_vs_lr.main(flags + ["--runs", store])
+  r = io.load_json(out / "results.json")
+  assert r["mode"] == "smoke" and set(payload) == set(r)
+  assert (out / "gsm_vs_lr.png").stat().st_size > 0
+  assert set(r["protocols"]) == {"recipe", "authors"}
+  assert r["authors_settings_known"] is False
+  assert len(os.listdir(store)) == 2  # one vmapped lr grid per protocol
+  cfg = gsm_vs_lr.CONFIGS["smoke"]
+  lrs, shape = np.asarray(r["lrs"]), (cfg.seeds, len(cfg.lrs))
+  np.testing.assert_allclose(lrs, cfg.lrs)
+  for name, p in r["protocols"].items():
+    steps = np.asarray(p["log_steps"])
+    train_acc, val_acc = np.asarray(p["train_acc"]), np.asarray(p["val_acc"])
+    assert train_acc.shape == val_acc.shape == shape + (len(steps),)
+    stop, final = np.asarray(p["stop_step"]), np.asarray(p["final_step"])
+    np.testing.assert_array_equal(final, np.where(stop >= 0, stop, steps[-1]))
+    gen = np.asarray(p["generalisation_step"])
+    np.testing.assert_array_equal(gen, metrics.generalisation_step(steps,
+                                                                   val_acc))
+    if name == "recipe":
+      assert np.all(stop == -1)  # fixed length
+    else:  # a run stops only after 3 checks >= 0.95
+      assert np.all((stop == -1) | ((gen >= 0) & (stop >= gen)))
+    # Both definitions, recomputed from the stored curves up to each run's T.
+    for s_i, l_i in np.ndindex(*shape):
+      upto = steps <= final[s_i, l_i]
+      curves = train_acc[s_i, l_i, upto], val_acc[s_i, l_i, upto]
+      assert p["gsm"]["values"][s_i][l_i] == pytest.approx(
+          float(metrics.grokking_severity(steps[upto], *curves)))
+      assert p["gsm_authors"]["values"][s_i][l_i] == pytest.approx(
+          float(metrics.grokking_severity_authors(*curves)))
+    for definition in ("gsm", "gsm_authors"):
+      d = p[definition]
+      values = np.asarray(d["values"])
+      assert values.shape == shape and _finite(values)
+      np.testing.assert_allclose(d["mean"], values.mean(0))
+      np.testing.assert_allclose(d["std"], values.std(0))
+      assert d["spearman_rho_means"] == _rho_or_none(lrs, values.mean(0))
+      assert d["spearman_rho_runs"] == _rho_or_none(np.tile(lrs, cfg.seeds),
+                                                    values.ravel())
+    assert np.all((np.asarray(p["gsm"]["values"]) >= 0)
+                  & (np.asarray(p["gsm"]["values"]) <= 1))
+    # The smoke config generalises at lr 3e-2: the checks above see a GSM.
+    assert np.any(np.asarray(p["gsm"]["values"]) > 0)
+  # The protocols at paper size: recipe batch 128 for 30k steps; authors
+  # batch 64, stop 3 x >= 0.95 checked every 100 steps, capped at 30k.
+  paper = gsm_vs_lr.CONFIGS["paper"]
+  recipe = gsm_vs_lr.train_config("recipe", paper)
+  authors = gsm_vs_lr.train_config("authors", paper)
+  assert (recipe.batch_size, recipe.weight_decay, recipe.stop_acc,
+          recipe.num_steps) == (128, 1e-5, None, 30000)
+  assert (authors.batch_size, authors.weight_decay, authors.stop_acc,
+          authors.stop_patience, authors.log_every,
+          authors.num_steps) == (64, 1e-5, 0.95, 3, 100, 30000)
+  assert paper.lrs[0] == 1e-4 and paper.lrs[-1] == 1e-2
+  # --replot redraws the figure from results.json; compute is not called.
+
+  def refuse(*args, **kwargs):
+    raise AssertionError("--replot computed")
+
+  monkeypatch.setattr(gsm_vs_lr, "compute", refuse)
+  (out / "gsm_vs_lr.png").unlink()
+  again = gsm_vs_lr.main(flags + ["--replot"])
+  assert (out / "gsm_vs_lr.png").stat().st_size > 0
+  assert again["protocols"] == r["protocols"]
 
 
 def test_gsm_spearman_matches_definition():
@@ -217,22 +301,62 @@ def test_gsm_spearman_matches_definition():
 
 def test_toy_landscapes_smoke(tmp_path):
   r = _smoke(toy_landscapes, tmp_path)
+  cfg = toy_landscapes.CONFIGS["smoke"]
+  assert r["sgld"]["num_chains"] == cfg.num_chains
+  assert r["sgld"]["num_draws"] == cfg.num_draws
+  assert "protocol" in r
   assert set(r["potentials"]) == set(toy_landscapes.POTENTIALS)
   for name, row in r["potentials"].items():
     assert row["exact_llc"] == toy_landscapes.POTENTIALS[name][1]
     assert _finite(row["llc_mean"], row["llc_std"],
                    row["finite_temperature_expectation"])
     assert 0 < row["finite_temperature_expectation"] <= row["exact_llc"] + 1e-3
+    assert len(row["per_chain"]) == cfg.num_chains
+    if row["diverged_chains"] == 0:
+      assert row["llc_mean"] == pytest.approx(np.mean(row["per_chain"]))
+    assert row["rel_error_vs_exact"] == pytest.approx(
+        row["llc_mean"] / row["exact_llc"] - 1)
+  paper, default = (toy_landscapes.CONFIGS[m] for m in ("paper", "default"))
+  assert (paper.num_chains * paper.num_draws
+          > default.num_chains * default.num_draws)
 
 
-def test_regimes_smoke(tmp_path):
+def test_regimes_smoke(tmp_path, monkeypatch):
+  store = tmp_path / "runs"
+  monkeypatch.setattr(common, "RUNS_DIR", str(store))  # --runs' default
   r = _smoke(regimes, tmp_path)
-  cfg = regimes.get_config("smoke")
-  assert len(r["runs"]) == len(cfg["moduli"]) * len(cfg["fractions"])
+  cfg = regimes.CONFIGS["smoke"]
+  assert len(os.listdir(store)) == len(cfg.moduli)  # one grid per modulus
+  assert r["protocol"]["authors_settings_known"] is False
+  assert len(r["runs"]) == (len(cfg.moduli) * len(cfg.fractions)
+                            * cfg.seeds)
+  steps = np.asarray(r["log_steps"])
+  mem, gen = [], []
   for run in r["runs"]:
-    assert run["regime"] in regimes.REGIMES and _finite(run["x"])
-  assert set(r["boundaries"]) == {"none_vs_generalising",
-                                  "grokking_vs_immediate"}
+    m, n = run["modulus"], run["num_train"]
+    assert run["x"] == pytest.approx(n / (m * math.log(m)))
+    # Steps and regime recomputed from the stored curves.
+    mem.append(int(metrics.memorisation_step(steps, run["train_acc"])))
+    gen.append(int(metrics.generalisation_step(steps, run["val_acc"])))
+    assert (run["memorisation_step"], run["generalisation_step"]) == (
+        mem[-1], gen[-1])
+  regime = regimes.classify(np.array(mem), np.array(gen))
+  assert [run["regime"] for run in r["runs"]] == [regimes.REGIMES[i]
+                                                  for i in regime]
+  # The smoke sweep has runs on both sides of the lower boundary.
+  assert 0 in regime and np.any(regime > 0)
+  x = [run["x"] for run in r["runs"]]
+  assert r["boundaries"] == {
+      "none_vs_generalising": regimes.fit_threshold(x, regime > 0),
+      "grokking_vs_immediate": regimes.fit_threshold(x, regime == 2)}
+  lower = r["boundaries"]["none_vs_generalising"]
+  assert lower["errors"] == 0 and lower["low"] < lower["high"]
+  assert r["lower_boundary_consistent_with_spec"] == (
+      lower["low"] < regimes.SPEC_BOUNDARY[1]
+      and lower["high"] > regimes.SPEC_BOUNDARY[0])
+  paper = regimes.CONFIGS["paper"]
+  assert (paper.moduli, paper.fractions, paper.width) == (
+      regimes.MODULI, regimes.FRACTIONS, 1024)
 
 
 def test_regimes_classify_and_threshold():
@@ -244,8 +368,42 @@ def test_regimes_classify_and_threshold():
   assert fit["midpoint"] == pytest.approx(np.sqrt(8.0))
 
 
-def test_llc_by_layer_smoke(tmp_path):
-  r = _smoke(llc_by_layer, tmp_path)
+@pytest.fixture(scope="module")
+def fig3_store(tmp_path_factory) -> str:
+  """A run store warmed by ``llc_over_training --smoke`` (recipe run)."""
+  from experiments import llc_over_training
+  root = tmp_path_factory.mktemp("fig3")
+  store = str(root / "runs")
+  llc_over_training.main(["--smoke", "--runs", store, "--out",
+                          str(root / "llc_over_training")])
+  return store
+
+
+def _smoke_from_store(module, tmp_path, store, monkeypatch) -> dict:
+  """``_smoke`` on the warm store, without training; then ``--replot``."""
+  from slt_jax import train
+
+  def refuse(*args, **kwargs):
+    raise AssertionError(f"{module.NAME} trained a run that "
+                         "llc_over_training had stored")
+
+  monkeypatch.setattr(train, "train", refuse)
+  out = str(tmp_path / module.NAME)
+  payload = module.main(["--smoke", "--runs", store, "--out", out])
+  results = io.load_json(os.path.join(out, "results.json"))
+  assert results["mode"] == "smoke" and set(payload) == set(results)
+  png = os.path.join(out, f"{module.NAME}.png")
+  assert os.path.getsize(png) > 0
+  # --replot redraws the figure from results.json without computing.
+  monkeypatch.setattr(module, "compute", None)
+  os.remove(png)
+  assert module.main(["--smoke", "--replot", "--out", out]) == payload
+  assert os.path.getsize(png) > 0
+  return results
+
+
+def test_llc_by_layer_smoke(tmp_path, fig3_store, monkeypatch):
+  r = _smoke_from_store(llc_by_layer, tmp_path, fig3_store, monkeypatch)
   assert set(r["curves"]) == set(llc_by_layer.CURVES)
   shape = (r["seeds"], len(r["llc_steps"]))
   for name, sweep in r["curves"].items():
@@ -263,8 +421,9 @@ def test_llc_by_layer_smoke(tmp_path):
   assert r["drop_carried_by"] == ("W" if w_drop > v_drop else "V")
 
 
-def test_robustness_smoke(tmp_path):
-  r = _smoke(robustness, tmp_path)
+def test_robustness_smoke(tmp_path, fig3_store, monkeypatch):
+  r = _smoke_from_store(robustness, tmp_path, fig3_store, monkeypatch)
+  assert r["authors_settings_known"] is False and r["protocol"] == "recipe"
   assert set(r["panels"]) == {"seed", "step size ε", "localization γ", "nβ",
                               "chain length"}
   for entries in r["panels"].values():
@@ -281,3 +440,40 @@ def test_robustness_smoke(tmp_path):
       panel: all(c["holds"] for c in entries.values())
       for panel, entries in r["panels"].items()}
   assert r["all_hold"] == all(r["panel_holds"].values())
+  # The paper's settings are one curve of every knob's panel.
+  base = next(iter(r["panels"]["seed"].values()))["sgld"]
+  for panel, entries in r["panels"].items():
+    assert any(c["sgld"] == base for c in entries.values()), panel
+
+
+def test_llc_conventions_smoke_and_replot(tmp_path, monkeypatch):
+  from experiments import llc_conventions
+  out = str(tmp_path / "conv")
+  flags = ["--smoke", "--out", out, "--runs", str(tmp_path / "runs")]
+  r = llc_conventions.main(flags)
+  cfg = llc_conventions.CONFIGS["smoke"]
+  labels = [label for label, _ in cfg.checkpoints]
+  assert set(r["by_batch"]) == {str(b) for b in cfg.batch_sizes}
+  for b, row in r["by_batch"].items():
+    for label in labels:
+      assert row[label]["nbeta"] == pytest.approx(int(b) / np.log(int(b)))
+      # The running estimate over [burnin, T_last) is the window of that span.
+      assert len(row[label]["running"]) == len(cfg.chain_lengths)
+      assert _finite(row[label]["running"])
+  assert set(r["by_nbeta"]) == {f"{nb:g}" for nb in cfg.nbetas}
+  for value, row in r["by_nbeta"].items():
+    assert row[labels[0]]["nbeta"] == pytest.approx(float(value))
+  # Each drop flag is the comparison of the stored windows.
+  for axis, table in (("batch", r["by_batch"]), ("nbeta", r["by_nbeta"])):
+    for value, row in table.items():
+      for window in row[labels[0]]["windows"]:
+        first = row[labels[0]]["windows"][window]["mean"]
+        last = row[labels[-1]]["windows"][window]["mean"]
+        assert r["drop_through_grokking"][
+            f"{axis}={value}, steps {window}"] == (last < first)
+  assert r["drop_holds_everywhere"] == all(r["drop_through_grokking"].values())
+  monkeypatch.setattr(llc_conventions, "compute", None)
+  png = tmp_path / "conv" / "llc_conventions.png"
+  png.unlink()
+  llc_conventions.main(["--smoke", "--replot", "--out", out])
+  assert png.stat().st_size > 0

@@ -14,29 +14,88 @@ def _finite(values):
   return all(v is not None and math.isfinite(v) for v in values)
 
 
-def test_llc_over_training_smoke(tmp_path):
-  llc_over_training.main(["--smoke", "--out", str(tmp_path)])
-  with open(tmp_path / "results.json") as f:
+def test_llc_over_training_smoke_both_protocols_and_replot(tmp_path,
+                                                          monkeypatch):
+  out, store = tmp_path / "out", str(tmp_path / "runs")
+  payload = llc_over_training.main(["--smoke", "--protocol", "both", "--runs",
+                                    store, "--out", str(out)])
+  with open(out / "results.json") as f:
     res = json.load(f)
-  for key in ("config", "log_steps", "metrics", "ckpt_steps",
-              "llc_paper_settings", "llc_settled", "summary",
-              "memorisation_step", "generalisation_step", "paper_reference"):
-    assert key in res
-  paper = res["llc_paper_settings"]
-  assert len(paper["mean"][0]) == len(res["ckpt_steps"])
-  assert _finite(paper["mean"][0]) and _finite(res["llc_settled"]["mean"][0])
-  assert os.path.exists(tmp_path / "llc_over_training.png")
+  assert res["mode"] == "smoke" and set(payload) == set(res)
+  cfg = llc_over_training.CONFIGS["smoke"]
+  assert set(res["protocols"]) == {"recipe", "authors"}
+  # One stored run per protocol, trained with that protocol's config.
+  assert len([d for d in os.listdir(store) if not d.endswith(".partial")]) == 2
+  for name, r in res["protocols"].items():
+    assert r["train"]["lr"] == cfg.train_for(name).lr
+    for key in ("log_steps", "metrics", "ckpt_steps", "llc_paper_settings",
+                "llc_settled", "paper", "settled", "memorisation_step",
+                "generalisation_step", "source"):
+      assert key in r
+    paper, settled = r["llc_paper_settings"], r["llc_settled"]
+    assert len(paper["mean"][0]) == len(r["ckpt_steps"])
+    assert r["settled_ckpt_steps"] == [
+        s for s in r["ckpt_steps"] if s % cfg.settled_every == 0]
+    assert len(settled["mean"][0]) == len(r["settled_ckpt_steps"])
+    assert _finite(paper["mean"][0]) and _finite(settled["mean"][0])
+    # Peak and final LLC are those of the seed-mean curve.
+    for window, sweep, steps in (("paper", paper, r["ckpt_steps"]),
+                                 ("settled", settled, r["settled_ckpt_steps"])):
+      curve = [sum(c) / len(c) for c in zip(*sweep["mean"])]
+      s = r[window]
+      assert s["peak_llc"] == pytest.approx(max(curve))
+      assert s["peak_step"] == steps[curve.index(max(curve))]
+      assert s["final_llc"] == pytest.approx(curve[-1])
+      assert s["drop_coincides_with_val_loss_drop"] == (
+          s["lag"] is not None and abs(s["lag"])
+          <= res["coincidence_fraction"] * s["val_loss_drop_step"])
+    assert os.path.getsize(out / f"llc_over_training_{name}.png") > 0
+  assert res["protocols"]["recipe"]["metrics"] != (
+      res["protocols"]["authors"]["metrics"])
+  # --replot redraws every PNG from results.json without computing.
+  monkeypatch.setattr(llc_over_training, "compute", None)
+  for name in res["protocols"]:
+    (out / f"llc_over_training_{name}.png").unlink()
+  again = llc_over_training.main(["--smoke", "--replot", "--out", str(out)])
+  assert again == payload
+  for name in res["protocols"]:
+    assert os.path.getsize(out / f"llc_over_training_{name}.png") > 0
+
+
+def test_llc_over_training_paper_config_is_the_caption():
+  cfg = llc_over_training.CONFIGS["paper"]
+  assert cfg.default_protocols == ("recipe", "authors") and cfg.seeds == 1
+  assert (cfg.data.p, cfg.model.width) == (53, 1024)
+  caption = cfg.train_for("authors")
+  assert (caption.lr, caption.weight_decay, caption.batch_size) == (
+      1e-4, 1e-4, 128)
+  # It memorises by ~1000 and generalises at ~8000 (SPEC §1): train past it.
+  assert 12000 <= caption.num_steps <= 16000 and caption.stop_acc is None
+  recipe = cfg.train_for("recipe")
+  assert (recipe.lr, recipe.weight_decay, recipe.batch_size) == (
+      1e-3, 1e-5, 128)
+  # Every mode's Fig. 3 run is one config that the other experiments reuse.
+  from experiments import llc_by_layer, robustness
+  for mode in ("smoke", "quick", "default", "paper"):
+    assert llc_by_layer.CONFIGS[mode].fig3 == llc_over_training.CONFIGS[mode]
+    assert robustness.CONFIGS[mode].fig3 == llc_over_training.CONFIGS[mode]
+  assert llc_by_layer.CONFIGS["paper"].protocol == "authors"
+  assert robustness.CONFIGS["paper"].protocol == "authors"
 
 
 def test_llc_validation_smoke(tmp_path):
   llc_validation.main(["--smoke", "--out", str(tmp_path)])
   with open(tmp_path / "results.json") as f:
     res = json.load(f)
+  assert res["mode"] == "smoke"
+  assert res["scale"] == llc_validation.CONFIGS["smoke"].scale
   assert [case["name"] for case in res["cases"]] == list(validation.CASES)
+  assert res["all_passed"] == all(case["passed"] for case in res["cases"])
   for case in res["cases"]:
     for key in ("name", "true", "mean", "std", "rel_err", "passed", "ess",
-                "rhat"):
+                "rhat", "stationary", "diverged_chains"):
       assert key in case
+    assert 0 <= case["diverged_chains"] <= case["num_chains"]
     assert _finite([case["true"], case["mean"], case["std"]])
     # The verdict is the tolerance rule applied to the reported numbers.
     err = abs(case["mean"] - case["true"])

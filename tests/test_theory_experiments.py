@@ -17,10 +17,11 @@ def _finite(values):
   return all(v is not None and math.isfinite(v) for v in values)
 
 
-def test_theory_check_smoke(tmp_path):
+def test_theory_check_smoke_and_replot(tmp_path, monkeypatch):
   theory_check.main(["--smoke", "--out", str(tmp_path)])
   with open(tmp_path / "results.json") as f:
     res = json.load(f)
+  assert res["mode"] == "smoke"
   regimes = {row["regime"] for row in res["rows"]}
   assert {"modular", "ntk", "lazy"} <= regimes
   for row in res["rows"]:
@@ -33,16 +34,46 @@ def test_theory_check_smoke(tmp_path):
                     row["finite_temp_prediction"], row["sgld_mean"],
                     row["sgld_std"], row["sgld_paper_mean"]])
     assert row["closed_form"] == row["rank_prediction"]  # tiny generic cases
+    # The verdicts are the stated rules applied to the reported numbers.
+    assert row["agree_asym"] == (abs(row["sgld_asym_mean"] - row["closed_form"])
+                                 < theory_check.REL_TOL * row["closed_form"])
+    assert row["agree"] == (row["agree_rank"] and row["agree_asym"]
+                            and row["agree_paper"])
+  assert res["num_agree"] == sum(row["agree"] for row in res["rows"])
   for fit in res["lazy_scaling"].values():
     assert _finite([fit["fit"]["slope"], fit["closed_form_slope"]])
-  assert os.path.exists(tmp_path / "theory_check.png")
-  assert os.path.exists(tmp_path / "lazy_scaling.png")
+    np.testing.assert_allclose(
+        fit["fit"]["slope"], np.polyfit(fit["x"], fit["sgld_mean"], 1)[0],
+        rtol=1e-6)
+  # --replot redraws both figures from results.json; compute is not called.
+
+  def refuse(*args, **kwargs):
+    raise AssertionError("--replot computed")
+
+  monkeypatch.setattr(theory_check, "compute", refuse)
+  for name in ("theory_check.png", "lazy_scaling.png"):
+    os.remove(tmp_path / name)
+  theory_check.main(["--smoke", "--replot", "--out", str(tmp_path)])
+  assert os.path.getsize(tmp_path / "theory_check.png") > 0
+  assert os.path.getsize(tmp_path / "lazy_scaling.png") > 0
 
 
-def test_llc_gap_smoke(tmp_path):
-  llc_gap.main(["--smoke", "--out", str(tmp_path)])
-  with open(tmp_path / "results.json") as f:
+def test_llc_gap_smoke(tmp_path, monkeypatch):
+  from experiments import llc_over_training
+  from slt_jax import train
+  store = str(tmp_path / "runs")
+  llc_over_training.fig3_run(llc_over_training.CONFIGS["smoke"], "recipe", 0,
+                             store)
+
+  def refuse(*args, **kwargs):
+    raise AssertionError("llc_gap trained instead of loading the Fig. 3 run")
+
+  monkeypatch.setattr(train, "train", refuse)
+  out = tmp_path / "out"
+  payload = llc_gap.main(["--smoke", "--runs", store, "--out", str(out)])
+  with open(out / "results.json") as f:
     res = json.load(f)
+  assert res["mode"] == "smoke" and set(payload) == set(res)
   for key in ("ckpt_steps", "paper", "settled", "local", "spectra", "grid",
               "generic_rank", "findings"):
     assert key in res
@@ -58,7 +89,13 @@ def test_llc_gap_smoke(tmp_path):
     assert len(row["mean"]) == len(res["grid_steps"]) + 1  # + the origin
     assert _finite(row["mean"])
   assert res["findings"] and all(isinstance(s, str) for s in res["findings"])
-  assert os.path.exists(tmp_path / "llc_gap.png")
+  png = out / "llc_gap.png"
+  assert os.path.getsize(png) > 0
+  # --replot redraws the figure from results.json alone.
+  monkeypatch.setattr(llc_gap, "compute", None)
+  png.unlink()
+  assert llc_gap.main(["--smoke", "--replot", "--out", str(out)]) == payload
+  assert os.path.getsize(png) > 0
 
 
 def test_sgld_llc_hat_quadratic_limits():
