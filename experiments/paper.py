@@ -25,18 +25,19 @@ from slt_jax import io
 
 PAPER_DIR = os.path.join("figures", "paper")
 # (name, extra flags), in the order they run: Figs. 1 and 2 first (Fig. 2
-# reuses Fig. 1's (p, K) runs from the store).
+# reuses Fig. 1's (p, K) runs from the store), then by priority.
 FIGURES = (
     ("llc_vs_p", ("--protocol", "both")),
     ("llc_vs_width", ("--protocol", "both")),
     ("llc_over_training", ()),
+    # After Figs. 1-3: it reads Figs. 1-2 to check linearity everywhere and
+    # studies the Fig. 3 run.
+    ("llc_conventions", ()),
+    ("gsm_vs_lr", ("--protocol", "both")),
     ("robustness", ()),
     ("llc_by_layer", ()),
-    ("gsm_vs_lr", ("--protocol", "both")),
     ("toy_landscapes", ()),
     ("regimes", ()),
-    # Last: it reads the paper-size Figs. 1-2 to check linearity everywhere.
-    ("llc_conventions", ()),
 )
 
 

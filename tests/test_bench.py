@@ -170,3 +170,18 @@ def test_torch_models_match_jax():
   np.testing.assert_allclose(out, np.asarray(model.apply(params,
                                                          dataset.train.pairs)),
                              rtol=1e-5, atol=1e-6)
+
+
+def test_compile_counter_reads_jax_compile_logs(tmp_path):
+  from experiments.bench import compiles
+  log = tmp_path / "run.log"
+  log.write_text("x\nFinished XLA compilation of jit(point) in 2.5 sec\n"
+                 "Finished XLA compilation of jit(add) in 0.25 sec\n"
+                 "Finished XLA compilation of jit(point) in 1.5 sec\n")
+  out = str(tmp_path / "compiles.json")
+  r = compiles.main(["--out", out, "--label", "before", "--logs",
+                     f"robustness={log}@12.5"])
+  entry = r["before"]["robustness"]
+  assert (entry["total"], entry["llc_program"]) == (3, 2)
+  assert entry["llc_program_seconds"] == 4.0 and entry["wall_seconds"] == 12.5
+  assert entry["by_function"] == {"jit(point)": 2, "jit(add)": 1}

@@ -214,6 +214,14 @@ def test_llc_scaling_smoke_both_protocols_share_runs_and_replot(
                          "--out", str(tmp_path / "llc_vs_p")])
   assert png.stat().st_size > 0
   assert again["fits"] == results["llc_vs_p"]["fits"]
+  # The paper README table is written from these results.json files alone.
+  from experiments import paper_report
+  text = open(paper_report.write_readme(str(tmp_path))).read()
+  rows = llc_vs_p.paper_rows(again)
+  assert len(rows) == sum(len(f) for f in again["fits"].values())
+  for row in rows:
+    assert row["quantity"] in text
+  assert "| llc_over_training |" in text and "not run yet" in text
 
 
 def _rho_or_none(x, y):
