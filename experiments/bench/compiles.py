@@ -52,10 +52,14 @@ def main(argv=None) -> dict:
                       metavar="NAME=LOG[@WALL]",
                       help="read existing logs instead of running a command "
                            "(WALL: the run's wall seconds, timed by its runner)")
+  parser.add_argument("--note", default=None,
+                      help="free text stored with the label (e.g. the load)")
   parser.add_argument("command", nargs="*", help="the command to run")
   args = parser.parse_args(argv)
   results = io.load_json(args.out) if os.path.exists(args.out) else {}
   entries = results.setdefault(args.label, {})
+  if args.note:
+    entries["note"] = args.note
   if args.logs:
     for item in args.logs:
       name, path = item.split("=", 1)
