@@ -34,10 +34,10 @@ FIGURES = (
     # studies the Fig. 3 run.
     ("llc_conventions", ()),
     ("gsm_vs_lr", ("--protocol", "both")),
+    ("regimes", ()),
     ("robustness", ()),
     ("llc_by_layer", ()),
     ("toy_landscapes", ()),
-    ("regimes", ()),
 )
 
 
