@@ -27,15 +27,17 @@ def _fmt(value) -> str:
 
 
 def cpu_model() -> str:
-  """The CPU model name (from /proc/cpuinfo on Linux)."""
+  """The CPU model name and widest AVX (from /proc/cpuinfo on Linux)."""
   try:
     with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
+      text = f.read()
   except OSError:
-    pass
-  return platform.processor() or platform.machine()
+    return platform.processor() or platform.machine()
+  name = next((line.split(":", 1)[1].strip() for line in text.splitlines()
+               if line.startswith("model name")), platform.machine())
+  vector = ("AVX-512" if " avx512f" in text else
+            "AVX2" if " avx2" in text else "no AVX2")
+  return f"{name}, {vector}"
 
 
 def write_readme(paper_dir: str) -> str:
@@ -56,8 +58,8 @@ def write_readme(paper_dir: str) -> str:
     seconds = timing.get("seconds")
     total += seconds or 0.0
     wall = f"{seconds / 60:.1f} min" if seconds else "—"
-    cmd = f"`python -m experiments.{name} --paper {' '.join(flags)}`".replace(
-        "  ", " ")
+    cmd = "`" + " ".join(["python -m", f"experiments.{name}", "--paper",
+                          *flags]) + "`"
     if not os.path.exists(path):
       lines.append(f"| {name} | {cmd} | {wall} | | not run yet | | | |")
       continue
@@ -70,6 +72,10 @@ def write_readme(paper_dir: str) -> str:
           _fmt(row.get("paper")), _fmt(row.get("match"))]) + " |")
   lines += ["", f"Total wall time of the figures above: {total / 60:.1f} "
             "minutes (each figure's last complete run; see timings.json)."]
+  notes = [f"- {name}: {t['note']}" for name, t in timings.items()
+           if t.get("note")]
+  if notes:
+    lines += ["", "Notes on the timings:", ""] + notes
   readme = os.path.join(paper_dir, "README.md")
   io.atomic_write(readme, lambda f: f.write("\n".join(lines).encode() + b"\n"))
   return readme
