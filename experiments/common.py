@@ -114,6 +114,28 @@ def compute_then_plot(name: str, args: argparse.Namespace,
   return results
 
 
+def run_stored_experiment(name: str, doc: str, configs: dict,
+                          compute: Callable, plot: Callable[[dict, str], None],
+                          argv: Optional[Sequence[str]] = None) -> dict:
+  """The ``main`` of an experiment that trains through the run store.
+
+  Parses the mode and ``--runs``, then ``compute_then_plot`` with
+  ``compute(configs[mode], seed, out_dir, store)`` (``"mode"`` added).
+
+  Raises:
+    SystemExit: if ``configs`` has no instance for the mode.
+  """
+  args, mode = parse_mode(doc, add_runs_flag, argv)
+  if mode not in configs:
+    raise SystemExit(f"{name} has no --{mode} mode: choose one of "
+                     f"{sorted(configs)}")
+  out_dir = output_dir(name, args.out)
+  return compute_then_plot(
+      name, args,
+      lambda: {"mode": mode, **compute(configs[mode], args.seed, out_dir,
+                                       args.runs)}, plot)
+
+
 def output_dir(name: str, out: Optional[str] = None) -> str:
   """Creates and returns the output folder: ``out`` or ``figures/NAME/``."""
   path = out if out else os.path.join(FIGURES_DIR, name)

@@ -161,14 +161,8 @@ def paper_rows(results: dict) -> list[dict]:
 
 
 def main(argv=None) -> dict:
-  args, mode = common.parse_mode(__doc__, common.add_runs_flag, argv)
-  cfg = CONFIGS[mode]
-  results = common.compute_then_plot(
-      NAME, args,
-      lambda: {"mode": mode, **compute(cfg, args.seed,
-                                       common.output_dir(NAME, args.out),
-                                       args.runs)},
-      plot)
+  results = common.run_stored_experiment(NAME, __doc__, CONFIGS, compute,
+                                         plot, argv)
   for name, s in results["summary"].items():
     print(f"{name:28s}: peak {s[0]['peak_llc']:.0f} at {s[0]['peak_step']}, "
           f"final {s[0]['final_llc']:.0f}, drop "

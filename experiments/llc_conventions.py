@@ -255,11 +255,8 @@ def paper_rows(results: dict) -> list[dict]:
 
 
 def main(argv=None) -> dict:
-  args, mode = common.parse_mode(__doc__, common.add_runs_flag, argv)
-  cfg = CONFIGS[mode]
-  results = common.compute_then_plot(
-      NAME, args, lambda: {"mode": mode, **compute(
-          cfg, args.seed, common.output_dir(NAME, args.out), args.runs)}, plot)
+  results = common.run_stored_experiment(NAME, __doc__, CONFIGS, compute,
+                                         plot, argv)
   for label, r in results["magnitude_ratios"].items():
     print(f"{label}: B=64 / B=128 (paper window) "
           f"{r['batch64_over_batch128_paper_window']:.3f}; settled / paper "

@@ -433,16 +433,8 @@ def compute(cfg: GapConfig, seed: int, out_dir: str, store) -> dict:
 
 
 def main(argv=None) -> dict:
-  args, mode = common.parse_mode(__doc__, common.add_runs_flag, argv)
-  if mode not in CONFIGS:
-    raise SystemExit("llc_gap has no --paper mode: its default is paper-sized")
-  cfg = CONFIGS[mode]
-  results = common.compute_then_plot(
-      NAME, args,
-      lambda: {"mode": mode, **compute(cfg, args.seed,
-                                       common.output_dir(NAME, args.out),
-                                       args.runs)},
-      plot)
+  results = common.run_stored_experiment(NAME, __doc__, CONFIGS, compute,
+                                         plot, argv)
   print("\n".join(results["findings"]))
   return results
 

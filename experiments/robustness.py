@@ -205,14 +205,8 @@ def paper_rows(results: dict) -> list[dict]:
 
 
 def main(argv=None) -> dict:
-  args, mode = common.parse_mode(__doc__, common.add_runs_flag, argv)
-  cfg = CONFIGS[mode]
-  results = common.compute_then_plot(
-      NAME, args,
-      lambda: {"mode": mode, **compute(cfg, args.seed,
-                                       common.output_dir(NAME, args.out),
-                                       args.runs)},
-      plot)
+  results = common.run_stored_experiment(NAME, __doc__, CONFIGS, compute,
+                                         plot, argv)
   for panel, entries in results["panels"].items():
     for label, c in entries.items():
       s = c["summary"]
