@@ -198,7 +198,7 @@ def lazy_case(key, p: int, K: int, n: int) -> Case:
   """``validation.lazy_random_features``: W frozen, V at least squares."""
   known = validation.lazy_random_features(key, p, K, n, init_scale=2.0,
                                           step_size=PAPER_STEP)
-  w_KxD, pairs = known.params["W"], known.data.pairs
+  pairs = known.data.pairs
   return Case("lazy", {"p": p, "m": p, "K": K, "n": n}, known.loss_fn,
               known.params, known.data,
               lambda w: model.apply(w, pairs), known.true_llc, moving="V",
