@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 BENCH_VENV := .venv-bench
 BENCH_BIN := $(BENCH_VENV)/bin
 
-.PHONY: test demo bench paper clean
+.PHONY: test lint demo bench paper clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -13,6 +13,10 @@ $(BIN)/python:
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e ".[test]"
+	touch $@
+
+$(VENV)/.installed-lint: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e ".[lint]"
 	touch $@
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
@@ -29,6 +33,11 @@ $(BENCH_VENV)/.installed-bench: pyproject.toml | $(BENCH_BIN)/python
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q
+
+# ruff (rules and format in pyproject.toml): lint, then check the formatting.
+lint: $(VENV)/.installed-lint
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 demo: $(VENV)/.installed
 	$(BIN)/python -m experiments.llc_over_training --quick

@@ -20,19 +20,22 @@ import jax
 import numpy as np
 
 from slt_jax import data as data_lib
-from slt_jax import io, losses, runs, train
+from slt_jax import distributed, io, losses, runs, train
 from slt_jax.config import DataConfig, ModelConfig, SGLDConfig, TrainConfig
 from slt_jax.llc import SGLDSettings, estimate_llc
 
 FIGURES_DIR = "figures"
 # The store of trained runs (slt_jax.runs): runs/ at the repository root.
-RUNS_DIR = os.path.join(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))), "runs")
+RUNS_DIR = os.path.join(
+  os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "runs"
+)
 
 
-def parse_args(description: str,
-               extra: Optional[Callable[[argparse.ArgumentParser], None]] = None,
-               argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+def parse_args(
+  description: str,
+  extra: Optional[Callable[[argparse.ArgumentParser], None]] = None,
+  argv: Optional[Sequence[str]] = None,
+) -> argparse.Namespace:
   """Parses the common flags plus an experiment's own.
 
   Args:
@@ -40,31 +43,63 @@ def parse_args(description: str,
     extra: called with the parser to add the experiment's flags.
     argv: arguments (default: ``sys.argv[1:]``).
 
+  With ``--coordinator HOST:PORT --num-processes N --process-id I`` the
+  process first joins an N-process JAX runtime (``slt_jax.distributed``):
+  start the same command on every host, each with its own id; sweeps and
+  training then use every process's devices, and process 0 writes the
+  results, figures and run store.
+
   Returns:
     Namespace with ``quick`` (bool), ``out`` (str or None), ``seed`` (int)
     and the extra flags.
   """
   parser = argparse.ArgumentParser(
-      description=description,
-      formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--quick", action="store_true",
-                      help="small configuration that finishes in minutes")
-  parser.add_argument("--out", default=None,
-                      help="output folder (default figures/NAME/)")
-  parser.add_argument("--seed", type=int, default=0,
-                      help="root PRNG seed (default 0)")
-  parser.add_argument("--replot", action="store_true",
-                      help="redraw the figures from DIR/results.json alone "
-                           "(no computation), where the experiment supports it")
+    description=description,
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
+  parser.add_argument(
+    "--quick",
+    action="store_true",
+    help="small configuration that finishes in minutes",
+  )
+  parser.add_argument(
+    "--out", default=None, help="output folder (default figures/NAME/)"
+  )
+  parser.add_argument(
+    "--seed", type=int, default=0, help="root PRNG seed (default 0)"
+  )
+  parser.add_argument(
+    "--replot",
+    action="store_true",
+    help="redraw the figures from DIR/results.json alone "
+    "(no computation), where the experiment supports it",
+  )
+  parser.add_argument(
+    "--coordinator",
+    default=None,
+    metavar="HOST:PORT",
+    help="join a multi-process run coordinated by process 0 "
+    "at HOST:PORT (with --num-processes, --process-id)",
+  )
+  parser.add_argument("--num-processes", type=int, default=1)
+  parser.add_argument("--process-id", type=int, default=0)
   if extra is not None:
     extra(parser)
-  return parser.parse_args(argv)
+  args = parser.parse_args(argv)
+  if args.coordinator:
+    distributed.initialize(
+      args.coordinator, args.num_processes, args.process_id
+    )
+  elif args.num_processes != 1:
+    parser.error("--num-processes needs --coordinator")
+  return args
 
 
-def parse_mode(description: str,
-               extra: Optional[Callable[[argparse.ArgumentParser], None]] = None,
-               argv: Optional[Sequence[str]] = None,
-               ) -> tuple[argparse.Namespace, str]:
+def parse_mode(
+  description: str,
+  extra: Optional[Callable[[argparse.ArgumentParser], None]] = None,
+  argv: Optional[Sequence[str]] = None,
+) -> tuple[argparse.Namespace, str]:
   """``parse_args`` plus ``--paper`` and a hidden ``--smoke`` (for tests).
 
   Returns:
@@ -73,21 +108,34 @@ def parse_mode(description: str,
   """
 
   def add(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--paper", action="store_true",
-                        help="paper-sized configuration (sized for a GPU)")
+    parser.add_argument(
+      "--paper",
+      action="store_true",
+      help="paper-sized configuration (sized for a GPU)",
+    )
     parser.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)
     if extra is not None:
       extra(parser)
 
   args = parse_args(description, add, argv)
-  mode = ("smoke" if args.smoke else "quick" if args.quick
-          else "paper" if args.paper else "default")
+  mode = (
+    "smoke"
+    if args.smoke
+    else "quick"
+    if args.quick
+    else "paper"
+    if args.paper
+    else "default"
+  )
   return args, mode
 
 
-def compute_then_plot(name: str, args: argparse.Namespace,
-                      compute: Callable[[], dict],
-                      plot: Callable[[dict, str], None]) -> dict:
+def compute_then_plot(
+  name: str,
+  args: argparse.Namespace,
+  compute: Callable[[], dict],
+  plot: Callable[[dict, str], None],
+) -> dict:
   """Runs ``compute`` (its dict goes to ``results.json``), then ``plot``.
 
   With ``args.replot`` nothing is computed: the figures are redrawn from the
@@ -108,15 +156,23 @@ def compute_then_plot(name: str, args: argparse.Namespace,
     if not os.path.exists(path):
       raise ValueError(f"--replot needs {path}: run the experiment first")
   else:
-    write_results(out_dir, compute())
+    results = compute()
+    if not distributed.is_writer():  # Process 0 writes and plots.
+      return results
+    write_results(out_dir, results)
   results = io.load_json(path)
   plot(results, out_dir)
   return results
 
 
-def run_stored_experiment(name: str, doc: str, configs: dict,
-                          compute: Callable, plot: Callable[[dict, str], None],
-                          argv: Optional[Sequence[str]] = None) -> dict:
+def run_stored_experiment(
+  name: str,
+  doc: str,
+  configs: dict,
+  compute: Callable,
+  plot: Callable[[dict, str], None],
+  argv: Optional[Sequence[str]] = None,
+) -> dict:
   """The ``main`` of an experiment that trains through the run store.
 
   Parses the mode and ``--runs``, then ``compute_then_plot`` with
@@ -127,13 +183,19 @@ def run_stored_experiment(name: str, doc: str, configs: dict,
   """
   args, mode = parse_mode(doc, add_runs_flag, argv)
   if mode not in configs:
-    raise SystemExit(f"{name} has no --{mode} mode: choose one of "
-                     f"{sorted(configs)}")
+    raise SystemExit(
+      f"{name} has no --{mode} mode: choose one of {sorted(configs)}"
+    )
   out_dir = output_dir(name, args.out)
   return compute_then_plot(
-      name, args,
-      lambda: {"mode": mode, **compute(configs[mode], args.seed, out_dir,
-                                       args.runs)}, plot)
+    name,
+    args,
+    lambda: {
+      "mode": mode,
+      **compute(configs[mode], args.seed, out_dir, args.runs),
+    },
+    plot,
+  )
 
 
 def output_dir(name: str, out: Optional[str] = None) -> str:
@@ -148,16 +210,46 @@ def config_dict(*configs: Any) -> dict:
   return {type(c).__name__: dataclasses.asdict(c) for c in configs}
 
 
+def cpu_info() -> dict:
+  """The CPU model, its SIMD flags (from /proc/cpuinfo where it exists), the
+  core count and XLA_FLAGS: what the speed ratios were measured on."""
+  model_name, flags = None, []
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and model_name is None:
+          model_name = value.strip()
+        elif key.strip() == "flags" and not flags:
+          flags = value.split()
+  except OSError:
+    pass
+  model_name = model_name or platform.processor() or None
+  simd = sorted(f for f in flags if f.startswith(("avx", "sse", "fma", "amx")))
+  return {
+    "model": model_name,
+    "simd_flags": simd,
+    "cpu_count": os.cpu_count(),
+    "xla_flags": os.environ.get("XLA_FLAGS", ""),
+  }
+
+
 def environment() -> dict:
-  """Where a result was produced: versions, backend and devices."""
-  return {"jax": jax.__version__, "backend": jax.default_backend(),
-          "devices": [str(d) for d in jax.devices()],
-          "python": platform.python_version(), "machine": platform.machine(),
-          "cpu_count": os.cpu_count()}
+  """Where a result was produced: versions, backend, devices and the CPU."""
+  return {
+    "jax": jax.__version__,
+    "backend": jax.default_backend(),
+    "devices": [str(d) for d in jax.devices()],
+    "python": platform.python_version(),
+    "machine": platform.machine(),
+    "cpu_count": os.cpu_count(),
+    "cpu": cpu_info(),
+  }
 
 
-def write_results(out_dir: str, payload: dict,
-                  name: str = "results.json") -> str:
+def write_results(
+  out_dir: str, payload: dict, name: str = "results.json"
+) -> str:
   """Atomically writes ``payload`` plus ``environment()`` as JSON.
 
   Args:
@@ -180,21 +272,32 @@ def add_runs_flag(parser: argparse.ArgumentParser) -> None:
   ``args.runs`` to ``trained_run(..., store=args.runs)``.
   """
   parser.add_argument(
-      "--runs", default=RUNS_DIR, metavar="DIR",
-      help="store of trained runs: a run found there is loaded, not "
-           "retrained; an interrupted training resumes (default: runs/ at "
-           "the repository root)")
+    "--runs",
+    default=RUNS_DIR,
+    metavar="DIR",
+    help="store of trained runs: a run found there is loaded, not "
+    "retrained; an interrupted training resumes (default: runs/ at "
+    "the repository root)",
+  )
 
 
-def trained_run(key, data, model_cfg: ModelConfig, train_cfg: TrainConfig,
-                *, data_key=None, seeds: int = 1,
-                seed_ids: Optional[Sequence[int]] = None,
-                lrs: Optional[Sequence[float]] = None,
-                weight_decays: Optional[Sequence[float]] = None,
-                num_trains: Optional[Sequence[int]] = None,
-                store: Optional[str] = None, label: Optional[str] = None,
-                max_chunks: Optional[int] = None,
-                progress: bool = True) -> train.TrainResult:
+def trained_run(
+  key,
+  data,
+  model_cfg: ModelConfig,
+  train_cfg: TrainConfig,
+  *,
+  data_key=None,
+  seeds: int = 1,
+  seed_ids: Optional[Sequence[int]] = None,
+  lrs: Optional[Sequence[float]] = None,
+  weight_decays: Optional[Sequence[float]] = None,
+  num_trains: Optional[Sequence[int]] = None,
+  store: Optional[str] = None,
+  label: Optional[str] = None,
+  max_chunks: Optional[int] = None,
+  progress: bool = True,
+) -> train.TrainResult:
   """``train.train`` through the run store: load the run, or train and save it.
 
   The run is fingerprinted by everything that determines it (key, data
@@ -224,8 +327,10 @@ def trained_run(key, data, model_cfg: ModelConfig, train_cfg: TrainConfig,
   provenance = {}
   if isinstance(data, DataConfig):
     if data_key is None:
-      raise ValueError("data is a DataConfig: pass data_key, the key its "
-                       "split is drawn with (or pass the ModularData)")
+      raise ValueError(
+        "data is a DataConfig: pass data_key, the key its "
+        "split is drawn with (or pass the ModularData)"
+      )
     provenance["data_config"] = dataclasses.asdict(data)
     data = data_lib.modular_arithmetic(data_key, data)
   if data_key is not None:
@@ -233,10 +338,21 @@ def trained_run(key, data, model_cfg: ModelConfig, train_cfg: TrainConfig,
   if label is None:
     label = f"p{model_cfg.p}_K{model_cfg.width}"
   return runs.get_or_train(
-      store or RUNS_DIR, label, key, data, model_cfg, train_cfg, seeds=seeds,
-      seed_ids=seed_ids, lrs=lrs, weight_decays=weight_decays,
-      num_trains=num_trains, provenance=provenance, max_chunks=max_chunks,
-      progress=progress)
+    store or RUNS_DIR,
+    label,
+    key,
+    data,
+    model_cfg,
+    train_cfg,
+    seeds=seeds,
+    seed_ids=seed_ids,
+    lrs=lrs,
+    weight_decays=weight_decays,
+    num_trains=num_trains,
+    provenance=provenance,
+    max_chunks=max_chunks,
+    progress=progress,
+  )
 
 
 @functools.lru_cache(maxsize=None)
@@ -245,31 +361,48 @@ def loss_fn(name: str):
   return losses.make_loss(name)
 
 
-def _summary(res, cfg: SGLDConfig, index: int, seconds: float,
-             resumed: bool) -> dict:
+def _summary(
+  res, cfg: SGLDConfig, index: int, seconds: float, resumed: bool
+) -> dict:
   """Setting ``index`` of a grid's ``LLCResult`` as plain arrays."""
   d = jax.tree.map(lambda x: x[index], res.diagnostics)
   per_chain = res.per_chain[index]
   num_steps = per_chain.size * (cfg.num_burnin + cfg.num_draws)
-  return {"mean": res.mean[index], "std": res.std[index],
-          "per_chain": per_chain, "init_loss": res.init_loss[index],
-          "nbeta": float(res.nbeta[index]),
-          "num_moving_params": res.num_moving_params,
-          "stationary": d.stationary, "ess": d.ess, "rhat": d.rhat,
-          "drift_z": d.drift_z, "first_half_llc": d.first_half_llc,
-          "second_half_llc": d.second_half_llc,
-          "mala_accept": np.nanmean(d.mala_accept, axis=-1),
-          "diverged_chains": d.diverged.sum(-1),
-          "distance_sq": d.distance_sq.mean(-1),
-          "fraction_stationary": float(np.mean(d.stationary)),
-          # A resumed sweep only timed the chunks it had left: no rate.
-          "resumed": resumed, "seconds": seconds,
-          "sgld_steps_per_second": None if resumed else num_steps / seconds,
-          "config": dataclasses.asdict(cfg)}
+  return {
+    "mean": res.mean[index],
+    "std": res.std[index],
+    "per_chain": per_chain,
+    "init_loss": res.init_loss[index],
+    "nbeta": float(res.nbeta[index]),
+    "num_moving_params": res.num_moving_params,
+    "stationary": d.stationary,
+    "ess": d.ess,
+    "rhat": d.rhat,
+    "drift_z": d.drift_z,
+    "first_half_llc": d.first_half_llc,
+    "second_half_llc": d.second_half_llc,
+    "mala_accept": np.nanmean(d.mala_accept, axis=-1),
+    "diverged_chains": d.diverged.sum(-1),
+    "distance_sq": d.distance_sq.mean(-1),
+    "fraction_stationary": float(np.mean(d.stationary)),
+    # A resumed sweep only timed the chunks it had left: no rate.
+    "resumed": resumed,
+    "seconds": seconds,
+    "sgld_steps_per_second": None if resumed else num_steps / seconds,
+    "config": dataclasses.asdict(cfg),
+  }
 
 
-def llc_grid(key, loss_fn, checkpoints, data, cfgs: Sequence[SGLDConfig],
-             path: Optional[str], batch_ndim: int = 2, mask=None) -> list[dict]:
+def llc_grid(
+  key,
+  loss_fn,
+  checkpoints,
+  data,
+  cfgs: Sequence[SGLDConfig],
+  path: Optional[str],
+  batch_ndim: int = 2,
+  mask=None,
+) -> list[dict]:
   """LLC at a batch of points under several SGLD configs, one compiled
   program per chain length.
 
@@ -297,21 +430,32 @@ def llc_grid(key, loss_fn, checkpoints, data, cfgs: Sequence[SGLDConfig],
   n = jax.tree.leaves(data)[0].shape[0]
   groups: dict = {}
   for i, cfg in enumerate(cfgs):
-    static = dataclasses.replace(cfg, step_size=1.0, nbeta=1.0,
-                                 localization=1.0)
+    static = dataclasses.replace(
+      cfg, step_size=1.0, nbeta=1.0, localization=1.0
+    )
     groups.setdefault(static, []).append(i)
   out: list = [None] * len(cfgs)
-  for g, (static, members) in enumerate(groups.items()):
+  for g, members in enumerate(groups.values()):
     grid = SGLDSettings(
-        step_size=[cfgs[i].step_size for i in members],
-        nbeta=[cfgs[i].resolve_nbeta(n) for i in members],
-        localization=[cfgs[i].localization for i in members])
+      step_size=[cfgs[i].step_size for i in members],
+      nbeta=[cfgs[i].resolve_nbeta(n) for i in members],
+      localization=[cfgs[i].localization for i in members],
+    )
     folder = None if path is None else os.path.join(path, f"group_{g}")
     resumed = folder is not None and os.path.exists(folder)
     start = time.perf_counter()
-    res = estimate_llc(key, loss_fn, checkpoints, data, cfgs[members[0]],
-                       batch_ndim=batch_ndim, mask=mask, settings=grid,
-                       out_path=folder, warn=False)
+    res = estimate_llc(
+      key,
+      loss_fn,
+      checkpoints,
+      data,
+      cfgs[members[0]],
+      batch_ndim=batch_ndim,
+      mask=mask,
+      settings=grid,
+      out_path=folder,
+      warn=False,
+    )
     seconds = time.perf_counter() - start
     for j, i in enumerate(members):
       out[i] = _summary(res, cfgs[i], j, seconds, resumed)
@@ -319,8 +463,17 @@ def llc_grid(key, loss_fn, checkpoints, data, cfgs: Sequence[SGLDConfig],
   return out
 
 
-def llc_sweep(key, loss_fn, checkpoints, data, cfg: SGLDConfig,
-              path: Optional[str], batch_ndim: int = 2, mask=None) -> dict:
+def llc_sweep(
+  key,
+  loss_fn,
+  checkpoints,
+  data,
+  cfg: SGLDConfig,
+  path: Optional[str],
+  batch_ndim: int = 2,
+  mask=None,
+) -> dict:
   """``llc_grid`` of one config (same arguments, ``path`` a folder)."""
-  return llc_grid(key, loss_fn, checkpoints, data, [cfg], path, batch_ndim,
-                  mask)[0]
+  return llc_grid(
+    key, loss_fn, checkpoints, data, [cfg], path, batch_ndim, mask
+  )[0]

@@ -56,12 +56,15 @@ from slt_jax.config import DataConfig, ModelConfig, TrainConfig
 
 NAME = "gsm_vs_lr"
 SPEC_GSM = {1e-4: 0.39, 3e-4: 0.21, 1e-3: 0.10, 3e-3: 0.048, 1e-2: 0.013}
-DEFINITIONS = {"gsm": "SPEC §1 (|gap| area / T)",
-               "gsm_authors": "authors' grokking_test3 (mean signed gap)"}
+DEFINITIONS = {
+  "gsm": "SPEC §1 (|gap| area / T)",
+  "gsm_authors": "authors' grokking_test3 (mean signed gap)",
+}
 SOURCES = {
-    "recipe": "SPEC §1 recipe: batch 128, wd 1e-5, fixed length",
-    "authors": "authors' p-sweep code (sweep.yaml): batch 64, wd 1e-5, stop "
-               "3 x val acc >= 0.95 checked every 100 steps"}
+  "recipe": "SPEC §1 recipe: batch 128, wd 1e-5, fixed length",
+  "authors": "authors' p-sweep code (sweep.yaml): batch 64, wd 1e-5, stop "
+  "3 x val acc >= 0.95 checked every 100 steps",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,26 +94,41 @@ class GSMConfig:
 
 
 CONFIGS = {
-    # p=11 at train fraction 0.9 generalises within 400 steps at lr 3e-2.
-    "smoke": GSMConfig(p=11, width=128, lrs=(1e-2, 3e-2), num_steps=400,
-                       chunk_steps=100, train_frac=0.9, smoke=True),
-    # K=256 trains ~4x faster than 1024. At 15k steps one seed at lr 3.2e-4
-    # had not generalised (GSM 0 by definition): T must stay long.
-    "quick": GSMConfig(p=53, width=256,
-                       lrs=tuple(np.logspace(-3.25, -2, 6).round(7)), seeds=2,
-                       num_steps=20000),
-    "default": GSMConfig(p=53, width=1024, lrs=tuple(SPEC_GSM), seeds=2),
-    # The SPEC §2 grid (half-decades from 1e-4 to 1e-2).
-    "paper": GSMConfig(p=53, width=1024,
-                       lrs=tuple(np.logspace(-4, -2, 5).round(7))),
+  # p=11 at train fraction 0.9 generalises within 400 steps at lr 3e-2.
+  "smoke": GSMConfig(
+    p=11,
+    width=128,
+    lrs=(1e-2, 3e-2),
+    num_steps=400,
+    chunk_steps=100,
+    train_frac=0.9,
+    smoke=True,
+  ),
+  # K=256 trains ~4x faster than 1024. At 15k steps one seed at lr 3.2e-4
+  # had not generalised (GSM 0 by definition): T must stay long.
+  "quick": GSMConfig(
+    p=53,
+    width=256,
+    lrs=tuple(np.logspace(-3.25, -2, 6).round(7)),
+    seeds=2,
+    num_steps=20000,
+  ),
+  "default": GSMConfig(p=53, width=1024, lrs=tuple(SPEC_GSM), seeds=2),
+  # The SPEC §2 grid (half-decades from 1e-4 to 1e-2).
+  "paper": GSMConfig(
+    p=53, width=1024, lrs=tuple(np.logspace(-4, -2, 5).round(7))
+  ),
 }
 
 
 def train_config(name: str, cfg: GSMConfig) -> TrainConfig:
   """The protocol's training configuration at this sweep's length."""
   train = dataclasses.replace(
-      protocols.scaling_protocol(name).train, num_steps=cfg.num_steps,
-      ckpt_every=cfg.chunk_steps, chunk_steps=cfg.chunk_steps)
+    protocols.scaling_protocol(name).train,
+    num_steps=cfg.num_steps,
+    ckpt_every=cfg.chunk_steps,
+    chunk_steps=cfg.chunk_steps,
+  )
   if cfg.smoke:
     train = dataclasses.replace(train, batch_size=16, log_every=20)
   return train
@@ -143,12 +161,17 @@ def summarize(lrs, values_SxL: np.ndarray) -> dict:
   lrs, seeds = np.asarray(lrs), values_SxL.shape[0]
   means = values_SxL.mean(0)
   rho_means = metrics.spearman_rho(lrs, means)
-  return {"values": values_SxL, "mean": means, "std": values_SxL.std(0),
-          "spearman_rho_runs": metrics.spearman_rho(np.tile(lrs, seeds),
-                                                    values_SxL.ravel()),
-          "spearman_rho_means": rho_means,
-          "decreasing": bool(rho_means < 0),
-          "monotone_means": bool(np.all(np.diff(means) < 0))}
+  return {
+    "values": values_SxL,
+    "mean": means,
+    "std": values_SxL.std(0),
+    "spearman_rho_runs": metrics.spearman_rho(
+      np.tile(lrs, seeds), values_SxL.ravel()
+    ),
+    "spearman_rho_means": rho_means,
+    "decreasing": bool(rho_means < 0),
+    "monotone_means": bool(np.all(np.diff(means) < 0)),
+  }
 
 
 def measure_protocol(name: str, cfg: GSMConfig, seed: int, store) -> dict:
@@ -163,48 +186,69 @@ def measure_protocol(name: str, cfg: GSMConfig, seed: int, store) -> dict:
   key_data, key_train = jax.random.split(jax.random.key(seed))
   start = time.perf_counter()
   run = common.trained_run(
-      key_train, DataConfig(p=cfg.p, train_frac=cfg.train_frac),
-      ModelConfig(p=cfg.p, width=cfg.width), train, data_key=key_data,
-      seeds=cfg.seeds, lrs=cfg.lrs, store=store,
-      label=f"gsm_p{cfg.p}_K{cfg.width}_{name}", progress=not cfg.smoke)
+    key_train,
+    DataConfig(p=cfg.p, train_frac=cfg.train_frac),
+    ModelConfig(p=cfg.p, width=cfg.width),
+    train,
+    data_key=key_data,
+    seeds=cfg.seeds,
+    lrs=cfg.lrs,
+    store=store,
+    label=f"gsm_p{cfg.p}_K{cfg.width}_{name}",
+    progress=not cfg.smoke,
+  )
   shape = (cfg.seeds, len(cfg.lrs))  # Runs are seed-major.
   steps, acc = run.log_steps, run.metrics
   final = np.where(run.stop_step >= 0, run.stop_step, steps[-1])
   gsm = severities(steps, acc["train_acc"], acc["val_acc"], final)
   return {
-      "source": SOURCES[name],
-      "train": dataclasses.asdict(train), "log_steps": steps,
-      "train_acc": acc["train_acc"].reshape(shape + (-1,)),
-      "val_acc": acc["val_acc"].reshape(shape + (-1,)),
-      "stop_step": run.stop_step.reshape(shape),
-      "final_step": final.reshape(shape),
-      "memorisation_step": metrics.memorisation_step(
-          steps, acc["train_acc"]).reshape(shape),
-      "generalisation_step": metrics.generalisation_step(
-          steps, acc["val_acc"]).reshape(shape),
-      **{d: summarize(cfg.lrs, v.reshape(shape)) for d, v in gsm.items()},
-      "train_steps_per_second": run.steps_per_second,
-      "seconds": time.perf_counter() - start}
+    "source": SOURCES[name],
+    "train": dataclasses.asdict(train),
+    "log_steps": steps,
+    "train_acc": acc["train_acc"].reshape(shape + (-1,)),
+    "val_acc": acc["val_acc"].reshape(shape + (-1,)),
+    "stop_step": run.stop_step.reshape(shape),
+    "final_step": final.reshape(shape),
+    "memorisation_step": metrics.memorisation_step(
+      steps, acc["train_acc"]
+    ).reshape(shape),
+    "generalisation_step": metrics.generalisation_step(
+      steps, acc["val_acc"]
+    ).reshape(shape),
+    **{d: summarize(cfg.lrs, v.reshape(shape)) for d, v in gsm.items()},
+    "train_steps_per_second": run.steps_per_second,
+    "seconds": time.perf_counter() - start,
+  }
 
 
 def compute(mode: str, names, seed: int, store) -> dict:
   """Every protocol in ``names`` at ``CONFIGS[mode]``; the results payload."""
   cfg, start = CONFIGS[mode], time.perf_counter()
   return {
-      "name": NAME, "mode": mode, "config": dataclasses.asdict(cfg),
-      "lrs": cfg.lrs,
-      "definitions": DEFINITIONS,
-      "protocols": {name: measure_protocol(name, cfg, seed, store)
-                    for name in names},
-      "authors_settings_known": False,
-      "authors_settings_note": (
-          "the authors' Fig. 4 settings are not stated; their p-sweep code's "
-          "(batch 64, wd 1e-5, stop 3 x val acc >= 0.95) stand in"),
-      "spec_reference": {"gsm": {str(k): v for k, v in SPEC_GSM.items()},
-                         "protocol": "recipe", "num_steps": 30000, "p": 53,
-                         "width": 1024, "spearman_rho": -1.0,
-                         "paper": "GSM decreasing in lr (Fig. 4)"},
-      "wall_seconds": time.perf_counter() - start}
+    "name": NAME,
+    "mode": mode,
+    "config": dataclasses.asdict(cfg),
+    "lrs": cfg.lrs,
+    "definitions": DEFINITIONS,
+    "protocols": {
+      name: measure_protocol(name, cfg, seed, store) for name in names
+    },
+    "authors_settings_known": False,
+    "authors_settings_note": (
+      "the authors' Fig. 4 settings are not stated; their p-sweep code's "
+      "(batch 64, wd 1e-5, stop 3 x val acc >= 0.95) stand in"
+    ),
+    "spec_reference": {
+      "gsm": {str(k): v for k, v in SPEC_GSM.items()},
+      "protocol": "recipe",
+      "num_steps": 30000,
+      "p": 53,
+      "width": 1024,
+      "spearman_rho": -1.0,
+      "paper": "GSM decreasing in lr (Fig. 4)",
+    },
+    "wall_seconds": time.perf_counter() - start,
+  }
 
 
 def rho_text(rho) -> str:
@@ -216,30 +260,54 @@ def plot(results: dict, out_dir: str) -> None:
   """Per protocol: both GSMs against lr, and the validation curves."""
   lrs, names = np.asarray(results["lrs"]), list(results["protocols"])
   cfg = results["config"]
-  fig, axes = plt.subplots(len(names), 2, figsize=(11, 4.2 * len(names)),
-                           squeeze=False)
+  fig, axes = plt.subplots(
+    len(names), 2, figsize=(11, 4.2 * len(names)), squeeze=False
+  )
   colors = plt.cm.viridis(np.linspace(0, 0.9, len(lrs)))
   for (ax_gsm, ax_acc), name in zip(axes, names):
     r = results["protocols"][name]
     for definition, marker in zip(DEFINITIONS, "os"):
       s = r[definition]
-      ax_gsm.errorbar(lrs, s["mean"], yerr=s["std"], fmt=f"{marker}-",
-                      capsize=3, label=f"{definition}: Spearman ρ = "
-                      f"{rho_text(s['spearman_rho_means'])} (means)")
+      ax_gsm.errorbar(
+        lrs,
+        s["mean"],
+        yerr=s["std"],
+        fmt=f"{marker}-",
+        capsize=3,
+        label=f"{definition}: Spearman ρ = "
+        f"{rho_text(s['spearman_rho_means'])} (means)",
+      )
     if name == "recipe":
-      ax_gsm.plot(list(SPEC_GSM), list(SPEC_GSM.values()), "k^--", ms=5,
-                  lw=1, label="SPEC measured gsm (K=1024, 30k steps)")
-    ax_gsm.set(xscale="log", xlabel="learning rate", ylabel="GSM",
-               title=f"{name}: {cfg['seeds']} seed(s)")
+      ax_gsm.plot(
+        list(SPEC_GSM),
+        list(SPEC_GSM.values()),
+        "k^--",
+        ms=5,
+        lw=1,
+        label="SPEC measured gsm (K=1024, 30k steps)",
+      )
+    ax_gsm.set(
+      xscale="log",
+      xlabel="learning rate",
+      ylabel="GSM",
+      title=f"{name}: {cfg['seeds']} seed(s)",
+    )
     ax_gsm.grid(True, which="both", alpha=0.3)
     ax_gsm.legend(fontsize=7)
     steps = np.asarray(r["log_steps"])
     for i, lr in enumerate(lrs):
       upto = steps <= r["final_step"][0][i]  # A stopped run ends there.
-      ax_acc.plot(steps[upto], np.asarray(r["val_acc"][0][i])[upto],
-                  color=colors[i], label=f"lr {lr:.2g}")
-    ax_acc.set(xlabel="training step", ylabel="validation accuracy (seed 0)",
-               title=f"{name}: p={cfg['p']}, K={cfg['width']}")
+      ax_acc.plot(
+        steps[upto],
+        np.asarray(r["val_acc"][0][i])[upto],
+        color=colors[i],
+        label=f"lr {lr:.2g}",
+      )
+    ax_acc.set(
+      xlabel="training step",
+      ylabel="validation accuracy (seed 0)",
+      title=f"{name}: p={cfg['p']}, K={cfg['width']}",
+    )
     ax_acc.legend(fontsize=7)
     ax_acc.locator_params(axis="x", nbins=5)
   fig.tight_layout()
@@ -251,19 +319,24 @@ def print_summary(results: dict) -> None:
   for name, r in results["protocols"].items():
     for definition in DEFINITIONS:
       s = r[definition]
-      values = ", ".join(f"{lr:.3g}: {m:.4f}"
-                         for lr, m in zip(results["lrs"], s["mean"]))
-      print(f"[{name}] {definition}: {values}; Spearman rho runs "
-            f"{rho_text(s['spearman_rho_runs'])}, means "
-            f"{rho_text(s['spearman_rho_means'])}")
+      values = ", ".join(
+        f"{lr:.3g}: {m:.4f}" for lr, m in zip(results["lrs"], s["mean"])
+      )
+      print(
+        f"[{name}] {definition}: {values}; Spearman rho runs "
+        f"{rho_text(s['spearman_rho_runs'])}, means "
+        f"{rho_text(s['spearman_rho_means'])}"
+      )
 
 
 def add_flags(parser) -> None:
   """``--protocol`` and ``--runs``."""
-  parser.add_argument("--protocol", default="recipe",
-                      help="recipe, authors or both (default recipe)")
+  parser.add_argument(
+    "--protocol",
+    default="recipe",
+    help="recipe, authors or both (default recipe)",
+  )
   common.add_runs_flag(parser)
-
 
 
 def paper_rows(results: dict) -> list[dict]:
@@ -275,12 +348,17 @@ def paper_rows(results: dict) -> list[dict]:
       d = r[definition]
       means = ", ".join(f"{m:.3g}" for m in d["mean"])
       rho = d["spearman_rho_means"]
-      rows.append({"protocol": name,
-                   "quantity": f"{definition} at lr {results['lrs'][0]:g} … "
-                               f"{results['lrs'][-1]:g}: {means}; Spearman ρ "
-                               f"{rho_text(rho)}",
-                   "ours": rho, "paper": "decreasing",
-                   "match": d["decreasing"]})
+      rows.append(
+        {
+          "protocol": name,
+          "quantity": f"{definition} at lr {results['lrs'][0]:g} … "
+          f"{results['lrs'][-1]:g}: {means}; Spearman ρ "
+          f"{rho_text(rho)}",
+          "ours": rho,
+          "paper": "decreasing",
+          "match": d["decreasing"],
+        }
+      )
   return rows
 
 
@@ -288,7 +366,8 @@ def main(argv=None) -> dict:
   args, mode = common.parse_mode(__doc__, add_flags, argv)
   names = protocols.parse(args.protocol)
   results = common.compute_then_plot(
-      NAME, args, lambda: compute(mode, names, args.seed, args.runs), plot)
+    NAME, args, lambda: compute(mode, names, args.seed, args.runs), plot
+  )
   print_summary(results)
   return results
 

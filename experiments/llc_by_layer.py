@@ -47,10 +47,10 @@ from slt_jax import metrics, plotting
 NAME = "llc_by_layer"
 # name -> (mask, split the chains see).
 CURVES = {
-    "W and V, train pairs": (None, "train"),
-    "W only, train pairs": (lambda path, _: "W" in path, "train"),
-    "V only, train pairs": (lambda path, _: "V" in path, "train"),
-    "W and V, validation pairs": (None, "val"),
+  "W and V, train pairs": (None, "train"),
+  "W only, train pairs": (lambda path, _: "W" in path, "train"),
+  "V only, train pairs": (lambda path, _: "V" in path, "train"),
+  "W and V, validation pairs": (None, "val"),
 }
 
 
@@ -70,10 +70,10 @@ class LayerConfig:
 
 
 CONFIGS = {
-    "smoke": LayerConfig(llc_over_training.CONFIGS["smoke"], "recipe", 1),
-    "quick": LayerConfig(llc_over_training.CONFIGS["quick"], "recipe", 2),
-    "default": LayerConfig(llc_over_training.CONFIGS["default"], "recipe", 1),
-    "paper": LayerConfig(llc_over_training.CONFIGS["paper"], "authors", 1),
+  "smoke": LayerConfig(llc_over_training.CONFIGS["smoke"], "recipe", 1),
+  "quick": LayerConfig(llc_over_training.CONFIGS["quick"], "recipe", 2),
+  "default": LayerConfig(llc_over_training.CONFIGS["default"], "recipe", 1),
+  "paper": LayerConfig(llc_over_training.CONFIGS["paper"], "authors", 1),
 }
 
 
@@ -91,38 +91,67 @@ def compute(cfg: LayerConfig, seed: int, out_dir: str, store) -> dict:
   sweeps, summaries = {}, {}
   for i, (name, (mask, split)) in enumerate(CURVES.items()):
     sweeps[name] = common.llc_sweep(
-        jax.random.fold_in(key_llc, i), loss_fn, ckpts,
-        data.train if split == "train" else data.val, cfg.fig3.sgld,
-        os.path.join(out_dir, "chains", f"curve_{i}"), mask=mask)
-    summaries[name] = [metrics.llc_curve_summary(
-        steps, sweeps[name]["mean"][s], run.log_steps,
-        run.metrics["val_loss"][s], int(mem[s])) for s in range(seeds)]
+      jax.random.fold_in(key_llc, i),
+      loss_fn,
+      ckpts,
+      data.train if split == "train" else data.val,
+      cfg.fig3.sgld,
+      os.path.join(out_dir, "chains", f"curve_{i}"),
+      mask=mask,
+    )
+    summaries[name] = [
+      metrics.llc_curve_summary(
+        steps,
+        sweeps[name]["mean"][s],
+        run.log_steps,
+        run.metrics["val_loss"][s],
+        int(mem[s]),
+      )
+      for s in range(seeds)
+    ]
     print(f"{name}: {np.round(sweeps[name]['mean'][0]).tolist()}", flush=True)
 
   def drop(name: str, s: int) -> float:
     return summaries[name][s]["peak_llc"] - summaries[name][s]["final_llc"]
 
   joint = list(CURVES)[0]
-  drops = {name: {"drop": [drop(name, s) for s in range(seeds)],
-                  "share_of_joint_drop": [drop(name, s) / drop(joint, s)
-                                          if drop(joint, s) else None
-                                          for s in range(seeds)]}
-           for name in CURVES}
+  drops = {
+    name: {
+      "drop": [drop(name, s) for s in range(seeds)],
+      "share_of_joint_drop": [
+        drop(name, s) / drop(joint, s) if drop(joint, s) else None
+        for s in range(seeds)
+      ],
+    }
+    for name in CURVES
+  }
   mean_drop = {name: float(np.mean(d["drop"])) for name, d in drops.items()}
   return {
-      "config": dataclasses.asdict(cfg), "protocol": cfg.protocol,
-      "source": llc_over_training.SOURCES[cfg.protocol], "seeds": seeds,
-      "log_steps": run.log_steps, "metrics": run.metrics, "llc_steps": steps,
-      "memorisation_step": mem,
-      "generalisation_step": metrics.generalisation_step(
-          run.log_steps, run.metrics["val_acc"]),
-      "num_train": data.num_train, "num_val": int(data.val.labels.shape[0]),
-      "curves": sweeps, "summary": summaries, "drops": drops,
-      "mean_drop": mean_drop,
-      "drop_carried_by": ("W" if mean_drop["W only, train pairs"]
-                          > mean_drop["V only, train pairs"] else "V"),
-      "paper_reference": {"joint_peak_llc": 4900, "joint_final_llc": 4300},
-      "wall_seconds": time.perf_counter() - start}
+    "config": dataclasses.asdict(cfg),
+    "protocol": cfg.protocol,
+    "source": llc_over_training.SOURCES[cfg.protocol],
+    "seeds": seeds,
+    "log_steps": run.log_steps,
+    "metrics": run.metrics,
+    "llc_steps": steps,
+    "memorisation_step": mem,
+    "generalisation_step": metrics.generalisation_step(
+      run.log_steps, run.metrics["val_acc"]
+    ),
+    "num_train": data.num_train,
+    "num_val": int(data.val.labels.shape[0]),
+    "curves": sweeps,
+    "summary": summaries,
+    "drops": drops,
+    "mean_drop": mean_drop,
+    "drop_carried_by": (
+      "W"
+      if mean_drop["W only, train pairs"] > mean_drop["V only, train pairs"]
+      else "V"
+    ),
+    "paper_reference": {"joint_peak_llc": 4900, "joint_final_llc": 4300},
+    "wall_seconds": time.perf_counter() - start,
+  }
 
 
 def plot(results: dict, out_dir: str) -> None:
@@ -130,43 +159,64 @@ def plot(results: dict, out_dir: str) -> None:
   validation-pair curve."""
   steps = np.asarray(results["llc_steps"])
   seed_mean = lambda name, key: np.asarray(
-      results["curves"][name][key], float).mean(0)
+    results["curves"][name][key], float
+  ).mean(0)
   band = lambda name: (steps, seed_mean(name, "mean"), seed_mean(name, "std"))
   names = list(results["curves"])
   fig = plotting.plot_curve_panels(
-      {"training pairs": {name: band(name) for name in names[:3]},
-       "validation pairs": {names[3]: band(names[3])}},
-      {"memorisation": float(np.median(results["memorisation_step"])),
-       "generalisation": float(np.median(results["generalisation_step"]))},
-      ncols=2)
+    {
+      "training pairs": {name: band(name) for name in names[:3]},
+      "validation pairs": {names[3]: band(names[3])},
+    },
+    {
+      "memorisation": float(np.median(results["memorisation_step"])),
+      "generalisation": float(np.median(results["generalisation_step"])),
+    },
+    ncols=2,
+  )
   fig3 = results["config"]["fig3"]
-  fig.suptitle(f"{results['protocol']}: p={fig3['data']['p']}, "
-               f"K={fig3['model']['width']}, {results['seeds']} seed(s): LLC "
-               "by layer and by data split", y=1.02)
+  fig.suptitle(
+    f"{results['protocol']}: p={fig3['data']['p']}, "
+    f"K={fig3['model']['width']}, {results['seeds']} seed(s): LLC "
+    "by layer and by data split",
+    y=1.02,
+  )
   plotting.save_figure(fig, os.path.join(out_dir, f"{NAME}.png"), dpi=100)
-
 
 
 def paper_rows(results: dict) -> list[dict]:
   """Rows of ``figures/paper/README.md``: which layer carries the drop."""
   joint = next(iter(results["mean_drop"]))
-  return [{"protocol": results["protocol"],
-           "quantity": f"mean LLC drop, {name}",
-           "ours": drop, "paper": None, "match": None}
-          for name, drop in results["mean_drop"].items()] + [
-              {"protocol": results["protocol"],
-               "quantity": f"drop carried by (joint: {joint})",
-               "ours": results["drop_carried_by"], "paper": None,
-               "match": None}]
+  return [
+    {
+      "protocol": results["protocol"],
+      "quantity": f"mean LLC drop, {name}",
+      "ours": drop,
+      "paper": None,
+      "match": None,
+    }
+    for name, drop in results["mean_drop"].items()
+  ] + [
+    {
+      "protocol": results["protocol"],
+      "quantity": f"drop carried by (joint: {joint})",
+      "ours": results["drop_carried_by"],
+      "paper": None,
+      "match": None,
+    }
+  ]
 
 
 def main(argv=None) -> dict:
-  results = common.run_stored_experiment(NAME, __doc__, CONFIGS, compute,
-                                         plot, argv)
+  results = common.run_stored_experiment(
+    NAME, __doc__, CONFIGS, compute, plot, argv
+  )
   for name, s in results["summary"].items():
-    print(f"{name:28s}: peak {s[0]['peak_llc']:.0f} at {s[0]['peak_step']}, "
-          f"final {s[0]['final_llc']:.0f}, drop "
-          f"{results['mean_drop'][name]:.0f}")
+    print(
+      f"{name:28s}: peak {s[0]['peak_llc']:.0f} at {s[0]['peak_step']}, "
+      f"final {s[0]['final_llc']:.0f}, drop "
+      f"{results['mean_drop'][name]:.0f}"
+    )
   print(f"the drop is carried mostly by {results['drop_carried_by']}")
   return results
 

@@ -59,11 +59,18 @@ LOCAL = (1e5, 1e3)  # (nbeta, gamma) that keeps the chains inside the basin.
 THRESHOLDS = (1e-5, 1e-4, 1e-3, 1e-2)  # Hessian eigenvalue counts above these.
 RESOLVED = (1e4, 1.0)  # (nbeta, gamma) whose soft rank counts h >~ 1e-4.
 COUNT_GRID = np.logspace(-6, -1, 21)  # thresholds of the plotted counts.
-GRID_SGLD = dataclasses.replace(PAPER_SGLD, num_chains=2, num_burnin=3000,
-                                num_draws=1000)
+GRID_SGLD = dataclasses.replace(
+  PAPER_SGLD, num_chains=2, num_burnin=3000, num_draws=1000
+)
 LOCAL_SGLD = dataclasses.replace(
-    PAPER_SGLD, nbeta=LOCAL[0], localization=LOCAL[1], num_chains=2,
-    num_burnin=300, num_draws=700, batch_size=None)
+  PAPER_SGLD,
+  nbeta=LOCAL[0],
+  localization=LOCAL[1],
+  num_chains=2,
+  num_burnin=300,
+  num_draws=700,
+  batch_size=None,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,21 +104,37 @@ class GapConfig:
   spectrum_probes: int = 8
 
 
-_tiny = lambda c: dataclasses.replace(c, num_burnin=10, num_draws=20,
-                                      batch_size=c.batch_size and 16)
+_tiny = lambda c: dataclasses.replace(
+  c, num_burnin=10, num_draws=20, batch_size=c.batch_size and 16
+)
 CONFIGS = {
-    "smoke": GapConfig(
-        llc_over_training.CONFIGS["smoke"], ckpt_steps=(100, 200),
-        grid_steps=(200,), grid=_tiny(GRID_SGLD),
-        local=_tiny(LOCAL_SGLD), nbetas=(26.4, 100.0), gammas=(5.0,),
-        slq_matvecs=4, slq_probes=2, spectrum_matvecs=4, spectrum_probes=2),
-    "quick": GapConfig(llc_over_training.CONFIGS["quick"],
-                       ckpt_steps=(1000, 4000, 8000), grid_steps=(8000,)),
-    "default": GapConfig(
-        llc_over_training.CONFIGS["quick"],
-        ckpt_steps=(500, 1000, 2000, 3000, 4000, 5000, 6000, 8000),
-        grid_steps=(1000, 8000), slq_matvecs=30, slq_probes=16,
-        spectrum_matvecs=40, spectrum_probes=16),
+  "smoke": GapConfig(
+    llc_over_training.CONFIGS["smoke"],
+    ckpt_steps=(100, 200),
+    grid_steps=(200,),
+    grid=_tiny(GRID_SGLD),
+    local=_tiny(LOCAL_SGLD),
+    nbetas=(26.4, 100.0),
+    gammas=(5.0,),
+    slq_matvecs=4,
+    slq_probes=2,
+    spectrum_matvecs=4,
+    spectrum_probes=2,
+  ),
+  "quick": GapConfig(
+    llc_over_training.CONFIGS["quick"],
+    ckpt_steps=(1000, 4000, 8000),
+    grid_steps=(8000,),
+  ),
+  "default": GapConfig(
+    llc_over_training.CONFIGS["quick"],
+    ckpt_steps=(500, 1000, 2000, 3000, 4000, 5000, 6000, 8000),
+    grid_steps=(1000, 8000),
+    slq_matvecs=30,
+    slq_probes=16,
+    spectrum_matvecs=40,
+    spectrum_probes=16,
+  ),
 }
 
 
@@ -120,12 +143,23 @@ def spectrum_summary(key, loss_fn, params, batch, cfg: GapConfig) -> dict:
   key_slq, key_spec = jax.random.split(key)
   paper = cfg.fig3.sgld
   slq = theory.predict_llc_hat_slq(
-      key_slq, loss_fn, params, batch,
-      paper.resolve_nbeta(batch.labels.shape[0]), paper.localization,
-      num_matvecs=cfg.slq_matvecs, num_probes=cfg.slq_probes)
+    key_slq,
+    loss_fn,
+    params,
+    batch,
+    paper.resolve_nbeta(batch.labels.shape[0]),
+    paper.localization,
+    num_matvecs=cfg.slq_matvecs,
+    num_probes=cfg.slq_probes,
+  )
   spectrum = theory.hessian_spectrum_slq(
-      key_spec, loss_fn, params, batch, num_matvecs=cfg.spectrum_matvecs,
-      num_probes=cfg.spectrum_probes)
+    key_spec,
+    loss_fn,
+    params,
+    batch,
+    num_matvecs=cfg.spectrum_matvecs,
+    num_probes=cfg.spectrum_probes,
+  )
 
   h_min = float(spectrum.nodes.min())
 
@@ -137,29 +171,36 @@ def spectrum_summary(key, loss_fn, params, batch, cfg: GapConfig) -> dict:
     return 0.5 * spectrum.trace(lambda h: nbeta * h / (nbeta * h + gamma))[0]
 
   settings = [(nb, g) for nb in cfg.nbetas for g in cfg.gammas]
-  grad_sq = float(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(
-      jax.grad(loss_fn)(params, batch))))
-  return {"laplace_paper": slq.llc_hat, "laplace_paper_sem": slq.curvature_sem,
-          "laplace_paper_gradient_term": slq.gradient_term,
-          "h_max": float(spectrum.nodes.max()),
-          "h_min": h_min,
-          "counts": {f"{t:g}": spectrum.trace(lambda h: h > t)[0]
-                     for t in THRESHOLDS},
-          "count_curve": [spectrum.trace(lambda h: h > t)[0]
-                          for t in COUNT_GRID],
-          "soft_rank_grid": [soft_rank(*s) for s in settings],
-          "soft_rank_local": soft_rank(*LOCAL),
-          "soft_rank_resolved": soft_rank(*RESOLVED),
-          "grad_norm_sq": grad_sq,
-          "local_gradient_term_bound": LOCAL[0] ** 2 * grad_sq / LOCAL[1],
-          "param_norm_sq": float(sum(jnp.sum(jnp.square(x))
-                                     for x in jax.tree.leaves(params)))}
+  grad_sq = float(
+    sum(
+      jnp.sum(jnp.square(g))
+      for g in jax.tree.leaves(jax.grad(loss_fn)(params, batch))
+    )
+  )
+  return {
+    "laplace_paper": slq.llc_hat,
+    "laplace_paper_sem": slq.curvature_sem,
+    "laplace_paper_gradient_term": slq.gradient_term,
+    "h_max": float(spectrum.nodes.max()),
+    "h_min": h_min,
+    "counts": {
+      f"{t:g}": spectrum.trace(lambda h: h > t)[0] for t in THRESHOLDS
+    },
+    "count_curve": [spectrum.trace(lambda h: h > t)[0] for t in COUNT_GRID],
+    "soft_rank_grid": [soft_rank(*s) for s in settings],
+    "soft_rank_local": soft_rank(*LOCAL),
+    "soft_rank_resolved": soft_rank(*RESOLVED),
+    "grad_norm_sq": grad_sq,
+    "local_gradient_term_bound": LOCAL[0] ** 2 * grad_sq / LOCAL[1],
+    "param_norm_sq": float(
+      sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(params))
+    ),
+  }
 
 
 def sweep(key, loss_fn, points, batch, sgld, path: str) -> dict:
   """``common.llc_sweep`` over points stacked along one leading axis."""
-  return common.llc_sweep(key, loss_fn, points, batch, sgld, path,
-                          batch_ndim=1)
+  return common.llc_sweep(key, loss_fn, points, batch, sgld, path, batch_ndim=1)
 
 
 def run_grid(key, loss_fn, points, batch, cfg: GapConfig, path: str) -> dict:
@@ -167,40 +208,73 @@ def run_grid(key, loss_fn, points, batch, cfg: GapConfig, path: str) -> dict:
   a half-step check and the scaling check: one ``common.llc_grid`` call (one
   compiled program per chain length, common random numbers)."""
   settings = [(nbeta, gamma) for nbeta in cfg.nbetas for gamma in cfg.gammas]
-  cfgs = [dataclasses.replace(cfg.grid, nbeta=nbeta, localization=gamma)
-          for nbeta, gamma in settings]
+  cfgs = [
+    dataclasses.replace(cfg.grid, nbeta=nbeta, localization=gamma)
+    for nbeta, gamma in settings
+  ]
   nbeta, gamma = max(cfg.nbetas), min(cfg.gammas)
-  half = dataclasses.replace(cfg.grid, nbeta=nbeta, localization=gamma,
-                             step_size=cfg.grid.step_size / 2,
-                             num_burnin=2 * cfg.grid.num_burnin)
+  half = dataclasses.replace(
+    cfg.grid,
+    nbeta=nbeta,
+    localization=gamma,
+    step_size=cfg.grid.step_size / 2,
+    num_burnin=2 * cfg.grid.num_burnin,
+  )
   # f(c w) = c^3 f(w): far from w* the tempered loss depends on nbeta /
   # gamma^3 only. Double gamma keeping nbeta / gamma^3, or nbeta / gamma^2.
   nbeta0, gamma0 = cfg.nbetas[0], cfg.gammas[0]
   powers = (3, 2)
-  scaled = [dataclasses.replace(cfg.grid, nbeta=nbeta0 * 2 ** power,
-                                localization=2 * gamma0) for power in powers]
-  results = common.llc_grid(key, loss_fn, points, batch,
-                            cfgs + [half] + scaled,
-                            path, batch_ndim=1)
-  rows = [{"nbeta": nb, "gamma": g, **_point_stats(res)}
-          for (nb, g), res in zip(settings, results)]
+  scaled = [
+    dataclasses.replace(
+      cfg.grid, nbeta=nbeta0 * 2**power, localization=2 * gamma0
+    )
+    for power in powers
+  ]
+  results = common.llc_grid(
+    key, loss_fn, points, batch, cfgs + [half] + scaled, path, batch_ndim=1
+  )
+  rows = [
+    {"nbeta": nb, "gamma": g, **_point_stats(res)}
+    for (nb, g), res in zip(settings, results)
+  ]
   # The scaling check leaves out the last point (w = 0).
-  without_last = lambda res: {k: (v[:-1] if np.ndim(v) else v)
-                              for k, v in _point_stats(res).items()}
-  scaling = [{"power": power, "nbeta": sgld.nbeta, "gamma": 2 * gamma0,
-              **without_last(res)}
-             for power, sgld, res in zip(powers, scaled,
-                                         results[len(cfgs) + 1:])]
-  return {"rows": rows, "step_check": {"nbeta": nbeta, "gamma": gamma,
-                                       "step_size": half.step_size,
-                                       **_point_stats(results[len(cfgs)])},
-          "scaling_check": scaling}
+  without_last = lambda res: {
+    k: (v[:-1] if np.ndim(v) else v) for k, v in _point_stats(res).items()
+  }
+  scaling = [
+    {
+      "power": power,
+      "nbeta": sgld.nbeta,
+      "gamma": 2 * gamma0,
+      **without_last(res),
+    }
+    for power, sgld, res in zip(powers, scaled, results[len(cfgs) + 1 :])
+  ]
+  return {
+    "rows": rows,
+    "step_check": {
+      "nbeta": nbeta,
+      "gamma": gamma,
+      "step_size": half.step_size,
+      **_point_stats(results[len(cfgs)]),
+    },
+    "scaling_check": scaling,
+  }
 
 
 def _point_stats(res: dict) -> dict:
-  return {k: np.asarray(res[k]) for k in
-          ("mean", "std", "stationary", "distance_sq", "diverged_chains",
-           "first_half_llc", "second_half_llc")}
+  return {
+    k: np.asarray(res[k])
+    for k in (
+      "mean",
+      "std",
+      "stationary",
+      "distance_sq",
+      "diverged_chains",
+      "first_half_llc",
+      "second_half_llc",
+    )
+  }
 
 
 def _drop_config(res: dict) -> dict:
@@ -223,103 +297,121 @@ def findings(res: dict) -> list[str]:
   at_w = [row["mean"][g] for row in rows]
   at_0 = [row["mean"][-1] for row in rows]
   origin_dev = max(abs(_pct(a, b)) for a, b in zip(at_0, at_w))
-  local_dev = [_pct(m, q["soft_rank_local"])
-               for m, q in zip(local["mean"], spec)]
+  local_dev = [
+    _pct(m, q["soft_rank_local"]) for m, q in zip(local["mean"], spec)
+  ]
   resolved = [q["soft_rank_resolved"] for q in spec]
   fmt = lambda xs: ", ".join(f"{x:,.0f}" for x in xs)
   step_list = ", ".join(str(s) for s in steps)
   nonlocal_ = origin_dev < 10
   far = min(row["distance_sq"][g] for row in rows) > spec[last]["param_norm_sq"]
   out = [
-      f"Rank: theory.modular_rank(p, K, n = {res['num_train']} training pairs,"
-      f" centred MSE) = {r:,}, so r/2 = {r_half:,.0f}. The SPEC's K(3p-2)/2 = "
-      f"{naive:,.0f} ignores that n pairs give only (n-1)p = "
-      f"{res['centred_outputs']:,} centred output values, which cap the rank:"
-      f" a factor {naive / r_half:.2f} of the gap. The dense Jacobian "
-      f"({res['num_train'] * res['config']['fig3']['data']['p']:,} x "
-      f"{res['num_params']:,} in float64, {res['dense_jacobian_gb']:.0f} GB) "
-      "does not fit in memory, so r is the closed form, not a numerical rank.",
-      f"Non-stationarity: the paper's 600-step window vs chains run to "
-      f"stationarity (steps {step_list}): {fmt(paper)} vs {fmt(settled)} "
-      f"(x{settled[last] / paper[last]:.2f} at step {steps[last]}; settled "
-      f"chains stationary: {[bool(x) for x in res['settled']['stationary']]}).",
-      f"Finite temperature at w*: the largest Hessian eigenvalue (SLQ) is "
-      f"{max(q['h_max'] for q in spec):.3g}, so nbeta h_max = "
-      f"{nbeta * max(q['h_max'] for q in spec):.2f} "
-      + ("< gamma = 5: the paper's temperature resolves no Hessian direction."
-         if nbeta * max(q['h_max'] for q in spec) < gamma else
-         f">= gamma = {gamma:g}.")
-      + " The Laplace prediction (predict_llc_hat_slq, ± s.e. over probes) is "
-      + ", ".join(f"{q['laplace_paper']:,.0f} ± {q['laplace_paper_sem']:.0f}"
-                  for q in spec)
-      + f", {settled[last] / spec[last]['laplace_paper']:.0f}x below the "
-      f"settled SGLD at step {steps[last]}. The chains leave the basin: "
-      f"|w - w*|^2 = {res['settled']['distance_sq'][last]:,.0f} vs |w*|^2 = "
-      f"{spec[last]['param_norm_sq']:,.0f}.",
-      f"{'Non-locality' if nonlocal_ else 'Locality'}: at w = 0 (zero "
-      f"outputs) settled SGLD gives {fmt(at_0)} over the grid vs {fmt(at_w)}"
-      f" at step {res['grid_steps'][g]} (at most {origin_dev:.1f}% apart)"
-      + (": at these settings the estimate is a property of the landscape on "
-         "the scale 1/sqrt(gamma), not of the trained point." if nonlocal_
-         else "."),
-      f"Inside the basin the Laplace prediction "
-      f"{'holds' if max(map(abs, local_dev)) < 10 else 'fails'}: with nbeta "
-      f"= {LOCAL[0]:g}, gamma = {LOCAL[1]:g} (full batch; |w - w*|^2 = "
-      f"{fmt(local['distance_sq'])}) SGLD gives {fmt(local['mean'])} vs "
-      f"Laplace {fmt(q['soft_rank_local'] for q in spec)} "
-      f"({', '.join(f'{d:+.1f}%' for d in local_dev)}; gradient term at most "
-      f"{max(q['local_gradient_term_bound'] for q in spec):.2g}).",
-      f"Local LLC of w*: SLQ counts {fmt(q['counts']['0.0001'] for q in spec)}"
-      f" Hessian eigenvalues above 1e-4 (r = {r:,}); the resolved Laplace value"
-      f" (nbeta = {RESOLVED[0]:g}, gamma = {RESOLVED[1]:g}) is "
-      + ", ".join("undefined (saddle: smallest Ritz value "
-                  f"{q['h_min']:.2g})" if not np.isfinite(x) else f"{x:,.0f}"
-                  for x, q in zip(resolved, spec))
-      + f" = {resolved[first] / r_half:.0%} of r/2 at step {steps[first]} and "
-      f"{resolved[last] / r_half:.0%} at step {steps[last]}: the local "
-      f"complexity falls x{resolved[first] / resolved[last]:.1f} through "
-      f"grokking, the paper-window estimate x{paper[first] / paper[last]:.2f}."
-      f" Being local (|w - w*|^2 < |w*|^2) needs gamma >~ P/|w*|^2 = "
-      f"{res['num_params'] / spec[last]['param_norm_sq']:.0f}, and resolving "
-      f"h ~ 1e-4 then needs nbeta >~ "
-      f"{res['num_params'] / spec[last]['param_norm_sq'] / 1e-4:.1g}.",
-      f"Grid (settled SGLD at step {res['grid_steps'][g]}, nbeta x gamma = "
-      + ", ".join(f"{row['nbeta']:g} x {row['gamma']:g}" for row in rows)
-      + f"): {fmt(at_w)}; Laplace {fmt(spec[last]['soft_rank_grid'])}. The "
-      f"chains range {'far from' if far else 'near'} w* (|w - w*|^2 "
-      f"{fmt(row['distance_sq'][g] for row in rows)} vs |w*|^2 "
-      f"{spec[last]['param_norm_sq']:,.0f}) over networks with loss "
-      f"(E[L] - L(w*) = estimate / nbeta = "
-      f"{fmt(m / row['nbeta'] for m, row in zip(at_w, rows))}), where the "
-      f"loss sees the weights only through the r centred outputs. Raising "
-      f"nbeta and lowering gamma moves the estimate x{at_w[-1] / at_w[0]:.2f} "
-      + ("toward" if abs(at_w[-1] - r_half) < abs(at_w[0] - r_half)
-         else "away from")
-      + f" r/2 ({at_w[-1] / r_half:.0%} of it at the last setting)"
-      + (", alike at w = 0: it approaches the output-space dimension, not "
-         f"w*'s local value ({resolved[last]:,.0f})." if nonlocal_ else "."),
-      "Scaling: f is cubic in the weights (f(cw) = c^3 f(w)), so far from w* "
-      "the tempered loss depends on (nbeta, gamma) through nbeta/gamma^3. "
-      "Doubling gamma at the paper's nbeta/gamma^3 ("
-      + " and at its nbeta/gamma^2 (".join(
-          f"nbeta {c['nbeta']:g}, gamma {c['gamma']:g}) gives "
-          f"{c['mean'][g]:,.0f} ({_pct(c['mean'][g], at_w[0]):+.1f}%)"
-          for c in grid["scaling_check"])
-      + f" vs {at_w[0]:,.0f} at nbeta {rows[0]['nbeta']:g}, gamma "
-      f"{rows[0]['gamma']:g}.",
-      f"Step size: eps 5e-4 throughout the grid (nbeta h_max eps <= "
-      f"{max(res['nbetas']) * max(q['h_max'] for q in spec) * 5e-4:.3f} at w*);"
-      f" halving it at nbeta {grid['step_check']['nbeta']:g}, gamma "
-      f"{grid['step_check']['gamma']:g} gives "
-      f"{grid['step_check']['mean'][g]:,.0f} vs {at_w[-1]:,.0f} "
-      f"({_pct(grid['step_check']['mean'][g], at_w[-1]):+.1f}%); diverged "
-      f"chains: {sum(int(np.sum(row['diverged_chains'])) for row in rows)}.",
-      f"Summary at step {steps[last]}: {naive:,.0f} -> {r_half:,.0f} "
-      f"(x{naive / r_half:.2f}, rank cap (n-1)p) -> {settled[last]:,.0f} "
-      f"(x{r_half / settled[last]:.2f}, finite temperature and a localization "
-      f"wider than the basin: settled SGLD at nbeta {nbeta:.1f}, gamma "
-      f"{gamma:g}) -> {paper[last]:,.0f} (x{settled[last] / paper[last]:.2f}, "
-      f"non-stationary window); product x{naive / paper[last]:.1f}.",
+    f"Rank: theory.modular_rank(p, K, n = {res['num_train']} training pairs,"
+    f" centred MSE) = {r:,}, so r/2 = {r_half:,.0f}. The SPEC's K(3p-2)/2 = "
+    f"{naive:,.0f} ignores that n pairs give only (n-1)p = "
+    f"{res['centred_outputs']:,} centred output values, which cap the rank:"
+    f" a factor {naive / r_half:.2f} of the gap. The dense Jacobian "
+    f"({res['num_train'] * res['config']['fig3']['data']['p']:,} x "
+    f"{res['num_params']:,} in float64, {res['dense_jacobian_gb']:.0f} GB) "
+    "does not fit in memory, so r is the closed form, not a numerical rank.",
+    f"Non-stationarity: the paper's 600-step window vs chains run to "
+    f"stationarity (steps {step_list}): {fmt(paper)} vs {fmt(settled)} "
+    f"(x{settled[last] / paper[last]:.2f} at step {steps[last]}; settled "
+    f"chains stationary: {[bool(x) for x in res['settled']['stationary']]}).",
+    f"Finite temperature at w*: the largest Hessian eigenvalue (SLQ) is "
+    f"{max(q['h_max'] for q in spec):.3g}, so nbeta h_max = "
+    f"{nbeta * max(q['h_max'] for q in spec):.2f} "
+    + (
+      "< gamma = 5: the paper's temperature resolves no Hessian direction."
+      if nbeta * max(q["h_max"] for q in spec) < gamma
+      else f">= gamma = {gamma:g}."
+    )
+    + " The Laplace prediction (predict_llc_hat_slq, ± s.e. over probes) is "
+    + ", ".join(
+      f"{q['laplace_paper']:,.0f} ± {q['laplace_paper_sem']:.0f}" for q in spec
+    )
+    + f", {settled[last] / spec[last]['laplace_paper']:.0f}x below the "
+    f"settled SGLD at step {steps[last]}. The chains leave the basin: "
+    f"|w - w*|^2 = {res['settled']['distance_sq'][last]:,.0f} vs |w*|^2 = "
+    f"{spec[last]['param_norm_sq']:,.0f}.",
+    f"{'Non-locality' if nonlocal_ else 'Locality'}: at w = 0 (zero "
+    f"outputs) settled SGLD gives {fmt(at_0)} over the grid vs {fmt(at_w)}"
+    f" at step {res['grid_steps'][g]} (at most {origin_dev:.1f}% apart)"
+    + (
+      ": at these settings the estimate is a property of the landscape on "
+      "the scale 1/sqrt(gamma), not of the trained point."
+      if nonlocal_
+      else "."
+    ),
+    f"Inside the basin the Laplace prediction "
+    f"{'holds' if max(map(abs, local_dev)) < 10 else 'fails'}: with nbeta "
+    f"= {LOCAL[0]:g}, gamma = {LOCAL[1]:g} (full batch; |w - w*|^2 = "
+    f"{fmt(local['distance_sq'])}) SGLD gives {fmt(local['mean'])} vs "
+    f"Laplace {fmt(q['soft_rank_local'] for q in spec)} "
+    f"({', '.join(f'{d:+.1f}%' for d in local_dev)}; gradient term at most "
+    f"{max(q['local_gradient_term_bound'] for q in spec):.2g}).",
+    f"Local LLC of w*: SLQ counts {fmt(q['counts']['0.0001'] for q in spec)}"
+    f" Hessian eigenvalues above 1e-4 (r = {r:,}); the resolved Laplace value"
+    f" (nbeta = {RESOLVED[0]:g}, gamma = {RESOLVED[1]:g}) is "
+    + ", ".join(
+      f"undefined (saddle: smallest Ritz value {q['h_min']:.2g})"
+      if not np.isfinite(x)
+      else f"{x:,.0f}"
+      for x, q in zip(resolved, spec)
+    )
+    + f" = {resolved[first] / r_half:.0%} of r/2 at step {steps[first]} and "
+    f"{resolved[last] / r_half:.0%} at step {steps[last]}: the local "
+    f"complexity falls x{resolved[first] / resolved[last]:.1f} through "
+    f"grokking, the paper-window estimate x{paper[first] / paper[last]:.2f}."
+    f" Being local (|w - w*|^2 < |w*|^2) needs gamma >~ P/|w*|^2 = "
+    f"{res['num_params'] / spec[last]['param_norm_sq']:.0f}, and resolving "
+    f"h ~ 1e-4 then needs nbeta >~ "
+    f"{res['num_params'] / spec[last]['param_norm_sq'] / 1e-4:.1g}.",
+    f"Grid (settled SGLD at step {res['grid_steps'][g]}, nbeta x gamma = "
+    + ", ".join(f"{row['nbeta']:g} x {row['gamma']:g}" for row in rows)
+    + f"): {fmt(at_w)}; Laplace {fmt(spec[last]['soft_rank_grid'])}. The "
+    f"chains range {'far from' if far else 'near'} w* (|w - w*|^2 "
+    f"{fmt(row['distance_sq'][g] for row in rows)} vs |w*|^2 "
+    f"{spec[last]['param_norm_sq']:,.0f}) over networks with loss "
+    f"(E[L] - L(w*) = estimate / nbeta = "
+    f"{fmt(m / row['nbeta'] for m, row in zip(at_w, rows))}), where the "
+    f"loss sees the weights only through the r centred outputs. Raising "
+    f"nbeta and lowering gamma moves the estimate x{at_w[-1] / at_w[0]:.2f} "
+    + (
+      "toward"
+      if abs(at_w[-1] - r_half) < abs(at_w[0] - r_half)
+      else "away from"
+    )
+    + f" r/2 ({at_w[-1] / r_half:.0%} of it at the last setting)"
+    + (
+      ", alike at w = 0: it approaches the output-space dimension, not "
+      f"w*'s local value ({resolved[last]:,.0f})."
+      if nonlocal_
+      else "."
+    ),
+    "Scaling: f is cubic in the weights (f(cw) = c^3 f(w)), so far from w* "
+    "the tempered loss depends on (nbeta, gamma) through nbeta/gamma^3. "
+    "Doubling gamma at the paper's nbeta/gamma^3 ("
+    + " and at its nbeta/gamma^2 (".join(
+      f"nbeta {c['nbeta']:g}, gamma {c['gamma']:g}) gives "
+      f"{c['mean'][g]:,.0f} ({_pct(c['mean'][g], at_w[0]):+.1f}%)"
+      for c in grid["scaling_check"]
+    )
+    + f" vs {at_w[0]:,.0f} at nbeta {rows[0]['nbeta']:g}, gamma "
+    f"{rows[0]['gamma']:g}.",
+    f"Step size: eps 5e-4 throughout the grid (nbeta h_max eps <= "
+    f"{max(res['nbetas']) * max(q['h_max'] for q in spec) * 5e-4:.3f} at w*);"
+    f" halving it at nbeta {grid['step_check']['nbeta']:g}, gamma "
+    f"{grid['step_check']['gamma']:g} gives "
+    f"{grid['step_check']['mean'][g]:,.0f} vs {at_w[-1]:,.0f} "
+    f"({_pct(grid['step_check']['mean'][g], at_w[-1]):+.1f}%); diverged "
+    f"chains: {sum(int(np.sum(row['diverged_chains'])) for row in rows)}.",
+    f"Summary at step {steps[last]}: {naive:,.0f} -> {r_half:,.0f} "
+    f"(x{naive / r_half:.2f}, rank cap (n-1)p) -> {settled[last]:,.0f} "
+    f"(x{r_half / settled[last]:.2f}, finite temperature and a localization "
+    f"wider than the basin: settled SGLD at nbeta {nbeta:.1f}, gamma "
+    f"{gamma:g}) -> {paper[last]:,.0f} (x{settled[last] / paper[last]:.2f}, "
+    f"non-stationary window); product x{naive / paper[last]:.1f}.",
   ]
   return out
 
@@ -333,45 +425,80 @@ def plot(res: dict, out_dir: str) -> None:
   g_last = len(res["grid_steps"]) - 1
   lines = {"r/2": r_half, "K(3p-2)/2": res["naive_rank_half"]}
   over_training = {
-      "curves": {
-          "SGLD, paper window": (steps, res["paper"]["mean"],
-                                 res["paper"]["std"]),
-          "SGLD, settled": (steps, res["settled"]["mean"],
-                            res["settled"]["std"]),
-          "Laplace, paper settings": (steps, col("laplace_paper"),
-                                      col("laplace_paper_sem")),
-          f"SGLD, local (nbeta {LOCAL[0]:g}, gamma {LOCAL[1]:g})":
-              (steps, res["local"]["mean"], res["local"]["std"]),
-          "Laplace, local": (steps, col("soft_rank_local"), None),
-          f"Laplace, resolved (nbeta/gamma {RESOLVED[0] / RESOLVED[1]:g})":
-              (steps, col("soft_rank_resolved"), None)},
-      "hlines": lines, "xlabel": "training step", "ylabel": "LLC",
-      "yscale": "log"}
-  grid = {"curves": {}, "hlines": lines, "xlabel": "nbeta", "ylabel": "LLC",
-          "xscale": "log", "yscale": "log"}
+    "curves": {
+      "SGLD, paper window": (steps, res["paper"]["mean"], res["paper"]["std"]),
+      "SGLD, settled": (steps, res["settled"]["mean"], res["settled"]["std"]),
+      "Laplace, paper settings": (
+        steps,
+        col("laplace_paper"),
+        col("laplace_paper_sem"),
+      ),
+      f"SGLD, local (nbeta {LOCAL[0]:g}, gamma {LOCAL[1]:g})": (
+        steps,
+        res["local"]["mean"],
+        res["local"]["std"],
+      ),
+      "Laplace, local": (steps, col("soft_rank_local"), None),
+      f"Laplace, resolved (nbeta/gamma {RESOLVED[0] / RESOLVED[1]:g})": (
+        steps,
+        col("soft_rank_resolved"),
+        None,
+      ),
+    },
+    "hlines": lines,
+    "xlabel": "training step",
+    "ylabel": "LLC",
+    "yscale": "log",
+  }
+  grid = {
+    "curves": {},
+    "hlines": lines,
+    "xlabel": "nbeta",
+    "ylabel": "LLC",
+    "xscale": "log",
+    "yscale": "log",
+  }
   rows = res["grid"]["rows"]
   for gamma in sorted({r["gamma"] for r in rows}):
     sel = [(i, r) for i, r in enumerate(rows) if r["gamma"] == gamma]
     nb = [r["nbeta"] for _, r in sel]
     grid["curves"][f"SGLD at w*, gamma {gamma:g}"] = (
-        nb, [r["mean"][g_last] for _, r in sel],
-        [r["std"][g_last] for _, r in sel])
+      nb,
+      [r["mean"][g_last] for _, r in sel],
+      [r["std"][g_last] for _, r in sel],
+    )
     grid["curves"][f"SGLD at w = 0, gamma {gamma:g}"] = (
-        nb, [r["mean"][-1] for _, r in sel], [r["std"][-1] for _, r in sel])
+      nb,
+      [r["mean"][-1] for _, r in sel],
+      [r["std"][-1] for _, r in sel],
+    )
     grid["curves"][f"Laplace, gamma {gamma:g}"] = (
-        nb, [spec[-1]["soft_rank_grid"][i] for i, _ in sel], None)
-  counts = {"curves": {f"step {s}": (COUNT_GRID, q["count_curve"], None)
-                       for s, q in zip(steps, spec)},
-            "hlines": {"r": res["generic_rank"]},
-            "vlines": {"gamma/nbeta, paper":
-                           res["gamma_paper"] / res["nbeta_paper"],
-                       "gamma/nbeta, local": LOCAL[1] / LOCAL[0]},
-            "xlabel": "eigenvalue threshold t", "ylabel": "#{h > t} (SLQ)",
-            "xscale": "log", "yscale": "log"}
+      nb,
+      [spec[-1]["soft_rank_grid"][i] for i, _ in sel],
+      None,
+    )
+  counts = {
+    "curves": {
+      f"step {s}": (COUNT_GRID, q["count_curve"], None)
+      for s, q in zip(steps, spec)
+    },
+    "hlines": {"r": res["generic_rank"]},
+    "vlines": {
+      "gamma/nbeta, paper": res["gamma_paper"] / res["nbeta_paper"],
+      "gamma/nbeta, local": LOCAL[1] / LOCAL[0],
+    },
+    "xlabel": "eigenvalue threshold t",
+    "ylabel": "#{h > t} (SLQ)",
+    "xscale": "log",
+    "yscale": "log",
+  }
   fig = plotting.plot_xy_panels(
-      {"LLC over training": over_training,
-       f"settled SGLD vs nbeta, step {res['grid_steps'][-1]}": grid,
-       "Hessian eigenvalue counts": counts})
+    {
+      "LLC over training": over_training,
+      f"settled SGLD vs nbeta, step {res['grid_steps'][-1]}": grid,
+      "Hessian eigenvalue counts": counts,
+    }
+  )
   plotting.save_figure(fig, os.path.join(out_dir, f"{NAME}.png"), dpi=100)
 
 
@@ -385,56 +512,89 @@ def compute(cfg: GapConfig, seed: int, out_dir: str, store) -> dict:
   batch = data.train
   chains = os.path.join(out_dir, "chains")
   key_settled, key_local, key_grid, key_spec = jax.random.split(key_rest, 4)
-  paper = sweep(key_llc, loss_fn, points, batch, cfg.fig3.sgld,
-                os.path.join(chains, "paper"))
-  settled = sweep(key_settled, loss_fn, points, batch, cfg.fig3.settled,
-                  os.path.join(chains, "settled"))
+  paper = sweep(
+    key_llc,
+    loss_fn,
+    points,
+    batch,
+    cfg.fig3.sgld,
+    os.path.join(chains, "paper"),
+  )
+  settled = sweep(
+    key_settled,
+    loss_fn,
+    points,
+    batch,
+    cfg.fig3.settled,
+    os.path.join(chains, "settled"),
+  )
   spectra = []
   for i, key in enumerate(jax.random.split(key_spec, len(idx))):
     point = jax.tree.map(lambda x: x[i], points)
     spectra.append(spectrum_summary(key, loss_fn, point, batch, cfg))
-    print(f"step {cfg.ckpt_steps[i]}: paper {paper['mean'][i]:.0f}, "
-          f"settled {settled['mean'][i]:.0f}, Laplace "
-          f"{spectra[-1]['laplace_paper']:.0f}, h_max "
-          f"{spectra[-1]['h_max']:.3g}", flush=True)
+    print(
+      f"step {cfg.ckpt_steps[i]}: paper {paper['mean'][i]:.0f}, "
+      f"settled {settled['mean'][i]:.0f}, Laplace "
+      f"{spectra[-1]['laplace_paper']:.0f}, h_max "
+      f"{spectra[-1]['h_max']:.3g}",
+      flush=True,
+    )
   h_max = max(s["h_max"] for s in spectra)
   local_cfg = dataclasses.replace(
-      cfg.local, step_size=0.1 / (LOCAL[0] * h_max + LOCAL[1]))
-  local = sweep(key_local, loss_fn, points, batch, local_cfg,
-                os.path.join(chains, "local"))
+    cfg.local, step_size=0.1 / (LOCAL[0] * h_max + LOCAL[1])
+  )
+  local = sweep(
+    key_local, loss_fn, points, batch, local_cfg, os.path.join(chains, "local")
+  )
   grid_idx = [cfg.ckpt_steps.index(s) for s in cfg.grid_steps]
   grid_points = jax.tree.map(
-      lambda x: jnp.concatenate([x[np.array(grid_idx)], jnp.zeros_like(x[:1])]),
-      points)
-  grid = run_grid(key_grid, loss_fn, grid_points, batch, cfg,
-                  os.path.join(chains, "grid"))
+    lambda x: jnp.concatenate([x[np.array(grid_idx)], jnp.zeros_like(x[:1])]),
+    points,
+  )
+  grid = run_grid(
+    key_grid, loss_fn, grid_points, batch, cfg, os.path.join(chains, "grid")
+  )
   p, width, n = cfg.fig3.data.p, cfg.fig3.model.width, data.num_train
   res = {
-      "config": dataclasses.asdict(cfg),
-      "sgld_configs": {k: dataclasses.asdict(v) for k, v in
-                       (("paper", cfg.fig3.sgld), ("settled", cfg.fig3.settled),
-                        ("grid", cfg.grid), ("local", local_cfg))},
-      "ckpt_steps": list(cfg.ckpt_steps),
-      "grid_steps": list(cfg.grid_steps), "grid_origin_index": -1,
-      "num_train": n, "num_params": p * width * 3,
-      "generic_rank": theory.modular_rank(p, width, np.asarray(batch.pairs),
-                                          "centered_mse"),
-      "naive_rank_half": width * (3 * p - 2) / 2,
-      "centred_outputs": (n - 1) * p,
-      "nbeta_paper": cfg.fig3.sgld.resolve_nbeta(n), "nbetas": cfg.nbetas,
-      "gamma_paper": cfg.fig3.sgld.localization,
-      "dense_jacobian_gb": n * p * p * width * 3 * 8 / 1e9,
-      "paper": _drop_config(paper), "settled": _drop_config(settled),
-      "local": _drop_config(local),
-      "spectra": spectra, "grid": grid,
-      "metrics": {k: v[0] for k, v in run.metrics.items()},
-      "log_steps": run.log_steps}
+    "config": dataclasses.asdict(cfg),
+    "sgld_configs": {
+      k: dataclasses.asdict(v)
+      for k, v in (
+        ("paper", cfg.fig3.sgld),
+        ("settled", cfg.fig3.settled),
+        ("grid", cfg.grid),
+        ("local", local_cfg),
+      )
+    },
+    "ckpt_steps": list(cfg.ckpt_steps),
+    "grid_steps": list(cfg.grid_steps),
+    "grid_origin_index": -1,
+    "num_train": n,
+    "num_params": p * width * 3,
+    "generic_rank": theory.modular_rank(
+      p, width, np.asarray(batch.pairs), "centered_mse"
+    ),
+    "naive_rank_half": width * (3 * p - 2) / 2,
+    "centred_outputs": (n - 1) * p,
+    "nbeta_paper": cfg.fig3.sgld.resolve_nbeta(n),
+    "nbetas": cfg.nbetas,
+    "gamma_paper": cfg.fig3.sgld.localization,
+    "dense_jacobian_gb": n * p * p * width * 3 * 8 / 1e9,
+    "paper": _drop_config(paper),
+    "settled": _drop_config(settled),
+    "local": _drop_config(local),
+    "spectra": spectra,
+    "grid": grid,
+    "metrics": {k: v[0] for k, v in run.metrics.items()},
+    "log_steps": run.log_steps,
+  }
   return {**res, "findings": findings(res)}
 
 
 def main(argv=None) -> dict:
-  results = common.run_stored_experiment(NAME, __doc__, CONFIGS, compute,
-                                         plot, argv)
+  results = common.run_stored_experiment(
+    NAME, __doc__, CONFIGS, compute, plot, argv
+  )
   print("\n".join(results["findings"]))
   return results
 

@@ -17,7 +17,9 @@ stop while still rising) at every ``settled_every``-th step, and reports the
 peak and final LLC, the memorisation and generalisation steps, and whether
 the LLC drop coincides with the validation-loss drop. Writes
 ``DIR/results.json`` and one ``DIR/llc_over_training_PROTOCOL.png`` per
-protocol (``--replot`` redraws them from ``results.json``).
+protocol (``--replot`` redraws them from ``results.json``), then prints
+``summary(results)``: those paths, and the LLC at memorisation and after
+grokking under both chain settings with their stationarity.
 
     python -m experiments.llc_over_training --quick   # make demo: recipe
     python -m experiments.llc_over_training           # recipe, 3 seeds
@@ -43,22 +45,32 @@ import numpy as np
 from experiments import common, protocols
 from slt_jax import data as data_lib
 from slt_jax import metrics, plotting
-from slt_jax.config import (PAPER_SGLD, SETTLED_SGLD, DataConfig, ModelConfig,
-                            SGLDConfig, TrainConfig)
+from slt_jax.config import (
+  PAPER_SGLD,
+  SETTLED_SGLD,
+  DataConfig,
+  ModelConfig,
+  SGLDConfig,
+  TrainConfig,
+)
 
 NAME = "llc_over_training"
 SOURCES = {
-    "recipe": "SPEC §1 recipe (public PyTorch reproduction): Adam lr 1e-3, "
-              "coupled L2 1e-5, batch 128",
-    "authors": "Fig. 3 caption, the authors' stated setting: lr 1e-4, "
-               "wd 1e-4, batch 128, K=1024, p=53",
+  "recipe": "SPEC §1 recipe (public PyTorch reproduction): Adam lr 1e-3, "
+  "coupled L2 1e-5, batch 128",
+  "authors": "Fig. 3 caption, the authors' stated setting: lr 1e-4, "
+  "wd 1e-4, batch 128, K=1024, p=53",
 }
 # The LLC drop "coincides" with the val-loss drop when the two midpoint
 # crossings (metrics.llc_curve_summary) are at most this fraction of the
 # val-loss drop step apart.
 COINCIDENCE = 0.25
-PAPER_REFERENCE = {"peak_llc": 4900, "final_llc": 4300, "repro_peak": 4976,
-                   "repro_final": 4420}
+PAPER_REFERENCE = {
+  "peak_llc": 4900,
+  "final_llc": 4300,
+  "repro_peak": 4976,
+  "repro_final": 4420,
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,33 +107,60 @@ class Fig3Config:
 
 
 _DATA, _MODEL = DataConfig(p=53), ModelConfig(p=53, width=1024)
-_RECIPE = TrainConfig(lr=1e-3, weight_decay=1e-5, batch_size=128,
-                      num_steps=8000, log_every=50, ckpt_every=250,
-                      chunk_steps=1000)
-_CAPTION = TrainConfig(lr=1e-4, weight_decay=1e-4, batch_size=128,
-                       num_steps=16000, log_every=50, ckpt_every=500,
-                       chunk_steps=1000)
-_TINY = dict(batch_size=16, num_steps=200, log_every=20, ckpt_every=100,
-             chunk_steps=200)
+_RECIPE = TrainConfig(
+  lr=1e-3,
+  weight_decay=1e-5,
+  batch_size=128,
+  num_steps=8000,
+  log_every=50,
+  ckpt_every=250,
+  chunk_steps=1000,
+)
+_CAPTION = TrainConfig(
+  lr=1e-4,
+  weight_decay=1e-4,
+  batch_size=128,
+  num_steps=16000,
+  log_every=50,
+  ckpt_every=500,
+  chunk_steps=1000,
+)
+_TINY = dict(
+  batch_size=16, num_steps=200, log_every=20, ckpt_every=100, chunk_steps=200
+)
 
 CONFIGS = {
-    "smoke": Fig3Config(
-        DataConfig(p=11, train_frac=0.5), ModelConfig(p=11, width=32),
-        recipe=TrainConfig(**_TINY),
-        authors=TrainConfig(lr=1e-4, weight_decay=1e-4, **_TINY), seeds=1,
-        sgld=dataclasses.replace(PAPER_SGLD, num_draws=20, num_burnin=5,
-                                 batch_size=16),
-        settled=dataclasses.replace(PAPER_SGLD, num_draws=40, num_burnin=10,
-                                    batch_size=16),
-        settled_every=200),
-    "quick": Fig3Config(_DATA, _MODEL, recipe=_RECIPE, authors=_CAPTION,
-                        seeds=1),
-    "default": Fig3Config(
-        _DATA, _MODEL, recipe=dataclasses.replace(_RECIPE, num_steps=10000),
-        authors=_CAPTION, seeds=3),
-    # One seed, as the authors used; the recipe run is the quick one.
-    "paper": Fig3Config(_DATA, _MODEL, recipe=_RECIPE, authors=_CAPTION,
-                        seeds=1, default_protocols=protocols.NAMES),
+  "smoke": Fig3Config(
+    DataConfig(p=11, train_frac=0.5),
+    ModelConfig(p=11, width=32),
+    recipe=TrainConfig(**_TINY),
+    authors=TrainConfig(lr=1e-4, weight_decay=1e-4, **_TINY),
+    seeds=1,
+    sgld=dataclasses.replace(
+      PAPER_SGLD, num_draws=20, num_burnin=5, batch_size=16
+    ),
+    settled=dataclasses.replace(
+      PAPER_SGLD, num_draws=40, num_burnin=10, batch_size=16
+    ),
+    settled_every=200,
+  ),
+  "quick": Fig3Config(_DATA, _MODEL, recipe=_RECIPE, authors=_CAPTION, seeds=1),
+  "default": Fig3Config(
+    _DATA,
+    _MODEL,
+    recipe=dataclasses.replace(_RECIPE, num_steps=10000),
+    authors=_CAPTION,
+    seeds=3,
+  ),
+  # One seed, as the authors used; the recipe run is the quick one.
+  "paper": Fig3Config(
+    _DATA,
+    _MODEL,
+    recipe=_RECIPE,
+    authors=_CAPTION,
+    seeds=1,
+    default_protocols=protocols.NAMES,
+  ),
 }
 
 
@@ -149,63 +188,102 @@ def fig3_run(cfg: Fig3Config, protocol: str, seed: int, store):
   key_data, key_train = fig3_keys(seed)[:2]
   data = data_lib.modular_arithmetic(key_data, cfg.data)
   run = common.trained_run(
-      key_train, data, cfg.model, cfg.train_for(protocol), data_key=key_data,
-      seeds=cfg.seeds, store=store,
-      label=f"fig3_{protocol}_p{cfg.model.p}_K{cfg.model.width}")
+    key_train,
+    data,
+    cfg.model,
+    cfg.train_for(protocol),
+    data_key=key_data,
+    seeds=cfg.seeds,
+    store=store,
+    label=f"fig3_{protocol}_p{cfg.model.p}_K{cfg.model.width}",
+  )
   return run, data
 
 
 def drop_coincides(summary: dict) -> bool:
   """Whether the LLC drop and the val-loss drop are at most ``COINCIDENCE``
   times the val-loss drop step apart (False when either is missing)."""
-  return bool(summary["lag"] is not None
-              and abs(summary["lag"]) <= COINCIDENCE
-              * summary["val_loss_drop_step"])
+  return bool(
+    summary["lag"] is not None
+    and abs(summary["lag"]) <= COINCIDENCE * summary["val_loss_drop_step"]
+  )
 
 
 def summarise(steps, sweep: dict, run, memorisation: np.ndarray) -> dict:
   """``metrics.llc_curve_summary`` of the seed-mean curve, the coincidence
   verdict, and the summary of every seed (``per_seed``)."""
-  per_seed = [metrics.llc_curve_summary(
-      steps, sweep["mean"][s], run.log_steps, run.metrics["val_loss"][s],
-      int(memorisation[s])) for s in range(len(memorisation))]
+  per_seed = [
+    metrics.llc_curve_summary(
+      steps,
+      sweep["mean"][s],
+      run.log_steps,
+      run.metrics["val_loss"][s],
+      int(memorisation[s]),
+    )
+    for s in range(len(memorisation))
+  ]
   mean = metrics.llc_curve_summary(
-      steps, sweep["mean"].mean(0), run.log_steps,
-      run.metrics["val_loss"].mean(0), int(np.median(memorisation)))
-  return {**mean, "drop_coincides_with_val_loss_drop": drop_coincides(mean),
-          "per_seed": per_seed}
+    steps,
+    sweep["mean"].mean(0),
+    run.log_steps,
+    run.metrics["val_loss"].mean(0),
+    int(np.median(memorisation)),
+  )
+  return {
+    **mean,
+    "drop_coincides_with_val_loss_drop": drop_coincides(mean),
+    "per_seed": per_seed,
+  }
 
 
-def measure(cfg: Fig3Config, protocol: str, seed: int, out_dir: str,
-            store) -> dict:
+def measure(
+  cfg: Fig3Config, protocol: str, seed: int, out_dir: str, store
+) -> dict:
   """Training outcome and both LLC sweeps of one protocol's run."""
   run, data = fig3_run(cfg, protocol, seed, store)
   key_llc, key_settled = fig3_keys(seed)[2:]
   loss_fn = common.loss_fn(cfg.train_for(protocol).loss)
   chains = os.path.join(out_dir, "chains", protocol)
-  paper = common.llc_sweep(key_llc, loss_fn, run.checkpoints, data.train,
-                           cfg.sgld, os.path.join(chains, "paper"))
+  paper = common.llc_sweep(
+    key_llc,
+    loss_fn,
+    run.checkpoints,
+    data.train,
+    cfg.sgld,
+    os.path.join(chains, "paper"),
+  )
   idx = np.flatnonzero(run.ckpt_steps % cfg.settled_every == 0)
   settled = common.llc_sweep(
-      key_settled, loss_fn, jax.tree.map(lambda x: x[:, idx], run.checkpoints),
-      data.train, cfg.settled, os.path.join(chains, "settled"))
+    key_settled,
+    loss_fn,
+    jax.tree.map(lambda x: x[:, idx], run.checkpoints),
+    data.train,
+    cfg.settled,
+    os.path.join(chains, "settled"),
+  )
   mem = metrics.memorisation_step(run.log_steps, run.metrics["train_acc"])
   settled_summary = summarise(run.ckpt_steps[idx], settled, run, mem)
   return {
-      "source": SOURCES[protocol],
-      "train": dataclasses.asdict(cfg.train_for(protocol)),
-      "log_steps": run.log_steps, "metrics": run.metrics,
-      "ckpt_steps": run.ckpt_steps, "settled_ckpt_steps": run.ckpt_steps[idx],
-      "memorisation_step": mem,
-      "generalisation_step": metrics.generalisation_step(
-          run.log_steps, run.metrics["val_acc"]),
-      "grokking_delay": metrics.grokking_delay(
-          run.log_steps, run.metrics["train_acc"], run.metrics["val_acc"]),
-      "train_steps_per_second": run.steps_per_second,
-      "llc_paper_settings": paper, "llc_settled": settled,
-      "paper": summarise(run.ckpt_steps, paper, run, mem),
-      "settled": settled_summary,
-      "drop_survives_settled": settled_summary["final_over_peak"] < 1.0}
+    "source": SOURCES[protocol],
+    "train": dataclasses.asdict(cfg.train_for(protocol)),
+    "log_steps": run.log_steps,
+    "metrics": run.metrics,
+    "ckpt_steps": run.ckpt_steps,
+    "settled_ckpt_steps": run.ckpt_steps[idx],
+    "memorisation_step": mem,
+    "generalisation_step": metrics.generalisation_step(
+      run.log_steps, run.metrics["val_acc"]
+    ),
+    "grokking_delay": metrics.grokking_delay(
+      run.log_steps, run.metrics["train_acc"], run.metrics["val_acc"]
+    ),
+    "train_steps_per_second": run.steps_per_second,
+    "llc_paper_settings": paper,
+    "llc_settled": settled,
+    "paper": summarise(run.ckpt_steps, paper, run, mem),
+    "settled": settled_summary,
+    "drop_survives_settled": settled_summary["final_over_peak"] < 1.0,
+  }
 
 
 def compute(cfg: Fig3Config, names, seed: int, out_dir: str, store) -> dict:
@@ -214,59 +292,142 @@ def compute(cfg: Fig3Config, names, seed: int, out_dir: str, store) -> dict:
   found = {}
   for name in names:
     t0 = time.perf_counter()
-    found[name] = {**measure(cfg, name, seed, out_dir, store),
-                   "seconds": time.perf_counter() - t0}
-  return {"config": dataclasses.asdict(cfg), "seeds": cfg.seeds,
-          "protocols": found, "coincidence_fraction": COINCIDENCE,
-          "paper_reference": PAPER_REFERENCE,
-          "wall_seconds": time.perf_counter() - start}
+    found[name] = {
+      **measure(cfg, name, seed, out_dir, store),
+      "seconds": time.perf_counter() - t0,
+    }
+  return {
+    "config": dataclasses.asdict(cfg),
+    "seeds": cfg.seeds,
+    "protocols": found,
+    "coincidence_fraction": COINCIDENCE,
+    "paper_reference": PAPER_REFERENCE,
+    "wall_seconds": time.perf_counter() - start,
+  }
 
 
 def plot(results: dict, out_dir: str) -> None:
   """``llc_over_training_PROTOCOL.png`` per protocol, from ``results``."""
   cfg = results["config"]
-  band = lambda sweep: (np.asarray(sweep["mean"], float).mean(0),
-                        np.asarray(sweep["std"], float).mean(0))
-  window = lambda sweep: (f"{sweep['config']['num_burnin']}+"
-                          f"{sweep['config']['num_draws']} steps")
+  band = lambda sweep: (
+    np.asarray(sweep["mean"], float).mean(0),
+    np.asarray(sweep["std"], float).mean(0),
+  )
+  window = lambda sweep: (
+    f"{sweep['config']['num_burnin']}+{sweep['config']['num_draws']} steps"
+  )
   for name, r in results["protocols"].items():
     paper, settled = r["llc_paper_settings"], r["llc_settled"]
     fig = plotting.plot_llc_over_training(
-        np.asarray(r["log_steps"]),
-        np.asarray(r["metrics"]["train_loss"], float).mean(0),
-        np.asarray(r["metrics"]["val_loss"], float).mean(0),
-        {f"LLC, paper SGLD ({window(paper)})":
-             (np.asarray(r["ckpt_steps"]), *band(paper)),
-         f"LLC, settled chains ({window(settled)})":
-             (np.asarray(r["settled_ckpt_steps"]), *band(settled))},
-        {"memorisation": float(np.median(r["memorisation_step"])),
-         "generalisation": float(np.median(r["generalisation_step"])),
-         "LLC peak (paper SGLD)": r["paper"]["peak_step"]},
-        title=(f"{name}: p={cfg['data']['p']}, K={cfg['model']['width']}, "
-               f"lr={r['train']['lr']:g}, wd={r['train']['weight_decay']:g}, "
-               f"batch {r['train']['batch_size']}, {results['seeds']} "
-               "seed(s)"))
+      np.asarray(r["log_steps"]),
+      np.asarray(r["metrics"]["train_loss"], float).mean(0),
+      np.asarray(r["metrics"]["val_loss"], float).mean(0),
+      {
+        f"LLC, paper SGLD ({window(paper)})": (
+          np.asarray(r["ckpt_steps"]),
+          *band(paper),
+        ),
+        f"LLC, settled chains ({window(settled)})": (
+          np.asarray(r["settled_ckpt_steps"]),
+          *band(settled),
+        ),
+      },
+      {
+        "memorisation": float(np.median(r["memorisation_step"])),
+        "generalisation": float(np.median(r["generalisation_step"])),
+        "LLC peak (paper SGLD)": r["paper"]["peak_step"],
+      },
+      title=(
+        f"{name}: p={cfg['data']['p']}, K={cfg['model']['width']}, "
+        f"lr={r['train']['lr']:g}, wd={r['train']['weight_decay']:g}, "
+        f"batch {r['train']['batch_size']}, {results['seeds']} "
+        "seed(s)"
+      ),
+    )
     plotting.save_figure(fig, os.path.join(out_dir, f"{NAME}_{name}.png"))
 
 
-def print_summary(results: dict) -> None:
-  """Peak, final and timing of each curve, one line per protocol and window."""
+def _llc_at(sweep: dict, steps, step: int) -> str:
+  """The seed-mean LLC ± std of ``sweep`` at checkpoint ``step``."""
+  c = list(steps).index(step)
+  mean = np.asarray(sweep["mean"], float)[:, c].mean()
+  std = np.asarray(sweep["std"], float)[:, c].mean()
+  return f"{mean:,.0f} ± {std:,.0f} (step {step})"
+
+
+def summary(
+  results: dict, out_dir: str = os.path.join(common.FIGURES_DIR, NAME)
+) -> str:
+  """What a person reads at the end of a run (``make demo``), from
+  ``results`` alone.
+
+  Where the figures and ``results.json`` are, and per protocol the LLC at
+  memorisation and after grokking under both chain settings, with how many
+  checkpoints passed the stationarity check. "At memorisation" is the first
+  checkpoint at or after the (median) memorisation step, "after grokking"
+  the last checkpoint.
+  """
+  cfg, seeds = results["config"], results["seeds"]
+  row = "  {:<24}{:<25}{:<25}{}"
+  lines = [
+    f"Fig. 3, LLC over training ({results.get('mode', '?')} mode: "
+    f"p={cfg['data']['p']}, K={cfg['model']['width']}, "
+    f"{seeds} seed{'s' if seeds > 1 else ''})",
+    f"results: {os.path.join(out_dir, 'results.json')}",
+  ]
   for name, r in results["protocols"].items():
-    for window in ("paper", "settled"):
-      s = r[window]
-      print(f"[{name}] {window:8s}: peak {s['peak_llc']:.0f} at step "
-            f"{s['peak_step']}, final {s['final_llc']:.0f} (ratio "
-            f"{s['final_over_peak']:.3f}), lag {s['lag']}, coincides "
-            f"{s['drop_coincides_with_val_loss_drop']}")
+    mem = int(np.median(r["memorisation_step"]))
+    gen = int(np.median(r["generalisation_step"]))
+    lines += [
+      f"[{name}] figure: {os.path.join(out_dir, f'{NAME}_{name}.png')}",
+      f"  memorised (train acc >= 0.99) at step {mem}, "
+      + (
+        f"grokked (val acc >= 0.95) at step {gen}"
+        if gen >= 0
+        else "never grokked (val acc < 0.95 throughout)"
+      ),
+      row.format(
+        "chains", "LLC at memorisation", "after grokking", "stationary"
+      ),
+    ]
+    drifting = []
+    for window, key, steps_key in (
+      ("paper", "llc_paper_settings", "ckpt_steps"),
+      ("settled", "llc_settled", "settled_ckpt_steps"),
+    ):
+      sweep, steps = r[key], r[steps_key]
+      first = next((s for s in steps if s >= mem), steps[0])
+      ok = np.asarray(sweep["stationary"], bool)
+      c = sweep["config"]
+      lines.append(
+        row.format(
+          f"{window} ({c['num_burnin']} + {c['num_draws']})",
+          _llc_at(sweep, steps, first),
+          _llc_at(sweep, steps, steps[-1]),
+          f"{int(ok.sum())} of {ok.size} "
+          + ("checkpoints" if seeds == 1 else "(seed, checkpoint)s"),
+        )
+      )
+      if not ok.all():
+        drifting.append(window)
+    if drifting:
+      lines.append(
+        f"  not stationary ({', '.join(drifting)}): the chains "
+        "stop while the estimate still moves;\n  longer chains "
+        "(num_burnin, num_draws) settle it"
+      )
+  return "\n".join(lines)
 
 
 def add_flags(parser) -> None:
   """``--protocol`` and ``--runs``."""
-  parser.add_argument("--protocol", default=None,
-                      help="recipe, authors (the Fig. 3 caption) or both "
-                           "(default: both with --paper, else recipe)")
+  parser.add_argument(
+    "--protocol",
+    default=None,
+    help="recipe, authors (the Fig. 3 caption) or both "
+    "(default: both with --paper, else recipe)",
+  )
   common.add_runs_flag(parser)
-
 
 
 def paper_rows(results: dict) -> list[dict]:
@@ -277,33 +438,52 @@ def paper_rows(results: dict) -> list[dict]:
   for name, r in results["protocols"].items():
     paper, settled = r["paper"], r["settled"]
     rows += [
-        {"protocol": name, "quantity": f"peak LLC (step {paper['peak_step']}; "
-                                       f"settled {settled['peak_llc']:.0f})",
-         "ours": paper["peak_llc"], "paper": PAPER_REFERENCE["peak_llc"],
-         "match": abs(paper["peak_llc"] / PAPER_REFERENCE["peak_llc"] - 1) <= 0.3},
-        {"protocol": name, "quantity": f"final LLC (settled "
-                                       f"{settled['final_llc']:.0f})",
-         "ours": paper["final_llc"], "paper": PAPER_REFERENCE["final_llc"],
-         "match": abs(paper["final_llc"] / PAPER_REFERENCE["final_llc"] - 1)
-                  <= 0.3},
-        {"protocol": name, "quantity": "LLC drop coincides with val-loss drop",
-         "ours": paper["drop_coincides_with_val_loss_drop"], "paper": True,
-         "match": bool(paper["drop_coincides_with_val_loss_drop"])}]
+      {
+        "protocol": name,
+        "quantity": f"peak LLC (step {paper['peak_step']}; "
+        f"settled {settled['peak_llc']:.0f})",
+        "ours": paper["peak_llc"],
+        "paper": PAPER_REFERENCE["peak_llc"],
+        "match": abs(paper["peak_llc"] / PAPER_REFERENCE["peak_llc"] - 1)
+        <= 0.3,
+      },
+      {
+        "protocol": name,
+        "quantity": f"final LLC (settled {settled['final_llc']:.0f})",
+        "ours": paper["final_llc"],
+        "paper": PAPER_REFERENCE["final_llc"],
+        "match": abs(paper["final_llc"] / PAPER_REFERENCE["final_llc"] - 1)
+        <= 0.3,
+      },
+      {
+        "protocol": name,
+        "quantity": "LLC drop coincides with val-loss drop",
+        "ours": paper["drop_coincides_with_val_loss_drop"],
+        "paper": True,
+        "match": bool(paper["drop_coincides_with_val_loss_drop"]),
+      },
+    ]
   return rows
 
 
 def main(argv=None) -> dict:
   args, mode = common.parse_mode(__doc__, add_flags, argv)
   cfg = CONFIGS[mode]
-  names = (protocols.parse(args.protocol) if args.protocol
-           else cfg.default_protocols)
+  names = (
+    protocols.parse(args.protocol) if args.protocol else cfg.default_protocols
+  )
   results = common.compute_then_plot(
-      NAME, args,
-      lambda: {"mode": mode, **compute(cfg, names, args.seed,
-                                       common.output_dir(NAME, args.out),
-                                       args.runs)},
-      plot)
-  print_summary(results)
+    NAME,
+    args,
+    lambda: {
+      "mode": mode,
+      **compute(
+        cfg, names, args.seed, common.output_dir(NAME, args.out), args.runs
+      ),
+    },
+    plot,
+  )
+  print(summary(results, common.output_dir(NAME, args.out)))
   return results
 
 

@@ -29,13 +29,15 @@ paper_rows = llc_vs_p.paper_rows
 WIDTHS = (200, 400, 600, 800, 1000, 1200, 1400, 1600)
 PAPER_SLOPES = {53: 2.65, 61: 3.28, 71: 4.02}
 CONFIGS = {
-    "smoke": dataclasses.replace(llc_vs_p.CONFIGS["smoke"], series=(7,),
-                                 xs=(16, 32)),
-    # 10k steps: at 6000 the K=600 run had not grokked (val acc 0.56).
-    "quick": llc_vs_p.ScanConfig(series=(53,), xs=(200, 600, 1000, 1400)),
-    "default": llc_vs_p.ScanConfig(series=(53, 61, 71), xs=WIDTHS),
-    "paper": llc_vs_p.ScanConfig(series=(53, 61, 71), xs=WIDTHS,
-                                 settled_series=(53,)),
+  "smoke": dataclasses.replace(
+    llc_vs_p.CONFIGS["smoke"], series=(7,), xs=(16, 32)
+  ),
+  # 10k steps: at 6000 the K=600 run had not grokked (val acc 0.56).
+  "quick": llc_vs_p.ScanConfig(series=(53,), xs=(200, 600, 1000, 1400)),
+  "default": llc_vs_p.ScanConfig(series=(53, 61, 71), xs=WIDTHS),
+  "paper": llc_vs_p.ScanConfig(
+    series=(53, 61, 71), xs=WIDTHS, settled_series=(53,)
+  ),
 }
 
 
@@ -49,11 +51,22 @@ def main(argv=None) -> dict:
     extra = ((protocols.width_sweep_b128_protocol(), 53, widths),)
     committed = [("authors_b128", 53, protocols.AUTHORS_WIDTH_SWEEP_P53)]
   results = common.compute_then_plot(
-      NAME, args,
-      lambda: llc_vs_p.compute_scan(
-          NAME, "width", cfg, names, PAPER_SLOPES, args.seed,
-          common.output_dir(NAME, args.out), args.runs, committed, extra),
-      llc_vs_p.plot_scan)
+    NAME,
+    args,
+    lambda: llc_vs_p.compute_scan(
+      NAME,
+      "width",
+      cfg,
+      names,
+      PAPER_SLOPES,
+      args.seed,
+      common.output_dir(NAME, args.out),
+      args.runs,
+      committed,
+      extra,
+    ),
+    llc_vs_p.plot_scan,
+  )
   llc_vs_p.print_summary(results)
   return results
 

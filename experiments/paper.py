@@ -27,38 +27,50 @@ PAPER_DIR = os.path.join("figures", "paper")
 # (name, extra flags), in the order they run: Figs. 1 and 2 first (Fig. 2
 # reuses Fig. 1's (p, K) runs from the store), then by priority.
 FIGURES = (
-    ("llc_vs_p", ("--protocol", "both")),
-    ("llc_vs_width", ("--protocol", "both")),
-    ("llc_over_training", ()),
-    # After Figs. 1-3: it reads Figs. 1-2 to check linearity everywhere and
-    # studies the Fig. 3 run.
-    ("llc_conventions", ()),
-    ("gsm_vs_lr", ("--protocol", "both")),
-    ("regimes", ()),
-    ("robustness", ()),
-    ("llc_by_layer", ()),
-    ("toy_landscapes", ()),
+  ("llc_vs_p", ("--protocol", "both")),
+  ("llc_vs_width", ("--protocol", "both")),
+  ("llc_over_training", ()),
+  # After Figs. 1-3: it reads Figs. 1-2 to check linearity everywhere and
+  # studies the Fig. 3 run.
+  ("llc_conventions", ()),
+  ("gsm_vs_lr", ("--protocol", "both")),
+  ("regimes", ()),
+  ("robustness", ()),
+  ("llc_by_layer", ()),
+  ("toy_landscapes", ()),
 )
 
 
 def command(name: str, flags) -> list[str]:
   """The command line that runs figure ``name`` at paper size."""
-  return [sys.executable, "-m", f"experiments.{name}", "--paper", *flags,
-          "--out", os.path.join(PAPER_DIR, name)]
+  return [
+    sys.executable,
+    "-m",
+    f"experiments.{name}",
+    "--paper",
+    *flags,
+    "--out",
+    os.path.join(PAPER_DIR, name),
+  ]
 
 
 def main(argv=None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--only", nargs="*", default=None,
-                      help="figure names to run (default: all)")
-  parser.add_argument("--readme", action="store_true",
-                      help="only rewrite figures/paper/README.md")
+  parser = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
+  parser.add_argument(
+    "--only", nargs="*", default=None, help="figure names to run (default: all)"
+  )
+  parser.add_argument(
+    "--readme", action="store_true", help="only rewrite figures/paper/README.md"
+  )
   args = parser.parse_args(argv)
   names = [n for n, _ in FIGURES]
   unknown = set(args.only or ()) - set(names)
   if unknown:
-    raise SystemExit(f"--only: unknown figures {sorted(unknown)}; known: {names}")
+    raise SystemExit(
+      f"--only: unknown figures {sorted(unknown)}; known: {names}"
+    )
   timings_path = os.path.join(PAPER_DIR, "timings.json")
   if not args.readme:
     for name, flags in FIGURES:
@@ -69,10 +81,15 @@ def main(argv=None) -> None:
       start = time.perf_counter()
       proc = subprocess.run(cmd)
       seconds = time.perf_counter() - start
-      timings = io.load_json(timings_path) if os.path.exists(timings_path) else {}
-      timings[name] = {"command": " ".join(["python"] + cmd[1:]),
-                       "seconds": seconds, "returncode": proc.returncode,
-                       "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+      timings = (
+        io.load_json(timings_path) if os.path.exists(timings_path) else {}
+      )
+      timings[name] = {
+        "command": " ".join(["python"] + cmd[1:]),
+        "seconds": seconds,
+        "returncode": proc.returncode,
+        "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+      }
       io.save_json(timings_path, timings)
       if proc.returncode:
         print(f"{name} failed (exit {proc.returncode}); continuing", flush=True)

@@ -13,6 +13,7 @@ import importlib
 import os
 import platform
 
+from experiments import common
 from slt_jax import io
 
 
@@ -27,30 +28,32 @@ def _fmt(value) -> str:
 
 
 def cpu_model() -> str:
-  """The CPU model name and widest AVX (from /proc/cpuinfo on Linux)."""
-  try:
-    with open("/proc/cpuinfo") as f:
-      text = f.read()
-  except OSError:
-    return platform.processor() or platform.machine()
-  name = next((line.split(":", 1)[1].strip() for line in text.splitlines()
-               if line.startswith("model name")), platform.machine())
-  vector = ("AVX-512" if " avx512f" in text else
-            "AVX2" if " avx2" in text else "no AVX2")
-  return f"{name}, {vector}"
+  """The CPU model name and widest AVX (``common.cpu_info``)."""
+  cpu = common.cpu_info()
+  simd = cpu["simd_flags"]
+  vector = (
+    "AVX-512" if "avx512f" in simd else "AVX2" if "avx2" in simd else "no AVX2"
+  )
+  return f"{cpu['model'] or platform.machine()}, {vector}"
 
 
 def write_readme(paper_dir: str) -> str:
   """Writes ``paper_dir/README.md`` from the figures' results; returns it."""
   from experiments import paper  # the figure list lives there.
+
   timings_path = os.path.join(paper_dir, "timings.json")
   timings = io.load_json(timings_path) if os.path.exists(timings_path) else {}
-  lines = ["# The paper at paper size", "",
-           "Written by `python -m experiments.paper` (`make paper`) from each "
-           "figure's `results.json`; every number below is in those files. "
-           f"Machine: {os.cpu_count()} CPU cores, {cpu_model()}.", "",
-           "| figure | command | wall time | protocol | quantity | ours | "
-           "paper | match |", "|---|---|---|---|---|---|---|---|"]
+  lines = [
+    "# The paper at paper size",
+    "",
+    "Written by `python -m experiments.paper` (`make paper`) from each "
+    "figure's `results.json`; every number below is in those files. "
+    f"Machine: {os.cpu_count()} CPU cores, {cpu_model()}.",
+    "",
+    "| figure | command | wall time | protocol | quantity | ours | "
+    "paper | match |",
+    "|---|---|---|---|---|---|---|---|",
+  ]
   total = 0.0
   for name, flags in paper.FIGURES:
     path = os.path.join(paper_dir, name, "results.json")
@@ -58,22 +61,41 @@ def write_readme(paper_dir: str) -> str:
     seconds = timing.get("seconds")
     total += seconds or 0.0
     wall = f"{seconds / 60:.1f} min" if seconds else "—"
-    cmd = "`" + " ".join(["python -m", f"experiments.{name}", "--paper",
-                          *flags]) + "`"
+    cmd = (
+      "`"
+      + " ".join(["python -m", f"experiments.{name}", "--paper", *flags])
+      + "`"
+    )
     if not os.path.exists(path):
       lines.append(f"| {name} | {cmd} | {wall} | | not run yet | | | |")
       continue
     module = importlib.import_module(f"experiments.{name}")
     rows = module.paper_rows(io.load_json(path))
     for i, row in enumerate(rows):
-      lines.append("| " + " | ".join([
-          name if i == 0 else "", cmd if i == 0 else "", wall if i == 0 else "",
-          row.get("protocol", ""), row["quantity"], _fmt(row.get("ours")),
-          _fmt(row.get("paper")), _fmt(row.get("match"))]) + " |")
-  lines += ["", f"Total wall time of the figures above: {total / 60:.1f} "
-            "minutes (each figure's last complete run; see timings.json)."]
-  notes = [f"- {name}: {t['note']}" for name, t in timings.items()
-           if t.get("note")]
+      lines.append(
+        "| "
+        + " | ".join(
+          [
+            name if i == 0 else "",
+            cmd if i == 0 else "",
+            wall if i == 0 else "",
+            row.get("protocol", ""),
+            row["quantity"],
+            _fmt(row.get("ours")),
+            _fmt(row.get("paper")),
+            _fmt(row.get("match")),
+          ]
+        )
+        + " |"
+      )
+  lines += [
+    "",
+    f"Total wall time of the figures above: {total / 60:.1f} "
+    "minutes (each figure's last complete run; see timings.json).",
+  ]
+  notes = [
+    f"- {name}: {t['note']}" for name, t in timings.items() if t.get("note")
+  ]
   if notes:
     lines += ["", "Notes on the timings:", ""] + notes
   readme = os.path.join(paper_dir, "README.md")

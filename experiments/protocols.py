@@ -30,11 +30,24 @@ NAMES = ("recipe", "authors")
 # The authors' committed final LLCs of the p-sweep (K = 1024, batch 64,
 # lr 0.01; SPEC §2b), and of their width sweep at p = 53 (batch 128, lr 1e-3,
 # stop 3 x >= 0.95).
-AUTHORS_P_SWEEP_K1024 = {53: 3461.2, 59: 4014.2, 61: 4156.1, 67: 4679.5,
-                         71: 4998.9, 73: 5171.3, 79: 5629.1, 83: 5949.8,
-                         89: 6454.3, 97: 7119.7}
-AUTHORS_WIDTH_SWEEP_P53 = {500: 2803.6, 1000: 4516.2, 1500: 6074.5,
-                           2000: 7480.3}
+AUTHORS_P_SWEEP_K1024 = {
+  53: 3461.2,
+  59: 4014.2,
+  61: 4156.1,
+  67: 4679.5,
+  71: 4998.9,
+  73: 5171.3,
+  79: 5629.1,
+  83: 5949.8,
+  89: 6454.3,
+  97: 7119.7,
+}
+AUTHORS_WIDTH_SWEEP_P53 = {
+  500: 2803.6,
+  1000: 4516.2,
+  1500: 6074.5,
+  2000: 7480.3,
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,8 +87,9 @@ class Protocol:
     train_acc, val_acc = np.asarray(final_train_acc), np.asarray(final_val_acc)
     if self.min_final_acc is None:
       return np.ones(train_acc.shape, bool)
-    return ~((train_acc <= self.min_final_acc)
-             & (val_acc <= self.min_final_acc))
+    return ~(
+      (train_acc <= self.min_final_acc) & (val_acc <= self.min_final_acc)
+    )
 
 
 def _with_batch(sgld: SGLDConfig, batch_size: int) -> SGLDConfig:
@@ -94,20 +108,45 @@ def scaling_protocol(name: str, num_steps: int = 10000) -> Protocol:
   """
   if name == "recipe":
     return Protocol(
-        name, TrainConfig(lr=1e-3, weight_decay=1e-5, batch_size=128,
-                          num_steps=num_steps, log_every=100,
-                          ckpt_every=2000, chunk_steps=2000),
-        PAPER_SGLD, SETTLED_SGLD, final="last", min_final_acc=None,
-        known=False, source="SPEC §1 recipe (public PyTorch reproduction)")
+      name,
+      TrainConfig(
+        lr=1e-3,
+        weight_decay=1e-5,
+        batch_size=128,
+        num_steps=num_steps,
+        log_every=100,
+        ckpt_every=2000,
+        chunk_steps=2000,
+      ),
+      PAPER_SGLD,
+      SETTLED_SGLD,
+      final="last",
+      min_final_acc=None,
+      known=False,
+      source="SPEC §1 recipe (public PyTorch reproduction)",
+    )
   if name == "authors":
     return Protocol(
-        name, TrainConfig(lr=1e-2, weight_decay=1e-5, batch_size=64,
-                          num_steps=num_steps, log_every=100, ckpt_every=1000,
-                          chunk_steps=1000, stop_acc=0.95, stop_patience=3),
-        _with_batch(PAPER_SGLD, 64), _with_batch(SETTLED_SGLD, 64),
-        final="stop", min_final_acc=0.9, known=True,
-        source="authors' sweep.yaml (p-sweep): batch 64, lr 0.01, stop 3 x "
-               ">= 0.95, final = early-stop checkpoint, nβ = 64/ln 64")
+      name,
+      TrainConfig(
+        lr=1e-2,
+        weight_decay=1e-5,
+        batch_size=64,
+        num_steps=num_steps,
+        log_every=100,
+        ckpt_every=1000,
+        chunk_steps=1000,
+        stop_acc=0.95,
+        stop_patience=3,
+      ),
+      _with_batch(PAPER_SGLD, 64),
+      _with_batch(SETTLED_SGLD, 64),
+      final="stop",
+      min_final_acc=0.9,
+      known=True,
+      source="authors' sweep.yaml (p-sweep): batch 64, lr 0.01, stop 3 x "
+      ">= 0.95, final = early-stop checkpoint, nβ = 64/ln 64",
+    )
   raise ValueError(f"protocol={name!r} is invalid: must be one of {NAMES}")
 
 
@@ -116,11 +155,14 @@ def width_sweep_b128_protocol(num_steps: int = 20000) -> Protocol:
   3 × >= 0.95, nβ = 128 / ln 128), for the point-by-point comparison."""
   base = scaling_protocol("authors", num_steps)
   return dataclasses.replace(
-      base, name="authors_b128",
-      train=dataclasses.replace(base.train, lr=1e-3, batch_size=128),
-      sgld=PAPER_SGLD, settled=SETTLED_SGLD,
-      source="authors' committed width sweep: batch 128, lr 1e-3, stop 3 x "
-             ">= 0.95")
+    base,
+    name="authors_b128",
+    train=dataclasses.replace(base.train, lr=1e-3, batch_size=128),
+    sgld=PAPER_SGLD,
+    settled=SETTLED_SGLD,
+    source="authors' committed width sweep: batch 128, lr 1e-3, stop 3 x "
+    ">= 0.95",
+  )
 
 
 def parse(value: str) -> tuple[str, ...]:
@@ -128,6 +170,7 @@ def parse(value: str) -> tuple[str, ...]:
   if value == "both":
     return NAMES
   if value not in NAMES:
-    raise ValueError(f"--protocol={value!r} is invalid: must be recipe, "
-                     "authors or both")
+    raise ValueError(
+      f"--protocol={value!r} is invalid: must be recipe, authors or both"
+    )
   return (value,)

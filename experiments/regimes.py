@@ -68,10 +68,13 @@ IMMEDIATE_FACTOR = 2
 IMMEDIATE_STEPS = 500
 PAPER_BOUNDARY = (2.5, 3.0)
 SPEC_BOUNDARY = (2.7, 4.0)
-PROTOCOL = {"name": "recipe", "authors_settings_known": False,
-            "source": "Fig. 14 caption (K=1024) with the SPEC §1 recipe "
-                      "(Adam lr 1e-3, coupled L2 1e-5, batch 128); the "
-                      "authors' own settings for Fig. 14 are not known"}
+PROTOCOL = {
+  "name": "recipe",
+  "authors_settings_known": False,
+  "source": "Fig. 14 caption (K=1024) with the SPEC §1 recipe "
+  "(Adam lr 1e-3, coupled L2 1e-5, batch 128); the "
+  "authors' own settings for Fig. 14 are not known",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,26 +106,38 @@ class RegimesConfig:
 
   def train_config(self) -> TrainConfig:
     """The SPEC §1 recipe at this sweep's length."""
-    return TrainConfig(lr=self.lr, weight_decay=1e-5,
-                       batch_size=self.batch_size, num_steps=self.num_steps,
-                       log_every=self.log_every, ckpt_every=self.chunk_steps,
-                       chunk_steps=self.chunk_steps)
+    return TrainConfig(
+      lr=self.lr,
+      weight_decay=1e-5,
+      batch_size=self.batch_size,
+      num_steps=self.num_steps,
+      log_every=self.log_every,
+      ckpt_every=self.chunk_steps,
+      chunk_steps=self.chunk_steps,
+    )
 
 
 CONFIGS = {
-    # p=11 at fraction 0.9 generalises within 400 steps at lr 3e-2.
-    "smoke": RegimesConfig(moduli=(7, 11), fractions=(0.4, 0.9), width=128,
-                           num_steps=400, log_every=20, chunk_steps=100,
-                           batch_size=16, lr=3e-2),
-    "quick": RegimesConfig(moduli=(53, 79), fractions=FRACTIONS),
-    "default": RegimesConfig(moduli=MODULI, fractions=FRACTIONS),
-    "paper": RegimesConfig(moduli=MODULI, fractions=FRACTIONS,
-                           num_steps=15000),
+  # p=11 at fraction 0.9 generalises within 400 steps at lr 3e-2.
+  "smoke": RegimesConfig(
+    moduli=(7, 11),
+    fractions=(0.4, 0.9),
+    width=128,
+    num_steps=400,
+    log_every=20,
+    chunk_steps=100,
+    batch_size=16,
+    lr=3e-2,
+  ),
+  "quick": RegimesConfig(moduli=(53, 79), fractions=FRACTIONS),
+  "default": RegimesConfig(moduli=MODULI, fractions=FRACTIONS),
+  "paper": RegimesConfig(moduli=MODULI, fractions=FRACTIONS, num_steps=15000),
 }
 
 
-def classify(memorisation: np.ndarray, generalisation: np.ndarray
-             ) -> np.ndarray:
+def classify(
+  memorisation: np.ndarray, generalisation: np.ndarray
+) -> np.ndarray:
   """Regime index per run (0 none, 1 grokking, 2 immediate; see module doc).
 
   Args:
@@ -134,8 +149,9 @@ def classify(memorisation: np.ndarray, generalisation: np.ndarray
   """
   mem = np.where(memorisation >= 0, memorisation, generalisation)
   limit = np.maximum(IMMEDIATE_FACTOR * mem, IMMEDIATE_STEPS)
-  return np.where(generalisation < 0, 0,
-                  np.where(generalisation <= limit, 2, 1))
+  return np.where(
+    generalisation < 0, 0, np.where(generalisation <= limit, 2, 1)
+  )
 
 
 def fit_threshold(x: Sequence[float], above: Sequence[bool]) -> dict:
@@ -165,20 +181,24 @@ def fit_threshold(x: Sequence[float], above: Sequence[bool]) -> dict:
 
 def overlaps(boundary: dict, interval: Sequence[float]) -> bool:
   """Whether a fitted boundary's (low, high) interval overlaps ``interval``."""
-  return ((boundary["low"] is None or boundary["low"] < interval[1])
-          and (boundary["high"] is None or boundary["high"] > interval[0]))
+  return (boundary["low"] is None or boundary["low"] < interval[1]) and (
+    boundary["high"] is None or boundary["high"] > interval[0]
+  )
 
 
 def boundaries_of(rows: list[dict]) -> dict:
   """Both boundaries fitted to the runs' x and regimes."""
   x = np.array([r["x"] for r in rows])
   regime = np.array([REGIMES.index(r["regime"]) for r in rows])
-  return {"none_vs_generalising": fit_threshold(x, regime > 0),
-          "grokking_vs_immediate": fit_threshold(x, regime == 2)}
+  return {
+    "none_vs_generalising": fit_threshold(x, regime > 0),
+    "grokking_vs_immediate": fit_threshold(x, regime == 2),
+  }
 
 
-def measure_modulus(key_data, key_train, m: int, cfg: RegimesConfig,
-                    store, progress: bool) -> tuple[np.ndarray, list[dict]]:
+def measure_modulus(
+  key_data, key_train, m: int, cfg: RegimesConfig, store, progress: bool
+) -> tuple[np.ndarray, list[dict]]:
   """Trains (or loads) every fraction x seed at modulus ``m``.
 
   Returns:
@@ -187,11 +207,17 @@ def measure_modulus(key_data, key_train, m: int, cfg: RegimesConfig,
   """
   data_key = jax.random.fold_in(key_data, m)
   run = common.trained_run(
-      jax.random.fold_in(key_train, m), DataConfig(p=m),
-      ModelConfig(p=m, width=cfg.width), cfg.train_config(),
-      data_key=data_key, seeds=cfg.seeds,
-      num_trains=[int(round(f * m * m)) for f in cfg.fractions], store=store,
-      label=f"regimes_M{m}_K{cfg.width}", progress=progress)
+    jax.random.fold_in(key_train, m),
+    DataConfig(p=m),
+    ModelConfig(p=m, width=cfg.width),
+    cfg.train_config(),
+    data_key=data_key,
+    seeds=cfg.seeds,
+    num_trains=[int(round(f * m * m)) for f in cfg.fractions],
+    store=store,
+    label=f"regimes_M{m}_K{cfg.width}",
+    progress=progress,
+  )
   acc = run.metrics
   mem = metrics.memorisation_step(run.log_steps, acc["train_acc"])
   gen = metrics.generalisation_step(run.log_steps, acc["val_acc"])
@@ -199,16 +225,27 @@ def measure_modulus(key_data, key_train, m: int, cfg: RegimesConfig,
   rows = []
   for r in range(len(regime)):
     n = int(run.hparams["num_train"][r])
-    rows.append({
-        "modulus": m, "seed": int(run.hparams["seed"][r]), "num_train": n,
-        "train_frac": n / m ** 2, "x": n / (m * math.log(m)),
-        "memorisation_step": int(mem[r]), "generalisation_step": int(gen[r]),
+    rows.append(
+      {
+        "modulus": m,
+        "seed": int(run.hparams["seed"][r]),
+        "num_train": n,
+        "train_frac": n / m**2,
+        "x": n / (m * math.log(m)),
+        "memorisation_step": int(mem[r]),
+        "generalisation_step": int(gen[r]),
         "final_train_acc": float(acc["train_acc"][r, -1]),
         "final_val_acc": float(acc["val_acc"][r, -1]),
         "regime": REGIMES[regime[r]],
-        "train_acc": acc["train_acc"][r], "val_acc": acc["val_acc"][r]})
-    print(f"M={m} N={n} x={rows[-1]['x']:.2f}: {rows[-1]['regime']} "
-          f"(mem {mem[r]}, gen {gen[r]})", flush=True)
+        "train_acc": acc["train_acc"][r],
+        "val_acc": acc["val_acc"][r],
+      }
+    )
+    print(
+      f"M={m} N={n} x={rows[-1]['x']:.2f}: {rows[-1]['regime']} "
+      f"(mem {mem[r]}, gen {gen[r]})",
+      flush=True,
+    )
   return run.log_steps, rows
 
 
@@ -218,55 +255,93 @@ def compute(mode: str, seed: int, store) -> dict:
   key_data, key_train = jax.random.split(jax.random.key(seed))
   rows = []
   for m in cfg.moduli:
-    log_steps, found = measure_modulus(key_data, key_train, m, cfg, store,
-                                       progress=mode != "smoke")
+    log_steps, found = measure_modulus(
+      key_data, key_train, m, cfg, store, progress=mode != "smoke"
+    )
     rows += found
   boundaries = boundaries_of(rows)
   lower = boundaries["none_vs_generalising"]
   return {
-      "name": NAME, "mode": mode, "config": dataclasses.asdict(cfg),
-      "train": dataclasses.asdict(cfg.train_config()), "protocol": PROTOCOL,
-      "rule": {"generalisation_acc": metrics.GENERALISATION_ACC,
-               "memorisation_acc": metrics.MEMORISATION_ACC,
-               "immediate_factor": IMMEDIATE_FACTOR,
-               "immediate_steps": IMMEDIATE_STEPS},
-      "log_steps": log_steps, "runs": rows, "boundaries": boundaries,
-      "paper_reference": {"boundary": PAPER_BOUNDARY,
-                          "spec_measured_boundary": SPEC_BOUNDARY},
-      "lower_boundary_consistent_with_paper": overlaps(lower, PAPER_BOUNDARY),
-      "lower_boundary_consistent_with_spec": overlaps(lower, SPEC_BOUNDARY),
-      "wall_seconds": time.perf_counter() - start}
+    "name": NAME,
+    "mode": mode,
+    "config": dataclasses.asdict(cfg),
+    "train": dataclasses.asdict(cfg.train_config()),
+    "protocol": PROTOCOL,
+    "rule": {
+      "generalisation_acc": metrics.GENERALISATION_ACC,
+      "memorisation_acc": metrics.MEMORISATION_ACC,
+      "immediate_factor": IMMEDIATE_FACTOR,
+      "immediate_steps": IMMEDIATE_STEPS,
+    },
+    "log_steps": log_steps,
+    "runs": rows,
+    "boundaries": boundaries,
+    "paper_reference": {
+      "boundary": PAPER_BOUNDARY,
+      "spec_measured_boundary": SPEC_BOUNDARY,
+    },
+    "lower_boundary_consistent_with_paper": overlaps(lower, PAPER_BOUNDARY),
+    "lower_boundary_consistent_with_spec": overlaps(lower, SPEC_BOUNDARY),
+    "wall_seconds": time.perf_counter() - start,
+  }
 
 
 def plot(results: dict, out_dir: str) -> None:
   """Regime against x per modulus, and the generalisation steps."""
   rows, boundaries = results["runs"], results["boundaries"]
   fig, (ax_reg, ax_gen) = plt.subplots(1, 2, figsize=(11, 4.2))
-  markers = {"none": ("x", "tab:red"), "grokking": ("o", "tab:orange"),
-             "immediate": ("s", "tab:green")}
+  markers = {
+    "none": ("x", "tab:red"),
+    "grokking": ("o", "tab:orange"),
+    "immediate": ("s", "tab:green"),
+  }
   for name, (marker, color) in markers.items():
     pick = [r for r in rows if r["regime"] == name]
-    ax_reg.scatter([r["x"] for r in pick], [r["modulus"] for r in pick],
-                   marker=marker, color=color, label=name)
-  ax_reg.axvspan(*PAPER_BOUNDARY, color="gray", alpha=0.2,
-                 label="paper boundary 2.5-3")
+    ax_reg.scatter(
+      [r["x"] for r in pick],
+      [r["modulus"] for r in pick],
+      marker=marker,
+      color=color,
+      label=name,
+    )
+  ax_reg.axvspan(
+    *PAPER_BOUNDARY, color="gray", alpha=0.2, label="paper boundary 2.5-3"
+  )
   for (name, b), ls in zip(boundaries.items(), ("--", ":")):
     if b["midpoint"] is not None:
-      ax_reg.axvline(b["midpoint"], color="k", ls=ls, lw=1,
-                     label=f"fit {name}: {b['midpoint']:.2f}")
-  ax_reg.set(xscale="log", xlabel="N / (M ln M)", ylabel="modulus M",
-             title=f"regimes (K={results['config']['width']}, "
-                   f"{results['config']['num_steps']} steps)")
+      ax_reg.axvline(
+        b["midpoint"],
+        color="k",
+        ls=ls,
+        lw=1,
+        label=f"fit {name}: {b['midpoint']:.2f}",
+      )
+  ax_reg.set(
+    xscale="log",
+    xlabel="N / (M ln M)",
+    ylabel="modulus M",
+    title=f"regimes (K={results['config']['width']}, "
+    f"{results['config']['num_steps']} steps)",
+  )
   ax_reg.legend(fontsize=7)
   for m in results["config"]["moduli"]:
-    pick = [r for r in rows
-            if r["modulus"] == m and r["generalisation_step"] > 0]
-    ax_gen.plot([r["x"] for r in pick],
-                [r["generalisation_step"] for r in pick], "o-", label=f"M={m}")
-  ax_gen.set(xscale="log", xlabel="N / (M ln M)",
-             ylabel="generalisation step (val acc 0.95)",
-             yscale="log" if any(r["generalisation_step"] > 0 for r in rows)
-             else "linear")
+    pick = [
+      r for r in rows if r["modulus"] == m and r["generalisation_step"] > 0
+    ]
+    ax_gen.plot(
+      [r["x"] for r in pick],
+      [r["generalisation_step"] for r in pick],
+      "o-",
+      label=f"M={m}",
+    )
+  ax_gen.set(
+    xscale="log",
+    xlabel="N / (M ln M)",
+    ylabel="generalisation step (val acc 0.95)",
+    yscale="log"
+    if any(r["generalisation_step"] > 0 for r in rows)
+    else "linear",
+  )
   ax_gen.grid(True, which="both", alpha=0.3)
   ax_gen.legend(fontsize=7)
   for ax in (ax_reg, ax_gen):
@@ -277,31 +352,42 @@ def plot(results: dict, out_dir: str) -> None:
   plotting.save_figure(fig, os.path.join(out_dir, f"{NAME}.png"), dpi=100)
 
 
-
 def paper_rows(results: dict) -> list[dict]:
   """Rows of ``figures/paper/README.md``: the fitted regime boundaries in
   N / (M ln M) (the authors' settings are not known: the caption's)."""
   rows = []
   for name, b in results["boundaries"].items():
-    interval = (f"between {b['low']:.2f} and {b['high']:.2f}"
-                if b["low"] is not None and b["high"] is not None else "open")
-    rows.append({"protocol": "caption (authors' settings unknown)",
-                 "quantity": f"{name} boundary {interval} "
-                             f"({b['errors']} misclassified)",
-                 "ours": b["midpoint"],
-                 "paper": "2.5-3" if name == "none_vs_generalising" else None,
-                 "match": (results["lower_boundary_consistent_with_paper"]
-                           if name == "none_vs_generalising" else None)})
+    interval = (
+      f"between {b['low']:.2f} and {b['high']:.2f}"
+      if b["low"] is not None and b["high"] is not None
+      else "open"
+    )
+    rows.append(
+      {
+        "protocol": "caption (authors' settings unknown)",
+        "quantity": f"{name} boundary {interval} ({b['errors']} misclassified)",
+        "ours": b["midpoint"],
+        "paper": "2.5-3" if name == "none_vs_generalising" else None,
+        "match": (
+          results["lower_boundary_consistent_with_paper"]
+          if name == "none_vs_generalising"
+          else None
+        ),
+      }
+    )
   return rows
 
 
 def main(argv=None) -> dict:
   args, mode = common.parse_mode(__doc__, common.add_runs_flag, argv)
   results = common.compute_then_plot(
-      NAME, args, lambda: compute(mode, args.seed, args.runs), plot)
+    NAME, args, lambda: compute(mode, args.seed, args.runs), plot
+  )
   for name, b in results["boundaries"].items():
-    print(f"{name}: between {b['low']} and {b['high']} (midpoint "
-          f"{b['midpoint']}, {b['errors']} misclassified)")
+    print(
+      f"{name}: between {b['low']} and {b['high']} (midpoint "
+      f"{b['midpoint']}, {b['errors']} misclassified)"
+    )
   return results
 
 

@@ -73,36 +73,61 @@ class RobustnessConfig:
     nbeta = base.resolve_nbeta(base.batch_size)  # B / ln B; needs B <= n.
     variant = lambda **kw: dataclasses.replace(base, **kw)
     return {
-        "step size ε": {f"ε = {f * base.step_size:g}": variant(
-            step_size=f * base.step_size) for f in self.factors},
-        "localization γ": {f"γ = {f * base.localization:g}": variant(
-            localization=f * base.localization) for f in self.factors},
-        "nβ": {f"nβ = {f * nbeta:.3g}": (base if f == 1.0 else variant(
-            nbeta=f * nbeta)) for f in self.factors},
-        "chain length": {f"{b} burn-in + {d} draws": variant(
-            num_burnin=b, num_draws=d) for b, d in self.chain_lengths},
+      "step size ε": {
+        f"ε = {f * base.step_size:g}": variant(step_size=f * base.step_size)
+        for f in self.factors
+      },
+      "localization γ": {
+        f"γ = {f * base.localization:g}": variant(
+          localization=f * base.localization
+        )
+        for f in self.factors
+      },
+      "nβ": {
+        f"nβ = {f * nbeta:.3g}": (
+          base if f == 1.0 else variant(nbeta=f * nbeta)
+        )
+        for f in self.factors
+      },
+      "chain length": {
+        f"{b} burn-in + {d} draws": variant(num_burnin=b, num_draws=d)
+        for b, d in self.chain_lengths
+      },
     }
 
 
 CONFIGS = {
-    "smoke": RobustnessConfig(
-        llc_over_training.CONFIGS["smoke"], "recipe", None, factors=(1.0, 2.0),
-        chain_lengths=((5, 20), (10, 40)), sgld_seeds=2),
-    "quick": RobustnessConfig(
-        llc_over_training.CONFIGS["quick"], "recipe",
-        (500, 1000, 2000, 4000, 6000, 8000), sgld_seeds=2),
-    "default": RobustnessConfig(llc_over_training.CONFIGS["default"], "recipe",
-                                None),
-    "paper": RobustnessConfig(
-        llc_over_training.CONFIGS["paper"], "authors",
-        (500, 1000, 2000, 4000, 6000, 8000, 12000, 16000), sgld_seeds=3),
+  "smoke": RobustnessConfig(
+    llc_over_training.CONFIGS["smoke"],
+    "recipe",
+    None,
+    factors=(1.0, 2.0),
+    chain_lengths=((5, 20), (10, 40)),
+    sgld_seeds=2,
+  ),
+  "quick": RobustnessConfig(
+    llc_over_training.CONFIGS["quick"],
+    "recipe",
+    (500, 1000, 2000, 4000, 6000, 8000),
+    sgld_seeds=2,
+  ),
+  "default": RobustnessConfig(
+    llc_over_training.CONFIGS["default"], "recipe", None
+  ),
+  "paper": RobustnessConfig(
+    llc_over_training.CONFIGS["paper"],
+    "authors",
+    (500, 1000, 2000, 4000, 6000, 8000, 12000, 16000),
+    sgld_seeds=3,
+  ),
 }
 
 
 def holds(summary: dict, memorisation: int) -> bool:
   """Peak at or after memorisation, then a drop (the paper's picture)."""
-  return bool(summary["final_over_peak"] < 1.0
-              and summary["peak_step"] >= memorisation)
+  return bool(
+    summary["final_over_peak"] < 1.0 and summary["peak_step"] >= memorisation
+  )
 
 
 def compute(cfg: RobustnessConfig, seed: int, out_dir: str, store) -> dict:
@@ -111,19 +136,29 @@ def compute(cfg: RobustnessConfig, seed: int, out_dir: str, store) -> dict:
   run, data = llc_over_training.fig3_run(cfg.fig3, cfg.protocol, seed, store)
   key_llc = llc_over_training.fig3_keys(seed)[2]
   seeds = cfg.fig3.seeds
-  idx = (np.arange(len(run.ckpt_steps)) if cfg.llc_steps is None else
-         np.searchsorted(run.ckpt_steps, cfg.llc_steps))
+  idx = (
+    np.arange(len(run.ckpt_steps))
+    if cfg.llc_steps is None
+    else np.searchsorted(run.ckpt_steps, cfg.llc_steps)
+  )
   steps = run.ckpt_steps[idx]
   ckpts = jax.tree.map(lambda x: x[:, idx], run.checkpoints)
   loss_fn = common.loss_fn(cfg.fig3.train_for(cfg.protocol).loss)
   mem = metrics.memorisation_step(run.log_steps, run.metrics["train_acc"])
   # panel -> label -> (training seed, SGLD config, SGLD key).
-  curves = {"seed": {f"train seed {s}, SGLD key {k}": (s, cfg.fig3.sgld, k)
-                     for s in range(seeds) for k in range(cfg.sgld_seeds)}}
+  curves = {
+    "seed": {
+      f"train seed {s}, SGLD key {k}": (s, cfg.fig3.sgld, k)
+      for s in range(seeds)
+      for k in range(cfg.sgld_seeds)
+    }
+  }
   for panel, variants in cfg.panels().items():
-    curves[panel] = {f"{label}, train seed {s}": (s, sgld_cfg, 0)
-                     for label, sgld_cfg in variants.items()
-                     for s in range(seeds)}
+    curves[panel] = {
+      f"{label}, train seed {s}": (s, sgld_cfg, 0)
+      for label, sgld_cfg in variants.items()
+      for s in range(seeds)
+    }
   # Per SGLD key, every distinct config in one llc_grid call: the eps, gamma
   # and nbeta variants share one compiled program (one per chain length).
   needed: dict = {}
@@ -133,86 +168,136 @@ def compute(cfg: RobustnessConfig, seed: int, out_dir: str, store) -> dict:
         needed[k].append(sgld_cfg)
   cache = {}
   for k, cfgs in needed.items():
-    for c, res in zip(cfgs, common.llc_grid(
-        jax.random.fold_in(key_llc, k), loss_fn, ckpts, data.train, cfgs,
-        os.path.join(out_dir, "chains", f"key{k}"))):
+    for c, res in zip(
+      cfgs,
+      common.llc_grid(
+        jax.random.fold_in(key_llc, k),
+        loss_fn,
+        ckpts,
+        data.train,
+        cfgs,
+        os.path.join(out_dir, "chains", f"key{k}"),
+      ),
+    ):
       cache[(c, k)] = res
-      print(f"key {k}, eps {c.step_size:g}, gamma {c.localization:g}, nbeta "
-            f"{c.nbeta}, {c.num_burnin}+{c.num_draws}: "
-            f"{np.round(res['mean'][0]).tolist()}", flush=True)
+      print(
+        f"key {k}, eps {c.step_size:g}, gamma {c.localization:g}, nbeta "
+        f"{c.nbeta}, {c.num_burnin}+{c.num_draws}: "
+        f"{np.round(res['mean'][0]).tolist()}",
+        flush=True,
+      )
   panels = {}
   for panel, entries in curves.items():
     panels[panel] = {}
     for label, (s, sgld_cfg, k) in entries.items():
       res = cache[(sgld_cfg, k)]
       summary = metrics.llc_curve_summary(
-          steps, res["mean"][s], run.log_steps, run.metrics["val_loss"][s],
-          int(mem[s]))
+        steps,
+        res["mean"][s],
+        run.log_steps,
+        run.metrics["val_loss"][s],
+        int(mem[s]),
+      )
       panels[panel][label] = {
-          "train_seed": s, "sgld_seed": k, "sgld": dataclasses.asdict(sgld_cfg),
-          "llc_mean": res["mean"][s], "llc_std": res["std"][s],
-          "fraction_stationary": float(np.mean(res["stationary"][s])),
-          "summary": summary, "holds": holds(summary, int(mem[s]))}
-  verdicts = {panel: all(c["holds"] for c in entries.values())
-              for panel, entries in panels.items()}
+        "train_seed": s,
+        "sgld_seed": k,
+        "sgld": dataclasses.asdict(sgld_cfg),
+        "llc_mean": res["mean"][s],
+        "llc_std": res["std"][s],
+        "fraction_stationary": float(np.mean(res["stationary"][s])),
+        "summary": summary,
+        "holds": holds(summary, int(mem[s])),
+      }
+  verdicts = {
+    panel: all(c["holds"] for c in entries.values())
+    for panel, entries in panels.items()
+  }
   return {
-      "config": dataclasses.asdict(cfg), "protocol": cfg.protocol,
-      "train": dataclasses.asdict(cfg.fig3.train_for(cfg.protocol)),
-      "settings_source": llc_over_training.SOURCES[cfg.protocol],
-      # The paper gives no training settings for Figs. 7-10.
-      "authors_settings_known": False,
-      "seeds": seeds, "sgld_seeds": cfg.sgld_seeds,
-      "log_steps": run.log_steps, "metrics": run.metrics, "llc_steps": steps,
-      "memorisation_step": mem,
-      "generalisation_step": metrics.generalisation_step(
-          run.log_steps, run.metrics["val_acc"]),
-      "panels": panels, "panel_holds": verdicts,
-      "all_hold": all(verdicts.values()),
-      "sweep_seconds": sum(r["group_seconds_share"] for r in cache.values()),
-      "paper_reference": "Figs. 7-10: same qualitative shape (peak at "
-                         "memorisation, drop through grokking) for every "
-                         "seed, eps, gamma and beta",
-      "wall_seconds": time.perf_counter() - start}
+    "config": dataclasses.asdict(cfg),
+    "protocol": cfg.protocol,
+    "train": dataclasses.asdict(cfg.fig3.train_for(cfg.protocol)),
+    "settings_source": llc_over_training.SOURCES[cfg.protocol],
+    # The paper gives no training settings for Figs. 7-10.
+    "authors_settings_known": False,
+    "seeds": seeds,
+    "sgld_seeds": cfg.sgld_seeds,
+    "log_steps": run.log_steps,
+    "metrics": run.metrics,
+    "llc_steps": steps,
+    "memorisation_step": mem,
+    "generalisation_step": metrics.generalisation_step(
+      run.log_steps, run.metrics["val_acc"]
+    ),
+    "panels": panels,
+    "panel_holds": verdicts,
+    "all_hold": all(verdicts.values()),
+    "sweep_seconds": sum(r["group_seconds_share"] for r in cache.values()),
+    "paper_reference": "Figs. 7-10: same qualitative shape (peak at "
+    "memorisation, drop through grokking) for every "
+    "seed, eps, gamma and beta",
+    "wall_seconds": time.perf_counter() - start,
+  }
 
 
 def plot(results: dict, out_dir: str) -> None:
   """``robustness.png`` from ``results``: one panel per knob."""
   steps = np.asarray(results["llc_steps"])
-  curves = {panel: {label: (steps, np.asarray(c["llc_mean"], float),
-                            np.asarray(c["llc_std"], float))
-                    for label, c in entries.items()}
-            for panel, entries in results["panels"].items()}
+  curves = {
+    panel: {
+      label: (
+        steps,
+        np.asarray(c["llc_mean"], float),
+        np.asarray(c["llc_std"], float),
+      )
+      for label, c in entries.items()
+    }
+    for panel, entries in results["panels"].items()
+  }
   fig = plotting.plot_curve_panels(
-      curves,
-      {"memorisation": float(np.median(results["memorisation_step"])),
-       "generalisation": float(np.median(results["generalisation_step"]))},
-      ncols=3)
+    curves,
+    {
+      "memorisation": float(np.median(results["memorisation_step"])),
+      "generalisation": float(np.median(results["generalisation_step"])),
+    },
+    ncols=3,
+  )
   fig3 = results["config"]["fig3"]
-  fig.suptitle(f"robustness of the Fig. 3 LLC curve ({results['protocol']}):"
-               f" p={fig3['data']['p']}, K={fig3['model']['width']}, "
-               f"lr={results['train']['lr']:g}", y=1.02)
+  fig.suptitle(
+    f"robustness of the Fig. 3 LLC curve ({results['protocol']}):"
+    f" p={fig3['data']['p']}, K={fig3['model']['width']}, "
+    f"lr={results['train']['lr']:g}",
+    y=1.02,
+  )
   plotting.save_figure(fig, os.path.join(out_dir, f"{NAME}.png"), dpi=100)
-
 
 
 def paper_rows(results: dict) -> list[dict]:
   """Rows of ``figures/paper/README.md``: whether every panel keeps the
   Fig. 3 shape (the authors' settings for Figs. 7-10 are not known)."""
-  return [{"protocol": f"{results['protocol']} (authors' settings unknown)",
-           "quantity": f"{panel}: peak then drop in every curve",
-           "ours": holds, "paper": True, "match": holds}
-          for panel, holds in results["panel_holds"].items()]
+  return [
+    {
+      "protocol": f"{results['protocol']} (authors' settings unknown)",
+      "quantity": f"{panel}: peak then drop in every curve",
+      "ours": holds,
+      "paper": True,
+      "match": holds,
+    }
+    for panel, holds in results["panel_holds"].items()
+  ]
 
 
 def main(argv=None) -> dict:
-  results = common.run_stored_experiment(NAME, __doc__, CONFIGS, compute,
-                                         plot, argv)
+  results = common.run_stored_experiment(
+    NAME, __doc__, CONFIGS, compute, plot, argv
+  )
   for panel, entries in results["panels"].items():
     for label, c in entries.items():
       s = c["summary"]
-      print(f"{panel:15s} {label:40s}: peak {s['peak_llc']:.0f} at "
-            f"{s['peak_step']}, final/peak {s['final_over_peak']:.3f}, "
-            f"holds {c['holds']}")
+      print(
+        f"{panel:15s} {label:40s}: peak {s['peak_llc']:.0f} at "
+        f"{s['peak_step']}, final/peak {s['final_over_peak']:.3f}, "
+        f"holds {c['holds']}"
+      )
   return results
 
 

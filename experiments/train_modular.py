@@ -64,28 +64,47 @@ class TrainModularConfig:
 
 # The SPEC §1 recipe: centered MSE, Adam + coupled L2, batch 128, frac 0.4.
 _RECIPE = TrainModularConfig(
-    DataConfig(p=53, op="+", train_frac=0.4),
-    ModelConfig(p=53, width=1024, init="kaiming_uniform"),
-    TrainConfig(loss="centered_mse", optimizer="adam", lr=1e-3,
-                weight_decay=1e-5, batch_size=128, num_steps=8000,
-                log_every=50, ckpt_every=250, chunk_steps=1000),
-    seeds=4)
+  DataConfig(p=53, op="+", train_frac=0.4),
+  ModelConfig(p=53, width=1024, init="kaiming_uniform"),
+  TrainConfig(
+    loss="centered_mse",
+    optimizer="adam",
+    lr=1e-3,
+    weight_decay=1e-5,
+    batch_size=128,
+    num_steps=8000,
+    log_every=50,
+    ckpt_every=250,
+    chunk_steps=1000,
+  ),
+  seeds=4,
+)
 CONFIGS = {
-    "smoke": TrainModularConfig(
-        DataConfig(p=7, train_frac=0.6), ModelConfig(p=7, width=16),
-        TrainConfig(lr=1e-2, batch_size=8, num_steps=200, log_every=10,
-                    ckpt_every=50, chunk_steps=50), seeds=2),
-    # One seed, 6000 steps: groks in seconds.
-    "quick": dataclasses.replace(
-        _RECIPE, train=dataclasses.replace(_RECIPE.train, num_steps=6000),
-        seeds=1),
-    "default": _RECIPE,
-    "paper": _RECIPE,
+  "smoke": TrainModularConfig(
+    DataConfig(p=7, train_frac=0.6),
+    ModelConfig(p=7, width=16),
+    TrainConfig(
+      lr=1e-2,
+      batch_size=8,
+      num_steps=200,
+      log_every=10,
+      ckpt_every=50,
+      chunk_steps=50,
+    ),
+    seeds=2,
+  ),
+  # One seed, 6000 steps: groks in seconds.
+  "quick": dataclasses.replace(
+    _RECIPE, train=dataclasses.replace(_RECIPE.train, num_steps=6000), seeds=1
+  ),
+  "default": _RECIPE,
+  "paper": _RECIPE,
 }
 
 
-def chunk_steps_for(num_steps: int, ckpt_every: int,
-                    target: int = CHUNK_TARGET) -> int:
+def chunk_steps_for(
+  num_steps: int, ckpt_every: int, target: int = CHUNK_TARGET
+) -> int:
   """Steps per chunk: the largest multiple of ``ckpt_every`` dividing
   ``num_steps`` that is at most ``target`` and a quarter of the run (so that
   short runs still have several chunks and a compile-free steps/s).
@@ -119,8 +138,7 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
   add("--no-progress", action="store_true", help="hide the progress bar")
 
 
-def config_from_args(args: argparse.Namespace,
-                     mode: str) -> TrainModularConfig:
+def config_from_args(args: argparse.Namespace, mode: str) -> TrainModularConfig:
   """``CONFIGS[mode]`` with the flags that were given applied."""
   cfg = CONFIGS[mode]
 
@@ -128,14 +146,21 @@ def config_from_args(args: argparse.Namespace,
     return {k: v for k, v in kwargs.items() if v is not None}
 
   p = args.p if args.p is not None else cfg.data.p
-  data_cfg = dataclasses.replace(cfg.data, p=p,
-                                 **given(train_frac=args.train_frac))
+  data_cfg = dataclasses.replace(
+    cfg.data, p=p, **given(train_frac=args.train_frac)
+  )
   model_cfg = dataclasses.replace(cfg.model, p=p, **given(width=args.width))
   train_cfg = cfg.train
-  changes = given(lr=args.lr, weight_decay=args.wd, optimizer=args.optimizer,
-                  loss=args.loss, batch_size=args.batch_size,
-                  num_steps=args.steps, log_every=args.log_every,
-                  ckpt_every=args.ckpt_every)
+  changes = given(
+    lr=args.lr,
+    weight_decay=args.wd,
+    optimizer=args.optimizer,
+    loss=args.loss,
+    batch_size=args.batch_size,
+    num_steps=args.steps,
+    log_every=args.log_every,
+    ckpt_every=args.ckpt_every,
+  )
   if changes:
     num_steps = changes.get("num_steps", train_cfg.num_steps)
     log_every = changes.get("log_every", train_cfg.log_every)
@@ -145,34 +170,41 @@ def config_from_args(args: argparse.Namespace,
     changes["ckpt_every"] = ckpt_every
     changes["chunk_steps"] = chunk_steps_for(num_steps, ckpt_every)
     train_cfg = dataclasses.replace(train_cfg, **changes)
-  return TrainModularConfig(data_cfg, model_cfg, train_cfg,
-                            args.seeds or cfg.seeds)
+  return TrainModularConfig(
+    data_cfg, model_cfg, train_cfg, args.seeds or cfg.seeds
+  )
 
 
 def summarize(result: train.TrainResult) -> dict:
   """Grokking metrics per run (lists over the R runs)."""
   m, steps = result.metrics, result.log_steps
   return {
-      "memorisation_step": metrics.memorisation_step(steps, m["train_acc"]),
-      "generalisation_step": metrics.generalisation_step(steps, m["val_acc"]),
-      "grokking_delay": metrics.grokking_delay(steps, m["train_acc"],
-                                               m["val_acc"]),
-      "gsm": metrics.grokking_severity(steps, m["train_acc"], m["val_acc"]),
-      "final": {name: m[name][:, -1] for name in train.METRIC_NAMES},
+    "memorisation_step": metrics.memorisation_step(steps, m["train_acc"]),
+    "generalisation_step": metrics.generalisation_step(steps, m["val_acc"]),
+    "grokking_delay": metrics.grokking_delay(
+      steps, m["train_acc"], m["val_acc"]
+    ),
+    "gsm": metrics.grokking_severity(steps, m["train_acc"], m["val_acc"]),
+    "final": {name: m[name][:, -1] for name in train.METRIC_NAMES},
   }
 
 
-def save_checkpoints(path: str, result: train.TrainResult,
-                     dataset: data.ModularData) -> None:
+def save_checkpoints(
+  path: str, result: train.TrainResult, dataset: data.ModularData
+) -> None:
   """Writes stacked checkpoints, their steps and the data split (.npz).
 
   Keys: ``ckpt_steps`` (C,), ``checkpoints/W`` (R, C, K, 2p),
   ``checkpoints/V`` (R, C, p, K), ``final/W``, ``final/V`` (R, ...),
   ``seed`` (R,), ``pairs`` (p², 2), ``labels`` (p²,), ``num_train`` ().
   """
-  arrays = {"ckpt_steps": result.ckpt_steps, "seed": result.hparams["seed"],
-            "pairs": dataset.all.pairs, "labels": dataset.all.labels,
-            "num_train": np.int64(dataset.num_train)}
+  arrays = {
+    "ckpt_steps": result.ckpt_steps,
+    "seed": result.hparams["seed"],
+    "pairs": dataset.all.pairs,
+    "labels": dataset.all.labels,
+    "num_train": np.int64(dataset.num_train),
+  }
   arrays.update({f"checkpoints/{k}": v for k, v in result.checkpoints.items()})
   arrays.update({f"final/{k}": v for k, v in result.final_params.items()})
   io.save_npz(path, arrays)
@@ -185,39 +217,59 @@ def load_checkpoints(path: str) -> tuple[np.ndarray, dict, data.ModularData]:
     (ckpt_steps (C,), params stacked (R, C, ...), the data split).
   """
   arrays = io.load_npz(path)
-  params = {k.split("/", 1)[1]: v for k, v in arrays.items()
-            if k.startswith("checkpoints/")}
+  params = {
+    k.split("/", 1)[1]: v
+    for k, v in arrays.items()
+    if k.startswith("checkpoints/")
+  }
   all_data = data.make_batch(arrays["pairs"], arrays["labels"])
-  dataset = data.ModularData(all_data, int(arrays["num_train"]),
-                             int(arrays["checkpoints/V"].shape[2]))
+  dataset = data.ModularData(
+    all_data, int(arrays["num_train"]), int(arrays["checkpoints/V"].shape[2])
+  )
   return arrays["ckpt_steps"], params, dataset
 
 
-def compute(cfg: TrainModularConfig, mode: str, seed: int, out_dir: str,
-            store: Optional[str], progress: bool) -> dict:
+def compute(
+  cfg: TrainModularConfig,
+  mode: str,
+  seed: int,
+  out_dir: str,
+  store: Optional[str],
+  progress: bool,
+) -> dict:
   """Trains (or loads) the runs, writes ``checkpoints.npz``; the payload."""
   key_data, key_train = jax.random.split(jax.random.key(seed))
   dataset = data.modular_arithmetic(key_data, cfg.data)
   start = time.perf_counter()
   result = common.trained_run(
-      key_train, dataset, cfg.model, cfg.train, data_key=key_data,
-      seeds=cfg.seeds, store=store,
-      label=f"{NAME}_p{cfg.model.p}_K{cfg.model.width}", progress=progress)
+    key_train,
+    dataset,
+    cfg.model,
+    cfg.train,
+    data_key=key_data,
+    seeds=cfg.seeds,
+    store=store,
+    label=f"{NAME}_p{cfg.model.p}_K{cfg.model.width}",
+    progress=progress,
+  )
   wall_seconds = time.perf_counter() - start
   save_checkpoints(os.path.join(out_dir, "checkpoints.npz"), result, dataset)
   return {
-      "name": NAME, "mode": mode,
-      "config": {**common.config_dict(cfg.data, cfg.model, cfg.train),
-                 "seeds": cfg.seeds, "seed": seed},
-      "num_train": dataset.num_train,
-      "num_params": model.num_params(
-          model.init(jax.random.key(0), cfg.model)),
-      "log_steps": result.log_steps,
-      "ckpt_steps": result.ckpt_steps,
-      "metrics": result.metrics,
-      **summarize(result),
-      "steps_per_second": result.steps_per_second,
-      "wall_seconds": wall_seconds,
+    "name": NAME,
+    "mode": mode,
+    "config": {
+      **common.config_dict(cfg.data, cfg.model, cfg.train),
+      "seeds": cfg.seeds,
+      "seed": seed,
+    },
+    "num_train": dataset.num_train,
+    "num_params": model.num_params(model.init(jax.random.key(0), cfg.model)),
+    "log_steps": result.log_steps,
+    "ckpt_steps": result.ckpt_steps,
+    "metrics": result.metrics,
+    **summarize(result),
+    "steps_per_second": result.steps_per_second,
+    "wall_seconds": wall_seconds,
   }
 
 
@@ -226,12 +278,16 @@ def plot(results: dict, out_dir: str) -> None:
   c = results["config"]
   t = c["TrainConfig"]
   plotting.plot_training_curves(
-      results["log_steps"], results["metrics"],
-      os.path.join(out_dir, "curves.png"),
-      title=(f"(a+b) mod {c['DataConfig']['p']}, "
-             f"K={c['ModelConfig']['width']}, {t['optimizer']} "
-             f"lr={t['lr']:g} wd={t['weight_decay']:g}, {t['loss']}, "
-             f"n={results['num_train']}, {c['seeds']} seed(s)"))
+    results["log_steps"],
+    results["metrics"],
+    os.path.join(out_dir, "curves.png"),
+    title=(
+      f"(a+b) mod {c['DataConfig']['p']}, "
+      f"K={c['ModelConfig']['width']}, {t['optimizer']} "
+      f"lr={t['lr']:g} wd={t['weight_decay']:g}, {t['loss']}, "
+      f"n={results['num_train']}, {c['seeds']} seed(s)"
+    ),
+  )
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
@@ -240,14 +296,20 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
   cfg = config_from_args(args, mode)
   out_dir = common.output_dir(NAME, args.out)
   results = common.compute_then_plot(
-      NAME, args,
-      lambda: compute(cfg, mode, args.seed, out_dir, args.runs,
-                      not args.no_progress), plot)
-  print(f"wrote {out_dir}: memorisation {results['memorisation_step']}, "
-        f"generalisation {results['generalisation_step']}, "
-        f"GSM {np.round(results['gsm'], 3).tolist()}, "
-        f"{results['steps_per_second']} steps/s (all runs), "
-        f"{results['wall_seconds']:.1f} s")
+    NAME,
+    args,
+    lambda: compute(
+      cfg, mode, args.seed, out_dir, args.runs, not args.no_progress
+    ),
+    plot,
+  )
+  print(
+    f"wrote {out_dir}: memorisation {results['memorisation_step']}, "
+    f"generalisation {results['generalisation_step']}, "
+    f"GSM {np.round(results['gsm'], 3).tolist()}, "
+    f"{results['steps_per_second']} steps/s (all runs), "
+    f"{results['wall_seconds']:.1f} s"
+  )
   return results
 
 

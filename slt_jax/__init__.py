@@ -2,17 +2,62 @@
 
 Modules: ``data`` (modular arithmetic), ``model`` (quadratic network),
 ``losses``, ``train`` (vmapped training), ``metrics`` (grokking metrics),
-``sgld`` and ``mala`` (samplers), ``llc`` (the LLC engine), ``diagnostics``,
+``sgld``, ``mala`` and ``sghmc`` (samplers; SGNHT is in ``sghmc``), ``llc``
+(the LLC engine), ``diagnostics``, ``reference`` (NUTS ground truth),
+``influence`` (BIF, susceptibility) and ``export`` (xarray / ArviZ),
+``distributed`` (every device of every process),
 ``theory`` (closed forms, float64 curvature, SLQ), ``validation`` (models with
-known coefficients, as LLC test cases), ``plotting``.
+known coefficients, as LLC test cases), ``plotting``. Each module lists its
+public names in ``__all__``; README.md ("Public API") tabulates the main ones.
 """
 
-from slt_jax import (batching, config, data, diagnostics, io, llc, losses, mala,
-                     metrics, model, runs, sgld, theory, train, validation)
+from slt_jax import (
+  batching,
+  config,
+  data,
+  diagnostics,
+  distributed,
+  export,
+  influence,
+  io,
+  llc,
+  losses,
+  mala,
+  metrics,
+  model,
+  reference,
+  runs,
+  sghmc,
+  sgld,
+  theory,
+  train,
+  validation,
+)
 from slt_jax.config import DataConfig, ModelConfig, SGLDConfig, TrainConfig
 
 __all__ = [
-    "batching", "config", "data", "diagnostics", "io", "llc", "losses", "mala",
-    "metrics", "model", "runs", "sgld", "theory", "train", "validation",
-    "DataConfig", "ModelConfig", "SGLDConfig", "TrainConfig",
+  "batching",
+  "config",
+  "data",
+  "diagnostics",
+  "distributed",
+  "export",
+  "influence",
+  "io",
+  "llc",
+  "losses",
+  "mala",
+  "metrics",
+  "model",
+  "reference",
+  "runs",
+  "sghmc",
+  "sgld",
+  "theory",
+  "train",
+  "validation",
+  "DataConfig",
+  "ModelConfig",
+  "SGLDConfig",
+  "TrainConfig",
 ]

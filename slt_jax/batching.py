@@ -19,14 +19,24 @@ import jax.numpy as jnp
 
 from slt_jax.types import PRNGKey
 
+__all__ = [
+  "steps_per_epoch",
+  "epoch_permutation",
+  "batch_of_step",
+  "first_permutation",
+  "next_batch",
+  "take",
+]
+
 
 def steps_per_epoch(num_examples: jax.Array, batch_size: int) -> jax.Array:
   """Full batches per epoch, ``max(n // B, 1)`` (n may be traced)."""
   return jnp.maximum(num_examples // batch_size, 1)
 
 
-def epoch_permutation(key: PRNGKey, epoch: jax.Array, num_examples: jax.Array,
-                      capacity: int) -> jax.Array:
+def epoch_permutation(
+  key: PRNGKey, epoch: jax.Array, num_examples: jax.Array, capacity: int
+) -> jax.Array:
   """The shuffled example order of one epoch.
 
   Args:
@@ -43,23 +53,33 @@ def epoch_permutation(key: PRNGKey, epoch: jax.Array, num_examples: jax.Array,
   return jnp.argsort(u).astype(jnp.int32)
 
 
-def batch_of_step(perm: jax.Array, step: jax.Array, num_examples: jax.Array,
-                  batch_size: int) -> jax.Array:
+def batch_of_step(
+  perm: jax.Array, step: jax.Array, num_examples: jax.Array, batch_size: int
+) -> jax.Array:
   """(B,) indices of ``step`` taken from its epoch's permutation ``perm``."""
   start = (step % steps_per_epoch(num_examples, batch_size)) * batch_size
   return jax.lax.dynamic_slice_in_dim(perm, start, batch_size)
 
 
-def first_permutation(key: PRNGKey, step: jax.Array, num_examples: jax.Array,
-                      batch_size: int, capacity: int) -> jax.Array:
+def first_permutation(
+  key: PRNGKey,
+  step: jax.Array,
+  num_examples: jax.Array,
+  batch_size: int,
+  capacity: int,
+) -> jax.Array:
   """The permutation of the epoch that ``step`` belongs to (a loop's start)."""
   epoch = step // steps_per_epoch(num_examples, batch_size)
   return epoch_permutation(key, epoch, num_examples, capacity)
 
 
-def next_batch(key: PRNGKey, perm: jax.Array, step: jax.Array,
-               num_examples: jax.Array, batch_size: int
-               ) -> tuple[jax.Array, jax.Array]:
+def next_batch(
+  key: PRNGKey,
+  perm: jax.Array,
+  step: jax.Array,
+  num_examples: jax.Array,
+  batch_size: int,
+) -> tuple[jax.Array, jax.Array]:
   """Indices of ``step``, redrawing the carried permutation at epoch starts.
 
   Under ``vmap`` the redraw stays a real branch (one sort per epoch) as long
@@ -79,10 +99,12 @@ def next_batch(key: PRNGKey, perm: jax.Array, step: jax.Array,
   """
   per_epoch = steps_per_epoch(num_examples, batch_size)
   perm = jax.lax.cond(
-      step % per_epoch == 0,
-      lambda: epoch_permutation(key, step // per_epoch, num_examples,
-                                perm.shape[0]),
-      lambda: perm)
+    step % per_epoch == 0,
+    lambda: epoch_permutation(
+      key, step // per_epoch, num_examples, perm.shape[0]
+    ),
+    lambda: perm,
+  )
   return perm, batch_of_step(perm, step, num_examples, batch_size)
 
 

@@ -17,11 +17,16 @@ OPERATIONS = ("+", "-", "*")
 INITS = ("kaiming_uniform", "lecun_normal")
 LOSSES = ("centered_mse", "mse", "cross_entropy")
 OPTIMIZERS = ("adam", "adamw", "sgd")
-SAMPLERS = ("sgld", "rmsprop_sgld", "mala")
+SAMPLERS = ("sgld", "rmsprop_sgld", "mala", "sghmc", "sgnht")
 # "zeros" injects no noise: a benchmark ablation only (the chain is then
 # gradient descent and its "LLC" is meaningless).
-NOISE_IMPLS = ("threefry2x32_unpartitioned", "threefry2x32", "rbg", "unsafe_rbg",
-               "zeros")
+NOISE_IMPLS = (
+  "threefry2x32_unpartitioned",
+  "threefry2x32",
+  "rbg",
+  "unsafe_rbg",
+  "zeros",
+)
 
 
 def is_prime(p: int) -> bool:
@@ -41,8 +46,11 @@ def _is_int(value) -> bool:
 
 
 def _is_real(value) -> bool:
-  return (isinstance(value, numbers.Real) and not isinstance(value, bool)
-          and math.isfinite(value))
+  return (
+    isinstance(value, numbers.Real)
+    and not isinstance(value, bool)
+    and math.isfinite(value)
+  )
 
 
 def check_types(config) -> None:
@@ -88,23 +96,39 @@ class DataConfig:
 
   def __post_init__(self):
     check_types(self)
-    _check(isinstance(self.p, int) and self.p >= 3 and is_prime(self.p), "p",
-           self.p, "must be a prime >= 3")
+    _check(
+      isinstance(self.p, int) and self.p >= 3 and is_prime(self.p),
+      "p",
+      self.p,
+      "must be a prime >= 3",
+    )
     _check(self.op in OPERATIONS, "op", self.op, f"must be one of {OPERATIONS}")
-    _check(0.0 < self.train_frac < 1.0, "train_frac", self.train_frac,
-           "must lie in (0, 1)")
+    _check(
+      0.0 < self.train_frac < 1.0,
+      "train_frac",
+      self.train_frac,
+      "must lie in (0, 1)",
+    )
     if self.num_train is not None:
-      _check(0 < self.num_train < self.p ** 2, "num_train", self.num_train,
-             f"must lie in [1, p^2 - 1] = [1, {self.p ** 2 - 1}]")
+      _check(
+        0 < self.num_train < self.p**2,
+        "num_train",
+        self.num_train,
+        f"must lie in [1, p^2 - 1] = [1, {self.p**2 - 1}]",
+      )
 
   @property
   def train_size(self) -> int:
     """Number of training pairs."""
     if self.num_train is not None:
       return self.num_train
-    n = int(round(self.train_frac * self.p ** 2))
-    _check(0 < n < self.p ** 2, "train_frac", self.train_frac,
-           f"gives an empty train or validation split at p={self.p}")
+    n = int(round(self.train_frac * self.p**2))
+    _check(
+      0 < n < self.p**2,
+      "train_frac",
+      self.train_frac,
+      f"gives an empty train or validation split at p={self.p}",
+    )
     return n
 
 
@@ -126,8 +150,12 @@ class ModelConfig:
 
   def __post_init__(self):
     check_types(self)
-    _check(isinstance(self.p, int) and self.p >= 3 and is_prime(self.p), "p",
-           self.p, "must be a prime >= 3")
+    _check(
+      isinstance(self.p, int) and self.p >= 3 and is_prime(self.p),
+      "p",
+      self.p,
+      "must be a prime >= 3",
+    )
     _check(self.width >= 1, "width", self.width, "must be >= 1")
     _check(self.init in INITS, "init", self.init, f"must be one of {INITS}")
     _check(self.init_scale > 0, "init_scale", self.init_scale, "must be > 0")
@@ -176,31 +204,57 @@ class TrainConfig:
   def __post_init__(self):
     check_types(self)
     _check(self.loss in LOSSES, "loss", self.loss, f"must be one of {LOSSES}")
-    _check(self.optimizer in OPTIMIZERS, "optimizer", self.optimizer,
-           f"must be one of {OPTIMIZERS}")
+    _check(
+      self.optimizer in OPTIMIZERS,
+      "optimizer",
+      self.optimizer,
+      f"must be one of {OPTIMIZERS}",
+    )
     _check(self.lr > 0, "lr", self.lr, "must be > 0")
-    _check(self.weight_decay >= 0, "weight_decay", self.weight_decay,
-           "must be >= 0")
+    _check(
+      self.weight_decay >= 0, "weight_decay", self.weight_decay, "must be >= 0"
+    )
     _check(self.batch_size >= 1, "batch_size", self.batch_size, "must be >= 1")
     _check(self.log_every >= 1, "log_every", self.log_every, "must be >= 1")
-    _check(self.ckpt_every % self.log_every == 0, "ckpt_every",
-           self.ckpt_every, f"must be a multiple of log_every={self.log_every}")
-    _check(self.chunk_steps % self.ckpt_every == 0, "chunk_steps",
-           self.chunk_steps,
-           f"must be a multiple of ckpt_every={self.ckpt_every}")
-    _check(self.num_steps >= 1 and self.num_steps % self.chunk_steps == 0,
-           "num_steps", self.num_steps,
-           f"must be a positive multiple of chunk_steps={self.chunk_steps}")
+    _check(
+      self.ckpt_every % self.log_every == 0,
+      "ckpt_every",
+      self.ckpt_every,
+      f"must be a multiple of log_every={self.log_every}",
+    )
+    _check(
+      self.chunk_steps % self.ckpt_every == 0,
+      "chunk_steps",
+      self.chunk_steps,
+      f"must be a multiple of ckpt_every={self.ckpt_every}",
+    )
+    _check(
+      self.num_steps >= 1 and self.num_steps % self.chunk_steps == 0,
+      "num_steps",
+      self.num_steps,
+      f"must be a positive multiple of chunk_steps={self.chunk_steps}",
+    )
     if self.stop_acc is not None:
-      _check(0.0 < self.stop_acc <= 1.0, "stop_acc", self.stop_acc,
-             "must lie in (0, 1] or be None")
-    _check(self.stop_patience >= 1, "stop_patience", self.stop_patience,
-           "must be >= 1")
+      _check(
+        0.0 < self.stop_acc <= 1.0,
+        "stop_acc",
+        self.stop_acc,
+        "must lie in (0, 1] or be None",
+      )
+    _check(
+      self.stop_patience >= 1,
+      "stop_patience",
+      self.stop_patience,
+      "must be >= 1",
+    )
     if self.stop_check_every is not None:
-      _check(self.stop_check_every >= 1
-             and self.stop_check_every % self.log_every == 0,
-             "stop_check_every", self.stop_check_every,
-             f"must be a positive multiple of log_every={self.log_every}")
+      _check(
+        self.stop_check_every >= 1
+        and self.stop_check_every % self.log_every == 0,
+        "stop_check_every",
+        self.stop_check_every,
+        f"must be a positive multiple of log_every={self.log_every}",
+      )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,10 +275,18 @@ class SGLDConfig:
     num_draws: steps whose losses enter the estimate.
     num_burnin: steps discarded first.
     batch_size: minibatch size, or None for full batch.
-    sampler: ``sgld``, ``rmsprop_sgld`` (preconditioned) or ``mala``
-      (full-batch Metropolis-adjusted, for small reference runs).
+    sampler: ``sgld``, ``rmsprop_sgld`` (preconditioned), ``mala``
+      (full-batch Metropolis-adjusted, for small reference runs), ``sghmc``
+      (SGHMC, Chen et al. 2014) or ``sgnht`` (SGHMC with a Nosé-Hoover
+      thermostat, Ding et al. 2014); see ``slt_jax.sghmc`` for their
+      parameterisation (learning rate eta = step_size / 2).
     rmsprop_decay: second-moment decay of ``rmsprop_sgld``.
     rmsprop_eps: damping of ``rmsprop_sgld``.
+    sghmc_friction: momentum decay alpha per step of ``sghmc``, in (0, 1]:
+      each step keeps ``1 - alpha`` of the momentum (1 is SGLD exactly).
+    sgnht_diffusion: diffusion factor A of ``sgnht`` in (0, 1]: its noise is
+      ``sqrt(2 A eta)`` and its thermostat starts at A (devinterp's default
+      0.01).
     noise: how the Gaussian noise is drawn: ``threefry2x32_unpartitioned``
       (the default: JAX's threefry with its original counter layout,
       ``jax_threefry_partitionable=False``, ~2x faster bits on CPU than the
@@ -255,9 +317,11 @@ class SGLDConfig:
   sampler: str = "sgld"
   rmsprop_decay: float = 0.99
   rmsprop_eps: float = 1e-1
+  sghmc_friction: float = 0.1
+  sgnht_diffusion: float = 0.01
   noise: str = "threefry2x32_unpartitioned"
   chunk_size: Optional[int] = None
-  memory_budget_bytes: int = 2 * 1024 ** 3
+  memory_budget_bytes: int = 2 * 1024**3
   divergence_factor: float = 10.0
   mala_every: int = 10
 
@@ -265,28 +329,67 @@ class SGLDConfig:
     check_types(self)
     _check(self.step_size > 0, "step_size", self.step_size, "must be > 0")
     if isinstance(self.nbeta, str):
-      _check(self.nbeta in ("default", "n_log_n"), "nbeta", self.nbeta,
-             "must be a positive float, 'default' or 'n_log_n'")
+      _check(
+        self.nbeta in ("default", "n_log_n"),
+        "nbeta",
+        self.nbeta,
+        "must be a positive float, 'default' or 'n_log_n'",
+      )
     else:
       _check(self.nbeta > 0, "nbeta", self.nbeta, "must be > 0")
-    _check(self.localization >= 0, "localization", self.localization,
-           "must be >= 0")
+    _check(
+      self.localization >= 0, "localization", self.localization, "must be >= 0"
+    )
     _check(self.num_chains >= 1, "num_chains", self.num_chains, "must be >= 1")
     _check(self.num_draws >= 2, "num_draws", self.num_draws, "must be >= 2")
     _check(self.num_burnin >= 0, "num_burnin", self.num_burnin, "must be >= 0")
     if self.batch_size is not None:
-      _check(self.batch_size >= 2, "batch_size", self.batch_size,
-             "must be >= 2 or None (full batch)")
-    _check(self.sampler in SAMPLERS, "sampler", self.sampler,
-           f"must be one of {SAMPLERS}")
-    _check(self.noise in NOISE_IMPLS, "noise", self.noise,
-           f"must be one of {NOISE_IMPLS}")
+      _check(
+        self.batch_size >= 2,
+        "batch_size",
+        self.batch_size,
+        "must be >= 2 or None (full batch)",
+      )
+    _check(
+      self.sampler in SAMPLERS,
+      "sampler",
+      self.sampler,
+      f"must be one of {SAMPLERS}",
+    )
+    _check(
+      0.0 < self.sghmc_friction <= 1.0,
+      "sghmc_friction",
+      self.sghmc_friction,
+      "must lie in (0, 1] (1 is SGLD)",
+    )
+    _check(
+      0.0 < self.sgnht_diffusion <= 1.0,
+      "sgnht_diffusion",
+      self.sgnht_diffusion,
+      "must lie in (0, 1]",
+    )
+    _check(
+      self.noise in NOISE_IMPLS,
+      "noise",
+      self.noise,
+      f"must be one of {NOISE_IMPLS}",
+    )
     if self.chunk_size is not None:
-      _check(self.chunk_size >= 1, "chunk_size", self.chunk_size, "must be >= 1")
-    _check(self.memory_budget_bytes > 0, "memory_budget_bytes",
-           self.memory_budget_bytes, "must be > 0")
-    _check(self.divergence_factor > 0, "divergence_factor",
-           self.divergence_factor, "must be > 0")
+      _check(
+        self.chunk_size >= 1, "chunk_size", self.chunk_size, "must be >= 1"
+      )
+    _check(
+      self.memory_budget_bytes > 0,
+      "memory_budget_bytes",
+      self.memory_budget_bytes,
+      "must be > 0",
+    )
+    _check(
+      self.divergence_factor > 0,
+      "divergence_factor",
+      self.divergence_factor,
+      "must be > 0",
+    )
     _check(self.mala_every >= 1, "mala_every", self.mala_every, "must be >= 1")
 
   def resolve_nbeta(self, num_examples: int) -> float:
@@ -303,8 +406,14 @@ class SGLDConfig:
 # gamma 5, nbeta = B / ln B (B = 128: 26.4), 3 chains x (100 burn-in + 500
 # draws), minibatch 128. The 600-step window is shorter than the chains'
 # relaxation time 2 / (eps gamma) = 800 steps (SPEC §3).
-PAPER_SGLD = SGLDConfig(step_size=5e-4, nbeta="default", localization=5.0,
-                        num_chains=3, num_draws=500, num_burnin=100,
-                        batch_size=128)
+PAPER_SGLD = SGLDConfig(
+  step_size=5e-4,
+  nbeta="default",
+  localization=5.0,
+  num_chains=3,
+  num_draws=500,
+  num_burnin=100,
+  batch_size=128,
+)
 # The same sampler run long enough to pass the stationarity check.
 SETTLED_SGLD = dataclasses.replace(PAPER_SGLD, num_burnin=2000, num_draws=1000)

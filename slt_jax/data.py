@@ -18,6 +18,15 @@ import jax.numpy as jnp
 from slt_jax.config import DataConfig
 from slt_jax.types import PRNGKey
 
+__all__ = [
+  "Batch",
+  "ModularData",
+  "make_batch",
+  "modular_arithmetic",
+  "modular_addition",
+  "one_hot_inputs",
+]
+
 
 class Batch(NamedTuple):
   """A set of examples; every field has the example axis first.
@@ -54,7 +63,7 @@ class ModularData(NamedTuple):
   @property
   def val(self) -> Batch:
     """The validation pairs, (p² - num_train, ...)."""
-    return jax.tree.map(lambda x: x[self.num_train:], self.all)
+    return jax.tree.map(lambda x: x[self.num_train :], self.all)
 
 
 def _apply_op(a: jax.Array, b: jax.Array, op: str, p: int) -> jax.Array:
@@ -80,8 +89,11 @@ def make_batch(pairs: jax.Array, labels: jax.Array) -> Batch:
   chex.assert_rank(pairs, 2)
   chex.assert_axis_dimension(pairs, 1, 2)
   chex.assert_shape(labels, (pairs.shape[0],))
-  return Batch(pairs.astype(jnp.int32), labels.astype(jnp.int32),
-               jnp.ones(pairs.shape[0], jnp.float32))
+  return Batch(
+    pairs.astype(jnp.int32),
+    labels.astype(jnp.int32),
+    jnp.ones(pairs.shape[0], jnp.float32),
+  )
 
 
 def modular_arithmetic(key: PRNGKey, cfg: DataConfig) -> ModularData:
@@ -109,11 +121,17 @@ def modular_arithmetic(key: PRNGKey, cfg: DataConfig) -> ModularData:
   return ModularData(make_batch(pairs[order], labels[order]), cfg.train_size, p)
 
 
-def modular_addition(p: int = 53, train_frac: float = 0.4, *, key: PRNGKey,
-                     num_train: Optional[int] = None) -> ModularData:
+def modular_addition(
+  p: int = 53,
+  train_frac: float = 0.4,
+  *,
+  key: PRNGKey,
+  num_train: Optional[int] = None,
+) -> ModularData:
   """``(a + b) mod p`` with a seeded split (see ``modular_arithmetic``)."""
   return modular_arithmetic(
-      key, DataConfig(p=p, op="+", train_frac=train_frac, num_train=num_train))
+    key, DataConfig(p=p, op="+", train_frac=train_frac, num_train=num_train)
+  )
 
 
 def one_hot_inputs(pairs: jax.Array, p: int) -> jax.Array:
@@ -127,7 +145,8 @@ def one_hot_inputs(pairs: jax.Array, p: int) -> jax.Array:
     (N, 2p) float32 inputs.
   """
   chex.assert_rank(pairs, 2)
-  x = jnp.concatenate([jax.nn.one_hot(pairs[:, 0], p),
-                       jax.nn.one_hot(pairs[:, 1], p)], axis=1)
+  x = jnp.concatenate(
+    [jax.nn.one_hot(pairs[:, 0], p), jax.nn.one_hot(pairs[:, 1], p)], axis=1
+  )
   chex.assert_shape(x, (pairs.shape[0], 2 * p))
   return x

@@ -35,6 +35,12 @@ class ChainDiagnostics(NamedTuple):
       per draw.
     stationary: False when the halves differ by more than ``DRIFT_Z``
       standard errors and ``DRIFT_REL`` of the estimate.
+    seconds: compute wall time attributed to the point: the wall time of the
+      chunk that computed it over the items in that chunk (nan when unknown,
+      e.g. loaded from an older resume file).
+    ess_per_second: ``ess / seconds``.
+    ess_per_gradient: ``ess`` over the point's gradient evaluations (chains
+      x steps, burn-in included: every sampler takes one per step).
   """
 
   ess: np.ndarray
@@ -48,6 +54,9 @@ class ChainDiagnostics(NamedTuple):
   drift_z: np.ndarray
   trend_per_draw: np.ndarray
   stationary: np.ndarray
+  seconds: np.ndarray
+  ess_per_second: np.ndarray
+  ess_per_gradient: np.ndarray
 
 
 def effective_sample_size(trace_CxTx: np.ndarray) -> np.ndarray:
@@ -65,8 +74,12 @@ def split_rhat(trace_CxTx: np.ndarray) -> np.ndarray:
   return npd.split_gelman_rubin(np.asarray(trace_CxTx, np.float64))
 
 
-def diverged_chains(trace_PxCxT: np.ndarray, init_loss_P: np.ndarray,
-                    nbeta_P: np.ndarray, threshold: float) -> np.ndarray:
+def diverged_chains(
+  trace_PxCxT: np.ndarray,
+  init_loss_P: np.ndarray,
+  nbeta_P: np.ndarray,
+  threshold: float,
+) -> np.ndarray:
   """Chains whose loss is non-finite or whose ``nbeta (L - L0)`` > threshold.
 
   Args:
@@ -83,17 +96,23 @@ def diverged_chains(trace_PxCxT: np.ndarray, init_loss_P: np.ndarray,
     >>> diverged_chains(trace, np.array([1.0]), 10.0, threshold=5.0).tolist()
     [[False, True]]
   """
-  nbeta = np.broadcast_to(np.asarray(nbeta_P, np.float64),
-                          init_loss_P.shape)[:, None]
+  nbeta = np.broadcast_to(np.asarray(nbeta_P, np.float64), init_loss_P.shape)[
+    :, None
+  ]
   finite = np.all(np.isfinite(trace_PxCxT), axis=-1)
   with np.errstate(invalid="ignore"):
-    blown = np.nanmax(nbeta[..., None] * (trace_PxCxT - init_loss_P[:, None, None]),
-                      axis=-1) > threshold
+    blown = (
+      np.nanmax(
+        nbeta[..., None] * (trace_PxCxT - init_loss_P[:, None, None]), axis=-1
+      )
+      > threshold
+    )
   return ~finite | blown | ~np.isfinite(init_loss_P)[:, None]
 
 
-def _halves(good_CxTxP: np.ndarray, init_loss_P: np.ndarray,
-            nbeta_P: np.ndarray) -> dict:
+def _halves(
+  good_CxTxP: np.ndarray, init_loss_P: np.ndarray, nbeta_P: np.ndarray
+) -> dict:
   """Estimates over all chains of points that share their chain count.
 
   Args:
@@ -108,25 +127,43 @@ def _halves(good_CxTxP: np.ndarray, init_loss_P: np.ndarray,
   half = good_CxTxP.shape[1] // 2
   halves = [good_CxTxP[:, :half], good_CxTxP[:, half:]]
   llcs = [nbeta_P * (h.mean(axis=(0, 1)) - init_loss_P) for h in halves]
-  ses = [nbeta_P * h.std(axis=(0, 1))
-         / np.sqrt(np.maximum(effective_sample_size(h), 1.0)) for h in halves]
+  ses = [
+    nbeta_P
+    * h.std(axis=(0, 1))
+    / np.sqrt(np.maximum(effective_sample_size(h), 1.0))
+    for h in halves
+  ]
   change = llcs[1] - llcs[0]
   se = np.hypot(*ses)
   with np.errstate(divide="ignore", invalid="ignore"):
     drift_z = np.where(se > 0, change / se, np.where(change == 0, 0.0, np.inf))
   chain_mean_TxP = good_CxTxP.mean(axis=0)
-  draws_T = np.arange(chain_mean_TxP.shape[0]) - (chain_mean_TxP.shape[0] - 1) / 2
-  slope = draws_T @ (chain_mean_TxP - chain_mean_TxP.mean(0)) / np.sum(draws_T ** 2)
-  return {"ess": effective_sample_size(good_CxTxP),
-          "rhat": split_rhat(good_CxTxP), "first_half_llc": llcs[0],
-          "second_half_llc": llcs[1], "drift_z": drift_z,
-          "trend_per_draw": nbeta_P * slope}
+  draws_T = (
+    np.arange(chain_mean_TxP.shape[0]) - (chain_mean_TxP.shape[0] - 1) / 2
+  )
+  slope = (
+    draws_T @ (chain_mean_TxP - chain_mean_TxP.mean(0)) / np.sum(draws_T**2)
+  )
+  return {
+    "ess": effective_sample_size(good_CxTxP),
+    "rhat": split_rhat(good_CxTxP),
+    "first_half_llc": llcs[0],
+    "second_half_llc": llcs[1],
+    "drift_z": drift_z,
+    "trend_per_draw": nbeta_P * slope,
+  }
 
 
-def summarize(trace_PxCxT: np.ndarray, init_loss_P: np.ndarray,
-              nbeta_P: np.ndarray, threshold: float,
-              mala_accept_PxC: np.ndarray,
-              distance_sq_PxC: np.ndarray) -> ChainDiagnostics:
+def summarize(
+  trace_PxCxT: np.ndarray,
+  init_loss_P: np.ndarray,
+  nbeta_P: np.ndarray,
+  threshold: float,
+  mala_accept_PxC: np.ndarray,
+  distance_sq_PxC: np.ndarray,
+  seconds_P=np.nan,
+  gradients_P=np.nan,
+) -> ChainDiagnostics:
   """Diagnostics of every point's chains at once.
 
   Points are grouped by which chains diverged (almost always: none), and each
@@ -140,6 +177,8 @@ def summarize(trace_PxCxT: np.ndarray, init_loss_P: np.ndarray,
     threshold: divergence threshold (see ``diverged_chains``).
     mala_accept_PxC: (points, chains) mean MALA acceptance.
     distance_sq_PxC: (points, chains) mean squared distance to w*.
+    seconds_P: (points,) compute seconds of each point (or a scalar).
+    gradients_P: (points,) gradient evaluations of each point (or a scalar).
 
   Returns:
     ChainDiagnostics with leading axis (points,).
@@ -159,31 +198,51 @@ def summarize(trace_PxCxT: np.ndarray, init_loss_P: np.ndarray,
   diverged = diverged_chains(trace_PxCxT, init_loss_P, nbeta_P, threshold)
   with np.errstate(invalid="ignore"):
     frac_below = np.mean(trace_PxCxT < init_loss_P[:, None, None], axis=-1)
-  names = ("ess", "rhat", "first_half_llc", "second_half_llc", "drift_z",
-           "trend_per_draw")
+  names = (
+    "ess",
+    "rhat",
+    "first_half_llc",
+    "second_half_llc",
+    "drift_z",
+    "trend_per_draw",
+  )
   stats = {name: np.full(num_points, np.nan) for name in names}
   for pattern in np.unique(diverged, axis=0):
     points = np.flatnonzero(np.all(diverged == pattern, axis=1))
     if pattern.all():
       continue  # every chain diverged: nothing to summarise (nan).
     good_CxTxP = np.moveaxis(trace_PxCxT[points][:, ~pattern], 0, -1)
-    for name, value in _halves(good_CxTxP, init_loss_P[points],
-                               nbeta_P[points]).items():
+    for name, value in _halves(
+      good_CxTxP, init_loss_P[points], nbeta_P[points]
+    ).items():
       stats[name][points] = value
   kept_PxC = ~diverged
   with np.errstate(invalid="ignore", divide="ignore"):
-    mean_loss_P = (np.where(kept_PxC[..., None], trace_PxCxT, 0.0).sum((1, 2))
-                   / (kept_PxC.sum(1) * trace_PxCxT.shape[-1]))
+    mean_loss_P = np.where(kept_PxC[..., None], trace_PxCxT, 0.0).sum(
+      (1, 2)
+    ) / (kept_PxC.sum(1) * trace_PxCxT.shape[-1])
   estimate = nbeta_P * (mean_loss_P - init_loss_P)
   change = stats["second_half_llc"] - stats["first_half_llc"]
   with np.errstate(invalid="ignore"):
-    drifting = ((np.abs(stats["drift_z"]) > DRIFT_Z)
-                & (np.abs(change) > DRIFT_REL * np.abs(estimate)))
+    drifting = (np.abs(stats["drift_z"]) > DRIFT_Z) & (
+      np.abs(change) > DRIFT_REL * np.abs(estimate)
+    )
   stationary = ~drifting & ~diverged.all(axis=1)
+  seconds_P = np.broadcast_to(np.asarray(seconds_P, np.float64), (num_points,))
+  with np.errstate(invalid="ignore", divide="ignore"):
+    ess_per_second = stats["ess"] / seconds_P
+    ess_per_gradient = stats["ess"] / np.asarray(gradients_P, np.float64)
   return ChainDiagnostics(
-      diverged=diverged, mala_accept=np.asarray(mala_accept_PxC),
-      frac_below_init=frac_below, distance_sq=np.asarray(distance_sq_PxC),
-      stationary=stationary, **stats)
+    diverged=diverged,
+    mala_accept=np.asarray(mala_accept_PxC),
+    frac_below_init=frac_below,
+    distance_sq=np.asarray(distance_sq_PxC),
+    stationary=stationary,
+    seconds=seconds_P.copy(),
+    ess_per_second=ess_per_second,
+    ess_per_gradient=np.broadcast_to(ess_per_gradient, (num_points,)).copy(),
+    **stats,
+  )
 
 
 def reshape(diag: ChainDiagnostics, batch_shape: tuple) -> ChainDiagnostics:

@@ -16,6 +16,16 @@ from typing import Any
 import jax
 import numpy as np
 
+__all__ = [
+  "atomic_write",
+  "save_npz",
+  "load_npz",
+  "save_json",
+  "load_json",
+  "tree_to_arrays",
+  "tree_from_arrays",
+]
+
 
 def atomic_write(path: str, write) -> None:
   """Calls ``write(binary_file)`` on a temporary file, then renames it to
@@ -36,7 +46,9 @@ def atomic_write(path: str, write) -> None:
 
 def save_npz(path: str, arrays: dict[str, Any]) -> None:
   """Atomically writes a dict of arrays to ``path`` (.npz, uncompressed)."""
-  atomic_write(path, lambda f: np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()}))
+  atomic_write(
+    path, lambda f: np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
+  )
 
 
 def load_npz(path: str) -> dict[str, np.ndarray]:
@@ -75,12 +87,14 @@ def load_json(path: str) -> Any:
 
 def tree_to_arrays(prefix: str, tree: Any) -> dict[str, np.ndarray]:
   """Flattens a pytree into ``{prefix/i: leaf}``."""
-  return {f"{prefix}/{i}": np.asarray(x)
-          for i, x in enumerate(jax.tree.leaves(tree))}
+  return {
+    f"{prefix}/{i}": np.asarray(x) for i, x in enumerate(jax.tree.leaves(tree))
+  }
 
 
-def tree_from_arrays(prefix: str, arrays: dict[str, np.ndarray],
-                     template: Any) -> Any:
+def tree_from_arrays(
+  prefix: str, arrays: dict[str, np.ndarray], template: Any
+) -> Any:
   """Rebuilds a pytree with ``template``'s structure from ``tree_to_arrays``."""
   treedef = jax.tree.structure(template)
   leaves = [arrays[f"{prefix}/{i}"] for i in range(treedef.num_leaves)]

@@ -18,8 +18,13 @@ from typing import Callable, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from slt_jax.sgld import (SGLDInfo, SGLDSettings, apply_mask, gaussian_noise,
-                          sq_norm)
+from slt_jax.sgld import (
+  SGLDInfo,
+  SGLDSettings,
+  apply_mask,
+  gaussian_noise,
+  sq_norm,
+)
 from slt_jax.types import ArrayTree, PRNGKey
 
 
@@ -39,9 +44,13 @@ class MALAState(NamedTuple):
   loss_grad: ArrayTree
 
 
-def init(position: ArrayTree, loss_fn: Callable, batch,
-         anchor: Optional[ArrayTree] = None,
-         mask: Optional[ArrayTree] = None) -> MALAState:
+def init(
+  position: ArrayTree,
+  loss_fn: Callable,
+  batch,
+  anchor: Optional[ArrayTree] = None,
+  mask: Optional[ArrayTree] = None,
+) -> MALAState:
   """Starts a chain at ``position`` (localized at ``anchor``, default there).
 
   Args:
@@ -65,8 +74,11 @@ def init(position: ArrayTree, loss_fn: Callable, batch,
   return MALAState(position, anchor, loss, apply_mask(grad, mask))
 
 
-def build_kernel(loss_fn: Callable, mask: Optional[ArrayTree] = None,
-                 noise: str = "threefry2x32_unpartitioned") -> Callable:
+def build_kernel(
+  loss_fn: Callable,
+  mask: Optional[ArrayTree] = None,
+  noise: str = "threefry2x32_unpartitioned",
+) -> Callable:
   """Builds the MALA transition (arguments as ``sgld.build_kernel``).
 
   Returns:
@@ -87,36 +99,56 @@ def build_kernel(loss_fn: Callable, mask: Optional[ArrayTree] = None,
   def parts(state: MALAState, settings: SGLDSettings):
     """Log density and its gradient (drift) at the state's point."""
     _, nbeta, localization = settings
-    delta = apply_mask(jax.tree.map(jnp.subtract, state.position,
-                                    state.anchor), mask)
+    delta = apply_mask(
+      jax.tree.map(jnp.subtract, state.position, state.anchor), mask
+    )
     logdensity = -nbeta * state.loss - 0.5 * localization * sq_norm(delta)
-    drift = jax.tree.map(lambda g, d: -(nbeta * g + localization * d),
-                         state.loss_grad, delta)
+    drift = jax.tree.map(
+      lambda g, d: -(nbeta * g + localization * d), state.loss_grad, delta
+    )
     return logdensity, drift, delta
 
-  def kernel(key: PRNGKey, state: MALAState, batch,
-             settings: SGLDSettings) -> tuple[MALAState, SGLDInfo]:
+  def kernel(
+    key: PRNGKey, state: MALAState, batch, settings: SGLDSettings
+  ) -> tuple[MALAState, SGLDInfo]:
     step_size = settings.step_size
     key_noise, key_accept = jax.random.split(key)
     logdensity, drift, delta = parts(state, settings)
     xi = apply_mask(gaussian_noise(key_noise, state.position, noise), mask)
     proposal = jax.tree.map(
-        lambda x, f, z: x + 0.5 * step_size * f + jnp.sqrt(step_size) * z,
-        state.position, drift, xi)
+      lambda x, f, z: x + 0.5 * step_size * f + jnp.sqrt(step_size) * z,
+      state.position,
+      drift,
+      xi,
+    )
     loss, grad = jax.value_and_grad(loss_fn)(proposal, batch)
     moved = MALAState(proposal, state.anchor, loss, apply_mask(grad, mask))
     new_logdensity, new_drift, _ = parts(moved, settings)
     # Reverse move proposal -> position: its noise would have been r / sqrt(eps).
-    reverse = jax.tree.map(lambda x0, x, f: x0 - x - 0.5 * step_size * f,
-                           state.position, proposal, new_drift)
-    log_ratio = (new_logdensity - logdensity
-                 - 0.5 * sq_norm(reverse) / step_size + 0.5 * sq_norm(xi))
+    reverse = jax.tree.map(
+      lambda x0, x, f: x0 - x - 0.5 * step_size * f,
+      state.position,
+      proposal,
+      new_drift,
+    )
+    log_ratio = (
+      new_logdensity
+      - logdensity
+      - 0.5 * sq_norm(reverse) / step_size
+      + 0.5 * sq_norm(xi)
+    )
     accept = jnp.minimum(1.0, jnp.exp(log_ratio))
     take = jax.random.uniform(key_accept) < accept
-    new_state = jax.tree.map(lambda new, old: jnp.where(take, new, old),
-                             moved, state)
-    info = SGLDInfo(state.loss, jnp.sqrt(sq_norm(state.loss_grad)),
-                    jnp.sqrt(step_size * sq_norm(xi)), sq_norm(delta), accept)
+    new_state = jax.tree.map(
+      lambda new, old: jnp.where(take, new, old), moved, state
+    )
+    info = SGLDInfo(
+      state.loss,
+      jnp.sqrt(sq_norm(state.loss_grad)),
+      jnp.sqrt(step_size * sq_norm(xi)),
+      sq_norm(delta),
+      accept,
+    )
     return new_state, info
 
   return kernel

@@ -8,12 +8,30 @@ from __future__ import annotations
 
 import numpy as np
 
+__all__ = [
+  "MEMORISATION_ACC",
+  "GENERALISATION_ACC",
+  "first_step_at_least",
+  "memorisation_step",
+  "generalisation_step",
+  "grokking_delay",
+  "grokking_severity",
+  "grokking_severity_authors",
+  "midpoint_crossing",
+  "llc_curve_summary",
+  "linear_fit",
+  "bootstrap_slope_ci",
+  "rank_average",
+  "spearman_rho",
+]
+
 MEMORISATION_ACC = 0.99
 GENERALISATION_ACC = 0.95
 
 
-def first_step_at_least(steps: np.ndarray, curve: np.ndarray,
-                        threshold: float) -> np.ndarray:
+def first_step_at_least(
+  steps: np.ndarray, curve: np.ndarray, threshold: float
+) -> np.ndarray:
   """First logged step where ``curve >= threshold``, or -1.
 
   Args:
@@ -26,8 +44,9 @@ def first_step_at_least(steps: np.ndarray, curve: np.ndarray,
   """
   steps, curve = np.asarray(steps), np.asarray(curve)
   if curve.shape[-1] != steps.shape[0]:
-    raise ValueError(f"curve has {curve.shape[-1]} points but steps has "
-                     f"{steps.shape[0]}")
+    raise ValueError(
+      f"curve has {curve.shape[-1]} points but steps has {steps.shape[0]}"
+    )
   hit = curve >= threshold
   return np.where(hit.any(-1), steps[np.argmax(hit, axis=-1)], -1)
 
@@ -72,8 +91,9 @@ def grokking_severity(steps, train_acc, val_acc) -> np.ndarray:
   return np.where(generalised, area / steps[-1], 0.0)
 
 
-def grokking_severity_authors(train_acc, val_acc,
-                              min_final_acc: float = 0.9) -> np.ndarray:
+def grokking_severity_authors(
+  train_acc, val_acc, min_final_acc: float = 0.9
+) -> np.ndarray:
   """The authors' GSM variant (``grokking_test3``, SPEC §2b).
 
   The mean over the logged steps of ``train_acc - val_acc`` (signed, no
@@ -95,12 +115,15 @@ def grokking_severity_authors(train_acc, val_acc,
   """
   train_acc, val_acc = np.asarray(train_acc), np.asarray(val_acc)
   gap = np.mean(train_acc - val_acc, axis=-1)
-  gate = (train_acc[..., -1] > min_final_acc) & (val_acc[..., -1] > min_final_acc)
+  gate = (train_acc[..., -1] > min_final_acc) & (
+    val_acc[..., -1] > min_final_acc
+  )
   return np.where(gate, gap, 0.0)
 
 
-def midpoint_crossing(steps: np.ndarray, curve: np.ndarray, start: int,
-                      log: bool = False) -> int:
+def midpoint_crossing(
+  steps: np.ndarray, curve: np.ndarray, start: int, log: bool = False
+) -> int:
   """First step after ``start`` where ``curve`` falls below the midpoint
   between its maximum after ``start`` and its final value (-1 if none).
 
@@ -125,8 +148,9 @@ def midpoint_crossing(steps: np.ndarray, curve: np.ndarray, start: int,
   return int(seg_steps[peak + below[0]]) if below.size else -1
 
 
-def llc_curve_summary(ckpt_steps, llc, log_steps, val_loss,
-                      memorisation: int) -> dict:
+def llc_curve_summary(
+  ckpt_steps, llc, log_steps, val_loss, memorisation: int
+) -> dict:
   """Peak, final value and timing of an LLC curve against the val loss.
 
   The LLC drop step is where the LLC falls halfway from its peak to its final
@@ -147,13 +171,18 @@ def llc_curve_summary(ckpt_steps, llc, log_steps, val_loss,
   llc = np.asarray(llc, dtype=float)
   peak = int(np.nanargmax(llc))
   llc_drop = midpoint_crossing(ckpt_steps, llc, max(memorisation, 0))
-  val_drop = midpoint_crossing(log_steps, val_loss, max(memorisation, 0),
-                               log=True)
-  return {"peak_llc": float(llc[peak]), "peak_step": int(ckpt_steps[peak]),
-          "final_llc": float(llc[-1]), "final_over_peak": float(llc[-1] / llc[peak]),
-          "llc_drop_step": llc_drop if llc_drop >= 0 else None,
-          "val_loss_drop_step": val_drop if val_drop >= 0 else None,
-          "lag": (llc_drop - val_drop) if min(llc_drop, val_drop) >= 0 else None}
+  val_drop = midpoint_crossing(
+    log_steps, val_loss, max(memorisation, 0), log=True
+  )
+  return {
+    "peak_llc": float(llc[peak]),
+    "peak_step": int(ckpt_steps[peak]),
+    "final_llc": float(llc[-1]),
+    "final_over_peak": float(llc[-1] / llc[peak]),
+    "llc_drop_step": llc_drop if llc_drop >= 0 else None,
+    "val_loss_drop_step": val_drop if val_drop >= 0 else None,
+    "lag": (llc_drop - val_drop) if min(llc_drop, val_drop) >= 0 else None,
+  }
 
 
 def linear_fit(x, y) -> dict:
@@ -178,8 +207,9 @@ def linear_fit(x, y) -> dict:
   return {"slope": float(slope), "intercept": float(intercept), "r2": float(r2)}
 
 
-def bootstrap_slope_ci(x, y_SxX, num_boot: int = 2000, level: float = 0.95,
-                       seed: int = 0) -> tuple[float, float]:
+def bootstrap_slope_ci(
+  x, y_SxX, num_boot: int = 2000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
   """Percentile bootstrap interval of the slope of the seed-mean line.
 
   Each replicate resamples, independently at every x, the S seeds with

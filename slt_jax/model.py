@@ -1,14 +1,22 @@
 """Quadratic network ``f(x) = V (W x)^2`` without biases.
 
 For one-hot inputs ``x = [e_a ; e_b]`` the first layer is ``W[:, a] + W[:, p + b]``.
-``apply`` takes the integer pairs and still forms that sum as a one-hot matmul:
-the gather form would save 8·B·p·K of the 14·B·p·K FLOPs of a gradient, but
-its gradient is a scatter-add, which XLA runs slowly on CPU (measured at p=53,
-K=1024, B=128: training 1.5x and SGLD 1.1x faster with the matmul).
+``apply`` takes the integer pairs and forms that sum in one of two ways
+(``FORMS``), equal up to float rounding:
+
+- ``one_hot``: a one-hot matmul (14·B·p·K FLOPs per gradient). The CPU default:
+  measured at p=53, K=1024, B=128, training 1.5x and SGLD 1.1x faster.
+- ``gather``: two row gathers (6·B·p·K FLOPs per gradient), whose gradient is
+  a scatter-add, which XLA runs slowly on CPU. The default on GPU/TPU, where
+  it is expected to win (``python -m experiments.bench --device-report``
+  measures both on the device at hand).
+
 ``apply_one_hot`` takes dense inputs. The model knows no optimizer.
 """
 
 from __future__ import annotations
+
+from typing import Optional
 
 import chex
 import jax
@@ -17,6 +25,26 @@ import jax.numpy as jnp
 from slt_jax import data
 from slt_jax.config import ModelConfig
 from slt_jax.types import ArrayTree, PRNGKey
+
+__all__ = [
+  "FORMS",
+  "default_form",
+  "init",
+  "apply",
+  "apply_one_hot",
+  "num_params",
+]
+
+FORMS = ("one_hot", "gather")
+
+
+def default_form(backend: Optional[str] = None) -> str:
+  """The first-layer form for ``backend`` (default: JAX's default backend).
+
+  >>> default_form("cpu"), default_form("gpu")
+  ('one_hot', 'gather')
+  """
+  return "one_hot" if (backend or jax.default_backend()) == "cpu" else "gather"
 
 
 def _kaiming_uniform(key: PRNGKey, shape: tuple[int, int]) -> jax.Array:
@@ -52,18 +80,29 @@ def init(key: PRNGKey, cfg: ModelConfig) -> dict[str, jax.Array]:
   return {"W": w_KxD, "V": v_PxK}
 
 
-def apply(params: ArrayTree, pairs_Bx2: jax.Array) -> jax.Array:
+def apply(
+  params: ArrayTree, pairs_Bx2: jax.Array, form: Optional[str] = None
+) -> jax.Array:
   """Outputs for integer pairs ``(a, b)``, i.e. for inputs ``[e_a ; e_b]``.
 
   Args:
     params: ``{"W": (K, 2p), "V": (p, K)}``.
     pairs_Bx2: (B, 2) int residues.
+    form: ``one_hot`` or ``gather`` (see the module docstring); None:
+      ``default_form()``.
 
   Returns:
     (B, p) outputs.
   """
+  form = default_form() if form is None else form
+  if form not in FORMS:
+    raise ValueError(f"form={form!r} is invalid: must be one of {FORMS}")
   p = params["V"].shape[0]
   chex.assert_shape(params["W"], (params["V"].shape[1], 2 * p))
+  if form == "gather":
+    w_DxK = params["W"].T
+    h_BxK = w_DxK[pairs_Bx2[:, 0]] + w_DxK[p + pairs_Bx2[:, 1]]
+    return jnp.square(h_BxK) @ params["V"].T
   x_BxD = data.one_hot_inputs(pairs_Bx2, p).astype(params["W"].dtype)
   return apply_one_hot(params, x_BxD)
 

@@ -39,10 +39,23 @@ from typing import Any, Optional, Sequence
 import jax
 import numpy as np
 
-from slt_jax import io, model, train
+from slt_jax import distributed, io, model, train
 from slt_jax.config import ModelConfig, TrainConfig
 from slt_jax.data import ModularData
 from slt_jax.types import PRNGKey
+
+__all__ = [
+  "key_spec",
+  "data_spec",
+  "run_spec",
+  "fingerprint",
+  "run_name",
+  "run_dir",
+  "is_complete",
+  "save_run",
+  "load_run",
+  "get_or_train",
+]
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -65,8 +78,10 @@ def key_spec(key: PRNGKey) -> dict:
     {'impl': 'threefry2x32', 'data': [0, 3]}
   """
   if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
-    return {"impl": str(jax.random.key_impl(key)),
-            "data": np.asarray(jax.random.key_data(key)).tolist()}
+    return {
+      "impl": str(jax.random.key_impl(key)),
+      "data": np.asarray(jax.random.key_data(key)).tolist(),
+    }
   return {"impl": "raw", "data": np.asarray(key).tolist()}
 
 
@@ -93,16 +108,26 @@ def data_spec(data: ModularData) -> dict:
     x = np.asarray(x)
     digest.update(f"{x.dtype}{x.shape}".encode())
     digest.update(np.ascontiguousarray(x).tobytes())
-  return {"p": int(data.p), "num_pairs": int(data.all.labels.shape[0]),
-          "num_train": int(data.num_train), "sha256": digest.hexdigest()}
+  return {
+    "p": int(data.p),
+    "num_pairs": int(data.all.labels.shape[0]),
+    "num_train": int(data.num_train),
+    "sha256": digest.hexdigest(),
+  }
 
 
-def run_spec(key: PRNGKey, data: ModularData, model_cfg: ModelConfig,
-             train_cfg: TrainConfig, *, seeds: int = 1,
-             seed_ids: Optional[Sequence[int]] = None,
-             lrs: Optional[Sequence[float]] = None,
-             weight_decays: Optional[Sequence[float]] = None,
-             num_trains: Optional[Sequence[int]] = None) -> dict:
+def run_spec(
+  key: PRNGKey,
+  data: ModularData,
+  model_cfg: ModelConfig,
+  train_cfg: TrainConfig,
+  *,
+  seeds: int = 1,
+  seed_ids: Optional[Sequence[int]] = None,
+  lrs: Optional[Sequence[float]] = None,
+  weight_decays: Optional[Sequence[float]] = None,
+  num_trains: Optional[Sequence[int]] = None,
+) -> dict:
   """Everything that determines a ``train.train`` call's result, as JSON.
 
   The arguments are those of ``train.train``; omitted grids are resolved to
@@ -125,16 +150,17 @@ def run_spec(key: PRNGKey, data: ModularData, model_cfg: ModelConfig,
   """
   ids = list(range(seeds)) if seed_ids is None else [int(s) for s in seed_ids]
   return {
-      "format_version": FORMAT_VERSION,
-      "key": key_spec(key),
-      "data": data_spec(data),
-      "model": dataclasses.asdict(model_cfg),
-      "train": dataclasses.asdict(train_cfg),
-      "seed_ids": ids,
-      "lrs": [float(x) for x in (lrs or [train_cfg.lr])],
-      "weight_decays": [float(x) for x in
-                        (weight_decays or [train_cfg.weight_decay])],
-      "num_trains": [int(x) for x in (num_trains or [data.num_train])],
+    "format_version": FORMAT_VERSION,
+    "key": key_spec(key),
+    "data": data_spec(data),
+    "model": dataclasses.asdict(model_cfg),
+    "train": dataclasses.asdict(train_cfg),
+    "seed_ids": ids,
+    "lrs": [float(x) for x in (lrs or [train_cfg.lr])],
+    "weight_decays": [
+      float(x) for x in (weight_decays or [train_cfg.weight_decay])
+    ],
+    "num_trains": [int(x) for x in (num_trains or [data.num_train])],
   }
 
 
@@ -145,8 +171,9 @@ def fingerprint(spec: dict) -> str:
     >>> fingerprint({"a": 1, "b": [2.0]}) == fingerprint({"b": [2.0], "a": 1})
     True
   """
-  text = json.dumps(spec, sort_keys=True, separators=(",", ":"),
-                    allow_nan=False)
+  text = json.dumps(
+    spec, sort_keys=True, separators=(",", ":"), allow_nan=False
+  )
   return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -182,16 +209,20 @@ def is_complete(result: train.TrainResult, train_cfg: TrainConfig) -> bool:
     >>> is_complete(r, TrainConfig(num_steps=2000))
     False
   """
-  return (int(result.log_steps[-1]) == train_cfg.num_steps
-          or bool(np.all(np.asarray(result.stop_step) >= 0)))
+  return int(result.log_steps[-1]) == train_cfg.num_steps or bool(
+    np.all(np.asarray(result.stop_step) >= 0)
+  )
 
 
 def _result_arrays(result: train.TrainResult) -> dict[str, np.ndarray]:
-  arrays = {**io.tree_to_arrays("checkpoints", result.checkpoints),
-            **io.tree_to_arrays("final_params", result.final_params),
-            "ckpt_steps": result.ckpt_steps, "log_steps": result.log_steps,
-            "stop_step": result.stop_step,
-            "steps_per_second": np.float64(result.steps_per_second)}
+  arrays = {
+    **io.tree_to_arrays("checkpoints", result.checkpoints),
+    **io.tree_to_arrays("final_params", result.final_params),
+    "ckpt_steps": result.ckpt_steps,
+    "log_steps": result.log_steps,
+    "stop_step": result.stop_step,
+    "steps_per_second": np.float64(result.steps_per_second),
+  }
   arrays.update({f"metrics/{k}": v for k, v in result.metrics.items()})
   arrays.update({f"hparams/{k}": v for k, v in result.hparams.items()})
   return {k: np.asarray(v) for k, v in arrays.items()}
@@ -205,8 +236,14 @@ def _sha256_file(path: str) -> str:
   return digest.hexdigest()
 
 
-def save_run(store: str, label: str, spec: dict, result: train.TrainResult,
-             *, provenance: Optional[dict] = None) -> str:
+def save_run(
+  store: str,
+  label: str,
+  spec: dict,
+  result: train.TrainResult,
+  *,
+  provenance: Optional[dict] = None,
+) -> str:
   """Publishes a trained run in ``store`` atomically.
 
   The files are written into a temporary directory of ``store``, which is
@@ -246,14 +283,18 @@ def save_run(store: str, label: str, spec: dict, result: train.TrainResult,
   """
   final = run_dir(store, label, spec)
   if os.path.exists(final):
-    raise FileExistsError(f"{final} already exists: load it with load_run, "
-                          "or delete it to store the run anew")
+    raise FileExistsError(
+      f"{final} already exists: load it with load_run, "
+      "or delete it to store the run anew"
+    )
   os.makedirs(store, exist_ok=True)
   tmp = tempfile.mkdtemp(dir=store, prefix=f".tmp-{os.path.basename(final)}-")
   try:
     arrays = _result_arrays(result)
     io.save_npz(os.path.join(tmp, ARRAYS), arrays)
-    io.save_json(os.path.join(tmp, MANIFEST), {
+    io.save_json(
+      os.path.join(tmp, MANIFEST),
+      {
         "format_version": FORMAT_VERSION,
         "fingerprint": fingerprint(spec),
         "label": label,
@@ -266,14 +307,17 @@ def save_run(store: str, label: str, spec: dict, result: train.TrainResult,
         "steps_per_second": result.steps_per_second,
         "stop_step": result.stop_step,
         "jax_version": jax.__version__,
-    })
+      },
+    )
     os.chmod(tmp, 0o755)  # mkdtemp makes 0700 directories.
     try:
       os.rename(tmp, final)
     except OSError as err:
       if os.path.exists(final):  # Published meanwhile by another process.
-        raise FileExistsError(f"{final} was stored meanwhile by another "
-                              "process: load it with load_run") from err
+        raise FileExistsError(
+          f"{final} was stored meanwhile by another "
+          "process: load it with load_run"
+        ) from err
       raise
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
@@ -281,8 +325,10 @@ def save_run(store: str, label: str, spec: dict, result: train.TrainResult,
 
 
 def _corrupt(path: str, what: str, run: str) -> ValueError:
-  return ValueError(f"{path} {what}: the stored run {run} cannot be loaded; "
-                    "delete that directory to retrain it")
+  return ValueError(
+    f"{path} {what}: the stored run {run} cannot be loaded; "
+    "delete that directory to retrain it"
+  )
 
 
 def load_run(store: str, label: str, spec: dict) -> train.TrainResult:
@@ -317,62 +363,91 @@ def load_run(store: str, label: str, spec: dict) -> train.TrainResult:
     version, stored_fp = manifest["format_version"], manifest["fingerprint"]
     shapes, checksum = manifest["shapes"], manifest["arrays_sha256"]
   except (OSError, ValueError, KeyError, TypeError) as err:
-    raise _corrupt(manifest_path, f"is unreadable ({type(err).__name__}: "
-                   f"{err})", path) from err
+    raise _corrupt(
+      manifest_path, f"is unreadable ({type(err).__name__}: {err})", path
+    ) from err
   if version != FORMAT_VERSION:
-    raise _corrupt(manifest_path, f"has format_version={version!r}, this "
-                   f"code reads {FORMAT_VERSION}", path)
+    raise _corrupt(
+      manifest_path,
+      f"has format_version={version!r}, this code reads {FORMAT_VERSION}",
+      path,
+    )
   if stored_fp != fingerprint(spec):
-    raise _corrupt(manifest_path, f"has fingerprint {stored_fp}, but the "
-                   f"requested run's is {fingerprint(spec)}", path)
+    raise _corrupt(
+      manifest_path,
+      f"has fingerprint {stored_fp}, but the "
+      f"requested run's is {fingerprint(spec)}",
+      path,
+    )
   arrays_path = os.path.join(path, ARRAYS)
   try:
     actual = _sha256_file(arrays_path)
   except OSError as err:
-    raise _corrupt(arrays_path, f"is unreadable ({type(err).__name__}: "
-                   f"{err})", path) from err
+    raise _corrupt(
+      arrays_path, f"is unreadable ({type(err).__name__}: {err})", path
+    ) from err
   if actual != checksum:
-    raise _corrupt(arrays_path, "is corrupt (its SHA-256 differs from the "
-                   "manifest's)", path)
+    raise _corrupt(
+      arrays_path, "is corrupt (its SHA-256 differs from the manifest's)", path
+    )
   try:
     arrays = io.load_npz(arrays_path)
   except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:
-    raise _corrupt(arrays_path, f"is unreadable ({type(err).__name__}: "
-                   f"{err})", path) from err
+    raise _corrupt(
+      arrays_path, f"is unreadable ({type(err).__name__}: {err})", path
+    ) from err
   got = {k: list(v.shape) for k, v in arrays.items()}
   if got != shapes:
-    raise _corrupt(arrays_path, "does not hold the arrays of the manifest",
-                   path)
-  template = jax.eval_shape(lambda k: model.init(k, ModelConfig(
-      **spec["model"])), jax.random.key(0))
+    raise _corrupt(
+      arrays_path, "does not hold the arrays of the manifest", path
+    )
+  template = jax.eval_shape(
+    lambda k: model.init(k, ModelConfig(**spec["model"])), jax.random.key(0)
+  )
 
   def prefixed(prefix):
-    return {k.split("/", 1)[1]: v for k, v in arrays.items()
-            if k.startswith(prefix + "/")}
+    return {
+      k.split("/", 1)[1]: v
+      for k, v in arrays.items()
+      if k.startswith(prefix + "/")
+    }
 
   return train.TrainResult(
-      checkpoints=io.tree_from_arrays("checkpoints", arrays, template),
-      ckpt_steps=arrays["ckpt_steps"], log_steps=arrays["log_steps"],
-      metrics=prefixed("metrics"), hparams=prefixed("hparams"),
-      final_params=io.tree_from_arrays("final_params", arrays, template),
-      steps_per_second=float(arrays["steps_per_second"]),
-      stop_step=arrays["stop_step"])
+    checkpoints=io.tree_from_arrays("checkpoints", arrays, template),
+    ckpt_steps=arrays["ckpt_steps"],
+    log_steps=arrays["log_steps"],
+    metrics=prefixed("metrics"),
+    hparams=prefixed("hparams"),
+    final_params=io.tree_from_arrays("final_params", arrays, template),
+    steps_per_second=float(arrays["steps_per_second"]),
+    stop_step=arrays["stop_step"],
+  )
 
 
-def get_or_train(store: str, label: str, key: PRNGKey, data: ModularData,
-                 model_cfg: ModelConfig, train_cfg: TrainConfig, *,
-                 seeds: int = 1, seed_ids: Optional[Sequence[int]] = None,
-                 lrs: Optional[Sequence[float]] = None,
-                 weight_decays: Optional[Sequence[float]] = None,
-                 num_trains: Optional[Sequence[int]] = None,
-                 provenance: Optional[dict[str, Any]] = None,
-                 max_chunks: Optional[int] = None,
-                 progress: bool = True) -> train.TrainResult:
+def get_or_train(
+  store: str,
+  label: str,
+  key: PRNGKey,
+  data: ModularData,
+  model_cfg: ModelConfig,
+  train_cfg: TrainConfig,
+  *,
+  seeds: int = 1,
+  seed_ids: Optional[Sequence[int]] = None,
+  lrs: Optional[Sequence[float]] = None,
+  weight_decays: Optional[Sequence[float]] = None,
+  num_trains: Optional[Sequence[int]] = None,
+  provenance: Optional[dict[str, Any]] = None,
+  max_chunks: Optional[int] = None,
+  progress: bool = True,
+) -> train.TrainResult:
   """Loads the run from ``store``, or trains and publishes it.
 
   Training resumes from (and checkpoints into) ``<run dir>.partial/``; the
   run is published only once complete (``is_complete``), after which the
   ``.partial`` folder is removed. A corrupt entry raises (see ``load_run``).
+  With several processes (``slt_jax.distributed``) they train together and
+  process 0 publishes; the store must be on a file system all of them read.
 
   Args:
     store: the store folder.
@@ -402,17 +477,33 @@ def get_or_train(store: str, label: str, key: PRNGKey, data: ModularData,
     >>> [n[:5] for n in os.listdir(store)]
     ['demo-']
   """
-  grid = {"seeds": seeds, "seed_ids": seed_ids, "lrs": lrs,
-          "weight_decays": weight_decays, "num_trains": num_trains}
+  grid = {
+    "seeds": seeds,
+    "seed_ids": seed_ids,
+    "lrs": lrs,
+    "weight_decays": weight_decays,
+    "num_trains": num_trains,
+  }
   spec = run_spec(key, data, model_cfg, train_cfg, **grid)
   path = run_dir(store, label, spec)
-  if os.path.isdir(path):
+  stored = os.path.isdir(path)
+  # Across processes (slt_jax.distributed) all must load, or all train.
+  distributed.check_agreement([stored], f"whether {path} is stored")
+  if stored:
     return load_run(store, label, spec)
   partial = path + PARTIAL_SUFFIX
-  result = train.train(key, data, model_cfg, train_cfg, **grid,
-                       out_dir=partial, max_chunks=max_chunks,
-                       progress=progress)
-  if is_complete(result, train_cfg):
+  result = train.train(
+    key,
+    data,
+    model_cfg,
+    train_cfg,
+    **grid,
+    out_dir=partial,
+    max_chunks=max_chunks,
+    progress=progress,
+  )
+  if is_complete(result, train_cfg) and distributed.is_writer():
     save_run(store, label, spec, result, provenance=provenance)
     shutil.rmtree(partial, ignore_errors=True)
+  distributed.wait_for_writer(f"publishing {path}")
   return result

@@ -49,8 +49,10 @@ class SGLDSettings(NamedTuple):
     localization: gamma >= 0.
 
   Example:
-    >>> SGLDSettings.product(step_size=[1e-4, 1e-3], localization=[1.0, 5.0])
-    SGLDSettings(step_size=(0.0001, 0.0001, 0.001, 0.001), nbeta=None, localization=(1.0, 5.0, 1.0, 5.0))
+    >>> grid = SGLDSettings.product(step_size=[1e-4, 1e-3],
+    ...                            localization=[1.0, 5.0])
+    >>> grid.step_size, grid.nbeta, grid.localization
+    ((0.0001, 0.0001, 0.001, 0.001), None, (1.0, 5.0, 1.0, 5.0))
   """
 
   step_size: Any = None
@@ -58,22 +60,30 @@ class SGLDSettings(NamedTuple):
   localization: Any = None
 
   @classmethod
-  def product(cls, step_size: Optional[Sequence[float]] = None,
-              nbeta: Optional[Sequence[float]] = None,
-              localization: Optional[Sequence[float]] = None
-              ) -> "SGLDSettings":
+  def product(
+    cls,
+    step_size: Optional[Sequence[float]] = None,
+    nbeta: Optional[Sequence[float]] = None,
+    localization: Optional[Sequence[float]] = None,
+  ) -> "SGLDSettings":
     """The Cartesian product of the given axes (step size slowest).
 
     Axes left None stay None (they take ``SGLDConfig``'s value).
     """
-    axes = [(name, tuple(values)) for name, values in
-            zip(cls._fields, (step_size, nbeta, localization))
-            if values is not None]
+    axes = [
+      (name, tuple(values))
+      for name, values in zip(cls._fields, (step_size, nbeta, localization))
+      if values is not None
+    ]
     if not axes:
       raise ValueError("SGLDSettings.product needs at least one axis")
     grid = list(itertools.product(*[values for _, values in axes]))
-    return cls(**{name: tuple(point[i] for point in grid)
-                  for i, (name, _) in enumerate(axes)})
+    return cls(
+      **{
+        name: tuple(point[i] for point in grid)
+        for i, (name, _) in enumerate(axes)
+      }
+    )
 
 
 class SGLDState(NamedTuple):
@@ -129,8 +139,12 @@ def apply_mask(tree: ArrayTree, mask: Optional[ArrayTree]) -> ArrayTree:
   return jax.tree.map(lambda x, m: x * jnp.asarray(m, x.dtype), tree, mask)
 
 
-def init(position: ArrayTree, anchor: Optional[ArrayTree] = None, *,
-         preconditioned: bool = False) -> SGLDState:
+def init(
+  position: ArrayTree,
+  anchor: Optional[ArrayTree] = None,
+  *,
+  preconditioned: bool = False,
+) -> SGLDState:
   """Starts a chain at ``position``, localized at ``anchor`` (default: there).
 
   Args:
@@ -149,8 +163,9 @@ def init(position: ArrayTree, anchor: Optional[ArrayTree] = None, *,
   """
   anchor = position if anchor is None else anchor
   nan = jnp.array(jnp.nan, jnp.float32)
-  second_moment = (jax.tree.map(jnp.zeros_like, position) if preconditioned
-                   else None)
+  second_moment = (
+    jax.tree.map(jnp.zeros_like, position) if preconditioned else None
+  )
   return SGLDState(position, anchor, position, nan, nan, second_moment)
 
 
@@ -181,17 +196,23 @@ def gaussian_noise(key: PRNGKey, like: ArrayTree, impl: str) -> ArrayTree:
       return gaussian_noise(key, like, "threefry2x32")
   if impl != "threefry2x32":
     key = jax.random.wrap_key_data(
-        jax.random.bits(key, (4,), jnp.uint32), impl=impl)
+      jax.random.bits(key, (4,), jnp.uint32), impl=impl
+    )
   leaves, treedef = jax.tree.flatten(like)
   keys = jax.random.split(key, len(leaves))
-  return jax.tree.unflatten(treedef, [
-      jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves)])
+  return jax.tree.unflatten(
+    treedef,
+    [jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves)],
+  )
 
 
-def build_kernel(loss_fn: Callable, mask: Optional[ArrayTree] = None,
-                 rmsprop: Optional[tuple[float, float]] = None,
-                 noise: str = "threefry2x32_unpartitioned",
-                 mala_proxy: bool = True) -> Callable:
+def build_kernel(
+  loss_fn: Callable,
+  mask: Optional[ArrayTree] = None,
+  rmsprop: Optional[tuple[float, float]] = None,
+  noise: str = "threefry2x32_unpartitioned",
+  mala_proxy: bool = True,
+) -> Callable:
   """Builds the localized SGLD transition.
 
   Args:
@@ -219,8 +240,9 @@ def build_kernel(loss_fn: Callable, mask: Optional[ArrayTree] = None,
     ((3,), ())
   """
 
-  def kernel(key: PRNGKey, state: SGLDState, batch,
-             settings: SGLDSettings) -> tuple[SGLDState, SGLDInfo]:
+  def kernel(
+    key: PRNGKey, state: SGLDState, batch, settings: SGLDSettings
+  ) -> tuple[SGLDState, SGLDInfo]:
     step_size, nbeta, localization = settings
     w = state.position
     loss, grad = jax.value_and_grad(loss_fn)(w, batch)
@@ -233,41 +255,60 @@ def build_kernel(loss_fn: Callable, mask: Optional[ArrayTree] = None,
     else:
       decay, damping = rmsprop
       second_moment = jax.tree.map(
-          lambda v, g: decay * v + (1 - decay) * jnp.square(g),
-          state.second_moment, grad)
-      precond = jax.tree.map(lambda v: 1.0 / (damping + jnp.sqrt(v)),
-                             second_moment)
-    drift = jax.tree.map(lambda g, d: -(nbeta * g + localization * d),
-                         grad, delta)
+        lambda v, g: decay * v + (1 - decay) * jnp.square(g),
+        state.second_moment,
+        grad,
+      )
+      precond = jax.tree.map(
+        lambda v: 1.0 / (damping + jnp.sqrt(v)), second_moment
+      )
+    drift = jax.tree.map(
+      lambda g, d: -(nbeta * g + localization * d), grad, delta
+    )
     xi = apply_mask(gaussian_noise(key, w, noise), mask)
     scaled_noise = jax.tree.map(lambda z: jnp.sqrt(step_size) * z, xi)
     if precond is not None:
       drift = jax.tree.map(jnp.multiply, precond, drift)
-      scaled_noise = jax.tree.map(lambda c, z: jnp.sqrt(c) * z, precond,
-                                  scaled_noise)
-    new_w = jax.tree.map(lambda x, f, z: x + 0.5 * step_size * f + z,
-                         w, drift, scaled_noise)
+      scaled_noise = jax.tree.map(
+        lambda c, z: jnp.sqrt(c) * z, precond, scaled_noise
+      )
+    new_w = jax.tree.map(
+      lambda x, f, z: x + 0.5 * step_size * f + z, w, drift, scaled_noise
+    )
     # MALA proxy for the move prev -> w: the reverse move w -> prev would need
     # noise (prev - w - eps/2 drift(w)) / sqrt(eps G). With RMSprop the
     # log-determinant change of G between the two steps is ignored.
     if mala_proxy:
-      reverse = jax.tree.map(lambda x, x0, f: x0 - x - 0.5 * step_size * f,
-                             w, state.prev_position, drift)
+      reverse = jax.tree.map(
+        lambda x, x0, f: x0 - x - 0.5 * step_size * f,
+        w,
+        state.prev_position,
+        drift,
+      )
       if precond is not None:
         reverse = jax.tree.map(lambda r, c: r / jnp.sqrt(c), reverse, precond)
       log_reverse = -0.5 * sq_norm(reverse) / step_size
-      log_ratio = (logdensity - state.prev_logdensity + log_reverse
-                   - state.prev_log_proposal)
+      log_ratio = (
+        logdensity
+        - state.prev_logdensity
+        + log_reverse
+        - state.prev_log_proposal
+      )
       accept = jnp.minimum(1.0, jnp.exp(log_ratio))
     else:
       accept = jnp.full((), jnp.nan, logdensity.dtype)
     xi_sq = sq_norm(xi)
-    noise_norm = (jnp.sqrt(step_size * xi_sq) if precond is None
-                  else jnp.sqrt(sq_norm(scaled_noise)))
-    info = SGLDInfo(loss, jnp.sqrt(sq_norm(grad)), noise_norm, distance_sq,
-                    accept)
-    new_state = SGLDState(new_w, state.anchor, w, logdensity, -0.5 * xi_sq,
-                          second_moment)
+    noise_norm = (
+      jnp.sqrt(step_size * xi_sq)
+      if precond is None
+      else jnp.sqrt(sq_norm(scaled_noise))
+    )
+    info = SGLDInfo(
+      loss, jnp.sqrt(sq_norm(grad)), noise_norm, distance_sq, accept
+    )
+    new_state = SGLDState(
+      new_w, state.anchor, w, logdensity, -0.5 * xi_sq, second_moment
+    )
     return new_state, info
 
   return kernel

@@ -38,7 +38,7 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from slt_jax import batching, io, losses, model
+from slt_jax import batching, distributed, io, losses, model
 from slt_jax.config import ModelConfig, TrainConfig
 from slt_jax.data import Batch, ModularData
 from slt_jax.types import ArrayTree, PRNGKey
@@ -125,8 +125,9 @@ class TrainResult(NamedTuple):
     return self.final_params
 
 
-def make_optimizer(name: str, lr, weight_decay, momentum: float = 0.9
-                   ) -> optax.GradientTransformation:
+def make_optimizer(
+  name: str, lr, weight_decay, momentum: float = 0.9
+) -> optax.GradientTransformation:
   """The optax chain for ``name``.
 
   Args:
@@ -141,18 +142,23 @@ def make_optimizer(name: str, lr, weight_decay, momentum: float = 0.9
     An ``optax.GradientTransformation``.
   """
   if name == "adam":
-    return optax.chain(optax.add_decayed_weights(weight_decay),
-                       optax.adam(lr))
+    return optax.chain(optax.add_decayed_weights(weight_decay), optax.adam(lr))
   if name == "adamw":
     return optax.adamw(lr, weight_decay=weight_decay)
   if name == "sgd":
-    return optax.chain(optax.add_decayed_weights(weight_decay),
-                       optax.sgd(lr, momentum=momentum))
+    return optax.chain(
+      optax.add_decayed_weights(weight_decay), optax.sgd(lr, momentum=momentum)
+    )
   raise ValueError(f"optimizer={name!r} is invalid: must be adam, adamw or sgd")
 
 
-def evaluate(params: ArrayTree, all_data: Batch, num_train: jax.Array,
-             loss_name: str) -> jax.Array:
+def evaluate(
+  params: ArrayTree,
+  all_data: Batch,
+  num_train: jax.Array,
+  loss_name: str,
+  form: Optional[str] = None,
+) -> jax.Array:
   """Loss and accuracy on the train prefix and validation rest of ``all_data``.
 
   Args:
@@ -160,36 +166,54 @@ def evaluate(params: ArrayTree, all_data: Batch, num_train: jax.Array,
     all_data: Batch of all pairs, training pairs first.
     num_train: scalar number of training rows.
     loss_name: loss to report.
+    form: the network's first-layer form (``model.apply``).
 
   Returns:
     (4,) array ordered as ``METRIC_NAMES``.
   """
-  out_NxP = model.apply(params, all_data.pairs)
+  out_NxP = model.apply(params, all_data.pairs, form)
   in_train_N = (jnp.arange(out_NxP.shape[0]) < num_train).astype(jnp.float32)
   values = []
-  for fn in (functools.partial(losses.loss_from_outputs, loss_name),
-             losses.accuracy_from_outputs):
-    values.append([fn(out_NxP, all_data.labels, w_N)
-                   for w_N in (in_train_N, 1.0 - in_train_N)])
+  for fn in (
+    functools.partial(losses.loss_from_outputs, loss_name),
+    losses.accuracy_from_outputs,
+  ):
+    values.append(
+      [
+        fn(out_NxP, all_data.labels, w_N)
+        for w_N in (in_train_N, 1.0 - in_train_N)
+      ]
+    )
   (train_loss, val_loss), (train_acc, val_acc) = values
   return jnp.stack([train_loss, val_loss, train_acc, val_acc])
 
 
-def _update_stop(stop: StopState, val_acc: jax.Array, step: jax.Array,
-                 cfg: TrainConfig) -> StopState:
+def _update_stop(
+  stop: StopState, val_acc: jax.Array, step: jax.Array, cfg: TrainConfig
+) -> StopState:
   """The stopping rule after the evaluation at ``step`` (a logged step)."""
   check_every = cfg.stop_check_every or cfg.log_every
   checked = (step % check_every == 0) & (stop.stop_step < 0)
-  streak = jnp.where(checked, jnp.where(val_acc >= cfg.stop_acc,
-                                        stop.streak + 1, 0), stop.streak)
+  streak = jnp.where(
+    checked, jnp.where(val_acc >= cfg.stop_acc, stop.streak + 1, 0), stop.streak
+  )
   fired = checked & (streak >= cfg.stop_patience)
   return StopState(streak, jnp.where(fired, step, stop.stop_step))
 
 
-def _run_chunk(state: TrainState, stop: StopState, hp: RunHParams,
-               batch_key: PRNGKey, all_data: Batch, start_step: jax.Array,
-               cfg: TrainConfig, shared_num_train: Optional[int]):
-  """Advances one run by ``cfg.chunk_steps`` steps from ``start_step``.
+def _run_chunk(
+  state: TrainState,
+  stop: StopState,
+  hp: RunHParams,
+  batch_key: PRNGKey,
+  all_data: Batch,
+  start_step: jax.Array,
+  cfg: TrainConfig,
+  shared_num_train: Optional[int],
+  form: str,
+):
+  """Advances one run by ``cfg.chunk_steps`` steps from ``start_step``
+  (``form``: the network's first-layer form).
 
   ``start_step`` (= ``state.step``) is passed unbatched, and the training-set
   size as a Python int when all runs share it, so that under ``vmap`` the
@@ -200,78 +224,130 @@ def _run_chunk(state: TrainState, stop: StopState, hp: RunHParams,
     (state, stop, checkpoints (chunk/ckpt_every, ...),
     metrics (chunk/log_every, 4)).
   """
-  loss_fn = losses.make_loss(cfg.loss)
-  optimizer = make_optimizer(cfg.optimizer, hp.lr, hp.weight_decay,
-                             cfg.momentum)
+  loss_fn = losses.make_loss(cfg.loss, form)
+  optimizer = make_optimizer(
+    cfg.optimizer, hp.lr, hp.weight_decay, cfg.momentum
+  )
   capacity = all_data.labels.shape[0]
   num_train = hp.num_train if shared_num_train is None else shared_num_train
   stopping = cfg.stop_acc is not None
 
   def one_step(carry, _):
     state, stop, perm, t = carry
-    perm, idx = batching.next_batch(batch_key, perm, t, num_train,
-                                    cfg.batch_size)
+    perm, idx = batching.next_batch(
+      batch_key, perm, t, num_train, cfg.batch_size
+    )
     grads = jax.grad(loss_fn)(state.params, batching.take(all_data, idx))
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     if stopping:  # A stopped run keeps its parameters and optimizer state.
       frozen = stop.stop_step >= 0
       params, opt_state = jax.tree.map(
-          lambda old, new: jnp.where(frozen, old, new),
-          (state.params, state.opt_state), (params, opt_state))
+        lambda old, new: jnp.where(frozen, old, new),
+        (state.params, state.opt_state),
+        (params, opt_state),
+      )
     state = TrainState(params, opt_state, state.step + 1)
     return (state, stop, perm, t + 1), None
 
   def log_interval(carry, _):
     carry, _ = jax.lax.scan(one_step, carry, None, length=cfg.log_every)
     state, stop, perm, t = carry
-    metrics = evaluate(state.params, all_data, hp.num_train, cfg.loss)
+    metrics = evaluate(state.params, all_data, hp.num_train, cfg.loss, form)
     if stopping:
-      stop = _update_stop(stop, metrics[METRIC_NAMES.index("val_acc")], t,
-                          cfg)
+      stop = _update_stop(stop, metrics[METRIC_NAMES.index("val_acc")], t, cfg)
     return (state, stop, perm, t), metrics
 
   def ckpt_interval(carry, _):
-    carry, metrics = jax.lax.scan(log_interval, carry, None,
-                                  length=cfg.ckpt_every // cfg.log_every)
+    carry, metrics = jax.lax.scan(
+      log_interval, carry, None, length=cfg.ckpt_every // cfg.log_every
+    )
     return carry, (carry[0].params, metrics)
 
-  perm = batching.first_permutation(batch_key, start_step, num_train,
-                                    cfg.batch_size, capacity)
+  perm = batching.first_permutation(
+    batch_key, start_step, num_train, cfg.batch_size, capacity
+  )
   (state, stop, _, _), (ckpts, metrics) = jax.lax.scan(
-      ckpt_interval, (state, stop, perm, start_step), None,
-      length=cfg.chunk_steps // cfg.ckpt_every)
+    ckpt_interval,
+    (state, stop, perm, start_step),
+    None,
+    length=cfg.chunk_steps // cfg.ckpt_every,
+  )
   return state, stop, ckpts, metrics.reshape(-1, len(METRIC_NAMES))
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "shared_num_train"))
-def _run_chunk_batched(state, stop, hp, batch_keys, all_data, start_step, cfg,
-                       shared_num_train):
-  return jax.vmap(_run_chunk, in_axes=(0, 0, 0, 0, None, None, None, None))(
-      state, stop, hp, batch_keys, all_data, start_step, cfg, shared_num_train)
+def _run_chunk_batched(
+  state, stop, hp, batch_keys, all_data, start_step, cfg, shared_num_train, form
+):
+  return jax.vmap(_run_chunk, in_axes=(0, 0, 0, 0) + (None,) * 5)(
+    state,
+    stop,
+    hp,
+    batch_keys,
+    all_data,
+    start_step,
+    cfg,
+    shared_num_train,
+    form,
+  )
 
 
-@functools.partial(jax.jit, static_argnames=("model_cfg", "cfg"))
-def _init_runs(keys: jax.Array, hp: RunHParams, all_data: Batch,
-               model_cfg: ModelConfig, cfg: TrainConfig):
+@functools.lru_cache(maxsize=None)
+def _programs(mesh) -> tuple:
+  """The jitted ``(init_runs, run_chunk_batched)`` with the runs axis over
+  ``mesh`` (data and step replicated), so every chunk is one program."""
+  by_run, whole = distributed.sharded(mesh), distributed.replicated(mesh)
+  init = jax.jit(
+    _init_runs,
+    static_argnums=(3, 4, 5),
+    in_shardings=(by_run, by_run, whole),
+    out_shardings=by_run,
+  )
+  chunk = jax.jit(
+    _run_chunk_batched,
+    static_argnums=(6, 7, 8),
+    in_shardings=(by_run,) * 4 + (whole,) * 2,
+    out_shardings=by_run,
+  )
+  return init, chunk
+
+
+def _init_runs(
+  keys: jax.Array,
+  hp: RunHParams,
+  all_data: Batch,
+  model_cfg: ModelConfig,
+  cfg: TrainConfig,
+  form: str,
+):
   """Initial states (R, ...) and step-0 metrics (R, 4)."""
 
   def one(key, hp_run):
     params = model.init(key, model_cfg)
-    opt = make_optimizer(cfg.optimizer, hp_run.lr, hp_run.weight_decay,
-                         cfg.momentum)
+    opt = make_optimizer(
+      cfg.optimizer, hp_run.lr, hp_run.weight_decay, cfg.momentum
+    )
     state = TrainState(params, opt.init(params), jnp.zeros((), jnp.int32))
-    return state, evaluate(params, all_data, hp_run.num_train, cfg.loss)
+    return state, evaluate(params, all_data, hp_run.num_train, cfg.loss, form)
 
   return jax.vmap(one)(keys, hp)
 
 
-def _grid(cfg: TrainConfig, data: ModularData, seed_ids: Sequence[int],
-          lrs: Optional[Sequence[float]], weight_decays: Optional[Sequence[float]],
-          num_trains: Optional[Sequence[int]]) -> dict:
-  grid = list(itertools.product(lrs or [cfg.lr],
-                                weight_decays or [cfg.weight_decay],
-                                num_trains or [data.num_train]))
+def _grid(
+  cfg: TrainConfig,
+  data: ModularData,
+  seed_ids: Sequence[int],
+  lrs: Optional[Sequence[float]],
+  weight_decays: Optional[Sequence[float]],
+  num_trains: Optional[Sequence[int]],
+) -> dict:
+  grid = list(
+    itertools.product(
+      lrs or [cfg.lr],
+      weight_decays or [cfg.weight_decay],
+      num_trains or [data.num_train],
+    )
+  )
   total = data.all.labels.shape[0]
   for lr, wd, n in grid:
     if lr <= 0:
@@ -280,15 +356,19 @@ def _grid(cfg: TrainConfig, data: ModularData, seed_ids: Sequence[int],
       raise ValueError(f"weight_decay={wd!r} is invalid: must be >= 0")
     if cfg.batch_size > n:
       raise ValueError(
-          f"batch_size={cfg.batch_size} exceeds the training set of {n} "
-          f"pairs (num_train={n}): lower batch_size or train on more pairs")
+        f"batch_size={cfg.batch_size} exceeds the training set of {n} "
+        f"pairs (num_train={n}): lower batch_size or train on more pairs"
+      )
     if n >= total:
       raise ValueError(
-          f"num_train={n!r} is invalid: it leaves no validation pairs (must "
-          f"be < p^2 = {total})")
+        f"num_train={n!r} is invalid: it leaves no validation pairs (must "
+        f"be < p^2 = {total})"
+      )
   runs = [(s, *g) for s in seed_ids for g in grid]
-  return {name: np.array([r[i] for r in runs])
-          for i, name in enumerate(("seed", "lr", "weight_decay", "num_train"))}
+  return {
+    name: np.array([r[i] for r in runs])
+    for i, name in enumerate(("seed", "lr", "weight_decay", "num_train"))
+  }
 
 
 def _read_npz(path: str, what: str) -> dict:
@@ -297,28 +377,37 @@ def _read_npz(path: str, what: str) -> dict:
     return io.load_npz(path)
   except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:
     raise ValueError(
-        f"{path} is unreadable ({type(err).__name__}: {err}): {what}") from err
+      f"{path} is unreadable ({type(err).__name__}: {err}): {what}"
+    ) from err
 
 
 def _chunk_path(out_dir: str, chunk: int) -> str:
   return os.path.join(out_dir, CHUNKS_DIR, f"chunk_{chunk:05d}.npz")
 
 
-def _load_chunk(out_dir: str, chunk: int, fingerprint: str, template,
-                metrics_shape: tuple) -> tuple:
+def _load_chunk(
+  out_dir: str, chunk: int, fingerprint: str, template, metrics_shape: tuple
+) -> tuple:
   """(checkpoints, metrics) of a saved chunk, checked against the state."""
   path = _chunk_path(out_dir, chunk)
-  advice = (f"the saved training state in {out_dir} cannot be resumed; "
-            f"delete {os.path.join(out_dir, STATE_FILE)} and "
-            f"{os.path.join(out_dir, CHUNKS_DIR)} to train from scratch")
+  advice = (
+    f"the saved training state in {out_dir} cannot be resumed; "
+    f"delete {os.path.join(out_dir, STATE_FILE)} and "
+    f"{os.path.join(out_dir, CHUNKS_DIR)} to train from scratch"
+  )
   saved = _read_npz(path, advice)
-  if (str(saved.get("fingerprint")) != fingerprint
-      or int(saved.get("chunk", -1)) != chunk
-      or saved.get("metrics", np.zeros(0)).shape != metrics_shape
-      or any(f"ckpts/{i}" not in saved
-             for i in range(len(jax.tree.leaves(template))))):
-    raise ValueError(f"{path} does not belong to this run (setup, chunk "
-                     f"number or shapes differ): {advice}")
+  if (
+    str(saved.get("fingerprint")) != fingerprint
+    or int(saved.get("chunk", -1)) != chunk
+    or saved.get("metrics", np.zeros(0)).shape != metrics_shape
+    or any(
+      f"ckpts/{i}" not in saved for i in range(len(jax.tree.leaves(template)))
+    )
+  ):
+    raise ValueError(
+      f"{path} does not belong to this run (setup, chunk "
+      f"number or shapes differ): {advice}"
+    )
   return io.tree_from_arrays("ckpts", saved, template), saved["metrics"]
 
 
@@ -337,15 +426,24 @@ def remove_saved_state(out_dir: str) -> None:
   shutil.rmtree(os.path.join(out_dir, CHUNKS_DIR), ignore_errors=True)
 
 
-def train(key: PRNGKey, data: ModularData, model_cfg: ModelConfig,
-          cfg: TrainConfig, *, seeds: int = 1,
-          seed_ids: Optional[Sequence[int]] = None,
-          lrs: Optional[Sequence[float]] = None,
-          weight_decays: Optional[Sequence[float]] = None,
-          num_trains: Optional[Sequence[int]] = None,
-          out_dir: Optional[str] = None, max_chunks: Optional[int] = None,
-          progress: bool = True) -> TrainResult:
-  """Trains seeds × grid runs at once.
+def train(
+  key: PRNGKey,
+  data: ModularData,
+  model_cfg: ModelConfig,
+  cfg: TrainConfig,
+  *,
+  seeds: int = 1,
+  seed_ids: Optional[Sequence[int]] = None,
+  lrs: Optional[Sequence[float]] = None,
+  weight_decays: Optional[Sequence[float]] = None,
+  num_trains: Optional[Sequence[int]] = None,
+  out_dir: Optional[str] = None,
+  max_chunks: Optional[int] = None,
+  progress: bool = True,
+  devices: Optional[Sequence[jax.Device]] = None,
+  form: Optional[str] = None,
+) -> TrainResult:
+  """Trains seeds × grid runs at once, the runs sharded over ``devices``.
 
   Args:
     key: PRNG key; seed s uses ``fold_in(key, s)`` (so seed s of a grid run
@@ -370,6 +468,14 @@ def train(key: PRNGKey, data: ModularData, model_cfg: ModelConfig,
     max_chunks: stop after this many chunks in this call (for tests of
       resumption); the state stays resumable.
     progress: show a tqdm bar per chunk.
+    devices: devices to shard the runs axis over (default: all, of every
+      process after ``slt_jax.distributed.initialize``; every process gets
+      the full result and only process 0 writes ``out_dir``, which all
+      processes must read). Runs are padded to a multiple of the device
+      count by repeating the last; results equal an unsharded run.
+    form: the network's first-layer form (``model.FORMS``; None: the
+      backend's default). Not part of the run's identity: results agree up to
+      float rounding, and a saved state resumes under either form.
 
   Returns:
     TrainResult.
@@ -393,76 +499,138 @@ def train(key: PRNGKey, data: ModularData, model_cfg: ModelConfig,
   if seeds < 1:
     raise ValueError(f"seeds={seeds!r} is invalid: must be >= 1")
   if max_chunks is not None and max_chunks < 0:
-    raise ValueError(f"max_chunks={max_chunks!r} is invalid: must be >= 0 "
-                     "or None")
+    raise ValueError(
+      f"max_chunks={max_chunks!r} is invalid: must be >= 0 or None"
+    )
   if seed_ids is None:
     seed_ids = list(range(seeds))
   else:
     seed_ids = [int(s) for s in seed_ids]
-    if (not seed_ids or len(set(seed_ids)) != len(seed_ids)
-        or min(seed_ids) < 0 or seeds not in (1, len(seed_ids))):
-      raise ValueError(f"seed_ids={seed_ids!r} is invalid: must be distinct "
-                       f"integers >= 0, as many as seeds={seeds}")
+    if (
+      not seed_ids
+      or len(set(seed_ids)) != len(seed_ids)
+      or min(seed_ids) < 0
+      or seeds not in (1, len(seed_ids))
+    ):
+      raise ValueError(
+        f"seed_ids={seed_ids!r} is invalid: must be distinct "
+        f"integers >= 0, as many as seeds={seeds}"
+      )
   hparams = _grid(cfg, data, seed_ids, lrs, weight_decays, num_trains)
-  hp = RunHParams(jnp.asarray(hparams["lr"], jnp.float32),
-                  jnp.asarray(hparams["weight_decay"], jnp.float32),
-                  jnp.asarray(hparams["num_train"], jnp.int32))
-  run_keys = jax.vmap(lambda s: jax.random.split(jax.random.fold_in(key, s)))(
-      jnp.asarray(hparams["seed"]))
-  init_keys, batch_keys = run_keys[:, 0], run_keys[:, 1]
-  shared_num_train = (int(hparams["num_train"][0])
-                      if len(set(hparams["num_train"])) == 1 else None)
-  state, metrics0 = _init_runs(init_keys, hp, data.all, model_cfg, cfg)
   num_runs = len(hparams["seed"])
-  stop = StopState(jnp.zeros(num_runs, jnp.int32),
-                   jnp.full(num_runs, -1, jnp.int32))
-  data_hash = hashlib.sha256(np.asarray(data.all.pairs).tobytes()
-                             + np.asarray(data.all.labels).tobytes())
-  fingerprint = repr((STATE_FORMAT, dataclasses.astuple(model_cfg),
-                      dataclasses.astuple(cfg),
-                      {k: v.tolist() for k, v in hparams.items()},
-                      np.asarray(jax.random.key_data(key)).tolist(),
-                      data_hash.hexdigest(), data.num_train))
-  ckpts, metrics = [], [np.asarray(metrics0)[:, None]]
+  mesh = distributed.work_mesh(devices)
+  by_run = distributed.sharded(mesh)
+  rows = distributed.pad_index(
+    num_runs, distributed.padded_size(num_runs, mesh)
+  )
+  trim = lambda tree: jax.tree.map(lambda x: x[:num_runs], tree)
+  pad = lambda tree: distributed.put(
+    jax.tree.map(lambda x: x[rows], tree), by_run
+  )
+  hp = pad(
+    RunHParams(
+      hparams["lr"].astype(np.float32),
+      hparams["weight_decay"].astype(np.float32),
+      hparams["num_train"].astype(np.int32),
+    )
+  )
+  run_keys = pad(
+    jax.vmap(lambda s: jax.random.split(jax.random.fold_in(key, s)))(
+      jnp.asarray(hparams["seed"])
+    )
+  )
+  init_keys, batch_keys = run_keys[:, 0], run_keys[:, 1]
+  all_data = distributed.put(data.all, distributed.replicated(mesh))
+  shared_num_train = (
+    int(hparams["num_train"][0])
+    if len(set(hparams["num_train"])) == 1
+    else None
+  )
+  init_runs, run_chunk_batched = _programs(mesh)
+  form = model.default_form() if form is None else form
+  if form not in model.FORMS:
+    raise ValueError(f"form={form!r} is invalid: must be one of {model.FORMS}")
+  state, metrics0 = init_runs(init_keys, hp, all_data, model_cfg, cfg, form)
+  stop = pad(
+    StopState(np.zeros(num_runs, np.int32), np.full(num_runs, -1, np.int32))
+  )
+  data_hash = hashlib.sha256(
+    np.asarray(data.all.pairs).tobytes() + np.asarray(data.all.labels).tobytes()
+  )
+  fingerprint = repr(
+    (
+      STATE_FORMAT,
+      dataclasses.astuple(model_cfg),
+      dataclasses.astuple(cfg),
+      {k: v.tolist() for k, v in hparams.items()},
+      np.asarray(jax.random.key_data(key)).tolist(),
+      data_hash.hexdigest(),
+      data.num_train,
+    )
+  )
+  ckpts, metrics = [], [trim(distributed.fetch(metrics0))[:, None]]
   done = 0
   state_path = os.path.join(out_dir, STATE_FILE) if out_dir else None
   if state_path and os.path.exists(state_path):
-    saved = _read_npz(state_path, f"delete it and "
-                      f"{os.path.join(out_dir, CHUNKS_DIR)} to train from "
-                      "scratch")
+    saved = _read_npz(
+      state_path,
+      f"delete it and "
+      f"{os.path.join(out_dir, CHUNKS_DIR)} to train from "
+      "scratch",
+    )
     if str(saved.get("fingerprint")) == fingerprint:
-      state = jax.tree.map(jnp.asarray,
-                           io.tree_from_arrays("state", saved, state))
-      stop = jax.tree.map(jnp.asarray, io.tree_from_arrays("stop", saved, stop))
+      state = pad(io.tree_from_arrays("state", saved, state))
+      stop = pad(io.tree_from_arrays("stop", saved, stop))
       done = int(saved["chunks_done"])
-      metrics_shape = (num_runs, cfg.chunk_steps // cfg.log_every,
-                       len(METRIC_NAMES))
+      metrics_shape = (
+        num_runs,
+        cfg.chunk_steps // cfg.log_every,
+        len(METRIC_NAMES),
+      )
       for chunk in range(done):
-        chunk_ckpts, chunk_metrics = _load_chunk(out_dir, chunk, fingerprint,
-                                                 state.params, metrics_shape)
+        chunk_ckpts, chunk_metrics = _load_chunk(
+          out_dir, chunk, fingerprint, state.params, metrics_shape
+        )
         ckpts.append(chunk_ckpts)
         metrics.append(chunk_metrics)
+  distributed.check_agreement([done], f"the chunks saved in {out_dir}")
 
   num_chunks = cfg.num_steps // cfg.chunk_steps
   stopping = cfg.stop_acc is not None
 
-  def may_run(chunk: int, stop: StopState) -> bool:
-    return (chunk < num_chunks
-            and (max_chunks is None or chunk - done < max_chunks)
-            and not (stopping and np.all(np.asarray(stop.stop_step) >= 0)))
+  def may_run(chunk: int, stop_host: StopState) -> bool:
+    return (
+      chunk < num_chunks
+      and (max_chunks is None or chunk - done < max_chunks)
+      and not (stopping and np.all(stop_host.stop_step >= 0))
+    )
 
   def dispatch(chunk: int, state: TrainState, stop: StopState):
-    return _run_chunk_batched(
-        state, stop, hp, batch_keys, data.all,
-        jnp.asarray(chunk * cfg.chunk_steps, jnp.int32), cfg, shared_num_train)
+    return run_chunk_batched(
+      state,
+      stop,
+      hp,
+      batch_keys,
+      all_data,
+      np.int32(chunk * cfg.chunk_steps),
+      cfg,
+      shared_num_train,
+      form,
+    )
 
-  bar = tqdm(total=num_chunks, initial=done, desc="train chunks",
-             disable=not progress)
+  bar = tqdm(
+    total=num_chunks,
+    initial=done,
+    desc="train chunks",
+    disable=not progress or not distributed.is_writer(),
+  )
   timed_steps, timed_seconds, first_end = 0, 0.0, None
   chunk = done
-  outputs = dispatch(chunk, state, stop) if may_run(chunk, stop) else None
+  stop_host = trim(distributed.fetch(stop))
+  outputs = dispatch(chunk, state, stop) if may_run(chunk, stop_host) else None
   while outputs is not None:
     state, stop, new_ckpts, new_metrics = jax.block_until_ready(outputs)
+    stop_host = trim(distributed.fetch(stop))
     now = time.perf_counter()
     if first_end is None:  # The first chunk of a call includes compilation.
       first_end = now
@@ -470,39 +638,61 @@ def train(key: PRNGKey, data: ModularData, model_cfg: ModelConfig,
       timed_steps += cfg.chunk_steps * num_runs
       timed_seconds = now - first_end
     # Dispatch the next chunk first: the host work below overlaps it.
-    outputs = (dispatch(chunk + 1, state, stop) if may_run(chunk + 1, stop)
-               else None)
-    ckpts.append(jax.tree.map(np.asarray, new_ckpts))
-    metrics.append(np.asarray(new_metrics))
+    outputs = (
+      dispatch(chunk + 1, state, stop)
+      if may_run(chunk + 1, stop_host)
+      else None
+    )
+    ckpts.append(trim(distributed.fetch(new_ckpts)))
+    metrics.append(trim(distributed.fetch(new_metrics)))
     if out_dir:
-      io.save_npz(_chunk_path(out_dir, chunk),
-                  {"fingerprint": np.array(fingerprint), "chunk": chunk,
-                   "metrics": metrics[-1],
-                   **io.tree_to_arrays("ckpts", ckpts[-1])})
-      io.save_npz(state_path, {"fingerprint": np.array(fingerprint),
-                               "chunks_done": chunk + 1,
-                               **io.tree_to_arrays("state", state),
-                               **io.tree_to_arrays("stop", stop)})
+      state_host = trim(distributed.fetch(state))  # A collective: all call it.
+      if distributed.is_writer():
+        io.save_npz(
+          _chunk_path(out_dir, chunk),
+          {
+            "fingerprint": np.array(fingerprint),
+            "chunk": chunk,
+            "metrics": metrics[-1],
+            **io.tree_to_arrays("ckpts", ckpts[-1]),
+          },
+        )
+        io.save_npz(
+          state_path,
+          {
+            "fingerprint": np.array(fingerprint),
+            "chunks_done": chunk + 1,
+            **io.tree_to_arrays("state", state_host),
+            **io.tree_to_arrays("stop", stop_host),
+          },
+        )
     if stopping:
-      bar.set_postfix(stopped=f"{int(np.sum(np.asarray(stop.stop_step) >= 0))}"
-                      f"/{num_runs}")
+      bar.set_postfix(
+        stopped=f"{int(np.sum(stop_host.stop_step >= 0))}/{num_runs}"
+      )
     bar.update(1)
     chunk += 1
   bar.close()
+  if out_dir:
+    distributed.wait_for_writer(f"saving the training state in {out_dir}")
   if not ckpts:
-    raise ValueError(f"max_chunks={max_chunks!r} ran no chunk and no saved "
-                     "state was found: nothing to return")
+    raise ValueError(
+      f"max_chunks={max_chunks!r} ran no chunk and no saved "
+      "state was found: nothing to return"
+    )
   all_metrics = np.concatenate(metrics, axis=1)
   num_logged = all_metrics.shape[1]
   checkpoints = jax.tree.map(lambda *x: np.concatenate(x, axis=1), *ckpts)
   num_ckpts = jax.tree.leaves(checkpoints)[0].shape[1]
   return TrainResult(
-      checkpoints=checkpoints,
-      ckpt_steps=cfg.ckpt_every * np.arange(1, num_ckpts + 1),
-      log_steps=cfg.log_every * np.arange(num_logged),
-      metrics={name: all_metrics[..., i] for i, name in enumerate(METRIC_NAMES)},
-      hparams=hparams,
-      final_params=jax.tree.map(np.asarray, state.params),
-      steps_per_second=(timed_steps / timed_seconds if timed_seconds
-                        else float("nan")),
-      stop_step=np.asarray(stop.stop_step))
+    checkpoints=checkpoints,
+    ckpt_steps=cfg.ckpt_every * np.arange(1, num_ckpts + 1),
+    log_steps=cfg.log_every * np.arange(num_logged),
+    metrics={name: all_metrics[..., i] for i, name in enumerate(METRIC_NAMES)},
+    hparams=hparams,
+    final_params=trim(distributed.fetch(state.params)),
+    steps_per_second=(
+      timed_steps / timed_seconds if timed_seconds else float("nan")
+    ),
+    stop_step=stop_host.stop_step,
+  )

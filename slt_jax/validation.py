@@ -67,25 +67,38 @@ class KnownCase:
   def passed(self, mean: float, std: float) -> bool:
     """Whether an estimate ``mean ± std`` (over chains) recovers the truth."""
     err = abs(mean - self.true_llc)
-    return bool(err <= self.rel_tol * abs(self.true_llc)
-                or err <= self.std_tol * std)
+    return bool(
+      err <= self.rel_tol * abs(self.true_llc) or err <= self.std_tol * std
+    )
 
 
 def isotropic_quadratic(d: int = 20, scale: float = 1.0) -> KnownCase:
   """``L = ||w||^2 / 2`` at 0: estimate ``(d/2) nbeta / (nbeta + gamma)``."""
-  cfg = SGLDConfig(step_size=2e-4, nbeta=100.0, localization=10.0,
-                   num_chains=8, num_draws=int(4000 * scale), num_burnin=500,
-                   batch_size=None)
+  cfg = SGLDConfig(
+    step_size=2e-4,
+    nbeta=100.0,
+    localization=10.0,
+    num_chains=8,
+    num_draws=int(4000 * scale),
+    num_burnin=500,
+    batch_size=None,
+  )
   truth = theory.isotropic_quadratic_llc_hat(d, cfg.nbeta, cfg.localization)
   return KnownCase(
-      name=f"isotropic_quadratic_d{d}",
-      loss_fn=lambda w, batch: 0.5 * jnp.sum(w ** 2) + 0.0 * jnp.sum(batch),
-      params=jnp.zeros(d), data=jnp.zeros((16, 1)), true_llc=truth, cfg=cfg,
-      rel_tol=0.05, finite_temp=truth)
+    name=f"isotropic_quadratic_d{d}",
+    loss_fn=lambda w, batch: 0.5 * jnp.sum(w**2) + 0.0 * jnp.sum(batch),
+    params=jnp.zeros(d),
+    data=jnp.zeros((16, 1)),
+    true_llc=truth,
+    cfg=cfg,
+    rel_tol=0.05,
+    finite_temp=truth,
+  )
 
 
-def normal_crossing(key: PRNGKey, exponents: tuple[int, int],
-                    scale: float = 1.0) -> KnownCase:
+def normal_crossing(
+  key: PRNGKey, exponents: tuple[int, int], scale: float = 1.0
+) -> KnownCase:
   """``f(x; w) = x w1^k1 w2^k2`` fit to y = 0 at w = 0: ``1 / (2 max k)``.
 
   Args:
@@ -100,24 +113,37 @@ def normal_crossing(key: PRNGKey, exponents: tuple[int, int],
   k = jnp.asarray(exponents, jnp.float32)
 
   def loss_fn(w, x_B):
-    return 0.5 * jnp.mean(jnp.square(x_B * jnp.prod(w ** k)))
+    return 0.5 * jnp.mean(jnp.square(x_B * jnp.prod(w**k)))
 
-  cfg = SGLDConfig(step_size=1e-4, nbeta=1e4, localization=1.0,
-                   num_chains=16, num_draws=int(10000 * scale), num_burnin=1000,
-                   batch_size=None)
+  cfg = SGLDConfig(
+    step_size=1e-4,
+    nbeta=1e4,
+    localization=1.0,
+    num_chains=16,
+    num_draws=int(10000 * scale),
+    num_burnin=1000,
+    batch_size=None,
+  )
   # The data's second moment rescales K: fold it into nbeta for the quadrature.
-  second_moment = float(jnp.mean(x ** 2))
+  second_moment = float(jnp.mean(x**2))
   return KnownCase(
-      name=f"normal_crossing_{exponents[0]}{exponents[1]}", loss_fn=loss_fn,
-      params=jnp.zeros(2), data=x,
-      true_llc=theory.normal_crossing_llc(list(exponents)), cfg=cfg,
-      rel_tol=0.15, std_tol=3.5,
-      finite_temp=theory.gibbs_expectation_2d(
-          exponents, cfg.nbeta * second_moment, cfg.localization))
+    name=f"normal_crossing_{exponents[0]}{exponents[1]}",
+    loss_fn=loss_fn,
+    params=jnp.zeros(2),
+    data=x,
+    true_llc=theory.normal_crossing_llc(list(exponents)),
+    cfg=cfg,
+    rel_tol=0.15,
+    std_tol=3.5,
+    finite_temp=theory.gibbs_expectation_2d(
+      exponents, cfg.nbeta * second_moment, cfg.localization
+    ),
+  )
 
 
-def reduced_rank_regression(key: PRNGKey, m: int, h: int, n_out: int,
-                            scale: float = 1.0) -> KnownCase:
+def reduced_rank_regression(
+  key: PRNGKey, m: int, h: int, n_out: int, scale: float = 1.0
+) -> KnownCase:
   """Linear net ``B A x`` (A: h×m, B: n_out×h) at the zero map, true rank 0.
 
   Args:
@@ -135,18 +161,35 @@ def reduced_rank_regression(key: PRNGKey, m: int, h: int, n_out: int,
   def loss_fn(w, x_BxM):
     return 0.5 * jnp.mean(jnp.sum(jnp.square(x_BxM @ w["A"].T @ w["B"].T), -1))
 
-  cfg = SGLDConfig(step_size=1e-4, nbeta=1e3, localization=1.0, num_chains=8,
-                   num_draws=int(5000 * scale), num_burnin=1000, batch_size=None)
+  cfg = SGLDConfig(
+    step_size=1e-4,
+    nbeta=1e3,
+    localization=1.0,
+    num_chains=8,
+    num_draws=int(5000 * scale),
+    num_burnin=1000,
+    batch_size=None,
+  )
   return KnownCase(
-      name=f"rrr_{m}_{h}_{n_out}", loss_fn=loss_fn,
-      params={"A": jnp.zeros((h, m)), "B": jnp.zeros((n_out, h))}, data=x,
-      true_llc=theory.reduced_rank_regression_llc(m, h, n_out, 0), cfg=cfg,
-      rel_tol=0.25)
+    name=f"rrr_{m}_{h}_{n_out}",
+    loss_fn=loss_fn,
+    params={"A": jnp.zeros((h, m)), "B": jnp.zeros((n_out, h))},
+    data=x,
+    true_llc=theory.reduced_rank_regression_llc(m, h, n_out, 0),
+    cfg=cfg,
+    rel_tol=0.25,
+  )
 
 
-def lazy_random_features(key: PRNGKey, p: int, width: int, num_train: int,
-                         init_scale: float, step_size: float,
-                         scale: float = 1.0) -> KnownCase:
+def lazy_random_features(
+  key: PRNGKey,
+  p: int,
+  width: int,
+  num_train: int,
+  init_scale: float,
+  step_size: float,
+  scale: float = 1.0,
+) -> KnownCase:
   """The quadratic net with W frozen (a restricted LLC over V), plain MSE.
 
   V* is the least-squares fit, so the loss is quadratic in V with Hessian
@@ -166,40 +209,64 @@ def lazy_random_features(key: PRNGKey, p: int, width: int, num_train: int,
   """
   key_data, key_init = jax.random.split(key)
   data = data_lib.modular_arithmetic(
-      key_data, DataConfig(p=p, num_train=num_train)).train
-  params = model.init(key_init,
-                      ModelConfig(p=p, width=width, init_scale=init_scale))
+    key_data, DataConfig(p=p, num_train=num_train)
+  ).train
+  params = model.init(
+    key_init, ModelConfig(p=p, width=width, init_scale=init_scale)
+  )
   w_DxK = np.asarray(params["W"], np.float64).T
-  phi_NxK = np.square(w_DxK[np.asarray(data.pairs[:, 0])]
-                      + w_DxK[p + np.asarray(data.pairs[:, 1])])
+  phi_NxK = np.square(
+    w_DxK[np.asarray(data.pairs[:, 0])]
+    + w_DxK[p + np.asarray(data.pairs[:, 1])]
+  )
   y_NxP = np.eye(p)[np.asarray(data.labels)]
   v_KxP = np.linalg.lstsq(phi_NxK, y_NxP, rcond=None)[0]
   params = {"W": params["W"], "V": jnp.asarray(v_KxP.T, jnp.float32)}
-  cfg = SGLDConfig(step_size=step_size, nbeta=1e4, localization=1.0,
-                   num_chains=8, num_draws=int(6000 * scale), num_burnin=1000,
-                   batch_size=None)
+  cfg = SGLDConfig(
+    step_size=step_size,
+    nbeta=1e4,
+    localization=1.0,
+    num_chains=8,
+    num_draws=int(6000 * scale),
+    num_burnin=1000,
+    batch_size=None,
+  )
   return KnownCase(
-      name=f"lazy_rf_p{p}_K{width}_n{num_train}",
-      loss_fn=losses.make_loss("mse"), params=params, data=data,
-      true_llc=theory.lazy_random_features_llc(p, width, num_train), cfg=cfg,
-      rel_tol=0.10, mask=lambda path, _: "V" in path)
+    name=f"lazy_rf_p{p}_K{width}_n{num_train}",
+    loss_fn=losses.make_loss("mse"),
+    params=params,
+    data=data,
+    true_llc=theory.lazy_random_features_llc(p, width, num_train),
+    cfg=cfg,
+    rel_tol=0.10,
+    mask=lambda path, _: "V" in path,
+  )
 
 
 # name -> factory(key, scale); names equal the built cases' ``name``.
 CASES: dict[str, Callable[[PRNGKey, float], KnownCase]] = {
-    "isotropic_quadratic_d20":
-        lambda key, scale: isotropic_quadratic(20, scale),
-    "normal_crossing_11": functools.partial(normal_crossing, exponents=(1, 1)),
-    "normal_crossing_12": functools.partial(normal_crossing, exponents=(1, 2)),
-    "normal_crossing_23": functools.partial(normal_crossing, exponents=(2, 3)),
-    "rrr_5_3_5": functools.partial(reduced_rank_regression, m=5, h=3, n_out=5),
-    "rrr_4_3_8": functools.partial(reduced_rank_regression, m=4, h=3, n_out=8),
-    "lazy_rf_p7_K8_n20": functools.partial(
-        lazy_random_features, p=7, width=8, num_train=20, init_scale=2.0,
-        step_size=5e-5),
-    "lazy_rf_p5_K16_n10": functools.partial(
-        lazy_random_features, p=5, width=16, num_train=10, init_scale=3.0,
-        step_size=1e-5),
+  "isotropic_quadratic_d20": lambda key, scale: isotropic_quadratic(20, scale),
+  "normal_crossing_11": functools.partial(normal_crossing, exponents=(1, 1)),
+  "normal_crossing_12": functools.partial(normal_crossing, exponents=(1, 2)),
+  "normal_crossing_23": functools.partial(normal_crossing, exponents=(2, 3)),
+  "rrr_5_3_5": functools.partial(reduced_rank_regression, m=5, h=3, n_out=5),
+  "rrr_4_3_8": functools.partial(reduced_rank_regression, m=4, h=3, n_out=8),
+  "lazy_rf_p7_K8_n20": functools.partial(
+    lazy_random_features,
+    p=7,
+    width=8,
+    num_train=20,
+    init_scale=2.0,
+    step_size=5e-5,
+  ),
+  "lazy_rf_p5_K16_n10": functools.partial(
+    lazy_random_features,
+    p=5,
+    width=16,
+    num_train=10,
+    init_scale=3.0,
+    step_size=1e-5,
+  ),
 }
 
 
@@ -234,3 +301,170 @@ def all_cases(key: PRNGKey, scale: float = 1.0) -> list[KnownCase]:
   """
   keys = jax.random.split(key, len(CASES))
   return [make_case(name, k, scale) for name, k in zip(CASES, keys)]
+
+
+@dataclasses.dataclass(frozen=True)
+class LinearGaussian:
+  """Linear regression, squared-error losses: a Gaussian localized posterior.
+
+  With per-example losses ``l_i(w) = (x_i.w - y_i)^2 / 2`` and ``L_n`` their
+  mean, the localized tempered posterior ``exp(-nβ L_n(w) - γ/2 |w - w*|^2)``
+  is Gaussian with precision ``P = β XᵀX + γI`` (β = nβ / n) and mean ``P⁻¹(β
+  Xᵀy + γ w*)``; masked coordinates stay at w* and the rest follow the
+  conditional Gaussian. Full-batch SGLD (the unadjusted Langevin algorithm)
+  keeps the mean and has the stationary covariance ``(P - ε P² / 4)⁻¹``
+  exactly, so these closed forms hold for the chains themselves, not only as
+  ε -> 0. Every loss is a quadratic of a Gaussian, so their covariances follow
+  from Isserlis' theorem: ``Cov(l_i, l_j) = S_ij² / 2 + m_i m_j S_ij`` with
+  residual means ``m = Xμ - y`` and covariances ``S = XΣXᵀ``.
+
+  Attributes:
+    x_train, y_train: (n, d), (n,) the data the chains sample.
+    x_probe, y_probe: (m, d), (m,) held-out examples.
+    anchors: (P, d) localization centres w*.
+  """
+
+  x_train: np.ndarray
+  y_train: np.ndarray
+  x_probe: np.ndarray
+  y_probe: np.ndarray
+  anchors: np.ndarray
+
+  @staticmethod
+  def loss_fn(w, batch):
+    """Mean loss of a batch ``(x, y)`` (``(x, y, weights)``: weighted sum)."""
+    if len(batch) == 3:
+      return jnp.sum(batch[2] * LinearGaussian.per_example_loss_fn(w, batch))
+    return jnp.mean(LinearGaussian.per_example_loss_fn(w, batch))
+
+  @staticmethod
+  def per_example_loss_fn(w, batch):
+    """``(x_i.w - y_i)^2 / 2`` of each example of ``(x, y[, weights])``."""
+    return 0.5 * jnp.square(batch[0] @ w - batch[1])
+
+  def posterior(
+    self,
+    anchor: np.ndarray,
+    nbeta: float,
+    localization: float,
+    step_size: float = 0.0,
+    mask: Optional[np.ndarray] = None,
+    probe_weight: float = 0.0,
+  ) -> tuple[np.ndarray, np.ndarray]:
+    """Stationary (mean, covariance) of full-batch SGLD at step ``step_size``
+    (0: the exact posterior), float64.
+
+    ``probe_weight`` h samples ``(1 - h) L_n + h L_probe`` instead of L_n
+    (the data shifted towards the probe set).
+    """
+    x = np.concatenate([self.x_train, self.x_probe]).astype(np.float64)
+    y = np.concatenate([self.y_train, self.y_probe]).astype(np.float64)
+    n, m = len(self.y_train), len(self.y_probe)
+    weight = (
+      np.concatenate(
+        [np.full(n, (1 - probe_weight) / n), np.full(m, probe_weight / m)]
+      )
+      * nbeta
+    )
+    d = x.shape[1]
+    moving = np.ones(d, bool) if mask is None else np.asarray(mask, bool)
+    w_star = np.asarray(anchor, np.float64)
+    x_m = x[:, moving]
+    resid = y - x[:, ~moving] @ w_star[~moving]
+    prec = (x_m.T * weight) @ x_m + localization * np.eye(moving.sum())
+    mean = w_star.copy()
+    mean[moving] = np.linalg.solve(
+      prec, (x_m.T * weight) @ resid + localization * w_star[moving]
+    )
+    cov = np.zeros((d, d))
+    cov[np.ix_(moving, moving)] = np.linalg.inv(
+      prec - step_size * prec @ prec / 4
+    )
+    return mean, cov
+
+  def loss_moments(
+    self, mean: np.ndarray, cov: np.ndarray
+  ) -> tuple[np.ndarray, np.ndarray]:
+    """(E[l], Cov(l)) of the train then probe losses under N(mean, cov)."""
+    x = np.concatenate([self.x_train, self.x_probe]).astype(np.float64)
+    y = np.concatenate([self.y_train, self.y_probe]).astype(np.float64)
+    m, s = x @ mean - y, x @ cov @ x.T
+    return 0.5 * (m**2 + np.diag(s)), 0.5 * s**2 + np.outer(m, m) * s
+
+  def bif(
+    self,
+    anchor,
+    nbeta,
+    localization,
+    step_size=0.0,
+    mask=None,
+    kind: str = "covariance",
+  ) -> np.ndarray:
+    """Exact ``(n, m)`` train × probe BIF (covariance or correlation)."""
+    _, cov_l = self.loss_moments(
+      *self.posterior(anchor, nbeta, localization, step_size, mask)
+    )
+    n = len(self.y_train)
+    if kind == "correlation":
+      sd = np.sqrt(np.diag(cov_l))
+      cov_l = cov_l / np.outer(sd, sd)
+    return cov_l[:n, n:]
+
+  def susceptibility(
+    self,
+    anchor,
+    nbeta,
+    localization,
+    step_size=0.0,
+    mask=None,
+    center: str = "full",
+  ) -> np.ndarray:
+    """Exact ``(m,)`` ``chi_A(j)`` per probe example (``slt_jax.influence``'s
+    definition), A the coordinates ``mask`` moves."""
+    n, m = len(self.y_train), len(self.y_probe)
+    mean_a, cov_a = self.loss_moments(
+      *self.posterior(anchor, nbeta, localization, step_size, mask)
+    )
+    mean_f, _ = self.loss_moments(
+      *self.posterior(anchor, nbeta, localization, step_size)
+    )
+    init = self.loss_moments(
+      np.asarray(anchor, np.float64), np.zeros((len(anchor),) * 2)
+    )[0][:n].mean()
+    a = np.concatenate([np.full(n, 1.0 / n), np.zeros(m)])
+    shift = a[None, :] - np.concatenate([np.zeros((m, n)), np.eye(m)], 1)
+    chi = shift @ cov_a @ a  # Cov_A(phi, L_n - l_j)
+    if center == "full":
+      chi = chi + (a @ mean_a - init) * (shift @ mean_a - shift @ mean_f)
+    return chi
+
+
+def linear_gaussian(
+  key: PRNGKey,
+  d: int = 4,
+  num_train: int = 24,
+  num_probe: int = 6,
+  num_anchors: int = 2,
+  noise: float = 0.5,
+  offset: float = 0.3,
+) -> LinearGaussian:
+  """A ``LinearGaussian`` with N(0, 1) inputs, ``y = x.w0 + noise``, and
+  anchors ``w0 + offset * N(0, I)`` (off the least-squares point, so that the
+  residual means, hence the ``m_i m_j S_ij`` terms, are not zero)."""
+  keys = jax.random.split(key, 5)
+  w0 = np.asarray(jax.random.normal(keys[0], (d,)), np.float64)
+  x = np.asarray(jax.random.normal(keys[1], (num_train + num_probe, d)))
+  y = x @ w0 + noise * np.asarray(
+    jax.random.normal(keys[2], (num_train + num_probe,))
+  )
+  anchors = w0 + offset * np.asarray(
+    jax.random.normal(keys[3], (num_anchors, d))
+  )
+  f32 = lambda a: np.asarray(a, np.float32)
+  return LinearGaussian(
+    f32(x[:num_train]),
+    f32(y[:num_train]),
+    f32(x[num_train:]),
+    f32(y[num_train:]),
+    f32(anchors),
+  )

@@ -17,4 +17,5 @@ def _private_run_store(tmp_path, monkeypatch):
   """Experiments under test keep their trained runs in a temporary store,
   never in the repository's ``runs/``."""
   from experiments import common
+
   monkeypatch.setattr(common, "RUNS_DIR", str(tmp_path / "runs"))

@@ -41,7 +41,7 @@ def test_epochs_draw_disjoint_full_batches(key):
   chex.assert_shape(idx, (21, B))
   assert idx.dtype == np.int32
   for epoch in range(3):
-    rows = idx[7 * epoch: 7 * (epoch + 1)].ravel()
+    rows = idx[7 * epoch : 7 * (epoch + 1)].ravel()
     assert len(set(rows.tolist())) == 35 and rows.max() < N
   assert not np.array_equal(idx[:7], idx[7:14])
 
@@ -49,7 +49,9 @@ def test_epochs_draw_disjoint_full_batches(key):
 @pytest.mark.parametrize("start", [0, 3, 7, 12])
 def test_carried_permutation_equals_recomputing_every_step(key, start):
   streamed = np.asarray(_stream(key, start, 30))
-  direct = np.stack([np.asarray(_direct(key, t)) for t in range(start, start + 30)])
+  direct = np.stack(
+    [np.asarray(_direct(key, t)) for t in range(start, start + 30)]
+  )
   np.testing.assert_array_equal(streamed, direct)
 
 
@@ -67,6 +69,7 @@ def test_batched_num_examples_falls_back_to_the_same_results(key):
   sizes = jnp.array([N, 20])
   out = jax.vmap(lambda n: _stream(key, 0, 12, n))(sizes)
   for i, n in enumerate([N, 20]):
-    np.testing.assert_array_equal(np.asarray(out[i]),
-                                  np.asarray(_stream(key, 0, 12, n)))
+    np.testing.assert_array_equal(
+      np.asarray(out[i]), np.asarray(_stream(key, 0, 12, n))
+    )
   assert np.asarray(out[1]).max() < 20

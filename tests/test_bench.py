@@ -17,18 +17,53 @@ from slt_jax import io
 from slt_jax.config import SGLDConfig
 
 TINY = workload.BenchConfig(
-    p=7, width=16, train_frac=0.6, num_train=None, train_steps=40,
-    checkpoints=(2,), grid_checkpoints=1, grid_step_sizes=(5e-4, 1e-3),
-    grid_localizations=(5.0,),
-    sgld=SGLDConfig(step_size=1e-3, nbeta=8 / math.log(8), localization=5.0,
-                    num_chains=2, num_draws=10, num_burnin=4, batch_size=8),
-    scaling_burnin=2, scaling_draws=6, scaling_points=(2,), chunk_points=2,
-    chunk_sizes=(1,), device_counts=(2,), device_points=2,
-    train_seeds=(2,), train_chunk_steps=5, torch_train_steps=5,
-    matmul_sizes=(32,), repeats=2)
-KEYS = ("config", "load_average", "baselines", "reference", "llc",
-        "agreement", "settings_grid", "roofline", "scaling", "training",
-        "max_rss_bytes", "wall_seconds", "environment")
+  p=7,
+  width=16,
+  train_frac=0.6,
+  num_train=None,
+  train_steps=40,
+  checkpoints=(2,),
+  grid_checkpoints=1,
+  grid_step_sizes=(5e-4, 1e-3),
+  grid_localizations=(5.0,),
+  sgld=SGLDConfig(
+    step_size=1e-3,
+    nbeta=8 / math.log(8),
+    localization=5.0,
+    num_chains=2,
+    num_draws=10,
+    num_burnin=4,
+    batch_size=8,
+  ),
+  scaling_burnin=2,
+  scaling_draws=6,
+  scaling_points=(2,),
+  chunk_points=2,
+  chunk_sizes=(1,),
+  device_counts=(2,),
+  device_points=2,
+  train_seeds=(2,),
+  train_chunk_steps=5,
+  torch_train_steps=5,
+  matmul_sizes=(32,),
+  repeats=2,
+)
+KEYS = (
+  "config",
+  "load_average",
+  "baselines",
+  "reference",
+  "llc",
+  "agreement",
+  "settings_grid",
+  "roofline",
+  "scaling",
+  "training",
+  "forms",
+  "max_rss_bytes",
+  "wall_seconds",
+  "environment",
+)
 
 
 def _finite(x) -> bool:
@@ -55,7 +90,8 @@ def test_config_validation():
   assert workload.get_config(True).grid_checkpoints == 1
   assert workload.get_config(False).checkpoints == (1, 10, 50)
   assert workload.get_config(False).sgld.resolve_nbeta(1123) == pytest.approx(
-      26.38, abs=0.01)
+    26.38, abs=0.01
+  )
   assert workload.data_config(workload.get_config(True)).train_size == 1123
   with pytest.raises(ValueError, match="train_steps=45"):
     workload.BenchConfig(train_steps=45, checkpoints=(1, 10))
@@ -75,15 +111,20 @@ def test_bench_jax_parts(tmp_path, monkeypatch, capsys):
     assert jax_row["chain_steps"] == row["C"] * 2 * 14
     assert len(jax_row["per_checkpoint"]) == row["C"]
     assert "devinterp" not in row and "torch_loop" not in row
-  assert _finite({k: results[k] for k in ("llc", "roofline", "scaling",
-                                          "training", "reference")})
+  assert _finite(
+    {
+      k: results[k]
+      for k in ("llc", "roofline", "scaling", "training", "reference")
+    }
+  )
   step = results["roofline"]["step"]
   assert results["roofline"]["flops_per_step"] == 14 * 8 * 16 * 7
   assert results["roofline"]["gather_form_flops_per_step"] == 6 * 8 * 16 * 7
   assert 0 < step["fraction_of_roofline"]
   np.testing.assert_allclose(
-      step["noise_seconds"] + step["without_noise_seconds"],
-      step["measured_seconds"])
+    step["noise_seconds"] + step["without_noise_seconds"],
+    step["measured_seconds"],
+  )
   assert set(results["roofline"]["normals"]) >= {"threefry2x32", "rbg"}
   scaling = results["scaling"]
   assert [r["batched_chains"] for r in scaling["batch_width"]] == [4]
@@ -119,8 +160,9 @@ def test_bench_jax_parts(tmp_path, monkeypatch, capsys):
 
 
 def test_bench_only_settings_grid(tmp_path, monkeypatch, capsys):
-  out, results, report = _run(tmp_path, monkeypatch, capsys,
-                              ["--no-torch", "--only", "settings_grid"])
+  out, results, report = _run(
+    tmp_path, monkeypatch, capsys, ["--no-torch", "--only", "settings_grid"]
+  )
   assert results["config"]["parts"] == ["settings_grid"]
   for key in ("llc", "roofline", "scaling", "training"):
     assert key not in results and key not in report
@@ -140,8 +182,9 @@ def test_bench_torch_parts(tmp_path, monkeypatch, capsys):
     assert len(row["torch_loop"]["per_checkpoint"]) == row["C"]
     if has_devinterp:
       assert row["ratio_vs_devinterp"] > 0
-      assert np.all(np.isfinite(
-          [c["mean"] for c in row["devinterp"]["per_checkpoint"]]))
+      assert np.all(
+        np.isfinite([c["mean"] for c in row["devinterp"]["per_checkpoint"]])
+      )
   agreement = results["agreement"]["torch_loop"]
   assert agreement["num_compared"] == 2
   assert math.isfinite(agreement["bias_z"])
@@ -152,36 +195,57 @@ def test_bench_torch_parts(tmp_path, monkeypatch, capsys):
 
 def test_torch_models_match_jax():
   torch = pytest.importorskip("torch")
-  from experiments.bench import torch_baselines as bench_torch
   import jax
+
+  from experiments.bench import torch_baselines as bench_torch
   from slt_jax import data, losses, model
   from slt_jax.config import DataConfig, ModelConfig
 
-  dataset = data.modular_arithmetic(jax.random.key(0),
-                                    DataConfig(p=7, train_frac=0.6))
+  dataset = data.modular_arithmetic(
+    jax.random.key(0), DataConfig(p=7, train_frac=0.6)
+  )
   params = model.init(jax.random.key(1), ModelConfig(p=7, width=16))
-  net = bench_torch.make_model(np.asarray(params["W"]),
-                               np.asarray(params["V"]))
+  net = bench_torch.make_model(np.asarray(params["W"]), np.asarray(params["V"]))
   x, y = bench_torch.one_hot_data(dataset.train.pairs, dataset.train.labels, 7)
   expected = float(losses.make_loss("centered_mse")(params, dataset.train))
   assert bench_torch.full_loss(net, x, y) == pytest.approx(expected, rel=1e-5)
   with torch.no_grad():
     out = net(x).numpy()
-  np.testing.assert_allclose(out, np.asarray(model.apply(params,
-                                                         dataset.train.pairs)),
-                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+    out,
+    np.asarray(model.apply(params, dataset.train.pairs)),
+    rtol=1e-5,
+    atol=1e-6,
+  )
 
 
 def test_compile_counter_reads_jax_compile_logs(tmp_path):
   from experiments.bench import compiles
+
   log = tmp_path / "run.log"
-  log.write_text("x\nFinished XLA compilation of jit(point) in 2.5 sec\n"
-                 "Finished XLA compilation of jit(add) in 0.25 sec\n"
-                 "Finished XLA compilation of jit(point) in 1.5 sec\n")
+  log.write_text(
+    "x\nFinished XLA compilation of jit(point) in 2.5 sec\n"
+    "Finished XLA compilation of jit(add) in 0.25 sec\n"
+    "Finished XLA compilation of jit(point) in 1.5 sec\n"
+  )
   out = str(tmp_path / "compiles.json")
-  r = compiles.main(["--out", out, "--label", "before", "--logs",
-                     f"robustness={log}@12.5"])
+  r = compiles.main(
+    ["--out", out, "--label", "before", "--logs", f"robustness={log}@12.5"]
+  )
   entry = r["before"]["robustness"]
   assert (entry["total"], entry["llc_program"]) == (3, 2)
   assert entry["llc_program_seconds"] == 4.0 and entry["wall_seconds"] == 12.5
   assert entry["by_function"] == {"jit(point)": 2, "jit(add)": 1}
+
+
+def test_bench_only_forms(tmp_path, monkeypatch, capsys):
+  _, results, report = _run(
+    tmp_path, monkeypatch, capsys, ["--no-torch", "--only", "forms"]
+  )
+  forms = results["forms"]
+  assert forms["default"] == "one_hot" and forms["backend"] == "cpu"
+  for form in ("one_hot", "gather"):
+    assert forms["sgld"][form]["steps_per_second"] > 0
+    assert forms["training"][form] > 0
+  assert forms["max_llc_difference"] < 1e-2  # the same chains, up to rounding
+  assert report["forms"]["faster"].keys() == {"sgld", "training"}

@@ -28,9 +28,14 @@ def test_shapes_and_dtypes(key, p):
   assert d.num_train == n and d.p == p
 
 
-@pytest.mark.parametrize("op, fn", [("+", lambda a, b: a + b),
-                                    ("-", lambda a, b: a - b),
-                                    ("*", lambda a, b: a * b)])
+@pytest.mark.parametrize(
+  "op, fn",
+  [
+    ("+", lambda a, b: a + b),
+    ("-", lambda a, b: a - b),
+    ("*", lambda a, b: a * b),
+  ],
+)
 def test_labels(key, op, fn):
   p = 7
   d = data.modular_arithmetic(key, DataConfig(p=p, op=op))
@@ -43,12 +48,14 @@ def test_labels(key, op, fn):
 def test_modular_addition_is_plus(key):
   d = data.modular_addition(p=5, key=key, num_train=10)
   np.testing.assert_array_equal(
-      d.all.labels, (d.all.pairs[:, 0] + d.all.pairs[:, 1]) % 5)
+    d.all.labels, (d.all.pairs[:, 0] + d.all.pairs[:, 1]) % 5
+  )
   assert d.num_train == 10
 
 
-@pytest.mark.parametrize("p, frac, expected", [(5, 0.4, 10), (7, 0.5, 24),
-                                               (11, 0.3, 36)])
+@pytest.mark.parametrize(
+  "p, frac, expected", [(5, 0.4, 10), (7, 0.5, 24), (11, 0.3, 36)]
+)
 def test_split_size_from_train_frac(key, p, frac, expected):
   d = data.modular_arithmetic(key, DataConfig(p=p, train_frac=frac))
   assert d.train.labels.shape[0] == expected
@@ -113,7 +120,9 @@ def test_make_batch_empty_raises():
     data.make_batch(jnp.zeros((0, 2), jnp.int32), jnp.zeros((0,), jnp.int32))
 
 
-@pytest.mark.parametrize("kwargs, name", [
+@pytest.mark.parametrize(
+  "kwargs, name",
+  [
     ({"p": 51}, "p=51"),
     ({"p": 2}, "p=2"),
     ({"p": 1}, "p=1"),
@@ -124,7 +133,8 @@ def test_make_batch_empty_raises():
     ({"p": 5, "num_train": 0}, "num_train=0"),
     ({"p": 5, "num_train": 25}, "num_train=25"),
     ({"p": 5, "num_train": 30}, "num_train=30"),
-])
+  ],
+)
 def test_bad_config_raises_naming_value(kwargs, name):
   with pytest.raises(ValueError, match=name.replace("(", r"\(")):
     DataConfig(**kwargs)

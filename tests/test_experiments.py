@@ -1,23 +1,59 @@
 """Smoke tests of the experiment scripts, plus a real grokking run."""
 
-import importlib
 import math
 import os
 
 import numpy as np
 import pytest
 
-from experiments import (common, gsm_vs_lr, llc_by_layer, regimes, robustness,
-                         toy_landscapes, train_modular)
+from experiments import (
+  common,
+  gsm_vs_lr,
+  llc_by_layer,
+  regimes,
+  robustness,
+  toy_landscapes,
+  train_modular,
+)
 from slt_jax import io, metrics
 
-TINY = ["--p", "7", "--width", "16", "--train-frac", "0.6", "--batch-size",
-        "8", "--lr", "1e-2", "--steps", "200", "--log-every", "10",
-        "--ckpt-every", "50", "--seeds", "2", "--no-progress"]
-RESULT_KEYS = ("config", "num_train", "num_params", "log_steps", "ckpt_steps",
-               "metrics", "memorisation_step", "generalisation_step",
-               "grokking_delay", "gsm", "final", "steps_per_second",
-               "wall_seconds", "environment")
+TINY = [
+  "--p",
+  "7",
+  "--width",
+  "16",
+  "--train-frac",
+  "0.6",
+  "--batch-size",
+  "8",
+  "--lr",
+  "1e-2",
+  "--steps",
+  "200",
+  "--log-every",
+  "10",
+  "--ckpt-every",
+  "50",
+  "--seeds",
+  "2",
+  "--no-progress",
+]
+RESULT_KEYS = (
+  "config",
+  "num_train",
+  "num_params",
+  "log_steps",
+  "ckpt_steps",
+  "metrics",
+  "memorisation_step",
+  "generalisation_step",
+  "grokking_delay",
+  "gsm",
+  "final",
+  "steps_per_second",
+  "wall_seconds",
+  "environment",
+)
 
 
 def _all_finite(x) -> bool:
@@ -34,16 +70,23 @@ def test_common_parse_args_and_output_dir(tmp_path, monkeypatch):
   args = common.parse_args("x", argv=[])
   assert (args.quick, args.out, args.seed) == (False, None, 0)
   args = common.parse_args(
-      "x", lambda p: p.add_argument("--foo", type=int, default=1),
-      ["--quick", "--out", str(tmp_path), "--seed", "3", "--foo", "2"])
-  assert (args.quick, args.out, args.seed, args.foo) == (True, str(tmp_path),
-                                                         3, 2)
+    "x",
+    lambda p: p.add_argument("--foo", type=int, default=1),
+    ["--quick", "--out", str(tmp_path), "--seed", "3", "--foo", "2"],
+  )
+  assert (args.quick, args.out, args.seed, args.foo) == (
+    True,
+    str(tmp_path),
+    3,
+    2,
+  )
   monkeypatch.chdir(tmp_path)
   assert common.output_dir("exp") == os.path.join("figures", "exp")
   assert os.path.isdir(tmp_path / "figures" / "exp")
   assert common.output_dir("exp", str(tmp_path / "o")) == str(tmp_path / "o")
-  path = common.write_results(str(tmp_path / "o"), {"a": np.arange(3),
-                                                    "b": float("nan")})
+  path = common.write_results(
+    str(tmp_path / "o"), {"a": np.arange(3), "b": float("nan")}
+  )
   loaded = io.load_json(path)
   assert loaded["a"] == [0, 1, 2] and loaded["b"] is None
   assert "jax" in loaded["environment"]
@@ -61,20 +104,29 @@ def test_get_config():
 
 
 def test_flags_override_config():
-  args, mode = common.parse_mode("x", train_modular.add_flags,
-                                 ["--quick"] + TINY)
+  args, mode = common.parse_mode(
+    "x", train_modular.add_flags, ["--quick"] + TINY
+  )
   cfg = train_modular.config_from_args(args, mode)
   assert mode == "quick"
   assert cfg.data.p == cfg.model.p == 7 and cfg.data.train_frac == 0.6
   assert cfg.model.width == 16 and cfg.seeds == 2
-  assert (cfg.train.num_steps, cfg.train.log_every, cfg.train.ckpt_every,
-          cfg.train.chunk_steps, cfg.train.batch_size) == (200, 10, 50, 50, 8)
+  assert (
+    cfg.train.num_steps,
+    cfg.train.log_every,
+    cfg.train.ckpt_every,
+    cfg.train.chunk_steps,
+    cfg.train.batch_size,
+  ) == (200, 10, 50, 50, 8)
   # No flag: the mode's config unchanged.
   args, mode = common.parse_mode("x", train_modular.add_flags, [])
-  assert train_modular.config_from_args(args, mode) == (
-      train_modular.CONFIGS["default"])
-  args, mode = common.parse_mode("x", train_modular.add_flags,
-                                 ["--steps", "300"])
+  assert (
+    train_modular.config_from_args(args, mode)
+    == (train_modular.CONFIGS["default"])
+  )
+  args, mode = common.parse_mode(
+    "x", train_modular.add_flags, ["--steps", "300"]
+  )
   with pytest.raises(ValueError, match="num_steps=300"):
     train_modular.config_from_args(args, mode)
 
@@ -86,33 +138,50 @@ def test_train_modular_smoke(tmp_path, monkeypatch):
   for key in RESULT_KEYS + ("name", "mode"):
     assert key in results, key
   assert set(payload) == set(results)
-  assert _all_finite({k: v for k, v in results.items()
-                      if k not in ("config", "environment")})
+  assert _all_finite(
+    {k: v for k, v in results.items() if k not in ("config", "environment")}
+  )
   assert results["steps_per_second"] > 0
   assert len(results["log_steps"]) == 21 and results["ckpt_steps"][-1] == 200
   for name in ("train_loss", "val_loss", "train_acc", "val_acc"):
     assert np.shape(results["metrics"][name]) == (2, 21)
-  for name in ("memorisation_step", "generalisation_step", "grokking_delay",
-               "gsm"):
+  for name in (
+    "memorisation_step",
+    "generalisation_step",
+    "grokking_delay",
+    "gsm",
+  ):
     assert np.shape(results[name]) == (2,)
   steps, m = results["log_steps"], results["metrics"]
-  np.testing.assert_allclose(results["gsm"], metrics.grokking_severity(
-      steps, m["train_acc"], m["val_acc"]))
-  np.testing.assert_array_equal(results["generalisation_step"],
-                                metrics.generalisation_step(steps, m["val_acc"]))
+  np.testing.assert_allclose(
+    results["gsm"],
+    metrics.grokking_severity(steps, m["train_acc"], m["val_acc"]),
+  )
+  np.testing.assert_array_equal(
+    results["generalisation_step"],
+    metrics.generalisation_step(steps, m["val_acc"]),
+  )
   assert results["config"]["TrainConfig"]["num_steps"] == 200
   assert payload["num_train"] == results["num_train"] == round(0.6 * 49)
   assert os.path.getsize(os.path.join(out, "curves.png")) > 0
   # The training state lives in the run store and is gone once published.
-  assert sorted(os.listdir(out)) == ["checkpoints.npz", "curves.png",
-                                     "results.json"]
+  assert sorted(os.listdir(out)) == [
+    "checkpoints.npz",
+    "curves.png",
+    "results.json",
+  ]
   stored = os.listdir(store)
   assert len(stored) == 1 and not stored[0].endswith(".partial"), stored
   steps, params, dataset = train_modular.load_checkpoints(
-      os.path.join(out, "checkpoints.npz"))
+    os.path.join(out, "checkpoints.npz")
+  )
   np.testing.assert_array_equal(steps, [50, 100, 150, 200])
-  assert params["W"].shape == (2, 4, 16, 14) and params["V"].shape == (2, 4, 7,
-                                                                        16)
+  assert params["W"].shape == (2, 4, 16, 14) and params["V"].shape == (
+    2,
+    4,
+    7,
+    16,
+  )
   assert dataset.p == 7 and dataset.num_train == results["num_train"]
   # A second call loads the stored run: nothing is trained again.
   from slt_jax import train
@@ -133,8 +202,9 @@ def test_train_modular_smoke(tmp_path, monkeypatch):
 def test_quick_config_groks(tmp_path):
   """The real --quick run: memorises, then generalises (seconds on 2 cores)."""
   out = str(tmp_path / "quick")
-  train_modular.main(["--quick", "--no-progress", "--out", out, "--runs",
-                      str(tmp_path / "runs")])
+  train_modular.main(
+    ["--quick", "--no-progress", "--out", out, "--runs", str(tmp_path / "runs")]
+  )
   r = io.load_json(os.path.join(out, "results.json"))
   train_acc = np.asarray(r["metrics"]["train_acc"])
   val_acc = np.asarray(r["metrics"]["val_acc"])
@@ -167,8 +237,10 @@ def _finite(*values) -> bool:
 
 
 def test_llc_scaling_smoke_both_protocols_share_runs_and_replot(
-    tmp_path, monkeypatch):
+  tmp_path, monkeypatch
+):
   from experiments import llc_vs_p, llc_vs_width
+
   store = str(tmp_path / "runs")
   flags = ["--smoke", "--protocol", "both", "--runs", store]
   results = {}
@@ -197,25 +269,37 @@ def test_llc_scaling_smoke_both_protocols_share_runs_and_replot(
       proto = point["protocol"]
       sgld = r["protocols"][proto]["sgld"]
       b = sgld["batch_size"]
-      assert point["llc_paper_settings"]["nbeta"] == pytest.approx(b / np.log(b))
+      assert point["llc_paper_settings"]["nbeta"] == pytest.approx(
+        b / np.log(b)
+      )
       assert np.shape(point["llc_paper_settings"]["mean"]) == (cfg.seeds,)
       assert _finite(point["llc_paper_settings"]["mean"])
       assert point["theory_generic_llc"] > 0 and point["theory_lazy_llc"] > 0
   # The recipe protocol uses batch 128 (nβ 26.4), the authors' 64 (15.4):
   # in smoke mode both are shrunk to 16, so check the real protocols.
   from experiments import protocols
+
   assert protocols.scaling_protocol("authors").sgld.batch_size == 64
   assert protocols.scaling_protocol("recipe").sgld.batch_size == 128
   # --replot redraws from results.json without computing anything.
   monkeypatch.setattr(llc_vs_p, "compute_scan", None)
   png = tmp_path / "llc_vs_p" / "llc_vs_p.png"
   png.unlink()
-  again = llc_vs_p.main(["--smoke", "--replot", "--protocol", "both",
-                         "--out", str(tmp_path / "llc_vs_p")])
+  again = llc_vs_p.main(
+    [
+      "--smoke",
+      "--replot",
+      "--protocol",
+      "both",
+      "--out",
+      str(tmp_path / "llc_vs_p"),
+    ]
+  )
   assert png.stat().st_size > 0
   assert again["fits"] == results["llc_vs_p"]["fits"]
   # The paper README table is written from these results.json files alone.
   from experiments import paper_report
+
   text = open(paper_report.write_readme(str(tmp_path))).read()
   rows = llc_vs_p.paper_rows(again)
   assert len(rows) == sum(len(f) for f in again["fits"].values())
@@ -250,8 +334,9 @@ def test_gsm_vs_lr_smoke_both_protocols_and_replot(tmp_path, monkeypatch):
     stop, final = np.asarray(p["stop_step"]), np.asarray(p["final_step"])
     np.testing.assert_array_equal(final, np.where(stop >= 0, stop, steps[-1]))
     gen = np.asarray(p["generalisation_step"])
-    np.testing.assert_array_equal(gen, metrics.generalisation_step(steps,
-                                                                   val_acc))
+    np.testing.assert_array_equal(
+      gen, metrics.generalisation_step(steps, val_acc)
+    )
     if name == "recipe":
       assert np.all(stop == -1)  # fixed length
     else:  # a run stops only after 3 checks >= 0.95
@@ -261,9 +346,11 @@ def test_gsm_vs_lr_smoke_both_protocols_and_replot(tmp_path, monkeypatch):
       upto = steps <= final[s_i, l_i]
       curves = train_acc[s_i, l_i, upto], val_acc[s_i, l_i, upto]
       assert p["gsm"]["values"][s_i][l_i] == pytest.approx(
-          float(metrics.grokking_severity(steps[upto], *curves)))
+        float(metrics.grokking_severity(steps[upto], *curves))
+      )
       assert p["gsm_authors"]["values"][s_i][l_i] == pytest.approx(
-          float(metrics.grokking_severity_authors(*curves)))
+        float(metrics.grokking_severity_authors(*curves))
+      )
     for definition in ("gsm", "gsm_authors"):
       d = p[definition]
       values = np.asarray(d["values"])
@@ -271,10 +358,13 @@ def test_gsm_vs_lr_smoke_both_protocols_and_replot(tmp_path, monkeypatch):
       np.testing.assert_allclose(d["mean"], values.mean(0))
       np.testing.assert_allclose(d["std"], values.std(0))
       assert d["spearman_rho_means"] == _rho_or_none(lrs, values.mean(0))
-      assert d["spearman_rho_runs"] == _rho_or_none(np.tile(lrs, cfg.seeds),
-                                                    values.ravel())
-    assert np.all((np.asarray(p["gsm"]["values"]) >= 0)
-                  & (np.asarray(p["gsm"]["values"]) <= 1))
+      assert d["spearman_rho_runs"] == _rho_or_none(
+        np.tile(lrs, cfg.seeds), values.ravel()
+      )
+    assert np.all(
+      (np.asarray(p["gsm"]["values"]) >= 0)
+      & (np.asarray(p["gsm"]["values"]) <= 1)
+    )
     # The smoke config generalises at lr 3e-2: the checks above see a GSM.
     assert np.any(np.asarray(p["gsm"]["values"]) > 0)
   # The protocols at paper size: recipe batch 128 for 30k steps; authors
@@ -282,11 +372,20 @@ def test_gsm_vs_lr_smoke_both_protocols_and_replot(tmp_path, monkeypatch):
   paper = gsm_vs_lr.CONFIGS["paper"]
   recipe = gsm_vs_lr.train_config("recipe", paper)
   authors = gsm_vs_lr.train_config("authors", paper)
-  assert (recipe.batch_size, recipe.weight_decay, recipe.stop_acc,
-          recipe.num_steps) == (128, 1e-5, None, 30000)
-  assert (authors.batch_size, authors.weight_decay, authors.stop_acc,
-          authors.stop_patience, authors.log_every,
-          authors.num_steps) == (64, 1e-5, 0.95, 3, 100, 30000)
+  assert (
+    recipe.batch_size,
+    recipe.weight_decay,
+    recipe.stop_acc,
+    recipe.num_steps,
+  ) == (128, 1e-5, None, 30000)
+  assert (
+    authors.batch_size,
+    authors.weight_decay,
+    authors.stop_acc,
+    authors.stop_patience,
+    authors.log_every,
+    authors.num_steps,
+  ) == (64, 1e-5, 0.95, 3, 100, 30000)
   assert paper.lrs[0] == 1e-4 and paper.lrs[-1] == 1e-2
   # --replot redraws the figure from results.json; compute is not called.
 
@@ -302,6 +401,7 @@ def test_gsm_vs_lr_smoke_both_protocols_and_replot(tmp_path, monkeypatch):
 
 def test_gsm_spearman_matches_definition():
   from slt_jax import metrics as m
+
   assert m.spearman_rho([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
   assert m.spearman_rho([1, 2, 2, 3], [1, 2, 3, 3]) == pytest.approx(0.8333333)
   assert np.isnan(m.spearman_rho([1, 2, 3], [0, 0, 0]))
@@ -316,17 +416,20 @@ def test_toy_landscapes_smoke(tmp_path):
   assert set(r["potentials"]) == set(toy_landscapes.POTENTIALS)
   for name, row in r["potentials"].items():
     assert row["exact_llc"] == toy_landscapes.POTENTIALS[name][1]
-    assert _finite(row["llc_mean"], row["llc_std"],
-                   row["finite_temperature_expectation"])
+    assert _finite(
+      row["llc_mean"], row["llc_std"], row["finite_temperature_expectation"]
+    )
     assert 0 < row["finite_temperature_expectation"] <= row["exact_llc"] + 1e-3
     assert len(row["per_chain"]) == cfg.num_chains
     if row["diverged_chains"] == 0:
       assert row["llc_mean"] == pytest.approx(np.mean(row["per_chain"]))
     assert row["rel_error_vs_exact"] == pytest.approx(
-        row["llc_mean"] / row["exact_llc"] - 1)
+      row["llc_mean"] / row["exact_llc"] - 1
+    )
   paper, default = (toy_landscapes.CONFIGS[m] for m in ("paper", "default"))
-  assert (paper.num_chains * paper.num_draws
-          > default.num_chains * default.num_draws)
+  assert (
+    paper.num_chains * paper.num_draws > default.num_chains * default.num_draws
+  )
 
 
 def test_regimes_smoke(tmp_path, monkeypatch):
@@ -336,8 +439,7 @@ def test_regimes_smoke(tmp_path, monkeypatch):
   cfg = regimes.CONFIGS["smoke"]
   assert len(os.listdir(store)) == len(cfg.moduli)  # one grid per modulus
   assert r["protocol"]["authors_settings_known"] is False
-  assert len(r["runs"]) == (len(cfg.moduli) * len(cfg.fractions)
-                            * cfg.seeds)
+  assert len(r["runs"]) == (len(cfg.moduli) * len(cfg.fractions) * cfg.seeds)
   steps = np.asarray(r["log_steps"])
   mem, gen = [], []
   for run in r["runs"]:
@@ -347,24 +449,32 @@ def test_regimes_smoke(tmp_path, monkeypatch):
     mem.append(int(metrics.memorisation_step(steps, run["train_acc"])))
     gen.append(int(metrics.generalisation_step(steps, run["val_acc"])))
     assert (run["memorisation_step"], run["generalisation_step"]) == (
-        mem[-1], gen[-1])
+      mem[-1],
+      gen[-1],
+    )
   regime = regimes.classify(np.array(mem), np.array(gen))
-  assert [run["regime"] for run in r["runs"]] == [regimes.REGIMES[i]
-                                                  for i in regime]
+  assert [run["regime"] for run in r["runs"]] == [
+    regimes.REGIMES[i] for i in regime
+  ]
   # The smoke sweep has runs on both sides of the lower boundary.
   assert 0 in regime and np.any(regime > 0)
   x = [run["x"] for run in r["runs"]]
   assert r["boundaries"] == {
-      "none_vs_generalising": regimes.fit_threshold(x, regime > 0),
-      "grokking_vs_immediate": regimes.fit_threshold(x, regime == 2)}
+    "none_vs_generalising": regimes.fit_threshold(x, regime > 0),
+    "grokking_vs_immediate": regimes.fit_threshold(x, regime == 2),
+  }
   lower = r["boundaries"]["none_vs_generalising"]
   assert lower["errors"] == 0 and lower["low"] < lower["high"]
   assert r["lower_boundary_consistent_with_spec"] == (
-      lower["low"] < regimes.SPEC_BOUNDARY[1]
-      and lower["high"] > regimes.SPEC_BOUNDARY[0])
+    lower["low"] < regimes.SPEC_BOUNDARY[1]
+    and lower["high"] > regimes.SPEC_BOUNDARY[0]
+  )
   paper = regimes.CONFIGS["paper"]
   assert (paper.moduli, paper.fractions, paper.width) == (
-      regimes.MODULI, regimes.FRACTIONS, 1024)
+    regimes.MODULI,
+    regimes.FRACTIONS,
+    1024,
+  )
 
 
 def test_regimes_classify_and_threshold():
@@ -380,10 +490,12 @@ def test_regimes_classify_and_threshold():
 def fig3_store(tmp_path_factory) -> str:
   """A run store warmed by ``llc_over_training --smoke`` (recipe run)."""
   from experiments import llc_over_training
+
   root = tmp_path_factory.mktemp("fig3")
   store = str(root / "runs")
-  llc_over_training.main(["--smoke", "--runs", store, "--out",
-                          str(root / "llc_over_training")])
+  llc_over_training.main(
+    ["--smoke", "--runs", store, "--out", str(root / "llc_over_training")]
+  )
   return store
 
 
@@ -392,8 +504,9 @@ def _smoke_from_store(module, tmp_path, store, monkeypatch) -> dict:
   from slt_jax import train
 
   def refuse(*args, **kwargs):
-    raise AssertionError(f"{module.NAME} trained a run that "
-                         "llc_over_training had stored")
+    raise AssertionError(
+      f"{module.NAME} trained a run that llc_over_training had stored"
+    )
 
   monkeypatch.setattr(train, "train", refuse)
   out = str(tmp_path / module.NAME)
@@ -414,14 +527,18 @@ def test_llc_by_layer_smoke(tmp_path, fig3_store, monkeypatch):
   r = _smoke_from_store(llc_by_layer, tmp_path, fig3_store, monkeypatch)
   assert set(r["curves"]) == set(llc_by_layer.CURVES)
   shape = (r["seeds"], len(r["llc_steps"]))
-  for name, sweep in r["curves"].items():
+  for sweep in r["curves"].values():
     assert np.shape(sweep["mean"]) == shape and _finite(sweep["mean"])
   moving = {n: s["num_moving_params"] for n, s in r["curves"].items()}
-  assert (moving["W only, train pairs"] + moving["V only, train pairs"]
-          == moving["W and V, train pairs"])
+  assert (
+    moving["W only, train pairs"] + moving["V only, train pairs"]
+    == moving["W and V, train pairs"]
+  )
   # The carrier, recomputed from the curves: drop = peak - final per seed.
-  drop = {n: [np.nanmax(m) - m[-1] for m in np.asarray(s["mean"], float)]
-          for n, s in r["curves"].items()}
+  drop = {
+    n: [np.nanmax(m) - m[-1] for m in np.asarray(s["mean"], float)]
+    for n, s in r["curves"].items()
+  }
   for name in llc_by_layer.CURVES:
     np.testing.assert_allclose(r["drops"][name]["drop"], drop[name])
   w_drop = np.mean(drop["W only, train pairs"])
@@ -432,8 +549,13 @@ def test_llc_by_layer_smoke(tmp_path, fig3_store, monkeypatch):
 def test_robustness_smoke(tmp_path, fig3_store, monkeypatch):
   r = _smoke_from_store(robustness, tmp_path, fig3_store, monkeypatch)
   assert r["authors_settings_known"] is False and r["protocol"] == "recipe"
-  assert set(r["panels"]) == {"seed", "step size ε", "localization γ", "nβ",
-                              "chain length"}
+  assert set(r["panels"]) == {
+    "seed",
+    "step size ε",
+    "localization γ",
+    "nβ",
+    "chain length",
+  }
   for entries in r["panels"].values():
     assert len(entries) >= 2
     for curve in entries.values():
@@ -442,11 +564,13 @@ def test_robustness_smoke(tmp_path, fig3_store, monkeypatch):
       llc = np.asarray(curve["llc_mean"], float)
       peak = int(np.nanargmax(llc))
       mem = r["memorisation_step"][curve["train_seed"]]
-      assert curve["holds"] is bool(llc[-1] / llc[peak] < 1.0
-                                    and r["llc_steps"][peak] >= mem)
+      assert curve["holds"] is bool(
+        llc[-1] / llc[peak] < 1.0 and r["llc_steps"][peak] >= mem
+      )
   assert r["panel_holds"] == {
-      panel: all(c["holds"] for c in entries.values())
-      for panel, entries in r["panels"].items()}
+    panel: all(c["holds"] for c in entries.values())
+    for panel, entries in r["panels"].items()
+  }
   assert r["all_hold"] == all(r["panel_holds"].values())
   # The paper's settings are one curve of every knob's panel.
   base = next(iter(r["panels"]["seed"].values()))["sgld"]
@@ -456,6 +580,7 @@ def test_robustness_smoke(tmp_path, fig3_store, monkeypatch):
 
 def test_llc_conventions_smoke_and_replot(tmp_path, monkeypatch):
   from experiments import llc_conventions
+
   out = str(tmp_path / "conv")
   flags = ["--smoke", "--out", out, "--runs", str(tmp_path / "runs")]
   r = llc_conventions.main(flags)
@@ -478,7 +603,8 @@ def test_llc_conventions_smoke_and_replot(tmp_path, monkeypatch):
         first = row[labels[0]]["windows"][window]["mean"]
         last = row[labels[-1]]["windows"][window]["mean"]
         assert r["drop_through_grokking"][
-            f"{axis}={value}, steps {window}"] == (last < first)
+          f"{axis}={value}, steps {window}"
+        ] == (last < first)
   assert r["drop_holds_everywhere"] == all(r["drop_through_grokking"].values())
   monkeypatch.setattr(llc_conventions, "compute", None)
   png = tmp_path / "conv" / "llc_conventions.png"

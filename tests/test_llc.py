@@ -21,8 +21,15 @@ QUIET = dict(progress=False, warn=False)
 
 
 def _run_case(case, key=0):
-  return estimate_llc(jax.random.key(key), case.loss_fn, case.params,
-                      case.data, case.cfg, mask=case.mask, **QUIET)
+  return estimate_llc(
+    jax.random.key(key),
+    case.loss_fn,
+    case.params,
+    case.data,
+    case.cfg,
+    mask=case.mask,
+    **QUIET,
+  )
 
 
 @pytest.mark.parametrize("name", list(validation.CASES))
@@ -33,7 +40,8 @@ def test_known_learning_coefficients(name):
   chex.assert_shape(res.loss_trace, (case.cfg.num_chains, case.cfg.num_draws))
   assert not res.diagnostics.diverged.any()
   assert case.passed(float(res.mean), float(res.std)), (
-      f"{case.name}: {res.mean:.4f} ± {res.std:.4f} vs true {case.true_llc:.4f}")
+    f"{case.name}: {res.mean:.4f} ± {res.std:.4f} vs true {case.true_llc:.4f}"
+  )
   if case.finite_temp is not None:
     # The sampler itself: the exact finite-temperature expectation, within
     # 4 standard errors (chains are independent) plus 3% step-size bias.
@@ -43,15 +51,23 @@ def test_known_learning_coefficients(name):
 
 def test_batched_sweep_matches_loop_and_compiles_once():
   case = validation.isotropic_quadratic(d=6)
-  cfg = SGLDConfig(step_size=2e-4, nbeta=100.0, localization=10.0,
-                   num_chains=4, num_draws=1000, num_burnin=200,
-                   batch_size=None, chunk_size=2)
+  cfg = SGLDConfig(
+    step_size=2e-4,
+    nbeta=100.0,
+    localization=10.0,
+    num_chains=4,
+    num_draws=1000,
+    num_burnin=200,
+    batch_size=None,
+    chunk_size=2,
+  )
   anchors = jnp.zeros((2, 3, 6))
   # One program for all points and chunks: the loss is traced once for the
   # initial loss and once per step body (with and without the MALA proxy).
   traced = chex.assert_max_traces(case.loss_fn, n=3)
-  res = estimate_llc(jax.random.key(0), traced, anchors, case.data, cfg,
-                     batch_ndim=2, **QUIET)
+  res = estimate_llc(
+    jax.random.key(0), traced, anchors, case.data, cfg, batch_ndim=2, **QUIET
+  )
   chex.assert_shape([res.mean, res.std, res.init_loss], (2, 3))
   chex.assert_shape(res.per_chain, (2, 3, 4))
   chex.assert_shape(res.loss_trace, (2, 3, 4, 1000))
@@ -59,9 +75,12 @@ def test_batched_sweep_matches_loop_and_compiles_once():
   # Looping over the points one by one estimates the same thing: compare
   # the average over the 6 points, within 4 standard errors, to each other
   # and to the closed form.
-  loop = np.array([
+  loop = np.array(
+    [
       estimate_llc(k, case.loss_fn, anchors[0, 0], case.data, cfg, **QUIET).mean
-      for k in jax.random.split(jax.random.key(1), 6)])
+      for k in jax.random.split(jax.random.key(1), 6)
+    ]
+  )
   se = np.std(res.per_chain) / np.sqrt(res.per_chain.size)
   truth = (6 / 2) * 100 / 110
   assert abs(res.mean.mean() - loop.mean()) < 4 * np.sqrt(2) * se + 0.03 * truth
@@ -70,30 +89,53 @@ def test_batched_sweep_matches_loop_and_compiles_once():
 
 def test_host_only_settings_do_not_change_the_chains():
   case = validation.isotropic_quadratic(d=3)
-  cfg = SGLDConfig(step_size=1e-3, nbeta=10.0, localization=1.0,
-                   num_chains=2, num_draws=20, num_burnin=0, batch_size=None)
-  run = lambda c: estimate_llc(jax.random.key(0), case.loss_fn, case.params,
-                               case.data, c, **QUIET)
+  cfg = SGLDConfig(
+    step_size=1e-3,
+    nbeta=10.0,
+    localization=1.0,
+    num_chains=2,
+    num_draws=20,
+    num_burnin=0,
+    batch_size=None,
+  )
+  run = lambda c: estimate_llc(
+    jax.random.key(0), case.loss_fn, case.params, case.data, c, **QUIET
+  )
   first = run(cfg)
-  for changed in (dict(divergence_factor=3.0), dict(chunk_size=4),
-                  dict(memory_budget_bytes=10 ** 6)):
+  for changed in (
+    dict(divergence_factor=3.0),
+    dict(chunk_size=4),
+    dict(memory_budget_bytes=10**6),
+  ):
     again = run(dataclasses.replace(cfg, **changed))
     np.testing.assert_array_equal(again.per_chain, first.per_chain)
 
 
 def test_a_sweep_compiles_once_for_many_runs_and_settings():
   case = validation.isotropic_quadratic(d=3)
-  cfg = SGLDConfig(step_size=1e-3, nbeta=10.0, localization=1.0,
-                   num_chains=2, num_draws=20, num_burnin=0, batch_size=None,
-                   chunk_size=2)
+  cfg = SGLDConfig(
+    step_size=1e-3,
+    nbeta=10.0,
+    localization=1.0,
+    num_chains=2,
+    num_draws=20,
+    num_burnin=0,
+    batch_size=None,
+    chunk_size=2,
+  )
   traced = chex.assert_max_traces(case.loss_fn, n=3)
   anchors = jnp.zeros((3, 3))
   sweep = compile_sweep(traced, cfg, case.data, anchors, 1)
   assert sweep.chunk_size == 2
   first = sweep.run(jax.random.key(0), anchors, 1, **QUIET)
   again = sweep.run(jax.random.key(0), anchors + 0.0, 1, **QUIET)
-  grid = sweep.run(jax.random.key(0), anchors, 1, settings=SGLDSettings(
-      step_size=[1e-3, 2e-3]), **QUIET)
+  grid = sweep.run(
+    jax.random.key(0),
+    anchors,
+    1,
+    settings=SGLDSettings(step_size=[1e-3, 2e-3]),
+    **QUIET,
+  )
   np.testing.assert_array_equal(first.per_chain, again.per_chain)
   np.testing.assert_array_equal(grid.per_chain[0], first.per_chain)
   stats = sweep.memory_analysis()
@@ -104,17 +146,35 @@ def test_a_sweep_compiles_once_for_many_runs_and_settings():
 
 def test_settings_grid_is_one_program_with_common_random_numbers():
   case = validation.isotropic_quadratic(d=4)
-  cfg = SGLDConfig(step_size=5e-4, nbeta=100.0, localization=10.0,
-                   num_chains=2, num_draws=60, num_burnin=10, batch_size=None,
-                   chunk_size=2)
+  cfg = SGLDConfig(
+    step_size=5e-4,
+    nbeta=100.0,
+    localization=10.0,
+    num_chains=2,
+    num_draws=60,
+    num_burnin=10,
+    batch_size=None,
+    chunk_size=2,
+  )
   anchors = 0.1 * jax.random.normal(jax.random.key(1), (5, 4))
-  grid = SGLDSettings(step_size=[2.5e-4, 5e-4, 1e-3], nbeta=[50.0, 100.0, 100.0],
-                      localization=[10.0, 10.0, 1.0])
+  grid = SGLDSettings(
+    step_size=[2.5e-4, 5e-4, 1e-3],
+    nbeta=[50.0, 100.0, 100.0],
+    localization=[10.0, 10.0, 1.0],
+  )
   # 15 items in 8 chunks of 2, one compiled program: the loss is traced for
   # the initial loss and the two step bodies only.
   traced = chex.assert_max_traces(case.loss_fn, n=3)
-  res = estimate_llc(jax.random.key(2), traced, anchors, case.data, cfg,
-                     batch_ndim=1, settings=grid, **QUIET)
+  res = estimate_llc(
+    jax.random.key(2),
+    traced,
+    anchors,
+    case.data,
+    cfg,
+    batch_ndim=1,
+    settings=grid,
+    **QUIET,
+  )
   chex.assert_shape([res.mean, res.std, res.init_loss], (3, 5))
   chex.assert_shape(res.per_chain, (3, 5, 2))
   chex.assert_shape(res.loss_trace, (3, 5, 2, 60))
@@ -122,25 +182,52 @@ def test_settings_grid_is_one_program_with_common_random_numbers():
   chex.assert_shape(res.diagnostics.diverged, (3, 5, 2))
   np.testing.assert_allclose(res.nbeta, [50.0, 100.0, 100.0])
   for s in range(3):
-    one = dataclasses.replace(cfg, step_size=grid.step_size[s],
-                              nbeta=grid.nbeta[s],
-                              localization=grid.localization[s])
-    alone = estimate_llc(jax.random.key(2), case.loss_fn, anchors, case.data,
-                         one, batch_ndim=1, **QUIET)
+    one = dataclasses.replace(
+      cfg,
+      step_size=grid.step_size[s],
+      nbeta=grid.nbeta[s],
+      localization=grid.localization[s],
+    )
+    alone = estimate_llc(
+      jax.random.key(2),
+      case.loss_fn,
+      anchors,
+      case.data,
+      one,
+      batch_ndim=1,
+      **QUIET,
+    )
     np.testing.assert_allclose(res.per_chain[s], alone.per_chain, rtol=1e-5)
-    np.testing.assert_allclose(res.diagnostics.ess[s], alone.diagnostics.ess,
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+      res.diagnostics.ess[s], alone.diagnostics.ess, rtol=1e-5
+    )
   # A grid of one equals the plain call exactly; None fields take cfg's value.
-  single = estimate_llc(jax.random.key(2), case.loss_fn, anchors, case.data,
-                        cfg, batch_ndim=1, settings=SGLDSettings(
-                            localization=[10.0]), **QUIET)
-  plain = estimate_llc(jax.random.key(2), case.loss_fn, anchors, case.data,
-                       cfg, batch_ndim=1, **QUIET)
+  single = estimate_llc(
+    jax.random.key(2),
+    case.loss_fn,
+    anchors,
+    case.data,
+    cfg,
+    batch_ndim=1,
+    settings=SGLDSettings(localization=[10.0]),
+    **QUIET,
+  )
+  plain = estimate_llc(
+    jax.random.key(2),
+    case.loss_fn,
+    anchors,
+    case.data,
+    cfg,
+    batch_ndim=1,
+    **QUIET,
+  )
   np.testing.assert_array_equal(single.per_chain[0], plain.per_chain)
   assert plain.nbeta == 100.0 and plain.settings.step_size == 5e-4
 
 
-@pytest.mark.parametrize("bad, match", [
+@pytest.mark.parametrize(
+  "bad, match",
+  [
     (SGLDSettings(step_size=[1e-3, 2e-3], nbeta=[1.0]), "differ in length"),
     (SGLDSettings(step_size=[]), "non-empty"),
     (SGLDSettings(step_size=1e-3), "1-D"),
@@ -149,12 +236,20 @@ def test_settings_grid_is_one_program_with_common_random_numbers():
     (SGLDSettings(localization=[-1.0]), "localization"),
     (SGLDSettings(), "no field"),
     ((1e-3, 1.0, 1.0), "SGLDSettings"),
-])
+  ],
+)
 def test_bad_settings_raise(bad, match):
   case = validation.isotropic_quadratic(d=2)
   with pytest.raises(ValueError, match=match):
-    estimate_llc(jax.random.key(0), case.loss_fn, case.params, case.data,
-                 SGLDConfig(batch_size=None), settings=bad, **QUIET)
+    estimate_llc(
+      jax.random.key(0),
+      case.loss_fn,
+      case.params,
+      case.data,
+      SGLDConfig(batch_size=None),
+      settings=bad,
+      **QUIET,
+    )
 
 
 def test_settings_product():
@@ -167,25 +262,60 @@ def test_settings_product():
 def test_chunking_does_not_change_results():
   case = validation.isotropic_quadratic(d=4)
   anchors = jnp.zeros((5, 4))
-  base = dict(step_size=2e-4, nbeta=100.0, localization=10.0, num_chains=2,
-              num_draws=200, num_burnin=10, batch_size=None)
-  a = estimate_llc(jax.random.key(3), case.loss_fn, anchors, case.data,
-                   SGLDConfig(**base, chunk_size=2), batch_ndim=1, **QUIET)
-  b = estimate_llc(jax.random.key(3), case.loss_fn, anchors, case.data,
-                   SGLDConfig(**base, chunk_size=5), batch_ndim=1, **QUIET)
+  base = dict(
+    step_size=2e-4,
+    nbeta=100.0,
+    localization=10.0,
+    num_chains=2,
+    num_draws=200,
+    num_burnin=10,
+    batch_size=None,
+  )
+  a = estimate_llc(
+    jax.random.key(3),
+    case.loss_fn,
+    anchors,
+    case.data,
+    SGLDConfig(**base, chunk_size=2),
+    batch_ndim=1,
+    **QUIET,
+  )
+  b = estimate_llc(
+    jax.random.key(3),
+    case.loss_fn,
+    anchors,
+    case.data,
+    SGLDConfig(**base, chunk_size=5),
+    batch_ndim=1,
+    **QUIET,
+  )
   np.testing.assert_allclose(a.per_chain, b.per_chain, rtol=1e-5)
 
 
 @pytest.mark.parametrize("every", [7, 1000])
 def test_thinned_mala_proxy_leaves_the_chains_unchanged(every):
   case = validation.isotropic_quadratic(d=4)
-  cfg = SGLDConfig(step_size=2e-3, nbeta=100.0, localization=10.0,
-                   num_chains=4, num_draws=300, num_burnin=20,
-                   batch_size=None, mala_every=1)
-  full = estimate_llc(jax.random.key(5), case.loss_fn, case.params, case.data,
-                      cfg, **QUIET)
-  thin = estimate_llc(jax.random.key(5), case.loss_fn, case.params, case.data,
-                      dataclasses.replace(cfg, mala_every=every), **QUIET)
+  cfg = SGLDConfig(
+    step_size=2e-3,
+    nbeta=100.0,
+    localization=10.0,
+    num_chains=4,
+    num_draws=300,
+    num_burnin=20,
+    batch_size=None,
+    mala_every=1,
+  )
+  full = estimate_llc(
+    jax.random.key(5), case.loss_fn, case.params, case.data, cfg, **QUIET
+  )
+  thin = estimate_llc(
+    jax.random.key(5),
+    case.loss_fn,
+    case.params,
+    case.data,
+    dataclasses.replace(cfg, mala_every=every),
+    **QUIET,
+  )
   np.testing.assert_array_equal(full.loss_trace, thin.loss_trace)
   accept = np.nanmean(full.diagnostics.mala_accept)
   assert 0.5 < accept < 1.0
@@ -195,20 +325,46 @@ def test_thinned_mala_proxy_leaves_the_chains_unchanged(every):
     assert abs(np.nanmean(thin.diagnostics.mala_accept) - accept) < 0.05
 
 
-def test_minibatch_sgld_on_quadratic_network_runs_and_is_deterministic(tmp_path):
+def test_minibatch_sgld_on_quadratic_network_runs_and_is_deterministic(
+  tmp_path,
+):
   d = sj.data.modular_arithmetic(jax.random.key(0), sj.DataConfig(p=7))
   params = jax.vmap(lambda k: sj.model.init(k, sj.ModelConfig(p=7, width=8)))(
-      jax.random.split(jax.random.key(1), 3))
+    jax.random.split(jax.random.key(1), 3)
+  )
   loss = sj.losses.make_loss("centered_mse")
-  cfg = SGLDConfig(step_size=1e-4, nbeta="default", num_chains=2,
-                   num_draws=50, num_burnin=10, batch_size=8)
+  cfg = SGLDConfig(
+    step_size=1e-4,
+    nbeta="default",
+    num_chains=2,
+    num_draws=50,
+    num_burnin=10,
+    batch_size=8,
+  )
   path = str(tmp_path / "chains")
-  a = estimate_llc(jax.random.key(2), loss, params, d.train, cfg,
-                   batch_ndim=1, out_path=path, **QUIET)
-  b = estimate_llc(jax.random.key(2), loss, params, d.train, cfg,
-                   batch_ndim=1, **QUIET)
-  resumed = estimate_llc(jax.random.key(2), loss, params, d.train, cfg,
-                         batch_ndim=1, out_path=path, **QUIET)
+  a = estimate_llc(
+    jax.random.key(2),
+    loss,
+    params,
+    d.train,
+    cfg,
+    batch_ndim=1,
+    out_path=path,
+    **QUIET,
+  )
+  b = estimate_llc(
+    jax.random.key(2), loss, params, d.train, cfg, batch_ndim=1, **QUIET
+  )
+  resumed = estimate_llc(
+    jax.random.key(2),
+    loss,
+    params,
+    d.train,
+    cfg,
+    batch_ndim=1,
+    out_path=path,
+    **QUIET,
+  )
   np.testing.assert_array_equal(a.per_chain, b.per_chain)
   np.testing.assert_array_equal(a.per_chain, resumed.per_chain)
   assert a.nbeta == pytest.approx(8 / np.log(8))
@@ -221,8 +377,15 @@ def test_restricted_llc_moves_only_masked_parameters():
   assert res.num_moving_params == case.params["V"].size
   full = dict(case.params)
   with pytest.raises(ValueError, match="mask selects no parameters"):
-    estimate_llc(jax.random.key(0), case.loss_fn, full, case.data, case.cfg,
-                 mask=lambda path, _: False, **QUIET)
+    estimate_llc(
+      jax.random.key(0),
+      case.loss_fn,
+      full,
+      case.data,
+      case.cfg,
+      mask=lambda path, _: False,
+      **QUIET,
+    )
 
 
 def test_flax_model_llc():
@@ -241,8 +404,15 @@ def test_flax_model_llc():
     return 0.5 * jnp.mean(jnp.square(net.apply(v, x_B)))
 
   # Regular linear model with 3 parameters at its minimum: lambda = 3/2.
-  cfg = SGLDConfig(step_size=1e-4, nbeta=1e3, localization=1.0, num_chains=8,
-                   num_draws=4000, num_burnin=500, batch_size=None)
+  cfg = SGLDConfig(
+    step_size=1e-4,
+    nbeta=1e3,
+    localization=1.0,
+    num_chains=8,
+    num_draws=4000,
+    num_burnin=500,
+    batch_size=None,
+  )
   zero = jax.tree.map(jnp.zeros_like, variables)
   res = estimate_llc(jax.random.key(2), loss_fn, zero, x, cfg, **QUIET)
   assert res.num_moving_params == 3
@@ -251,11 +421,24 @@ def test_flax_model_llc():
 
 def test_huge_step_is_flagged_diverged_and_excluded():
   case = validation.isotropic_quadratic(d=5)
-  cfg = SGLDConfig(step_size=1.0, nbeta=100.0, localization=10.0,
-                   num_chains=2, num_draws=50, num_burnin=0, batch_size=None)
+  cfg = SGLDConfig(
+    step_size=1.0,
+    nbeta=100.0,
+    localization=10.0,
+    num_chains=2,
+    num_draws=50,
+    num_burnin=0,
+    batch_size=None,
+  )
   with pytest.warns(RuntimeWarning, match="diverged"):
-    res = estimate_llc(jax.random.key(0), case.loss_fn, case.params,
-                       case.data, cfg, progress=False)
+    res = estimate_llc(
+      jax.random.key(0),
+      case.loss_fn,
+      case.params,
+      case.data,
+      cfg,
+      progress=False,
+    )
   assert res.diagnostics.diverged.all()
   assert np.isnan(res.mean)
 
@@ -263,17 +446,32 @@ def test_huge_step_is_flagged_diverged_and_excluded():
 def test_nonstationary_chain_is_reported():
   # Paper-like regime: relaxation time 2/(eps gamma) far beyond the draws.
   loss = lambda w, batch: 0.0 * jnp.sum(batch) + 0.0 * jnp.sum(w)
-  flat_plus = lambda w, batch: loss(w, batch) + 1e-3 * jnp.sum(w ** 2)
-  cfg = SGLDConfig(step_size=1e-3, nbeta=1.0, localization=1.0, num_chains=3,
-                   num_draws=400, num_burnin=0, batch_size=None)
+  flat_plus = lambda w, batch: loss(w, batch) + 1e-3 * jnp.sum(w**2)
+  cfg = SGLDConfig(
+    step_size=1e-3,
+    nbeta=1.0,
+    localization=1.0,
+    num_chains=3,
+    num_draws=400,
+    num_burnin=0,
+    batch_size=None,
+  )
   with pytest.warns(RuntimeWarning, match="not stationary"):
-    res = estimate_llc(jax.random.key(0), flat_plus, jnp.zeros(500),
-                       jnp.zeros((4, 1)), cfg, progress=False)
+    res = estimate_llc(
+      jax.random.key(0),
+      flat_plus,
+      jnp.zeros(500),
+      jnp.zeros((4, 1)),
+      cfg,
+      progress=False,
+    )
   assert not res.diagnostics.stationary
   assert res.diagnostics.trend_per_draw > 0
 
 
-@pytest.mark.parametrize("bad, match", [
+@pytest.mark.parametrize(
+  "bad, match",
+  [
     (dict(step_size=-1e-3), "step_size"),
     (dict(num_chains=0), "num_chains"),
     (dict(nbeta=-1.0), "nbeta"),
@@ -283,10 +481,14 @@ def test_nonstationary_chain_is_reported():
     (dict(noise="philox"), "noise"),
     (dict(num_chains=2.5), "num_chains=2.5 is invalid: must be an integer"),
     (dict(num_draws=True), "num_draws"),
-    (dict(step_size=float("inf")), "step_size=inf is invalid: must be a finite"),
+    (
+      dict(step_size=float("inf")),
+      "step_size=inf is invalid: must be a finite",
+    ),
     (dict(nbeta=float("nan")), "nbeta"),
     (dict(chunk_size=1.5), "chunk_size"),
-])
+  ],
+)
 def test_bad_config_raises(bad, match):
   with pytest.raises(ValueError, match=match):
     SGLDConfig(**bad)
@@ -295,21 +497,42 @@ def test_bad_config_raises(bad, match):
 def test_bad_inputs_raise():
   case = validation.isotropic_quadratic(d=3)
   with pytest.raises(ValueError, match="batch_size=32"):
-    estimate_llc(jax.random.key(0), case.loss_fn, case.params, case.data,
-                 SGLDConfig(batch_size=32), **QUIET)
+    estimate_llc(
+      jax.random.key(0),
+      case.loss_fn,
+      case.params,
+      case.data,
+      SGLDConfig(batch_size=32),
+      **QUIET,
+    )
   with pytest.raises(ValueError, match="empty"):
-    estimate_llc(jax.random.key(0), case.loss_fn, case.params,
-                 jnp.zeros((0, 1)), SGLDConfig(batch_size=None), **QUIET)
+    estimate_llc(
+      jax.random.key(0),
+      case.loss_fn,
+      case.params,
+      jnp.zeros((0, 1)),
+      SGLDConfig(batch_size=None),
+      **QUIET,
+    )
   with pytest.raises(ValueError, match="batch_ndim"):
-    estimate_llc(jax.random.key(0), case.loss_fn, case.params, case.data,
-                 SGLDConfig(batch_size=None), batch_ndim=2, **QUIET)
+    estimate_llc(
+      jax.random.key(0),
+      case.loss_fn,
+      case.params,
+      case.data,
+      SGLDConfig(batch_size=None),
+      batch_ndim=2,
+      **QUIET,
+    )
 
 
 def test_nbeta_conventions():
   assert SGLDConfig(batch_size=128).resolve_nbeta(1123) == pytest.approx(
-      128 / np.log(128))
+    128 / np.log(128)
+  )
   assert SGLDConfig(nbeta="n_log_n").resolve_nbeta(1123) == pytest.approx(
-      1123 / np.log(1123))
+    1123 / np.log(1123)
+  )
   assert SGLDConfig(nbeta=5.0).resolve_nbeta(10) == 5.0
 
 
@@ -317,14 +540,22 @@ def test_nbeta_conventions():
 def test_other_samplers_recover_isotropic_quadratic(sampler):
   case = validation.isotropic_quadratic(d=10)
   step = 1e-3 if sampler == "mala" else 2e-5
-  cfg = SGLDConfig(step_size=step, nbeta=100.0, localization=10.0,
-                   num_chains=8, num_draws=4000, num_burnin=1000,
-                   batch_size=None, sampler=sampler,
-                   # A slowly adapting preconditioner: pSGLD drops the
-                   # Gamma correction term, so a fast one biases the target.
-                   rmsprop_decay=0.9999)
-  res = estimate_llc(jax.random.key(0), case.loss_fn, case.params, case.data,
-                     cfg, **QUIET)
+  cfg = SGLDConfig(
+    step_size=step,
+    nbeta=100.0,
+    localization=10.0,
+    num_chains=8,
+    num_draws=4000,
+    num_burnin=1000,
+    batch_size=None,
+    sampler=sampler,
+    # A slowly adapting preconditioner: pSGLD drops the
+    # Gamma correction term, so a fast one biases the target.
+    rmsprop_decay=0.9999,
+  )
+  res = estimate_llc(
+    jax.random.key(0), case.loss_fn, case.params, case.data, cfg, **QUIET
+  )
   truth = case.true_llc
   assert abs(res.mean - truth) < 0.05 * truth
   if sampler == "mala":
@@ -333,22 +564,30 @@ def test_other_samplers_recover_isotropic_quadratic(sampler):
 
 def test_sharded_run_matches_single_device():
   script = (
-      "import jax, jax.numpy as jnp, numpy as np\n"
-      "from slt_jax.llc import SGLDConfig, estimate_llc\n"
-      "loss = lambda w, b: 0.5 * jnp.sum(w ** 2) + 0.0 * jnp.sum(b)\n"
-      "cfg = SGLDConfig(step_size=2e-4, nbeta=100.0, localization=10.0,"
-      " num_chains=2, num_draws=100, num_burnin=10, batch_size=None, chunk_size=4)\n"
-      "r = estimate_llc(jax.random.key(0), loss, jnp.zeros((8, 3)),"
-      " jnp.zeros((4, 1)), cfg, batch_ndim=1, progress=False, warn=False)\n"
-      "import json\n"
-      "print(len(jax.devices()), json.dumps(r.per_chain.ravel().tolist()))\n")
+    "import jax, jax.numpy as jnp, numpy as np\n"
+    "from slt_jax.llc import SGLDConfig, estimate_llc\n"
+    "loss = lambda w, b: 0.5 * jnp.sum(w ** 2) + 0.0 * jnp.sum(b)\n"
+    "cfg = SGLDConfig(step_size=2e-4, nbeta=100.0, localization=10.0,"
+    " num_chains=2, num_draws=100, num_burnin=10, batch_size=None, chunk_size=4)\n"
+    "r = estimate_llc(jax.random.key(0), loss, jnp.zeros((8, 3)),"
+    " jnp.zeros((4, 1)), cfg, batch_ndim=1, progress=False, warn=False)\n"
+    "import json\n"
+    "print(len(jax.devices()), json.dumps(r.per_chain.ravel().tolist()))\n"
+  )
   outs = []
   for count in (1, 4):
-    env = dict(os.environ,
-               XLA_FLAGS=f"--xla_force_host_platform_device_count={count}",
-               JAX_PLATFORMS="cpu")
-    proc = subprocess.run([sys.executable, "-c", script], env=env,
-                          capture_output=True, text=True, check=True)
+    env = dict(
+      os.environ,
+      XLA_FLAGS=f"--xla_force_host_platform_device_count={count}",
+      JAX_PLATFORMS="cpu",
+    )
+    proc = subprocess.run(
+      [sys.executable, "-c", script],
+      env=env,
+      capture_output=True,
+      text=True,
+      check=True,
+    )
     devices, values = proc.stdout.strip().split(" ", 1)
     assert int(devices) == count
     outs.append(np.array(json.loads(values)))
@@ -357,11 +596,22 @@ def test_sharded_run_matches_single_device():
 
 def test_calibrate_picks_largest_stable_step():
   case = validation.isotropic_quadratic(d=5)
-  cfg = SGLDConfig(nbeta=100.0, localization=10.0, num_chains=2,
-                   num_draws=200, num_burnin=20, batch_size=None)
-  chosen, table = sj.llc.calibrate(jax.random.key(0), case.loss_fn,
-                                   case.params, case.data, cfg,
-                                   step_sizes=(1e-4, 1e-3, 1.0))
+  cfg = SGLDConfig(
+    nbeta=100.0,
+    localization=10.0,
+    num_chains=2,
+    num_draws=200,
+    num_burnin=20,
+    batch_size=None,
+  )
+  chosen, table = sj.llc.calibrate(
+    jax.random.key(0),
+    case.loss_fn,
+    case.params,
+    case.data,
+    cfg,
+    step_sizes=(1e-4, 1e-3, 1.0),
+  )
   assert len(table) == 3
   by_step = {r["step_size"]: r for r in table}
   assert not by_step[1.0]["ok"] and by_step[1.0]["diverged_chains"] == 2
@@ -373,10 +623,17 @@ def test_memory_budget_sets_chunk_size_on_accelerators():
   """The accelerator path sizes chunks from XLA's memory analysis."""
   case = validation.isotropic_quadratic(d=50)
   anchors = jnp.zeros((8, 50))
-  tiny = SGLDConfig(step_size=2e-4, nbeta=100.0, localization=10.0,
-                    num_chains=2, num_draws=20, num_burnin=0, batch_size=None,
-                    memory_budget_bytes=1)
-  roomy = dataclasses.replace(tiny, memory_budget_bytes=2 ** 30)
+  tiny = SGLDConfig(
+    step_size=2e-4,
+    nbeta=100.0,
+    localization=10.0,
+    num_chains=2,
+    num_draws=20,
+    num_burnin=0,
+    batch_size=None,
+    memory_budget_bytes=1,
+  )
+  roomy = dataclasses.replace(tiny, memory_budget_bytes=2**30)
   device = jax.devices()[0]
 
   class Accelerator:  # the CPU device, presented as a GPU to the sizing rule.
@@ -397,54 +654,157 @@ def test_memory_budget_sets_chunk_size_on_accelerators():
 
 
 def test_resume_folder_saves_each_chunk_once_and_recovers_from_corruption(
-    tmp_path):
+  tmp_path,
+):
   case = validation.isotropic_quadratic(d=3)
-  cfg = SGLDConfig(step_size=1e-3, nbeta=10.0, localization=1.0,
-                   num_chains=2, num_draws=20, num_burnin=0, batch_size=None,
-                   chunk_size=2)
+  cfg = SGLDConfig(
+    step_size=1e-3,
+    nbeta=10.0,
+    localization=1.0,
+    num_chains=2,
+    num_draws=20,
+    num_burnin=0,
+    batch_size=None,
+    chunk_size=2,
+  )
   anchors = jnp.zeros((5, 3))
   folder = str(tmp_path / "chains")
-  first = estimate_llc(jax.random.key(0), case.loss_fn, anchors, case.data,
-                       cfg, 1, out_path=folder, **QUIET)
+  first = estimate_llc(
+    jax.random.key(0),
+    case.loss_fn,
+    anchors,
+    case.data,
+    cfg,
+    1,
+    out_path=folder,
+    **QUIET,
+  )
   parts = sorted(os.listdir(folder))
   assert parts == [f"part_{i:05d}.npz" for i in range(3)]
   stamps = {p: os.stat(os.path.join(folder, p)).st_mtime_ns for p in parts}
   with open(os.path.join(folder, parts[1]), "wb") as f:
     f.write(b"not an npz")
   with pytest.warns(RuntimeWarning, match=f"{parts[1]} is unreadable"):
-    again = estimate_llc(jax.random.key(0), case.loss_fn, anchors, case.data,
-                         cfg, 1, out_path=folder, **QUIET)
+    again = estimate_llc(
+      jax.random.key(0),
+      case.loss_fn,
+      anchors,
+      case.data,
+      cfg,
+      1,
+      out_path=folder,
+      **QUIET,
+    )
   np.testing.assert_array_equal(first.per_chain, again.per_chain)
   # Valid parts were loaded, not rewritten; the corrupt one was replaced.
   for p in (parts[0], parts[2]):
     assert os.stat(os.path.join(folder, p)).st_mtime_ns == stamps[p]
   assert sj.io.load_npz(os.path.join(folder, parts[1]))["loss_trace"].shape == (
-      2, 2, 20)
+    2,
+    2,
+    20,
+  )
   a_file = tmp_path / "old.npz"
   a_file.write_bytes(b"x")
   with pytest.raises(ValueError, match="is a file"):
-    estimate_llc(jax.random.key(0), case.loss_fn, anchors, case.data, cfg, 1,
-                 out_path=str(a_file), **QUIET)
+    estimate_llc(
+      jax.random.key(0),
+      case.loss_fn,
+      anchors,
+      case.data,
+      cfg,
+      1,
+      out_path=str(a_file),
+      **QUIET,
+    )
   assert a_file.read_bytes() == b"x"
 
 
 def test_zero_noise_ablation_is_gradient_descent():
   # With no noise and gamma = 0 a chain on 0.5 |w|^2 is w <- (1 - eps nbeta / 2) w.
-  loss = lambda w, batch: 0.5 * jnp.sum(w ** 2) + 0.0 * jnp.sum(batch)
-  cfg = SGLDConfig(step_size=0.1, nbeta=1.0, localization=0.0, num_chains=1,
-                   num_draws=5, num_burnin=0, batch_size=None, noise="zeros")
-  res = estimate_llc(jax.random.key(0), loss, jnp.ones(2), jnp.zeros((3, 1)),
-                     cfg, **QUIET)
-  np.testing.assert_allclose(res.loss_trace[0], 0.95 ** (2 * np.arange(5)),
-                             rtol=1e-6)
+  loss = lambda w, batch: 0.5 * jnp.sum(w**2) + 0.0 * jnp.sum(batch)
+  cfg = SGLDConfig(
+    step_size=0.1,
+    nbeta=1.0,
+    localization=0.0,
+    num_chains=1,
+    num_draws=5,
+    num_burnin=0,
+    batch_size=None,
+    noise="zeros",
+  )
+  res = estimate_llc(
+    jax.random.key(0), loss, jnp.ones(2), jnp.zeros((3, 1)), cfg, **QUIET
+  )
+  np.testing.assert_allclose(
+    res.loss_trace[0], 0.95 ** (2 * np.arange(5)), rtol=1e-6
+  )
 
 
 def test_warn_flag_controls_warnings_not_diagnostics():
   case = validation.isotropic_quadratic(d=5)
-  cfg = SGLDConfig(step_size=1.0, nbeta=100.0, localization=10.0,
-                   num_chains=2, num_draws=50, num_burnin=0, batch_size=None)
+  cfg = SGLDConfig(
+    step_size=1.0,
+    nbeta=100.0,
+    localization=10.0,
+    num_chains=2,
+    num_draws=50,
+    num_burnin=0,
+    batch_size=None,
+  )
   with warnings.catch_warnings():
     warnings.simplefilter("error")
-    quiet = estimate_llc(jax.random.key(0), case.loss_fn, case.params,
-                         case.data, cfg, **QUIET)
+    quiet = estimate_llc(
+      jax.random.key(0), case.loss_fn, case.params, case.data, cfg, **QUIET
+    )
   assert quiet.diagnostics.diverged.all()
+
+
+def test_efficiency_diagnostics(tmp_path):
+  case = validation.isotropic_quadratic(d=3)
+  cfg = SGLDConfig(
+    step_size=1e-3,
+    nbeta=10.0,
+    localization=1.0,
+    num_chains=2,
+    num_draws=40,
+    num_burnin=10,
+    batch_size=None,
+    chunk_size=2,
+  )
+  folder = str(tmp_path / "chains")
+  res = estimate_llc(
+    jax.random.key(0),
+    case.loss_fn,
+    jnp.zeros((3, 3)),
+    case.data,
+    cfg,
+    1,
+    out_path=folder,
+    **QUIET,
+  )
+  d = res.diagnostics
+  chex.assert_shape([d.seconds, d.ess_per_second, d.ess_per_gradient], (3,))
+  assert (d.seconds > 0).all()
+  np.testing.assert_allclose(d.ess_per_second, d.ess / d.seconds)
+  np.testing.assert_allclose(d.ess_per_gradient, d.ess / (2 * 50))
+  # Points 0 and 1 share a chunk, hence its time; a part saved without
+  # timings (an older layout) resumes with the time unknown.
+  assert d.seconds[0] == d.seconds[1]
+  path = os.path.join(folder, "part_00001.npz")
+  saved = sj.io.load_npz(path)
+  del saved["item_seconds"]
+  sj.io.save_npz(path, saved)
+  again = estimate_llc(
+    jax.random.key(0),
+    case.loss_fn,
+    jnp.zeros((3, 3)),
+    case.data,
+    cfg,
+    1,
+    out_path=folder,
+    **QUIET,
+  )
+  np.testing.assert_array_equal(again.diagnostics.seconds[:2], d.seconds[:2])
+  assert np.isnan(again.diagnostics.seconds[2])
+  np.testing.assert_array_equal(again.per_chain, res.per_chain)

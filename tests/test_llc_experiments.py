@@ -14,11 +14,13 @@ def _finite(values):
   return all(v is not None and math.isfinite(v) for v in values)
 
 
-def test_llc_over_training_smoke_both_protocols_and_replot(tmp_path,
-                                                          monkeypatch):
+def test_llc_over_training_smoke_both_protocols_and_replot(
+  tmp_path, monkeypatch
+):
   out, store = tmp_path / "out", str(tmp_path / "runs")
-  payload = llc_over_training.main(["--smoke", "--protocol", "both", "--runs",
-                                    store, "--out", str(out)])
+  payload = llc_over_training.main(
+    ["--smoke", "--protocol", "both", "--runs", store, "--out", str(out)]
+  )
   with open(out / "results.json") as f:
     res = json.load(f)
   assert res["mode"] == "smoke" and set(payload) == set(res)
@@ -28,30 +30,46 @@ def test_llc_over_training_smoke_both_protocols_and_replot(tmp_path,
   assert len([d for d in os.listdir(store) if not d.endswith(".partial")]) == 2
   for name, r in res["protocols"].items():
     assert r["train"]["lr"] == cfg.train_for(name).lr
-    for key in ("log_steps", "metrics", "ckpt_steps", "llc_paper_settings",
-                "llc_settled", "paper", "settled", "memorisation_step",
-                "generalisation_step", "source"):
+    for key in (
+      "log_steps",
+      "metrics",
+      "ckpt_steps",
+      "llc_paper_settings",
+      "llc_settled",
+      "paper",
+      "settled",
+      "memorisation_step",
+      "generalisation_step",
+      "source",
+    ):
       assert key in r
     paper, settled = r["llc_paper_settings"], r["llc_settled"]
     assert len(paper["mean"][0]) == len(r["ckpt_steps"])
     assert r["settled_ckpt_steps"] == [
-        s for s in r["ckpt_steps"] if s % cfg.settled_every == 0]
+      s for s in r["ckpt_steps"] if s % cfg.settled_every == 0
+    ]
     assert len(settled["mean"][0]) == len(r["settled_ckpt_steps"])
     assert _finite(paper["mean"][0]) and _finite(settled["mean"][0])
     # Peak and final LLC are those of the seed-mean curve.
-    for window, sweep, steps in (("paper", paper, r["ckpt_steps"]),
-                                 ("settled", settled, r["settled_ckpt_steps"])):
+    for window, sweep, steps in (
+      ("paper", paper, r["ckpt_steps"]),
+      ("settled", settled, r["settled_ckpt_steps"]),
+    ):
       curve = [sum(c) / len(c) for c in zip(*sweep["mean"])]
       s = r[window]
       assert s["peak_llc"] == pytest.approx(max(curve))
       assert s["peak_step"] == steps[curve.index(max(curve))]
       assert s["final_llc"] == pytest.approx(curve[-1])
       assert s["drop_coincides_with_val_loss_drop"] == (
-          s["lag"] is not None and abs(s["lag"])
-          <= res["coincidence_fraction"] * s["val_loss_drop_step"])
+        s["lag"] is not None
+        and abs(s["lag"])
+        <= res["coincidence_fraction"] * s["val_loss_drop_step"]
+      )
     assert os.path.getsize(out / f"llc_over_training_{name}.png") > 0
-  assert res["protocols"]["recipe"]["metrics"] != (
-      res["protocols"]["authors"]["metrics"])
+  assert (
+    res["protocols"]["recipe"]["metrics"]
+    != (res["protocols"]["authors"]["metrics"])
+  )
   # --replot redraws every PNG from results.json without computing.
   monkeypatch.setattr(llc_over_training, "compute", None)
   for name in res["protocols"]:
@@ -68,14 +86,21 @@ def test_llc_over_training_paper_config_is_the_caption():
   assert (cfg.data.p, cfg.model.width) == (53, 1024)
   caption = cfg.train_for("authors")
   assert (caption.lr, caption.weight_decay, caption.batch_size) == (
-      1e-4, 1e-4, 128)
+    1e-4,
+    1e-4,
+    128,
+  )
   # It memorises by ~1000 and generalises at ~8000 (SPEC §1): train past it.
   assert 12000 <= caption.num_steps <= 16000 and caption.stop_acc is None
   recipe = cfg.train_for("recipe")
   assert (recipe.lr, recipe.weight_decay, recipe.batch_size) == (
-      1e-3, 1e-5, 128)
+    1e-3,
+    1e-5,
+    128,
+  )
   # Every mode's Fig. 3 run is one config that the other experiments reuse.
   from experiments import llc_by_layer, robustness
+
   for mode in ("smoke", "quick", "default", "paper"):
     assert llc_by_layer.CONFIGS[mode].fig3 == llc_over_training.CONFIGS[mode]
     assert robustness.CONFIGS[mode].fig3 == llc_over_training.CONFIGS[mode]
@@ -92,17 +117,30 @@ def test_llc_validation_smoke(tmp_path):
   assert [case["name"] for case in res["cases"]] == list(validation.CASES)
   assert res["all_passed"] == all(case["passed"] for case in res["cases"])
   for case in res["cases"]:
-    for key in ("name", "true", "mean", "std", "rel_err", "passed", "ess",
-                "rhat", "stationary", "diverged_chains"):
+    for key in (
+      "name",
+      "true",
+      "mean",
+      "std",
+      "rel_err",
+      "passed",
+      "ess",
+      "rhat",
+      "stationary",
+      "diverged_chains",
+    ):
       assert key in case
     assert 0 <= case["diverged_chains"] <= case["num_chains"]
     assert _finite([case["true"], case["mean"], case["std"]])
     # The verdict is the tolerance rule applied to the reported numbers.
     err = abs(case["mean"] - case["true"])
-    assert case["passed"] == (err <= case["rel_tol"] * abs(case["true"])
-                              or err <= case["std_tol"] * case["std"])
+    assert case["passed"] == (
+      err <= case["rel_tol"] * abs(case["true"])
+      or err <= case["std_tol"] * case["std"]
+    )
     assert case["rel_err"] == pytest.approx(
-        (case["mean"] - case["true"]) / case["true"])
+      (case["mean"] - case["true"]) / case["true"]
+    )
   # Even at smoke size the isotropic quadratic (d = 20, nbeta 100, gamma 10)
   # lands near its closed form (d/2) nbeta / (nbeta + gamma) = 9.09: within
   # 4 standard errors over the chains (about 50% here; a factor 2 fails).
@@ -111,3 +149,40 @@ def test_llc_validation_smoke(tmp_path):
   se = iso["std"] / math.sqrt(iso["num_chains"])
   assert abs(iso["mean"] - iso["true"]) <= 4 * se + 0.03 * iso["true"]
   assert os.path.exists(tmp_path / "validation.png")
+
+
+def test_llc_over_training_summary_of_committed_demo():
+  # make demo's closing summary, from the committed quick results.
+  path = os.path.join(
+    os.path.dirname(__file__),
+    os.pardir,
+    "figures",
+    "llc_over_training",
+    "results.json",
+  )
+  with open(path) as f:
+    res = json.load(f)
+  text = llc_over_training.summary(res, "figures/llc_over_training")
+  assert "results: figures/llc_over_training/results.json" in text
+  for name, r in res["protocols"].items():
+    assert (
+      f"[{name}] figure: figures/llc_over_training/llc_over_training_{name}.png"
+    ) in text
+    for key, steps in (
+      ("llc_paper_settings", "ckpt_steps"),
+      ("llc_settled", "settled_ckpt_steps"),
+    ):
+      sweep = r[key]
+      final = sum(m[-1] for m in sweep["mean"]) / len(sweep["mean"])
+      assert f"{final:,.0f} ± " in text and f"(step {r[steps][-1]})" in text
+      ok = [s for seed in sweep["stationary"] for s in seed]
+      assert f"{sum(ok)} of {len(ok)} " in text
+  assert ("not stationary" in text) == (
+    not all(
+      s
+      for r in res["protocols"].values()
+      for k in ("llc_paper_settings", "llc_settled")
+      for seed in r[k]["stationary"]
+      for s in seed
+    )
+  )

@@ -17,8 +17,7 @@ ONES3 = jnp.ones(3)
 
 def test_mse_hand_computed():
   # ||R||^2 = 0.25 + 0.25 + 0 + 1 + 1 + 1 = 3.5;  0.5 * 3.5 / 3 = 7/12.
-  np.testing.assert_allclose(losses.mse(Y, YHAT, ONES3), 7.0 / 12.0,
-                             rtol=1e-6)
+  np.testing.assert_allclose(losses.mse(Y, YHAT, ONES3), 7.0 / 12.0, rtol=1e-6)
 
 
 def test_centered_mse_hand_computed():
@@ -26,14 +25,18 @@ def test_centered_mse_hand_computed():
   # Centred column 0: 2/3, 1/6, -5/6 -> squares 16/36 + 1/36 + 25/36 = 7/6.
   # Centred column 1: -1/3, 7/6, -5/6 -> squares 4/36 + 49/36 + 25/36 = 13/6.
   # 0.5 * (7/6 + 13/6) / 3 = 5/9.
-  np.testing.assert_allclose(losses.centered_mse(Y, YHAT, ONES3), 5.0 / 9.0,
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+    losses.centered_mse(Y, YHAT, ONES3), 5.0 / 9.0, rtol=1e-6
+  )
 
 
 def test_centered_mse_ignores_constant_column_offsets():
   shifted = YHAT + jnp.array([[3.0, -2.0]])
-  np.testing.assert_allclose(losses.centered_mse(Y, shifted, ONES3),
-                             losses.centered_mse(Y, YHAT, ONES3), rtol=1e-6)
+  np.testing.assert_allclose(
+    losses.centered_mse(Y, shifted, ONES3),
+    losses.centered_mse(Y, YHAT, ONES3),
+    rtol=1e-6,
+  )
 
 
 def test_cross_entropy_hand_computed():
@@ -43,7 +46,8 @@ def test_cross_entropy_hand_computed():
   labels = jnp.array([0, 1])
   expected = 0.5 * (np.log(2.0) - np.log(0.75))
   np.testing.assert_allclose(
-      losses.cross_entropy(labels, logits, jnp.ones(2)), expected, rtol=1e-6)
+    losses.cross_entropy(labels, logits, jnp.ones(2)), expected, rtol=1e-6
+  )
 
 
 def test_cross_entropy_matches_manual_log_softmax(key):
@@ -53,8 +57,9 @@ def test_cross_entropy_matches_manual_log_softmax(key):
   shifted = logits - logits.max(axis=1, keepdims=True)
   logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
   expected = -logp[np.arange(6), labels].mean()
-  out = losses.cross_entropy(jnp.asarray(labels), jnp.asarray(logits, jnp.float32),
-                             jnp.ones(6))
+  out = losses.cross_entropy(
+    jnp.asarray(labels), jnp.asarray(logits, jnp.float32), jnp.ones(6)
+  )
   np.testing.assert_allclose(out, expected, rtol=1e-5)
 
 
@@ -64,8 +69,9 @@ def test_zero_weight_rows_are_ignored_regression(fn):
   y = jnp.concatenate([Y, garbage])
   yhat = jnp.concatenate([YHAT, -garbage])
   weights = jnp.array([1.0, 1.0, 1.0, 0.0])
-  np.testing.assert_allclose(fn(y, yhat, weights), fn(Y, YHAT, ONES3),
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+    fn(y, yhat, weights), fn(Y, YHAT, ONES3), rtol=1e-6
+  )
 
 
 def test_zero_weight_rows_are_ignored_cross_entropy():
@@ -73,8 +79,10 @@ def test_zero_weight_rows_are_ignored_cross_entropy():
   labels = jnp.array([0, 2, 1])
   weights = jnp.array([1.0, 1.0, 0.0])
   np.testing.assert_allclose(
-      losses.cross_entropy(labels, logits, weights),
-      losses.cross_entropy(labels[:2], logits[:2], jnp.ones(2)), rtol=1e-6)
+    losses.cross_entropy(labels, logits, weights),
+    losses.cross_entropy(labels[:2], logits[:2], jnp.ones(2)),
+    rtol=1e-6,
+  )
 
 
 @pytest.mark.parametrize("name", LOSSES)
@@ -87,45 +95,54 @@ def test_network_loss_zero_weights_equal_subset(key, name):
   full = data.make_batch(pairs, labels)
   masked = full._replace(weights=jnp.array([1.0] * 5 + [0.0] * 3))
   subset = data.make_batch(pairs[:5], labels[:5])
-  np.testing.assert_allclose(loss_fn(params, masked), loss_fn(params, subset),
-                             rtol=1e-5)
+  np.testing.assert_allclose(
+    loss_fn(params, masked), loss_fn(params, subset), rtol=1e-5
+  )
 
 
 @pytest.mark.parametrize("name", LOSSES)
 def test_make_loss_matches_loss_from_outputs(key, name):
   params = model.init(key, ModelConfig(p=5, width=6))
-  batch = data.make_batch(jnp.array([[0, 1], [2, 3], [4, 4]]),
-                          jnp.array([1, 0, 3]))
+  batch = data.make_batch(
+    jnp.array([[0, 1], [2, 3], [4, 4]]), jnp.array([1, 0, 3])
+  )
   out = model.apply(params, batch.pairs)
   np.testing.assert_allclose(
-      losses.make_loss(name)(params, batch),
-      losses.loss_from_outputs(name, out, batch.labels, batch.weights),
-      rtol=1e-6)
+    losses.make_loss(name)(params, batch),
+    losses.loss_from_outputs(name, out, batch.labels, batch.weights),
+    rtol=1e-6,
+  )
 
 
 def test_loss_from_outputs_regression_uses_one_hot_targets():
   labels = jnp.array([0, 1, 0])  # one-hot rows are exactly Y.
   np.testing.assert_allclose(
-      losses.loss_from_outputs("centered_mse", YHAT, labels, ONES3), 5.0 / 9.0,
-      rtol=1e-6)
+    losses.loss_from_outputs("centered_mse", YHAT, labels, ONES3),
+    5.0 / 9.0,
+    rtol=1e-6,
+  )
   np.testing.assert_allclose(
-      losses.loss_from_outputs("mse", YHAT, labels, ONES3), 7.0 / 12.0,
-      rtol=1e-6)
+    losses.loss_from_outputs("mse", YHAT, labels, ONES3), 7.0 / 12.0, rtol=1e-6
+  )
 
 
 def test_accuracy_from_outputs():
-  out = jnp.array([[0.9, 0.1, 0.0], [0.2, 0.3, 0.5], [0.0, 1.0, 0.0],
-                   [0.4, 0.3, 0.3]])
+  out = jnp.array(
+    [[0.9, 0.1, 0.0], [0.2, 0.3, 0.5], [0.0, 1.0, 0.0], [0.4, 0.3, 0.3]]
+  )
   labels = jnp.array([0, 1, 1, 2])  # hits: yes, no, yes, no.
   np.testing.assert_allclose(
-      losses.accuracy_from_outputs(out, labels, jnp.ones(4)), 0.5)
+    losses.accuracy_from_outputs(out, labels, jnp.ones(4)), 0.5
+  )
   np.testing.assert_allclose(
-      losses.accuracy_from_outputs(out, labels,
-                                   jnp.array([1.0, 0.0, 1.0, 0.0])), 1.0)
+    losses.accuracy_from_outputs(out, labels, jnp.array([1.0, 0.0, 1.0, 0.0])),
+    1.0,
+  )
   np.testing.assert_allclose(
-      losses.accuracy_from_outputs(out, labels,
-                                   jnp.array([0.0, 1.0, 1.0, 1.0])), 1.0 / 3.0,
-      rtol=1e-6)
+    losses.accuracy_from_outputs(out, labels, jnp.array([0.0, 1.0, 1.0, 1.0])),
+    1.0 / 3.0,
+    rtol=1e-6,
+  )
 
 
 def test_network_accuracy(key):
@@ -147,7 +164,6 @@ def test_bad_loss_name_raises(name):
 
 
 class GradientTest(chex.TestCase):
-
   @chex.variants(with_jit=True, without_jit=True)
   def test_gradients_finite_and_shaped(self):
     key_init, key_pairs = jax.random.split(jax.random.key(4))
@@ -156,7 +172,8 @@ class GradientTest(chex.TestCase):
     batch = data.make_batch(pairs, (pairs[:, 0] + pairs[:, 1]) % 7)
     for name in LOSSES:
       loss, grads = self.variant(jax.value_and_grad(losses.make_loss(name)))(
-          params, batch)
+        params, batch
+      )
       chex.assert_shape(loss, ())
       chex.assert_trees_all_equal_shapes(grads, params)
       chex.assert_tree_all_finite((loss, grads))

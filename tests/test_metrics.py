@@ -39,8 +39,9 @@ def test_gsm_step_functions():
   # (0+1)/2*100 + (1+1)/2*100 + (1+1)/2*100 + (1+0)/2*100 = 300; T = 400.
   train = np.array([0.0, 1.0, 1.0, 1.0, 1.0])
   val = np.array([0.0, 0.0, 0.0, 0.0, 1.0])
-  np.testing.assert_allclose(metrics.grokking_severity(STEPS, train, val),
-                             300.0 / 400.0)
+  np.testing.assert_allclose(
+    metrics.grokking_severity(STEPS, train, val), 300.0 / 400.0
+  )
 
 
 def test_gsm_uneven_steps():
@@ -54,8 +55,9 @@ def test_gsm_uneven_steps():
 def test_gsm_hand_computed_curve():
   # Gap = 0.1, 0.9, 0.5, 0.04, 0.0 -> trapezoids of width 100:
   # 50 + 70 + 27 + 2 = 149; T = 400.
-  np.testing.assert_allclose(metrics.grokking_severity(STEPS, TRAIN, VAL),
-                             149.0 / 400.0)
+  np.testing.assert_allclose(
+    metrics.grokking_severity(STEPS, TRAIN, VAL), 149.0 / 400.0
+  )
 
 
 def test_gsm_zero_without_generalisation():
@@ -71,10 +73,10 @@ def test_gsm_zero_for_immediate_generalisation():
 
 
 def test_leading_axes_are_kept():
-  train = np.stack([np.stack([TRAIN, FLAT, TRAIN]),
-                    np.stack([FLAT, TRAIN, TRAIN])])  # (2, 3, 5)
-  val = np.stack([np.stack([VAL, VAL, FLAT]),
-                  np.stack([VAL, FLAT, VAL])])
+  train = np.stack(
+    [np.stack([TRAIN, FLAT, TRAIN]), np.stack([FLAT, TRAIN, TRAIN])]
+  )  # (2, 3, 5)
+  val = np.stack([np.stack([VAL, VAL, FLAT]), np.stack([VAL, FLAT, VAL])])
   mem = metrics.memorisation_step(STEPS, train)
   gen = metrics.generalisation_step(STEPS, val)
   delay = metrics.grokking_delay(STEPS, train, val)

@@ -17,7 +17,6 @@ def _pairs(key, batch=B, p=P):
 
 
 class ModelTest(chex.TestCase):
-
   @chex.variants(with_jit=True, without_jit=True)
   def test_init_shapes(self):
     cfg = ModelConfig(p=P, width=K)
@@ -50,7 +49,8 @@ class ModelTest(chex.TestCase):
     pairs = _pairs(key_pairs, batch=32)
     out = self.variant(model.apply)(params, pairs)
     dense = self.variant(model.apply_one_hot)(
-        params, data.one_hot_inputs(pairs, P))
+      params, data.one_hot_inputs(pairs, P)
+    )
     np.testing.assert_allclose(out, dense, atol=1e-5, rtol=1e-5)
 
 
@@ -73,7 +73,9 @@ def test_apply_rejects_wrong_shapes(key):
 
 def test_kaiming_uniform_bound(key):
   p, width = 11, 300
-  params = model.init(key, ModelConfig(p=p, width=width, init="kaiming_uniform"))
+  params = model.init(
+    key, ModelConfig(p=p, width=width, init="kaiming_uniform")
+  )
   w, v = np.asarray(params["W"]), np.asarray(params["V"])
   for x, fan_in in ((w, 2 * p), (v, width)):
     bound = 1.0 / np.sqrt(fan_in)
@@ -97,8 +99,9 @@ def test_lecun_normal_std(key):
 def test_init_scale_scales(key, init):
   base = model.init(key, ModelConfig(p=5, width=8, init=init))
   scaled = model.init(key, ModelConfig(p=5, width=8, init=init, init_scale=3.0))
-  chex.assert_trees_all_close(scaled, jax.tree.map(lambda x: 3.0 * x, base),
-                              rtol=1e-6)
+  chex.assert_trees_all_close(
+    scaled, jax.tree.map(lambda x: 3.0 * x, base), rtol=1e-6
+  )
 
 
 def test_different_keys_differ(key):
@@ -108,14 +111,45 @@ def test_different_keys_differ(key):
   assert not np.allclose(a["W"], b["W"])
 
 
-@pytest.mark.parametrize("kwargs, name", [
+@pytest.mark.parametrize(
+  "kwargs, name",
+  [
     ({"p": 51}, "p=51"),
     ({"p": 2}, "p=2"),
     ({"width": 0}, "width=0"),
     ({"init": "xavier"}, "init='xavier'"),
     ({"init_scale": 0.0}, "init_scale=0.0"),
     ({"init_scale": -1.0}, "init_scale=-1.0"),
-])
+  ],
+)
 def test_bad_config_raises(kwargs, name):
   with pytest.raises(ValueError, match=name):
     ModelConfig(**kwargs)
+
+
+@pytest.mark.parametrize("name", ["centered_mse", "mse", "cross_entropy"])
+def test_gather_form_equals_one_hot_form(key, name):
+  from slt_jax import losses
+
+  params = model.init(key, ModelConfig(p=P, width=K))
+  pairs = _pairs(jax.random.fold_in(key, 1))
+  chex.assert_trees_all_close(
+    model.apply(params, pairs, "gather"),
+    model.apply(params, pairs, "one_hot"),
+    rtol=1e-5,
+  )
+  batch = data.make_batch(pairs, jnp.sum(pairs, 1) % P)
+  value_grads = [
+    jax.value_and_grad(losses.make_loss(name, form))(params, batch)
+    for form in model.FORMS
+  ]
+  chex.assert_trees_all_close(*value_grads, rtol=1e-5, atol=1e-6)
+
+
+def test_form_default_and_bad_form():
+  assert model.default_form() == (
+    "one_hot" if jax.default_backend() == "cpu" else "gather"
+  )
+  params = model.init(jax.random.key(0), ModelConfig(p=P, width=K))
+  with pytest.raises(ValueError, match="form='dense' is invalid"):
+    model.apply(params, _pairs(jax.random.key(1)), "dense")

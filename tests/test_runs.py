@@ -18,14 +18,29 @@ from slt_jax.config import DataConfig, ModelConfig, TrainConfig
 P, K = 7, 16
 DATA_CFG = DataConfig(p=P, num_train=30)
 MODEL_CFG = ModelConfig(p=P, width=K)
-CFG = TrainConfig(lr=1e-2, batch_size=8, num_steps=40, log_every=10,
-                  ckpt_every=10, chunk_steps=20)
+CFG = TrainConfig(
+  lr=1e-2,
+  batch_size=8,
+  num_steps=40,
+  log_every=10,
+  ckpt_every=10,
+  chunk_steps=20,
+)
 # One alternative value per TrainConfig field (all valid with the others).
 TRAIN_VARIANTS = {
-    "loss": "mse", "optimizer": "sgd", "lr": 2e-2, "weight_decay": 0.0,
-    "momentum": 0.5, "batch_size": 4, "num_steps": 80, "log_every": 5,
-    "ckpt_every": 20, "chunk_steps": 40, "stop_acc": 0.9, "stop_patience": 5,
-    "stop_check_every": 20,
+  "loss": "mse",
+  "optimizer": "sgd",
+  "lr": 2e-2,
+  "weight_decay": 0.0,
+  "momentum": 0.5,
+  "batch_size": 4,
+  "num_steps": 80,
+  "log_every": 5,
+  "ckpt_every": 20,
+  "chunk_steps": 40,
+  "stop_acc": 0.9,
+  "stop_patience": 5,
+  "stop_check_every": 20,
 }
 
 
@@ -41,8 +56,9 @@ def tiny_data(data_key) -> data.ModularData:
 
 @pytest.fixture(scope="module")
 def trained(tiny_data) -> train.TrainResult:
-  return train.train(jax.random.key(0), tiny_data, MODEL_CFG, CFG, seeds=2,
-                     progress=False)
+  return train.train(
+    jax.random.key(0), tiny_data, MODEL_CFG, CFG, seeds=2, progress=False
+  )
 
 
 @pytest.fixture
@@ -51,8 +67,9 @@ def store(tmp_path) -> str:
 
 
 def _spec(tiny_data, **kwargs):
-  return runs.run_spec(jax.random.key(0), tiny_data, MODEL_CFG, CFG, seeds=2,
-                       **kwargs)
+  return runs.run_spec(
+    jax.random.key(0), tiny_data, MODEL_CFG, CFG, seeds=2, **kwargs
+  )
 
 
 def _assert_results_equal(a: train.TrainResult, b: train.TrainResult):
@@ -68,38 +85,60 @@ def _assert_results_equal(a: train.TrainResult, b: train.TrainResult):
 
 
 def test_fingerprint_changes_with_every_field(tiny_data, monkeypatch):
-  assert set(TRAIN_VARIANTS) == {f.name for f in
-                                 dataclasses.fields(TrainConfig)}
+  assert set(TRAIN_VARIANTS) == {
+    f.name for f in dataclasses.fields(TrainConfig)
+  }
   base = _spec(tiny_data)
   key = jax.random.key(0)
   other_split = data.modular_arithmetic(jax.random.key(11), DATA_CFG)
   variants = {
-      "key": runs.run_spec(jax.random.key(1), tiny_data, MODEL_CFG, CFG,
-                           seeds=2),
-      "data key": runs.run_spec(key, other_split, MODEL_CFG, CFG, seeds=2),
-      "data num_train": runs.run_spec(
-          key, data.modular_arithmetic(jax.random.key(10),
-                                       DataConfig(p=P, num_train=31)),
-          MODEL_CFG, CFG, seeds=2),
-      "data op": runs.run_spec(
-          key, data.modular_arithmetic(jax.random.key(10),
-                                       DataConfig(p=P, op="*", num_train=30)),
-          MODEL_CFG, CFG, seeds=2),
-      "width": runs.run_spec(key, tiny_data, ModelConfig(p=P, width=K + 1),
-                             CFG, seeds=2),
-      "init": runs.run_spec(key, tiny_data, dataclasses.replace(
-          MODEL_CFG, init="lecun_normal"), CFG, seeds=2),
-      "init_scale": runs.run_spec(key, tiny_data, dataclasses.replace(
-          MODEL_CFG, init_scale=0.5), CFG, seeds=2),
-      "seeds": _spec(tiny_data, seed_ids=[0, 2]),
-      "lrs": _spec(tiny_data, lrs=[1e-2, 1e-3]),
-      "weight_decays": _spec(tiny_data, weight_decays=[1e-4]),
-      "num_trains": _spec(tiny_data, num_trains=[20]),
+    "key": runs.run_spec(jax.random.key(1), tiny_data, MODEL_CFG, CFG, seeds=2),
+    "data key": runs.run_spec(key, other_split, MODEL_CFG, CFG, seeds=2),
+    "data num_train": runs.run_spec(
+      key,
+      data.modular_arithmetic(
+        jax.random.key(10), DataConfig(p=P, num_train=31)
+      ),
+      MODEL_CFG,
+      CFG,
+      seeds=2,
+    ),
+    "data op": runs.run_spec(
+      key,
+      data.modular_arithmetic(
+        jax.random.key(10), DataConfig(p=P, op="*", num_train=30)
+      ),
+      MODEL_CFG,
+      CFG,
+      seeds=2,
+    ),
+    "width": runs.run_spec(
+      key, tiny_data, ModelConfig(p=P, width=K + 1), CFG, seeds=2
+    ),
+    "init": runs.run_spec(
+      key,
+      tiny_data,
+      dataclasses.replace(MODEL_CFG, init="lecun_normal"),
+      CFG,
+      seeds=2,
+    ),
+    "init_scale": runs.run_spec(
+      key,
+      tiny_data,
+      dataclasses.replace(MODEL_CFG, init_scale=0.5),
+      CFG,
+      seeds=2,
+    ),
+    "seeds": _spec(tiny_data, seed_ids=[0, 2]),
+    "lrs": _spec(tiny_data, lrs=[1e-2, 1e-3]),
+    "weight_decays": _spec(tiny_data, weight_decays=[1e-4]),
+    "num_trains": _spec(tiny_data, num_trains=[20]),
   }
   for name, value in TRAIN_VARIANTS.items():
     cfg = dataclasses.replace(CFG, **{name: value})
-    variants[f"train {name}"] = runs.run_spec(key, tiny_data, MODEL_CFG, cfg,
-                                              seeds=2)
+    variants[f"train {name}"] = runs.run_spec(
+      key, tiny_data, MODEL_CFG, cfg, seeds=2
+    )
   monkeypatch.setattr(runs, "FORMAT_VERSION", runs.FORMAT_VERSION + 1)
   variants["format"] = _spec(tiny_data)
   prints = {name: runs.fingerprint(spec) for name, spec in variants.items()}
@@ -107,8 +146,10 @@ def test_fingerprint_changes_with_every_field(tiny_data, monkeypatch):
   assert len(set(prints.values())) == len(prints), prints
   # Defaults resolve: an explicit grid equal to the default is the same run.
   monkeypatch.undo()
-  assert runs.fingerprint(_spec(tiny_data, lrs=[CFG.lr], seed_ids=[0, 1])) == (
-      prints["base"])
+  assert (
+    runs.fingerprint(_spec(tiny_data, lrs=[CFG.lr], seed_ids=[0, 1]))
+    == (prints["base"])
+  )
   # A spec is plain JSON.
   assert json.loads(json.dumps(base)) == base
 
@@ -121,8 +162,9 @@ def test_run_name_is_label_and_fingerprint(tiny_data):
 
 def test_save_load_roundtrip(tiny_data, trained, store):
   spec = _spec(tiny_data)
-  path = runs.save_run(store, "tiny", spec, trained,
-                       provenance={"note": "test"})
+  path = runs.save_run(
+    store, "tiny", spec, trained, provenance={"note": "test"}
+  )
   assert sorted(os.listdir(store)) == [os.path.basename(path)]  # No temp dir.
   loaded = runs.load_run(store, "tiny", spec)
   _assert_results_equal(loaded, trained)
@@ -165,11 +207,19 @@ def _corrupt_copy(store, spec, how):
   return runs.ARRAYS
 
 
-@pytest.mark.parametrize("how", ["manifest garbage", "manifest fingerprint",
-                                 "manifest missing", "npz truncated",
-                                 "npz missing"])
-def test_corrupt_entry_raises_naming_file(tiny_data, trained, store, how,
-                                          monkeypatch):
+@pytest.mark.parametrize(
+  "how",
+  [
+    "manifest garbage",
+    "manifest fingerprint",
+    "manifest missing",
+    "npz truncated",
+    "npz missing",
+  ],
+)
+def test_corrupt_entry_raises_naming_file(
+  tiny_data, trained, store, how, monkeypatch
+):
   spec = _spec(tiny_data)
   runs.save_run(store, "tiny", spec, trained)
   name = _corrupt_copy(store, spec, how)
@@ -179,51 +229,90 @@ def test_corrupt_entry_raises_naming_file(tiny_data, trained, store, how,
   # get_or_train neither loads it nor retrains over it.
   monkeypatch.setattr(train, "train", _no_training)
   with pytest.raises(ValueError, match=path):
-    runs.get_or_train(store, "tiny", jax.random.key(0), tiny_data, MODEL_CFG,
-                      CFG, seeds=2, progress=False)
+    runs.get_or_train(
+      store,
+      "tiny",
+      jax.random.key(0),
+      tiny_data,
+      MODEL_CFG,
+      CFG,
+      seeds=2,
+      progress=False,
+    )
 
 
 def _no_training(*args, **kwargs):
   raise AssertionError("train.train was called")
 
 
-def test_trained_run_warm_store_trains_nothing(tiny_data, trained, store,
-                                               monkeypatch):
-  first = common.trained_run(jax.random.key(0), tiny_data, MODEL_CFG, CFG,
-                             seeds=2, store=store, label="tiny",
-                             progress=False)
+def test_trained_run_warm_store_trains_nothing(
+  tiny_data, trained, store, monkeypatch
+):
+  first = common.trained_run(
+    jax.random.key(0),
+    tiny_data,
+    MODEL_CFG,
+    CFG,
+    seeds=2,
+    store=store,
+    label="tiny",
+    progress=False,
+  )
   _assert_results_equal(
-      first._replace(steps_per_second=trained.steps_per_second), trained)
+    first._replace(steps_per_second=trained.steps_per_second), trained
+  )
   assert os.listdir(store) == [runs.run_name("tiny", _spec(tiny_data))]
   monkeypatch.setattr(train, "train", _no_training)
-  again = common.trained_run(jax.random.key(0), tiny_data, MODEL_CFG, CFG,
-                             seeds=2, store=store, label="tiny",
-                             progress=False)
+  again = common.trained_run(
+    jax.random.key(0),
+    tiny_data,
+    MODEL_CFG,
+    CFG,
+    seeds=2,
+    store=store,
+    label="tiny",
+    progress=False,
+  )
   _assert_results_equal(again, first)
 
 
-def test_trained_run_from_data_config(data_key, tiny_data, store,
-                                      monkeypatch):
-  from_data = common.trained_run(jax.random.key(0), tiny_data, MODEL_CFG, CFG,
-                                 store=store, progress=False)
+def test_trained_run_from_data_config(data_key, tiny_data, store, monkeypatch):
+  from_data = common.trained_run(
+    jax.random.key(0), tiny_data, MODEL_CFG, CFG, store=store, progress=False
+  )
   monkeypatch.setattr(train, "train", _no_training)
   # The same split given as (DataConfig, key) is the same run.
-  from_cfg = common.trained_run(jax.random.key(0), DATA_CFG, MODEL_CFG, CFG,
-                                data_key=data_key, store=store,
-                                progress=False)
+  from_cfg = common.trained_run(
+    jax.random.key(0),
+    DATA_CFG,
+    MODEL_CFG,
+    CFG,
+    data_key=data_key,
+    store=store,
+    progress=False,
+  )
   _assert_results_equal(from_cfg, from_data)
   assert os.listdir(store)[0].startswith(f"p{P}_K{K}-")
   with pytest.raises(ValueError, match="data_key"):
-    common.trained_run(jax.random.key(0), DATA_CFG, MODEL_CFG, CFG,
-                       store=store, progress=False)
+    common.trained_run(
+      jax.random.key(0), DATA_CFG, MODEL_CFG, CFG, store=store, progress=False
+    )
 
 
 def test_interrupted_training_resumes(tiny_data, trained, store, monkeypatch):
   spec = _spec(tiny_data)
   partial = runs.run_dir(store, "tiny", spec) + runs.PARTIAL_SUFFIX
-  cut = common.trained_run(jax.random.key(0), tiny_data, MODEL_CFG, CFG,
-                           seeds=2, store=store, label="tiny", max_chunks=1,
-                           progress=False)
+  cut = common.trained_run(
+    jax.random.key(0),
+    tiny_data,
+    MODEL_CFG,
+    CFG,
+    seeds=2,
+    store=store,
+    label="tiny",
+    max_chunks=1,
+    progress=False,
+  )
   chex.assert_shape(cut.checkpoints["W"], (2, 2, K, 2 * P))
   assert not runs.is_complete(cut, CFG)
   assert os.listdir(store) == [os.path.basename(partial)]  # Not published.
@@ -235,26 +324,43 @@ def test_interrupted_training_resumes(tiny_data, trained, store, monkeypatch):
     return inner(*args, **kwargs)
 
   monkeypatch.setattr(train, "train", counting_train)
-  done = common.trained_run(jax.random.key(0), tiny_data, MODEL_CFG, CFG,
-                            seeds=2, store=store, label="tiny",
-                            progress=False)
+  done = common.trained_run(
+    jax.random.key(0),
+    tiny_data,
+    MODEL_CFG,
+    CFG,
+    seeds=2,
+    store=store,
+    label="tiny",
+    progress=False,
+  )
   assert calls == [partial]
   assert runs.is_complete(done, CFG)
-  _assert_results_equal(done._replace(steps_per_second=0.0),
-                        trained._replace(steps_per_second=0.0))
+  _assert_results_equal(
+    done._replace(steps_per_second=0.0), trained._replace(steps_per_second=0.0)
+  )
   assert os.listdir(store) == [runs.run_name("tiny", spec)]  # Published.
   _assert_results_equal(runs.load_run(store, "tiny", spec), done)
 
 
 def test_early_stopped_run_roundtrip(tiny_data, store):
   cfg = dataclasses.replace(CFG, stop_acc=0.05, stop_patience=1)
-  result = runs.get_or_train(store, "stop", jax.random.key(0), tiny_data,
-                             MODEL_CFG, cfg, seeds=2, progress=False)
+  result = runs.get_or_train(
+    store,
+    "stop",
+    jax.random.key(0),
+    tiny_data,
+    MODEL_CFG,
+    cfg,
+    seeds=2,
+    progress=False,
+  )
   assert np.all(result.stop_step >= 0) and runs.is_complete(result, cfg)
   spec = runs.run_spec(jax.random.key(0), tiny_data, MODEL_CFG, cfg, seeds=2)
   _assert_results_equal(runs.load_run(store, "stop", spec), result)
-  chex.assert_trees_all_equal(runs.load_run(store, "stop", spec).stop_params,
-                              result.stop_params)
+  chex.assert_trees_all_equal(
+    runs.load_run(store, "stop", spec).stop_params, result.stop_params
+  )
 
 
 def test_add_runs_flag():

@@ -11,23 +11,33 @@ from slt_jax.sgld import SGLDSettings
 
 
 def _quadratic(w, batch):
-  return 0.5 * jnp.sum(w ** 2) + 0.0 * jnp.sum(batch)
+  return 0.5 * jnp.sum(w**2) + 0.0 * jnp.sum(batch)
 
 
 def test_sgld_state_and_info_shapes_and_no_second_moment():
   state = sgld.init(jnp.ones((2, 3)))
   assert state.second_moment is None
   kernel = sgld.build_kernel(_quadratic)
-  new, info = kernel(jax.random.key(0), state, jnp.zeros(1),
-                     SGLDSettings(1e-3, 10.0, 1.0))
+  new, info = kernel(
+    jax.random.key(0), state, jnp.zeros(1), SGLDSettings(1e-3, 10.0, 1.0)
+  )
   chex.assert_shape([new.position, new.anchor, new.prev_position], (2, 3))
-  chex.assert_shape([info.loss, info.grad_norm, info.noise_norm,
-                     info.distance_sq, info.mala_accept], ())
+  chex.assert_shape(
+    [
+      info.loss,
+      info.grad_norm,
+      info.noise_norm,
+      info.distance_sq,
+      info.mala_accept,
+    ],
+    (),
+  )
   assert new.second_moment is None
   pre = sgld.init(jnp.ones(3), preconditioned=True)
   chex.assert_shape(pre.second_moment, (3,))
   new, _ = sgld.build_kernel(_quadratic, rmsprop=(0.99, 0.1))(
-      jax.random.key(0), pre, jnp.zeros(1), SGLDSettings(1e-3, 10.0, 1.0))
+    jax.random.key(0), pre, jnp.zeros(1), SGLDSettings(1e-3, 10.0, 1.0)
+  )
   chex.assert_shape(new.second_moment, (3,))
   assert float(jnp.sum(new.second_moment)) > 0
 
@@ -36,14 +46,21 @@ def test_settings_are_traced_one_compile_for_many_values():
   traced = chex.assert_max_traces(_quadratic, n=1)
   kernel = jax.jit(sgld.build_kernel(traced))
   state = sgld.init(jnp.ones(3))
-  for eps, nbeta, gamma in ((1e-3, 10.0, 1.0), (2e-3, 5.0, 0.0),
-                            (1e-4, 100.0, 10.0)):
-    new, _ = kernel(jax.random.key(0), state, jnp.zeros(1),
-                    SGLDSettings(jnp.float32(eps), jnp.float32(nbeta),
-                                 jnp.float32(gamma)))
+  for eps, nbeta, gamma in (
+    (1e-3, 10.0, 1.0),
+    (2e-3, 5.0, 0.0),
+    (1e-4, 100.0, 10.0),
+  ):
+    new, _ = kernel(
+      jax.random.key(0),
+      state,
+      jnp.zeros(1),
+      SGLDSettings(jnp.float32(eps), jnp.float32(nbeta), jnp.float32(gamma)),
+    )
     # Zero-noise part of the move: w - eps/2 (nbeta w + gamma (w - w*)).
-    noise = sgld.gaussian_noise(jax.random.key(0), state.position,
-                                "threefry2x32_unpartitioned")
+    noise = sgld.gaussian_noise(
+      jax.random.key(0), state.position, "threefry2x32_unpartitioned"
+    )
     expected = 1.0 - 0.5 * eps * nbeta + np.sqrt(eps) * np.asarray(noise)
     np.testing.assert_allclose(new.position, expected, rtol=1e-5)
 
@@ -51,8 +68,9 @@ def test_settings_are_traced_one_compile_for_many_values():
 def test_zero_noise_kernel_is_gradient_descent():
   kernel = sgld.build_kernel(_quadratic, noise="zeros")
   state = sgld.init(jnp.ones(4))
-  new, info = kernel(jax.random.key(0), state, jnp.zeros(1),
-                     SGLDSettings(0.1, 2.0, 0.0))
+  new, info = kernel(
+    jax.random.key(0), state, jnp.zeros(1), SGLDSettings(0.1, 2.0, 0.0)
+  )
   np.testing.assert_allclose(new.position, 0.9 * np.ones(4), rtol=1e-6)
   assert float(info.noise_norm) == 0.0
 
@@ -62,7 +80,8 @@ def test_mala_costs_one_gradient_per_move():
   loss = lambda w, batch: jnp.sum(jnp.sin(w)) + 0.0 * jnp.sum(batch)
   state = mala.init(jnp.ones(3), loss, jnp.zeros(1))
   jaxpr = jax.make_jaxpr(mala.build_kernel(loss))(
-      jax.random.key(0), state, jnp.zeros(1), SGLDSettings(1e-2, 1.0, 1.0))
+    jax.random.key(0), state, jnp.zeros(1), SGLDSettings(1e-2, 1.0, 1.0)
+  )
   assert str(jaxpr).count(" sin ") == 1
 
 
@@ -78,8 +97,9 @@ def test_mala_samples_the_localized_gaussian_exactly():
     return state, (state.position, info.mala_accept)
 
   init = mala.init(jnp.zeros(8), _quadratic, jnp.zeros(1))
-  _, (draws, accept) = jax.lax.scan(step, init,
-                                    jax.random.split(jax.random.key(1), 20000))
+  _, (draws, accept) = jax.lax.scan(
+    step, init, jax.random.split(jax.random.key(1), 20000)
+  )
   variance = float(jnp.var(draws[2000:]))
   assert variance == pytest.approx(1.0 / (nbeta + gamma), rel=0.05)
   assert 0.3 < float(jnp.mean(accept)) < 1.0

@@ -45,7 +45,9 @@ def _assert_rank(res, expected):
 # --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("M, H, N, r, expected", [
+@pytest.mark.parametrize(
+  "M, H, N, r, expected",
+  [
     # Case 1, M+H+N+r = 13 odd: [2*3*10 - 0 - 9 + 1] / 8 = 52/8.
     (5, 3, 5, 0, 6.5),
     # Case 1, 14 even: [2*4*10 - 0 - 16] / 8 = 64/8.
@@ -58,7 +60,8 @@ def _assert_rank(res, expected):
     (2, 5, 2, 1, 2.0),
     # Case 1 with r > 0, 2+3+4+1 = 10 even: [2*4*6 - 4 - 16] / 8 = 28/8.
     (2, 3, 4, 1, 3.5),
-])
+  ],
+)
 def test_reduced_rank_regression_hand_values(M, H, N, r, expected):
   assert theory.reduced_rank_regression_llc(M, H, N, r) == expected
 
@@ -90,7 +93,13 @@ def test_toy_landscapes():
 def test_gaussian_closed_form_hand_values():
   # m = 1: K d - K (K - 1) / 2 up to K = d, then D.
   assert [theory.gaussian_rank(4, 1, K) for K in range(1, 7)] == [
-      4, 7, 9, 10, 10, 10]
+    4,
+    7,
+    9,
+    10,
+    10,
+    10,
+  ]
   # m >= 2: min(K (d + m - 1), m D, K (m + D - K) if K <= m).
   assert theory.gaussian_rank(3, 2, 1) == 4
   assert theory.gaussian_rank(3, 8, 5) == 45  # flattening 5 * 9 < 48 = m D
@@ -128,24 +137,36 @@ def test_lazy_and_ntk_closed_forms():
 # --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("d, m, K", [
+@pytest.mark.parametrize(
+  "d, m, K",
+  [
     # Overparameterised (Thm 4.1): m D.
-    (3, 1, 5), (3, 2, 4), (2, 3, 4), (4, 2, 6),
+    (3, 1, 5),
+    (3, 2, 4),
+    (2, 3, 4),
+    (4, 2, 6),
     # Underparameterised, m = 1 (Thm 4.2): K d - K (K - 1) / 2.
-    (4, 1, 2), (5, 1, 3), (3, 1, 1),
+    (4, 1, 2),
+    (5, 1, 3),
+    (3, 1, 1),
     # Underparameterised, m >= 2: the K (d + m - 1) term.
-    (3, 2, 2), (4, 3, 3), (5, 2, 4),
+    (3, 2, 2),
+    (4, 3, 3),
+    (5, 2, 4),
     # Flattening term K (m + D - K) is the strict minimum.
-    (3, 8, 5), (4, 12, 8),
+    (3, 8, 5),
+    (4, 12, 8),
     # Defective triples (m, d, K) = (3, 4, 5), (5, 4, 6); and (3, 2, 2),
     # which SPEC lists as defective (k = 0) but is not.
-    (4, 3, 5), (4, 5, 6), (2, 3, 2),
-])
+    (4, 3, 5),
+    (4, 5, 6),
+    (2, 3, 2),
+  ],
+)
 def test_gaussian_rank_matches_jacobian(d, m, K):
   params = _random_params(d * 1000 + m * 10 + K, K, d, m)
   x_NxD = _gaussian_inputs(d + m + K, d)
-  res = theory.jacobian_rank(
-      lambda q: model.apply_one_hot(q, x_NxD), params)
+  res = theory.jacobian_rank(lambda q: model.apply_one_hot(q, x_NxD), params)
   _assert_rank(res, theory.gaussian_rank(d, m, K))
 
 
@@ -167,32 +188,43 @@ def _train_sets(p):
   grid = _grid(p)
   rng = np.random.default_rng(p)
   return {
-      "full": grid,
-      "random_half": grid[rng.choice(p * p, p * p // 2, replace=False)],
-      "two_blocks": np.array([(0, 0), (0, 1), (1, 0), (1, 1)] +
-                             [(a, b) for a in range(2, p)
-                              for b in range(2, p)]),
-      # One cycle of length 2p through every residue: n - s = 1.
-      "cycle": np.array([(a, a) for a in range(p)] +
-                        [(a, (a + 1) % p) for a in range(p)]),
+    "full": grid,
+    "random_half": grid[rng.choice(p * p, p * p // 2, replace=False)],
+    "two_blocks": np.array(
+      [(0, 0), (0, 1), (1, 0), (1, 1)]
+      + [(a, b) for a in range(2, p) for b in range(2, p)]
+    ),
+    # One cycle of length 2p through every residue: n - s = 1.
+    "cycle": np.array(
+      [(a, a) for a in range(p)] + [(a, (a + 1) % p) for a in range(p)]
+    ),
   }
 
 
-@pytest.mark.parametrize("p, K, train_set, loss", [
-    (5, 1, "full", "mse"), (5, 3, "full", "mse"), (5, 12, "full", "mse"),
-    (7, 4, "full", "mse"), (7, 4, "full", "centered_mse"),
-    (7, 4, "full", "cross_entropy"), (5, 12, "full", "centered_mse"),
-    (5, 2, "random_half", "mse"), (5, 6, "random_half", "centered_mse"),
+@pytest.mark.parametrize(
+  "p, K, train_set, loss",
+  [
+    (5, 1, "full", "mse"),
+    (5, 3, "full", "mse"),
+    (5, 12, "full", "mse"),
+    (7, 4, "full", "mse"),
+    (7, 4, "full", "centered_mse"),
+    (7, 4, "full", "cross_entropy"),
+    (5, 12, "full", "centered_mse"),
+    (5, 2, "random_half", "mse"),
+    (5, 6, "random_half", "centered_mse"),
     (5, 3, "random_half", "cross_entropy"),
-    (5, 2, "two_blocks", "mse"), (5, 4, "two_blocks", "cross_entropy"),
-    (5, 3, "cycle", "mse"), (5, 3, "cycle", "centered_mse"),
+    (5, 2, "two_blocks", "mse"),
+    (5, 4, "two_blocks", "cross_entropy"),
+    (5, 3, "cycle", "mse"),
+    (5, 3, "cycle", "centered_mse"),
     (5, 3, "cycle", "cross_entropy"),
-])
+  ],
+)
 def test_modular_rank_matches_jacobian(p, K, train_set, loss):
   pairs = _train_sets(p)[train_set]
   params = _random_params(p * 100 + K, K, 2 * p, p)
-  res = theory.jacobian_rank(_outputs_seen_by(loss, jnp.asarray(pairs)),
-                             params)
+  res = theory.jacobian_rank(_outputs_seen_by(loss, jnp.asarray(pairs)), params)
   _assert_rank(res, theory.modular_rank(p, K, pairs, loss))
 
 
@@ -220,35 +252,40 @@ def test_lazy_one_hot_matches_jacobian(p, K, n):
   pairs = jnp.asarray(_grid(p)[rng.choice(p * p, n, replace=False)])
   w_KxD = jnp.asarray(rng.normal(size=(K, 2 * p)))
   res = theory.jacobian_rank(
-      lambda v: model.apply({"W": w_KxD, "V": v}, pairs),
-      rng.normal(size=(p, K)))
+    lambda v: model.apply({"W": w_KxD, "V": v}, pairs), rng.normal(size=(p, K))
+  )
   _assert_rank(res, 2 * theory.lazy_random_features_llc(p, K, n))
 
 
-@pytest.mark.parametrize("d, m, K, n", [(3, 2, 8, 20), (3, 2, 4, 20),
-                                        (4, 3, 12, 7)])
+@pytest.mark.parametrize(
+  "d, m, K, n", [(3, 2, 8, 20), (3, 2, 4, 20), (4, 3, 12, 7)]
+)
 def test_lazy_gaussian_matches_jacobian(d, m, K, n):
   rng = np.random.default_rng(d + m + K + n)
   x_NxD = jnp.asarray(rng.normal(size=(n, d)))
   w_KxD = rng.normal(size=(K, d))
   res = theory.jacobian_rank(
-      lambda v: model.apply_one_hot({"W": w_KxD, "V": v}, x_NxD),
-      rng.normal(size=(m, K)))
-  _assert_rank(res,
-               2 * theory.lazy_random_features_llc(m, K, n, "gaussian", d=d))
+    lambda v: model.apply_one_hot({"W": w_KxD, "V": v}, x_NxD),
+    rng.normal(size=(m, K)),
+  )
+  _assert_rank(
+    res, 2 * theory.lazy_random_features_llc(m, K, n, "gaussian", d=d)
+  )
 
 
 def test_jacobian_rank_result_and_x64_scope():
   x64_before = jax.config.jax_enable_x64
   params = {"a": jnp.ones(3, jnp.float32), "b": jnp.arange(2.0)}
-  res = theory.jacobian_rank(lambda q: jnp.concatenate([q["a"], q["a"]]),
-                             params)
+  res = theory.jacobian_rank(
+    lambda q: jnp.concatenate([q["a"], q["a"]]), params
+  )
   assert jax.config.jax_enable_x64 == x64_before
   chex.assert_shape(res.singular_values, (5,))
   assert res.singular_values.dtype == np.float64
   assert res.rank == 3 and res.gap == np.inf
   assert res.threshold == pytest.approx(
-      6 * np.finfo(np.float64).eps * res.singular_values[0])
+    6 * np.finfo(np.float64).eps * res.singular_values[0]
+  )
 
 
 def test_numerical_rank_gap_and_rtol():
@@ -282,15 +319,16 @@ def test_hessian_eigenvalues_of_known_quadratic():
   np.testing.assert_allclose(got, eig_P, atol=1e-12)
   expansion = theory.dense_hessian(_quadratic_loss, params, batch)
   chex.assert_shape([expansion.grad, expansion.hessian], [(6,), (6, 6)])
-  np.testing.assert_allclose(expansion.grad, -a_PxP @ batch[1],
-                             atol=1e-12)
+  np.testing.assert_allclose(expansion.grad, -a_PxP @ batch[1], atol=1e-12)
 
 
-@pytest.mark.parametrize("d, nbeta, gamma", [(3, 10.0, 1.0), (8, 2.5, 5.0),
-                                             (1, 1.0, 0.0)])
+@pytest.mark.parametrize(
+  "d, nbeta, gamma", [(3, 10.0, 1.0), (8, 2.5, 5.0), (1, 1.0, 0.0)]
+)
 def test_predict_llc_hat_isotropic(d, nbeta, gamma):
-  pred = theory.predict_llc_hat(lambda w, b: 0.5 * jnp.sum(w ** 2),
-                                jnp.zeros(d), None, nbeta, gamma)
+  pred = theory.predict_llc_hat(
+    lambda w, b: 0.5 * jnp.sum(w**2), jnp.zeros(d), None, nbeta, gamma
+  )
   expected = theory.isotropic_quadratic_llc_hat(d, nbeta, gamma)
   assert pred.llc_hat == pytest.approx(expected, rel=1e-12)
   assert pred.gradient_term == 0.0
@@ -302,10 +340,14 @@ def test_predict_llc_hat_with_gradient_matches_gaussian_moments():
   h, c, nbeta, gamma = 2.0, 0.7, 5.0, 3.0
   a = nbeta * h + gamma
   mu = nbeta * h * c / a
-  expected = nbeta * h * (mu ** 2 + 1 / a - 2 * mu * c) / 2
+  expected = nbeta * h * (mu**2 + 1 / a - 2 * mu * c) / 2
   pred = theory.predict_llc_hat(
-      lambda w, b: 0.5 * h * jnp.sum((w - c) ** 2), jnp.zeros(1), None,
-      nbeta, gamma)
+    lambda w, b: 0.5 * h * jnp.sum((w - c) ** 2),
+    jnp.zeros(1),
+    None,
+    nbeta,
+    gamma,
+  )
   assert pred.llc_hat == pytest.approx(expected, rel=1e-12)
   assert pred.curvature_term == pytest.approx(0.5 * nbeta * h / a)
   assert pred.gradient_term < 0
@@ -325,14 +367,23 @@ def test_predict_llc_hat_slq_matches_dense():
   gamma = 1.0 + nbeta * max(0.0, -h_min)
   dense = theory.predict_llc_hat(loss_fn, params, y_NxP, nbeta, gamma)
   num_params = 2 * p * K + p * K
-  slq = theory.predict_llc_hat_slq(jax.random.key(0), loss_fn, params, y_NxP,
-                                   nbeta, gamma, num_matvecs=num_params,
-                                   num_probes=200)
+  slq = theory.predict_llc_hat_slq(
+    jax.random.key(0),
+    loss_fn,
+    params,
+    y_NxP,
+    nbeta,
+    gamma,
+    num_matvecs=num_params,
+    num_probes=200,
+  )
   assert slq.curvature_sem > 0
   assert abs(slq.curvature_term - dense.curvature_term) < (
-      5 * slq.curvature_sem + 1e-6)
-  assert slq.gradient_term == pytest.approx(dense.gradient_term, rel=1e-6,
-                                            abs=1e-8)
+    5 * slq.curvature_sem + 1e-6
+  )
+  assert slq.gradient_term == pytest.approx(
+    dense.gradient_term, rel=1e-6, abs=1e-8
+  )
 
 
 # --------------------------------------------------------------------------
@@ -340,7 +391,9 @@ def test_predict_llc_hat_slq_matches_dense():
 # --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("call, match", [
+@pytest.mark.parametrize(
+  "call, match",
+  [
     (lambda: theory.gaussian_rank(0, 1, 1), "d=0"),
     (lambda: theory.gaussian_rank(3, 1, 2.5), "K=2.5"),
     (lambda: theory.gaussian_llc(3, -1, 2), "m=-1"),
@@ -362,7 +415,8 @@ def test_predict_llc_hat_slq_matches_dense():
     (lambda: theory.isotropic_quadratic_llc_hat(2, "x", 1.0), "nbeta='x'"),
     (lambda: theory.ntk_llc(np.ones(3)), "ndim=1"),
     (lambda: theory.numerical_rank(np.eye(2), rtol=0.0), "rtol=0.0"),
-])
+  ],
+)
 def test_violated_hypotheses_raise(call, match):
   with pytest.raises(ValueError, match=match):
     call()
@@ -370,11 +424,17 @@ def test_violated_hypotheses_raise(call, match):
 
 def test_hessian_refuses_large_models():
   with pytest.raises(ValueError, match="max_params=10"):
-    theory.hessian_eigenvalues(lambda w, b: jnp.sum(w ** 2), jnp.zeros(11),
-                               None, max_params=10)
+    theory.hessian_eigenvalues(
+      lambda w, b: jnp.sum(w**2), jnp.zeros(11), None, max_params=10
+    )
 
 
 def test_predict_llc_hat_rejects_indefinite_precision():
   with pytest.raises(ValueError, match="smallest eigenvalue is -"):
-    theory.predict_llc_hat(lambda w, b: -0.5 * jnp.sum(w ** 2), jnp.zeros(3),
-                           None, nbeta=2.0, gamma=1.0)
+    theory.predict_llc_hat(
+      lambda w, b: -0.5 * jnp.sum(w**2),
+      jnp.zeros(3),
+      None,
+      nbeta=2.0,
+      gamma=1.0,
+    )

@@ -25,26 +25,49 @@ def test_theory_check_smoke_and_replot(tmp_path, monkeypatch):
   regimes = {row["regime"] for row in res["rows"]}
   assert {"modular", "ntk", "lazy"} <= regimes
   for row in res["rows"]:
-    for key in ("regime", "sizes", "closed_form", "rank_prediction",
-                "finite_temp_prediction", "sgld_mean", "sgld_std",
-                "sgld_asym_mean", "sgld_paper_mean", "agree", "agree_rank",
-                "agree_asym", "agree_paper"):
+    for key in (
+      "regime",
+      "sizes",
+      "closed_form",
+      "rank_prediction",
+      "finite_temp_prediction",
+      "sgld_mean",
+      "sgld_std",
+      "sgld_asym_mean",
+      "sgld_paper_mean",
+      "agree",
+      "agree_rank",
+      "agree_asym",
+      "agree_paper",
+    ):
       assert key in row
-    assert _finite([row["closed_form"], row["rank_prediction"],
-                    row["finite_temp_prediction"], row["sgld_mean"],
-                    row["sgld_std"], row["sgld_paper_mean"]])
+    assert _finite(
+      [
+        row["closed_form"],
+        row["rank_prediction"],
+        row["finite_temp_prediction"],
+        row["sgld_mean"],
+        row["sgld_std"],
+        row["sgld_paper_mean"],
+      ]
+    )
     assert row["closed_form"] == row["rank_prediction"]  # tiny generic cases
     # The verdicts are the stated rules applied to the reported numbers.
-    assert row["agree_asym"] == (abs(row["sgld_asym_mean"] - row["closed_form"])
-                                 < theory_check.REL_TOL * row["closed_form"])
-    assert row["agree"] == (row["agree_rank"] and row["agree_asym"]
-                            and row["agree_paper"])
+    assert row["agree_asym"] == (
+      abs(row["sgld_asym_mean"] - row["closed_form"])
+      < theory_check.REL_TOL * row["closed_form"]
+    )
+    assert row["agree"] == (
+      row["agree_rank"] and row["agree_asym"] and row["agree_paper"]
+    )
   assert res["num_agree"] == sum(row["agree"] for row in res["rows"])
   for fit in res["lazy_scaling"].values():
     assert _finite([fit["fit"]["slope"], fit["closed_form_slope"]])
     np.testing.assert_allclose(
-        fit["fit"]["slope"], np.polyfit(fit["x"], fit["sgld_mean"], 1)[0],
-        rtol=1e-6)
+      fit["fit"]["slope"],
+      np.polyfit(fit["x"], fit["sgld_mean"], 1)[0],
+      rtol=1e-6,
+    )
   # --replot redraws both figures from results.json; compute is not called.
 
   def refuse(*args, **kwargs):
@@ -61,9 +84,11 @@ def test_theory_check_smoke_and_replot(tmp_path, monkeypatch):
 def test_llc_gap_smoke(tmp_path, monkeypatch):
   from experiments import llc_over_training
   from slt_jax import train
+
   store = str(tmp_path / "runs")
-  llc_over_training.fig3_run(llc_over_training.CONFIGS["smoke"], "recipe", 0,
-                             store)
+  llc_over_training.fig3_run(
+    llc_over_training.CONFIGS["smoke"], "recipe", 0, store
+  )
 
   def refuse(*args, **kwargs):
     raise AssertionError("llc_gap trained instead of loading the Fig. 3 run")
@@ -74,8 +99,16 @@ def test_llc_gap_smoke(tmp_path, monkeypatch):
   with open(out / "results.json") as f:
     res = json.load(f)
   assert res["mode"] == "smoke" and set(payload) == set(res)
-  for key in ("ckpt_steps", "paper", "settled", "local", "spectra", "grid",
-              "generic_rank", "findings"):
+  for key in (
+    "ckpt_steps",
+    "paper",
+    "settled",
+    "local",
+    "spectra",
+    "grid",
+    "generic_rank",
+    "findings",
+  ):
     assert key in res
   num_ckpts = len(res["ckpt_steps"])
   for name in ("paper", "settled", "local"):
@@ -83,8 +116,14 @@ def test_llc_gap_smoke(tmp_path, monkeypatch):
     assert _finite(res[name]["mean"])
   for spec in res["spectra"]:
     # Soft ranks may be nan (Laplace undefined at a saddle); these may not.
-    assert _finite([spec["laplace_paper"], spec["h_max"], spec["h_min"],
-                    *spec["counts"].values()])
+    assert _finite(
+      [
+        spec["laplace_paper"],
+        spec["h_max"],
+        spec["h_min"],
+        *spec["counts"].values(),
+      ]
+    )
   for row in res["grid"]["rows"]:
     assert len(row["mean"]) == len(res["grid_steps"]) + 1  # + the origin
     assert _finite(row["mean"])
@@ -102,7 +141,7 @@ def test_sgld_llc_hat_quadratic_limits():
   h = np.array([0.0, 0.5, 2.0, 8.0])
   nbeta, gamma = 10.0, 1.0
   laplace = 0.5 * np.sum(nbeta * h / (nbeta * h + gamma))
-  long_run = theory.sgld_llc_hat_quadratic(h, nbeta, gamma, 1e-5, 10 ** 7, 100)
+  long_run = theory.sgld_llc_hat_quadratic(h, nbeta, gamma, 1e-5, 10**7, 100)
   np.testing.assert_allclose(long_run, laplace, rtol=1e-4)
   assert theory.sgld_llc_hat_quadratic(h, nbeta, gamma, 1e-5, 0, 1) == 0.0
   # Shorter runs have relaxed less.
@@ -113,9 +152,14 @@ def test_hessian_spectrum_slq_matches_dense(key):
   a_PxP = jax.random.normal(key, (12, 12))
   h_PxP = a_PxP @ a_PxP.T / 12
   loss = lambda w, b: 0.5 * w @ b @ w
-  spectrum = theory.hessian_spectrum_slq(jax.random.fold_in(key, 1), loss,
-                                         jnp.zeros(12), h_PxP, num_matvecs=12,
-                                         num_probes=4)
+  spectrum = theory.hessian_spectrum_slq(
+    jax.random.fold_in(key, 1),
+    loss,
+    jnp.zeros(12),
+    h_PxP,
+    num_matvecs=12,
+    num_probes=4,
+  )
   eig = np.linalg.eigvalsh(np.asarray(h_PxP, np.float64))
   soft = lambda x: x / (x + 0.3)
   # Full-depth Lanczos is exact per probe; the probe average is unbiased.

@@ -16,7 +16,8 @@ def test_cases_match_their_registered_names(key):
   iso = validation.make_case("isotropic_quadratic_d20", key)
   assert iso.true_llc == iso.finite_temp == pytest.approx(10 * 100 / 110)
   assert validation.make_case("rrr_4_3_8", key).true_llc == (
-      theory.reduced_rank_regression_llc(4, 3, 8, 0))
+    theory.reduced_rank_regression_llc(4, 3, 8, 0)
+  )
   assert validation.make_case("lazy_rf_p7_K8_n20", key).true_llc == 28.0
 
 

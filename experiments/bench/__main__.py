@@ -4,7 +4,7 @@ Command::
 
   python -m experiments.bench [--quick] [--out DIR] [--seed N]
                               [--only PART ...] [--replot]
-                              [--device-report] [--no-torch]
+                              [--device-report] [--no-torch] [--no-blackjax]
                               [--torch-threads N]
 
 (``make bench`` runs the quick version in ``.venv-bench``, which has the
@@ -24,7 +24,10 @@ times ``slt_jax.llc`` through its public API only (``compile_sweep``,
    compilation is excluded; backend compile time inside the timed run is
    recorded), (b) devinterp's ``estimate_learning_coeff_with_summary`` on
    the same weights copied into a PyTorch model (one-hot inputs,
-   ``nn.Linear`` without bias), (c) a plain eager PyTorch loop over chains.
+   ``nn.Linear`` without bias), (c) a plain eager PyTorch loop over chains,
+   (d) the blackjax 1.7 peer (``blackjax_peer``: ``blackjax.sgld`` vmapped
+   over checkpoints x chains in one jit, what a JAX user writes; compiled
+   before it is timed).
    Reports wall time, SGLD steps/s (chains x steps x C / time), the ratios,
    and whether (a) and (b) agree.
 2. **Settings grid** (``llc.settings_grid``, issue 11). The same budget for
@@ -50,13 +53,18 @@ times ``slt_jax.llc`` through its public API only (``compile_sweep``,
 5. **Training** (``training``). Steps/s (and GFLOP/s of model math) of
    ``slt_jax.train.train`` for 1, 8 and 64 vmapped runs against a plain
    PyTorch Adam loop (coupled L2) on the same model.
+6. **Forms** (``forms``, issue 14). SGLD and training steps/s of the
+   network's two first-layer forms (``slt_jax.model.FORMS``: one-hot matmul
+   and gather), side by side, and which one is faster on this backend
+   against ``model.default_form()``.
 
 PyTorch runs single-process with ``torch.set_num_threads(2)``, or 1 thread
 when a first check finds 2 threads much slower (busy cores; see
 ``BenchConfig.torch_threads``, ``--torch-threads``). Without torch
 (or with ``--no-torch``) the PyTorch parts are skipped with a message, as is
-(b) without devinterp. ``--only`` runs the named parts (``llc``,
-``settings_grid``, ``roofline``, ``scaling``, ``training``; the reference
+(b) without devinterp, and (d) without blackjax (or with ``--no-blackjax``).
+The CPU model and its flags are recorded (``cpu``). ``--only`` runs the named parts (``llc``,
+``settings_grid``, ``roofline``, ``scaling``, ``training``, ``forms``; the reference
 weights are always trained). ``--device-report`` prints one compact JSON line
 of the headline numbers. Writes ``DIR/results.json``, ``DIR/llc_speed.png``
 and ``DIR/scaling.png`` (``report``; default ``figures/bench/``);
@@ -78,12 +86,19 @@ from typing import Optional, Sequence
 import jax
 
 from experiments import common
-from experiments.bench import (llc, report, roofline, scaling, training,
-                               workload)
+from experiments.bench import (
+  forms,
+  llc,
+  report,
+  roofline,
+  scaling,
+  training,
+  workload,
+)
 from slt_jax import io, losses
 
 NAME = "bench"
-PARTS = ("llc", "settings_grid", "roofline", "scaling", "training")
+PARTS = ("llc", "settings_grid", "roofline", "scaling", "training", "forms")
 
 
 def _max_rss() -> int:
@@ -91,17 +106,34 @@ def _max_rss() -> int:
 
 
 def _flags(parser) -> None:
-  parser.add_argument("--only", nargs="+", choices=PARTS, default=PARTS,
-                      metavar="PART",
-                      help=f"run only these parts (of {', '.join(PARTS)})")
-  parser.add_argument("--device-report", action="store_true",
-                      help="print one compact JSON line of the headline "
-                           "numbers at the end")
-  parser.add_argument("--no-torch", action="store_true",
-                      help="skip the PyTorch and devinterp baselines")
-  parser.add_argument("--torch-threads", type=int, default=None,
-                      help="PyTorch threads (default: 2, or 1 when the "
-                           "cores are busy enough that 1 is faster)")
+  parser.add_argument(
+    "--only",
+    nargs="+",
+    choices=PARTS,
+    default=PARTS,
+    metavar="PART",
+    help=f"run only these parts (of {', '.join(PARTS)})",
+  )
+  parser.add_argument(
+    "--device-report",
+    action="store_true",
+    help="print one compact JSON line of the headline numbers at the end",
+  )
+  parser.add_argument(
+    "--no-torch",
+    action="store_true",
+    help="skip the PyTorch and devinterp baselines",
+  )
+  parser.add_argument(
+    "--no-blackjax", action="store_true", help="skip the blackjax peer"
+  )
+  parser.add_argument(
+    "--torch-threads",
+    type=int,
+    default=None,
+    help="PyTorch threads (default: 2, or 1 when the "
+    "cores are busy enough that 1 is faster)",
+  )
 
 
 def _measure(args) -> dict:
@@ -114,44 +146,70 @@ def _measure(args) -> dict:
   if bt is not None:
     bt.torch.set_num_threads(args.torch_threads or cfg.torch_threads)
     bt.torch.manual_seed(args.seed)
+  bj, torch_status["blackjax_peer"] = llc.import_blackjax(args.no_blackjax)
   key_ref, key_llc, key_train = jax.random.split(jax.random.key(args.seed), 3)
   ref = workload.reference_weights(cfg, key_ref)
-  print(f"w*: {cfg.train_steps} recipe steps, final train/val acc "
-        f"{ref['summary']['final_train_acc']:.2f}/"
-        f"{ref['summary']['final_val_acc']:.2f}")
-  engine = workload.Engine(losses.make_loss("centered_mse"),
-                           ref["dataset"].train)
+  print(
+    f"w*: {cfg.train_steps} recipe steps, final train/val acc "
+    f"{ref['summary']['final_train_acc']:.2f}/"
+    f"{ref['summary']['final_val_acc']:.2f}"
+  )
+  engine = workload.Engine(
+    losses.make_loss("centered_mse"), ref["dataset"].train
+  )
   payload = {
-      "config": {**dataclasses.asdict(cfg), "quick": args.quick,
-                 "seed": args.seed, "parts": [p for p in PARTS if p in parts]},
-      "load_average": {"start": load_start},
-      "baselines": torch_status,
-      "reference": {**ref["summary"],
-                    "nbeta": cfg.sgld.resolve_nbeta(engine.n),
-                    "steps_per_chain": workload.steps_per_chain(cfg.sgld)},
+    "config": {
+      **dataclasses.asdict(cfg),
+      "quick": args.quick,
+      "seed": args.seed,
+      "parts": [p for p in PARTS if p in parts],
+    },
+    "load_average": {"start": load_start},
+    "baselines": torch_status,
+    "cpu": common.cpu_info(),
+    "reference": {
+      **ref["summary"],
+      "nbeta": cfg.sgld.resolve_nbeta(engine.n),
+      "steps_per_chain": workload.steps_per_chain(cfg.sgld),
+    },
   }
   llc_rows = None
   if "llc" in parts:
-    llc_rows = llc.side_by_side(cfg, engine, ref, key_llc, bt, torch_status,
-                                args.seed, args.torch_threads)
+    llc_rows = llc.side_by_side(
+      cfg,
+      engine,
+      ref,
+      key_llc,
+      bt,
+      torch_status,
+      args.seed,
+      args.torch_threads,
+      bj=bj,
+    )
     payload["llc"] = llc_rows
     payload["agreement"] = {
-        name: llc.agreement(llc_rows, name, cfg.sgld.num_chains)
-        for name in ("devinterp", "torch_loop")}
+      name: llc.agreement(llc_rows, name, cfg.sgld.num_chains)
+      for name in ("devinterp", "torch_loop", "blackjax")
+    }
   if "settings_grid" in parts:
     payload["settings_grid"] = llc.settings_grid(cfg, engine, ref, key_llc)
   if "roofline" in parts:
-    payload["roofline"] = roofline.roofline(cfg, llc_rows, bt, engine, ref,
-                                            key_llc)
+    payload["roofline"] = roofline.roofline(
+      cfg, llc_rows, bt, engine, ref, key_llc
+    )
   if "scaling" in parts:
     with tempfile.TemporaryDirectory() as tmp:
       w_star_path = os.path.join(tmp, "w_star.npz")
       io.save_npz(w_star_path, ref["checkpoints"])
-      payload["scaling"] = scaling.scaling(cfg, engine, ref, key_llc,
-                                           w_star_path, args.seed)
+      payload["scaling"] = scaling.scaling(
+        cfg, engine, ref, key_llc, w_star_path, args.seed
+      )
   if "training" in parts:
-    payload["training"] = training.training(cfg, ref["dataset"], key_train,
-                                            bt, args.torch_threads)
+    payload["training"] = training.training(
+      cfg, ref["dataset"], key_train, bt, args.torch_threads
+    )
+  if "forms" in parts:
+    payload["forms"] = forms.forms(cfg, ref, key_llc)
   payload["load_average"]["end"] = workload.load()
   payload["max_rss_bytes"] = _max_rss()
   payload["wall_seconds"] = time.perf_counter() - start
@@ -162,13 +220,16 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
   """Runs the benchmark (or, with ``--replot``, only redraws its figures)
   and writes its outputs; returns the payload."""
   args = common.parse_args(__doc__, _flags, argv)
-  payload = common.compute_then_plot(NAME, args, lambda: _measure(args),
-                                     report.plot)
+  payload = common.compute_then_plot(
+    NAME, args, lambda: _measure(args), report.plot
+  )
   if not args.replot:
     loads = payload["load_average"]
-    print(f"wrote {common.output_dir(NAME, args.out)}/results.json in "
-          f"{payload['wall_seconds']:.0f} s; load average "
-          f"{loads['start']} -> {loads['end']}")
+    print(
+      f"wrote {common.output_dir(NAME, args.out)}/results.json in "
+      f"{payload['wall_seconds']:.0f} s; load average "
+      f"{loads['start']} -> {loads['end']}"
+    )
   if args.device_report:
     print(report.device_report(payload))
   return payload

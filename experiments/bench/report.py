@@ -24,7 +24,8 @@ def _llc_rates(ax, payload: dict) -> None:
   xs = np.arange(len(rows))
   for j, name in enumerate(methods):
     vals = [r[name]["steps_per_second"] if r.get(name) else 0 for r in rows]
-    ax.bar(xs + (j - (len(methods) - 1) / 2) * 0.25, vals, 0.25, label=name)
+    width = 0.8 / len(methods)
+    ax.bar(xs + (j - (len(methods) - 1) / 2) * width, vals, width, label=name)
   ax.set_xticks(xs, [f"C={r['C']}" for r in rows])
   ax.set_ylabel("SGLD steps / s")
   ax.set_title("reference LLC workload")
@@ -37,9 +38,16 @@ def _llc_estimates(ax, payload: dict) -> None:
   xs = np.arange(last["C"])
   for j, name in enumerate(_methods(rows)):
     per = last[name]["per_checkpoint"]
-    ax.errorbar(xs + 0.15 * (j - 1), [c["mean"] for c in per],
-                [c["std"] for c in per], fmt="o", ms=3, capsize=2, label=name)
-  ticks = xs[::max(1, last["C"] // 10)]
+    ax.errorbar(
+      xs + 0.15 * (j - 1),
+      [c["mean"] for c in per],
+      [c["std"] for c in per],
+      fmt="o",
+      ms=3,
+      capsize=2,
+      label=name,
+    )
+  ticks = xs[:: max(1, last["C"] // 10)]
   ax.set_xticks(ticks, [str(last["checkpoint_steps"][i]) for i in ticks])
   ax.set_xlabel("training step of w*")
   ax.set_ylabel("LLC (mean ± chain std)")
@@ -48,8 +56,11 @@ def _llc_estimates(ax, payload: dict) -> None:
 
 
 def _methods(rows: list[dict]) -> list[str]:
-  return [m for m in ("slt_jax", "devinterp", "torch_loop")
-          if any(r.get(m) for r in rows)]
+  return [
+    m
+    for m in ("slt_jax", "devinterp", "torch_loop", "blackjax")
+    if any(r.get(m) for r in rows)
+  ]
 
 
 def _settings_grid(ax, payload: dict) -> None:
@@ -57,15 +68,22 @@ def _settings_grid(ax, payload: dict) -> None:
   one, separate = grid["one_call"], grid["separate_calls"]
   labels = ["1 call (grid)", f"{separate['calls']} calls"]
   xs = np.arange(2)
-  for j, (key, label) in enumerate((("steps_per_second", "with compile"),
-                                    ("steady_steps_per_second", "warm"))):
-    ax.bar(xs + (j - 0.5) * 0.35, [one[key], separate[key]], 0.35,
-           label=label)
-  ax.set_xticks(xs, [f"{label}\n{row['program_compiles']} compile(s)"
-                     for label, row in zip(labels, (one, separate))])
+  for j, (key, label) in enumerate(
+    (("steps_per_second", "with compile"), ("steady_steps_per_second", "warm"))
+  ):
+    ax.bar(xs + (j - 0.5) * 0.35, [one[key], separate[key]], 0.35, label=label)
+  ax.set_xticks(
+    xs,
+    [
+      f"{label}\n{row['program_compiles']} compile(s)"
+      for label, row in zip(labels, (one, separate))
+    ],
+  )
   ax.set_ylabel("SGLD steps / s")
-  ax.set_title(f"{separate['calls']} settings at C={grid['C']}: "
-               f"{grid['wall_speedup']:.2f}x wall")
+  ax.set_title(
+    f"{separate['calls']} settings at C={grid['C']}: "
+    f"{grid['wall_speedup']:.2f}x wall"
+  )
   ax.legend()
 
 
@@ -100,20 +118,26 @@ def _chunk_size(ax, payload: dict) -> None:
   ax.set_xscale("log")
   ax.set_xticks(chunks, [str(c) for c in chunks])
   ax.minorticks_off()
-  ax.set_xlabel(f"chunk size (points; {payload['config']['chunk_points']} "
-                "points in all)")
+  ax.set_xlabel(
+    f"chunk size (points; {payload['config']['chunk_points']} points in all)"
+  )
   ax.set_ylabel("seconds", color="C0")
   twin = ax.twinx()
-  twin.plot(chunks, [r["memory"]["peak_bytes"] / 2 ** 20 for r in by_chunk],
-            "s--", color="C1")
+  twin.plot(
+    chunks,
+    [r["memory"]["peak_bytes"] / 2**20 for r in by_chunk],
+    "s--",
+    color="C1",
+  )
   twin.set_ylabel("XLA peak MiB per chunk", color="C1")
   ax.set_title("chunk size")
 
 
 def _devices(ax, payload: dict) -> None:
   rows = payload["scaling"]["devices"]
-  ax.plot([r["devices"] for r in rows], [r["steps_per_second"] for r in rows],
-          "o-")
+  ax.plot(
+    [r["devices"] for r in rows], [r["steps_per_second"] for r in rows], "o-"
+  )
   ax.set_xticks([r["devices"] for r in rows])
   ax.set_xlabel("forced host devices")
   ax.set_ylabel("SGLD steps / s")
@@ -122,10 +146,11 @@ def _devices(ax, payload: dict) -> None:
 
 def _roofline(ax, payload: dict) -> None:
   st = payload["roofline"]["step"]
-  parts = [("matmul at model-shape peak",
-            st["matmul_seconds_at_model_shape_peak"]),
-           ("noise (in situ)", max(st["noise_seconds"], 0.0)),
-           ("other", max(st["other_seconds"], 0.0))]
+  parts = [
+    ("matmul at model-shape peak", st["matmul_seconds_at_model_shape_peak"]),
+    ("noise (in situ)", max(st["noise_seconds"], 0.0)),
+    ("other", max(st["other_seconds"], 0.0)),
+  ]
   bottom = 0.0
   for label, value in parts:
     ax.bar(["measured"], [1e3 * value], bottom=bottom, label=label)
@@ -136,11 +161,15 @@ def _roofline(ax, payload: dict) -> None:
 
 
 FIGURES: dict[str, list[tuple[str, list[Callable]]]] = {
-    "llc_speed.png": [("llc", [_llc_rates, _llc_estimates]),
-                      ("settings_grid", [_settings_grid]),
-                      ("training", [_training])],
-    "scaling.png": [("scaling", [_batch_width, _chunk_size, _devices]),
-                    ("roofline", [_roofline])],
+  "llc_speed.png": [
+    ("llc", [_llc_rates, _llc_estimates]),
+    ("settings_grid", [_settings_grid]),
+    ("training", [_training]),
+  ],
+  "scaling.png": [
+    ("scaling", [_batch_width, _chunk_size, _devices]),
+    ("roofline", [_roofline]),
+  ],
 }
 
 
@@ -152,13 +181,18 @@ def plot(payload: dict, out_dir: str) -> list[str]:
   """
   paths = []
   for name, parts in FIGURES.items():
-    panels = [draw for part, draws in parts if payload.get(part)
-              for draw in draws]
+    panels = [
+      draw for part, draws in parts if payload.get(part) for draw in draws
+    ]
     if not panels:
       continue
     fig, axes = plotting.plt.subplots(
-        1, len(panels), figsize=(5.2 * len(panels), 4.2),
-        layout="constrained", squeeze=False)
+      1,
+      len(panels),
+      figsize=(5.2 * len(panels), 4.2),
+      layout="constrained",
+      squeeze=False,
+    )
     for ax, draw in zip(axes[0], panels):
       draw(ax, payload)
     paths.append(os.path.join(out_dir, name))
@@ -168,35 +202,57 @@ def plot(payload: dict, out_dir: str) -> list[str]:
 
 def device_report(payload: dict) -> str:
   """One compact JSON line with the headline numbers of the parts run."""
-  report = {"backend": payload["environment"]["backend"],
-            "devices": payload["environment"]["devices"]}
+  report = {
+    "backend": payload["environment"]["backend"],
+    "devices": payload["environment"]["devices"],
+  }
   rows = payload.get("llc")
   if rows:
     report["llc_steps_per_s"] = {
-        str(r["C"]): round(r["slt_jax"]["steps_per_second"]) for r in rows}
-    for name in ("devinterp", "torch_loop"):
-      report[f"ratio_vs_{name}"] = {str(r["C"]): r.get(f"ratio_vs_{name}")
-                                    for r in rows}
+      str(r["C"]): round(r["slt_jax"]["steps_per_second"]) for r in rows
+    }
+    for name in ("devinterp", "torch_loop", "blackjax"):
+      report[f"ratio_vs_{name}"] = {
+        str(r["C"]): r.get(f"ratio_vs_{name}") for r in rows
+      }
   if payload.get("settings_grid"):
     grid = payload["settings_grid"]
     report["settings_grid"] = {
-        "wall_s": [round(grid[k]["wall_seconds"], 1)
-                   for k in ("one_call", "separate_calls")],
-        "compiles": [grid[k]["program_compiles"]
-                     for k in ("one_call", "separate_calls")],
-        "steady_steps_per_s": [round(grid[k]["steady_steps_per_second"])
-                               for k in ("one_call", "separate_calls")]}
+      "wall_s": [
+        round(grid[k]["wall_seconds"], 1)
+        for k in ("one_call", "separate_calls")
+      ],
+      "compiles": [
+        grid[k]["program_compiles"] for k in ("one_call", "separate_calls")
+      ],
+      "steady_steps_per_s": [
+        round(grid[k]["steady_steps_per_second"])
+        for k in ("one_call", "separate_calls")
+      ],
+    }
   if payload.get("roofline"):
-    report["roofline_fraction"] = (
-        payload["roofline"]["step"]["fraction_of_roofline"])
+    report["roofline_fraction"] = payload["roofline"]["step"][
+      "fraction_of_roofline"
+    ]
     report["square_peak_gflops"] = payload["roofline"]["square_peak_gflops"]
   if payload.get("scaling"):
     report["batch_width_steps_per_s"] = {
-        str(r["batched_chains"]): round(r["steps_per_second"])
-        for r in payload["scaling"]["batch_width"]}
+      str(r["batched_chains"]): round(r["steps_per_second"])
+      for r in payload["scaling"]["batch_width"]
+    }
+  if payload.get("forms"):
+    forms = payload["forms"]
+    report["forms"] = {
+      "default": forms["default"],
+      "faster": forms["faster"],
+      "gather_over_one_hot": {
+        k: round(v, 2) for k, v in forms["gather_over_one_hot"].items()
+      },
+    }
   if payload.get("training"):
     report["train_steps_per_s"] = {
-        k: round(v["steps_per_second"])
-        for k, v in payload["training"]["slt_jax"].items()}
+      k: round(v["steps_per_second"])
+      for k, v in payload["training"]["slt_jax"].items()
+    }
   report["load"] = payload["load_average"]
   return json.dumps(report, separators=(",", ":"), default=float)

@@ -49,21 +49,28 @@ def make_model(w_KxD: np.ndarray, v_PxK: np.ndarray) -> QuadraticNet:
   return net
 
 
-def load_weights(net: QuadraticNet, w_KxD: np.ndarray,
-                 v_PxK: np.ndarray) -> None:
+def load_weights(
+  net: QuadraticNet, w_KxD: np.ndarray, v_PxK: np.ndarray
+) -> None:
   """Copies slt_jax's ``W`` and ``V`` into ``net`` in place."""
   with torch.no_grad():
     net.embed.weight.copy_(torch.tensor(np.array(w_KxD, np.float32)))
     net.unembed.weight.copy_(torch.tensor(np.array(v_PxK, np.float32)))
 
 
-def one_hot_data(pairs_Nx2: np.ndarray, labels_N: np.ndarray, p: int
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+def one_hot_data(
+  pairs_Nx2: np.ndarray, labels_N: np.ndarray, p: int
+) -> tuple[torch.Tensor, torch.Tensor]:
   """One-hot inputs (N, 2p) and targets (N, p), float32."""
   pairs = torch.tensor(np.array(pairs_Nx2, np.int64))
   labels = torch.tensor(np.array(labels_N, np.int64))
-  x_NxD = torch.cat([nn.functional.one_hot(pairs[:, 0], p),
-                     nn.functional.one_hot(pairs[:, 1], p)], dim=1)
+  x_NxD = torch.cat(
+    [
+      nn.functional.one_hot(pairs[:, 0], p),
+      nn.functional.one_hot(pairs[:, 1], p),
+    ],
+    dim=1,
+  )
   return x_NxD.float(), nn.functional.one_hot(labels, p).float()
 
 
@@ -80,17 +87,28 @@ def evaluate(net: nn.Module, batch) -> torch.Tensor:
   return centered_mse(y_BxP, net(x_BxD))
 
 
-def full_loss(net: nn.Module, x_NxD: torch.Tensor, y_NxP: torch.Tensor
-              ) -> float:
+def full_loss(
+  net: nn.Module, x_NxD: torch.Tensor, y_NxP: torch.Tensor
+) -> float:
   """L_n(w) on the whole set."""
   with torch.no_grad():
     return float(centered_mse(y_NxP, net(x_NxD)))
 
 
-def devinterp_llc(net: nn.Module, x_NxD: torch.Tensor, y_NxP: torch.Tensor, *,
-                  step_size: float, nbeta: float, localization: float,
-                  num_chains: int, num_draws: int, num_burnin: int,
-                  batch_size: int, seed: int) -> dict:
+def devinterp_llc(
+  net: nn.Module,
+  x_NxD: torch.Tensor,
+  y_NxP: torch.Tensor,
+  *,
+  step_size: float,
+  nbeta: float,
+  localization: float,
+  num_chains: int,
+  num_draws: int,
+  num_burnin: int,
+  batch_size: int,
+  seed: int,
+) -> dict:
   """One point's LLC with devinterp's ``estimate_learning_coeff_with_summary``.
 
   Conventions are matched to slt_jax's: ``nbeta`` is passed explicitly
@@ -114,28 +132,54 @@ def devinterp_llc(net: nn.Module, x_NxD: torch.Tensor, y_NxP: torch.Tensor, *,
   from devinterp.slt.sampler import estimate_learning_coeff_with_summary
 
   loader = torch.utils.data.DataLoader(
-      torch.utils.data.TensorDataset(x_NxD, y_NxP), batch_size=batch_size,
-      shuffle=True, drop_last=True)
+    torch.utils.data.TensorDataset(x_NxD, y_NxP),
+    batch_size=batch_size,
+    shuffle=True,
+    drop_last=True,
+  )
   init_loss = full_loss(net, x_NxD, y_NxP)
   start = time.perf_counter()
   with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     out = estimate_learning_coeff_with_summary(
-        net, loader, evaluate=evaluate,
-        optimizer_kwargs={"lr": step_size, "nbeta": nbeta,
-                          "localization": localization},
-        num_draws=num_draws, num_chains=num_chains,
-        num_burnin_steps=num_burnin, init_loss=init_loss, seed=seed,
-        device="cpu", verbose=False)
+      net,
+      loader,
+      evaluate=evaluate,
+      optimizer_kwargs={
+        "lr": step_size,
+        "nbeta": nbeta,
+        "localization": localization,
+      },
+      num_draws=num_draws,
+      num_chains=num_chains,
+      num_burnin_steps=num_burnin,
+      init_loss=init_loss,
+      seed=seed,
+      device="cpu",
+      verbose=False,
+    )
   seconds = time.perf_counter() - start
-  return {"per_chain": [out[f"llc-chain/{i}"] for i in range(num_chains)],
-          "init_loss": init_loss, "seconds": seconds}
+  return {
+    "per_chain": [out[f"llc-chain/{i}"] for i in range(num_chains)],
+    "init_loss": init_loss,
+    "seconds": seconds,
+  }
 
 
-def plain_llc(net: nn.Module, x_NxD: torch.Tensor, y_NxP: torch.Tensor, *,
-              step_size: float, nbeta: float, localization: float,
-              num_chains: int, num_draws: int, num_burnin: int,
-              batch_size: int, seed: int) -> dict:
+def plain_llc(
+  net: nn.Module,
+  x_NxD: torch.Tensor,
+  y_NxP: torch.Tensor,
+  *,
+  step_size: float,
+  nbeta: float,
+  localization: float,
+  num_chains: int,
+  num_draws: int,
+  num_burnin: int,
+  batch_size: int,
+  seed: int,
+) -> dict:
   """The same estimate as a plain eager loop over chains (no devinterp).
 
   Minibatches are epoch-wise shuffled without replacement (last partial batch
@@ -158,8 +202,10 @@ def plain_llc(net: nn.Module, x_NxD: torch.Tensor, y_NxP: torch.Tensor, *,
     for t in range(num_burnin + num_draws):
       if t % steps_per_epoch == 0:
         perm = torch.randperm(n, generator=gen)
-      idx = perm[(t % steps_per_epoch) * batch_size:
-                 (t % steps_per_epoch + 1) * batch_size]
+      idx = perm[
+        (t % steps_per_epoch) * batch_size : (t % steps_per_epoch + 1)
+        * batch_size
+      ]
       out_BxP = torch.square(x_NxD[idx] @ w_KxD.T) @ v_PxK.T
       loss = centered_mse(y_NxP[idx], out_BxP)
       grads = torch.autograd.grad(loss, params)
@@ -167,18 +213,25 @@ def plain_llc(net: nn.Module, x_NxD: torch.Tensor, y_NxP: torch.Tensor, *,
         for param, grad, anchor in zip(params, grads, anchors):
           drift = nbeta * grad + localization * (param - anchor)
           param.add_(drift, alpha=-0.5 * step_size)
-          param.add_(torch.randn(param.shape, generator=gen),
-                     alpha=noise_scale)
+          param.add_(torch.randn(param.shape, generator=gen), alpha=noise_scale)
       if t >= num_burnin:
         draws.append(loss.detach())
     per_chain.append(nbeta * (float(torch.stack(draws).mean()) - init_loss))
-  return {"per_chain": per_chain, "init_loss": init_loss,
-          "seconds": time.perf_counter() - start}
+  return {
+    "per_chain": per_chain,
+    "init_loss": init_loss,
+    "seconds": time.perf_counter() - start,
+  }
 
 
-def thread_check(net: nn.Module, x_NxD: torch.Tensor, y_NxP: torch.Tensor,
-                 threads: tuple[int, ...], num_steps: int, **sgld_kwargs
-                 ) -> dict:
+def thread_check(
+  net: nn.Module,
+  x_NxD: torch.Tensor,
+  y_NxP: torch.Tensor,
+  threads: tuple[int, ...],
+  num_steps: int,
+  **sgld_kwargs,
+) -> dict:
   """Plain-loop SGLD steps/s at each torch thread count (one short chain).
 
   On a shared machine, OpenMP threads that wait for a busy core can make two
@@ -190,19 +243,35 @@ def thread_check(net: nn.Module, x_NxD: torch.Tensor, y_NxP: torch.Tensor,
   try:
     for count in threads:
       torch.set_num_threads(count)
-      out = plain_llc(net, x_NxD, y_NxP, num_chains=1, num_draws=num_steps,
-                      num_burnin=0, seed=0, **sgld_kwargs)
+      out = plain_llc(
+        net,
+        x_NxD,
+        y_NxP,
+        num_chains=1,
+        num_draws=num_steps,
+        num_burnin=0,
+        seed=0,
+        **sgld_kwargs,
+      )
       rates[str(count)] = num_steps / out["seconds"]
   finally:
     torch.set_num_threads(before)
   return rates
 
 
-def train_steps_per_second(w_KxD: np.ndarray, v_PxK: np.ndarray,
-                           x_NxD: torch.Tensor, y_NxP: torch.Tensor, *,
-                           lr: float, weight_decay: float, batch_size: int,
-                           num_steps: int, warmup_steps: int = 10,
-                           seed: int = 0) -> float:
+def train_steps_per_second(
+  w_KxD: np.ndarray,
+  v_PxK: np.ndarray,
+  x_NxD: torch.Tensor,
+  y_NxP: torch.Tensor,
+  *,
+  lr: float,
+  weight_decay: float,
+  batch_size: int,
+  num_steps: int,
+  warmup_steps: int = 10,
+  seed: int = 0,
+) -> float:
   """Optimisation steps per second of a plain Adam loop (coupled L2).
 
   ``torch.optim.Adam(weight_decay=...)`` adds ``wd * w`` to the gradient, as
@@ -220,8 +289,10 @@ def train_steps_per_second(w_KxD: np.ndarray, v_PxK: np.ndarray,
       start = time.perf_counter()
     if t % steps_per_epoch == 0:
       perm = torch.randperm(n, generator=gen)
-    idx = perm[(t % steps_per_epoch) * batch_size:
-               (t % steps_per_epoch + 1) * batch_size]
+    idx = perm[
+      (t % steps_per_epoch) * batch_size : (t % steps_per_epoch + 1)
+      * batch_size
+    ]
     loss = centered_mse(y_NxP[idx], net(x_NxD[idx]))
     opt.zero_grad()
     loss.backward()

@@ -73,8 +73,14 @@ class BenchConfig:
   train_steps: int = 3000
   checkpoints: tuple[int, ...] = (1, 10, 50)
   sgld: SGLDConfig = SGLDConfig(
-      step_size=5e-4, nbeta=REFERENCE_NBETA, localization=5.0, num_chains=3,
-      num_draws=500, num_burnin=100, batch_size=128)
+    step_size=5e-4,
+    nbeta=REFERENCE_NBETA,
+    localization=5.0,
+    num_chains=3,
+    num_draws=500,
+    num_burnin=100,
+    batch_size=128,
+  )
   grid_checkpoints: int = 10
   grid_step_sizes: tuple[float, ...] = (2.5e-4, 5e-4, 1e-3)
   grid_localizations: tuple[float, ...] = (2.5, 5.0, 10.0)
@@ -94,20 +100,29 @@ class BenchConfig:
 
   def __post_init__(self):
     if self.train_steps % max(self.checkpoints + (self.grid_checkpoints,)):
-      raise ValueError(f"train_steps={self.train_steps} is invalid: must be a "
-                       "multiple of max(checkpoints, grid_checkpoints)="
-                       f"{max(self.checkpoints + (self.grid_checkpoints,))}")
+      raise ValueError(
+        f"train_steps={self.train_steps} is invalid: must be a "
+        "multiple of max(checkpoints, grid_checkpoints)="
+        f"{max(self.checkpoints + (self.grid_checkpoints,))}"
+      )
 
 
 def get_config(quick: bool) -> BenchConfig:
   """The full benchmark, or its quick version (fewer C, smaller sweeps)."""
   if not quick:
     return BenchConfig()
-  return BenchConfig(checkpoints=(1, 10), grid_checkpoints=1,
-                     scaling_points=(1, 2, 4, 10), chunk_points=8,
-                     chunk_sizes=(1, 2, 4, 8), device_points=8,
-                     train_seeds=(1, 8), train_chunk_steps=100,
-                     torch_train_steps=200, repeats=5)
+  return BenchConfig(
+    checkpoints=(1, 10),
+    grid_checkpoints=1,
+    scaling_points=(1, 2, 4, 10),
+    chunk_points=8,
+    chunk_sizes=(1, 2, 4, 8),
+    device_points=8,
+    train_seeds=(1, 8),
+    train_chunk_steps=100,
+    torch_train_steps=200,
+    repeats=5,
+  )
 
 
 def config_json(cfg: BenchConfig) -> dict:
@@ -117,14 +132,14 @@ def config_json(cfg: BenchConfig) -> dict:
 def config_from_json(spec: dict) -> BenchConfig:
   fields = dict(spec)
   fields["sgld"] = SGLDConfig(**fields["sgld"])
-  fields = {k: tuple(v) if isinstance(v, list) else v
-            for k, v in fields.items()}
+  fields = {
+    k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()
+  }
   return BenchConfig(**fields)
 
 
 def data_config(cfg: BenchConfig) -> DataConfig:
-  return DataConfig(p=cfg.p, train_frac=cfg.train_frac,
-                    num_train=cfg.num_train)
+  return DataConfig(p=cfg.p, train_frac=cfg.train_frac, num_train=cfg.num_train)
 
 
 # ---------------------------------------------------------------- helpers
@@ -145,8 +160,9 @@ class CompileClock:
   def _listen(self, event: str, duration: float, **kwargs) -> None:
     if event == COMPILE_EVENT:
       self.seconds += duration
-      row = self.by_function.setdefault(str(kwargs.get("fun_name", "?")),
-                                        {"count": 0, "seconds": 0.0})
+      row = self.by_function.setdefault(
+        str(kwargs.get("fun_name", "?")), {"count": 0, "seconds": 0.0}
+      )
       row["count"] += 1
       row["seconds"] += duration
 
@@ -155,10 +171,13 @@ class CompileClock:
     (``program``: the function whose compiles took longest in all)."""
     rows = self.by_function
     name = max(rows, key=lambda k: rows[k]["seconds"]) if rows else None
-    return {"compiles": sum(r["count"] for r in rows.values()),
-            "compile_seconds": self.seconds, "program": name,
-            "program_compiles": rows[name]["count"] if name else 0,
-            "compiles_by_function": rows}
+    return {
+      "compiles": sum(r["count"] for r in rows.values()),
+      "compile_seconds": self.seconds,
+      "program": name,
+      "program_compiles": rows[name]["count"] if name else 0,
+      "compiles_by_function": rows,
+    }
 
   def __enter__(self):
     jax.monitoring.register_event_duration_secs_listener(self._listen)
@@ -199,8 +218,12 @@ def steps_per_chain(cfg: SGLDConfig) -> int:
 
 def short(cfg: BenchConfig, **changes) -> SGLDConfig:
   """The reference SGLD config with the scaling sweeps' shorter chains."""
-  return dataclasses.replace(cfg.sgld, num_burnin=cfg.scaling_burnin,
-                             num_draws=cfg.scaling_draws, **changes)
+  return dataclasses.replace(
+    cfg.sgld,
+    num_burnin=cfg.scaling_burnin,
+    num_draws=cfg.scaling_draws,
+    **changes,
+  )
 
 
 def points(ref: dict, count: int) -> dict:
@@ -215,12 +238,18 @@ def num_points(params) -> int:
 
 def memory(stats) -> dict:
   """Byte counts of an XLA memory analysis, with the peak they add up to."""
-  sizes = {"temp_bytes": stats.temp_size_in_bytes,
-           "argument_bytes": stats.argument_size_in_bytes,
-           "output_bytes": stats.output_size_in_bytes,
-           "alias_bytes": stats.alias_size_in_bytes}
-  sizes["peak_bytes"] = (sizes["temp_bytes"] + sizes["argument_bytes"]
-                         + sizes["output_bytes"] - sizes["alias_bytes"])
+  sizes = {
+    "temp_bytes": stats.temp_size_in_bytes,
+    "argument_bytes": stats.argument_size_in_bytes,
+    "output_bytes": stats.output_size_in_bytes,
+    "alias_bytes": stats.alias_size_in_bytes,
+  }
+  sizes["peak_bytes"] = (
+    sizes["temp_bytes"]
+    + sizes["argument_bytes"]
+    + sizes["output_bytes"]
+    - sizes["alias_bytes"]
+  )
   return sizes
 
 
@@ -234,27 +263,37 @@ def chunk_used(sweep: llc.Sweep, num_items: int) -> int:
 def reference_weights(cfg: BenchConfig, key) -> dict:
   """Trains the recipe once; returns data, checkpoints and a summary."""
   every = cfg.train_steps // max(cfg.checkpoints + (cfg.grid_checkpoints,))
-  train_cfg = TrainConfig(batch_size=cfg.sgld.batch_size,
-                          num_steps=cfg.train_steps, log_every=every,
-                          ckpt_every=every, chunk_steps=cfg.train_steps)
+  train_cfg = TrainConfig(
+    batch_size=cfg.sgld.batch_size,
+    num_steps=cfg.train_steps,
+    log_every=every,
+    ckpt_every=every,
+    chunk_steps=cfg.train_steps,
+  )
   key_data, key_train = jax.random.split(key)
   dataset = data.modular_arithmetic(key_data, data_config(cfg))
   start = time.perf_counter()
-  result = train.train(key_train, dataset,
-                       ModelConfig(p=cfg.p, width=cfg.width), train_cfg,
-                       progress=False)
+  result = train.train(
+    key_train,
+    dataset,
+    ModelConfig(p=cfg.p, width=cfg.width),
+    train_cfg,
+    progress=False,
+  )
   ckpts = jax.tree.map(lambda x: np.asarray(x[0]), result.checkpoints)
-  return {"dataset": dataset, "checkpoints": ckpts,
-          "ckpt_steps": result.ckpt_steps,
-          "summary": {"num_train": dataset.num_train,
-                      "num_params": model.num_params(
-                          jax.tree.map(lambda x: x[0], ckpts)),
-                      "train_steps": cfg.train_steps,
-                      "seconds_with_compile": time.perf_counter() - start,
-                      "final_train_acc": float(
-                          result.metrics["train_acc"][0, -1]),
-                      "final_val_acc": float(
-                          result.metrics["val_acc"][0, -1])}}
+  return {
+    "dataset": dataset,
+    "checkpoints": ckpts,
+    "ckpt_steps": result.ckpt_steps,
+    "summary": {
+      "num_train": dataset.num_train,
+      "num_params": model.num_params(jax.tree.map(lambda x: x[0], ckpts)),
+      "train_steps": cfg.train_steps,
+      "seconds_with_compile": time.perf_counter() - start,
+      "final_train_acc": float(result.metrics["train_acc"][0, -1]),
+      "final_val_acc": float(result.metrics["val_acc"][0, -1]),
+    },
+  }
 
 
 class Engine:
@@ -271,21 +310,30 @@ class Engine:
     self.data = jax.tree.map(jnp.asarray, train_batch)
     self.n = int(train_batch.labels.shape[0])
 
-  def sweep(self, cfg: SGLDConfig, params, num_settings: int = 1
-            ) -> llc.Sweep:
+  def sweep(self, cfg: SGLDConfig, params, num_settings: int = 1) -> llc.Sweep:
     """``llc.compile_sweep`` for points shaped like ``params`` (points
     first); it compiles on first use."""
-    return llc.compile_sweep(self.loss_fn, cfg, self.data, params, 1,
-                             num_settings=num_settings)
+    return llc.compile_sweep(
+      self.loss_fn, cfg, self.data, params, 1, num_settings=num_settings
+    )
 
-  def run(self, key, cfg: SGLDConfig, params, settings=None
-          ) -> llc.LLCResult:
+  def run(self, key, cfg: SGLDConfig, params, settings=None) -> llc.LLCResult:
     """One ``llc.estimate_llc`` call (it compiles its own program)."""
-    return llc.estimate_llc(key, self.loss_fn, params, self.data, cfg, 1,
-                            settings=settings, progress=False, warn=False)
+    return llc.estimate_llc(
+      key,
+      self.loss_fn,
+      params,
+      self.data,
+      cfg,
+      1,
+      settings=settings,
+      progress=False,
+      warn=False,
+    )
 
-  def timed(self, key, cfg: SGLDConfig, params, warm: str = "chunk",
-            repeats: int = 1) -> tuple[llc.LLCResult, dict]:
+  def timed(
+    self, key, cfg: SGLDConfig, params, warm: str = "chunk", repeats: int = 1
+  ) -> tuple[llc.LLCResult, dict]:
     """Compiles a sweep for ``params`` (points first) and times its run.
 
     Args:
@@ -308,8 +356,9 @@ class Engine:
     chunk = chunk_used(sweep, count)
     stats = None
     if warm == "chunk":
-      sweep.run(key, take(params, slice(0, chunk)), 1, progress=False,
-                warn=False)
+      sweep.run(
+        key, take(params, slice(0, chunk)), 1, progress=False, warn=False
+      )
     else:
       stats = memory(sweep.memory_analysis())
     warm_seconds = time.perf_counter() - start
@@ -321,10 +370,14 @@ class Engine:
         times.append(time.perf_counter() - start)
     seconds = min(times)
     steps = count * cfg.num_chains * steps_per_chain(cfg)
-    timing = {"seconds": seconds, "steps_per_second": steps / seconds,
-              "chain_steps": steps, "chunk": chunk,
-              "warm_seconds": warm_seconds,
-              "compile_seconds_in_timed_call": clock.seconds}
+    timing = {
+      "seconds": seconds,
+      "steps_per_second": steps / seconds,
+      "chain_steps": steps,
+      "chunk": chunk,
+      "warm_seconds": warm_seconds,
+      "compile_seconds_in_timed_call": clock.seconds,
+    }
     if stats is not None:
       timing["memory"] = stats
     return result, timing

@@ -28,31 +28,76 @@ Example:
 """
 
 from slt_jax.theory.closed_forms import (
-    INPUTS, LOSSES, PairGraph, gaussian_critical_width, gaussian_llc,
-    gaussian_rank, isotropic_quadratic_llc, isotropic_quadratic_llc_hat,
-    lazy_random_features_llc, modular_llc, modular_rank, normal_crossing_llc,
-    pair_graph, polynomial_potential_llc, reduced_rank_regression_llc)
+  INPUTS,
+  LOSSES,
+  PairGraph,
+  gaussian_critical_width,
+  gaussian_llc,
+  gaussian_rank,
+  isotropic_quadratic_llc,
+  isotropic_quadratic_llc_hat,
+  lazy_random_features_llc,
+  modular_llc,
+  modular_rank,
+  normal_crossing_llc,
+  pair_graph,
+  polynomial_potential_llc,
+  reduced_rank_regression_llc,
+)
 from slt_jax.theory.curvature import (
-    LLCHatPrediction, QuadraticExpansion, RankResult, dense_hessian,
-    gibbs_expectation, gibbs_expectation_2d, hessian_eigenvalues,
-    jacobian_rank, ntk_llc, numerical_rank, predict_llc_hat,
-    sgld_llc_hat_quadratic)
-from slt_jax.theory.slq import (HessianSpectrum, SLQEstimate,
-                                hessian_spectrum_slq, predict_llc_hat_slq)
+  LLCHatPrediction,
+  QuadraticExpansion,
+  RankResult,
+  dense_hessian,
+  gibbs_expectation,
+  gibbs_expectation_2d,
+  hessian_eigenvalues,
+  jacobian_rank,
+  ntk_llc,
+  numerical_rank,
+  predict_llc_hat,
+  sgld_llc_hat_quadratic,
+)
+from slt_jax.theory.slq import (
+  HessianSpectrum,
+  SLQEstimate,
+  hessian_spectrum_slq,
+  predict_llc_hat_slq,
+)
 
 __all__ = [
-    # closed_forms
-    "INPUTS", "LOSSES", "PairGraph", "gaussian_critical_width", "gaussian_llc",
-    "gaussian_rank", "isotropic_quadratic_llc", "isotropic_quadratic_llc_hat",
-    "lazy_random_features_llc", "modular_llc", "modular_rank",
-    "normal_crossing_llc", "pair_graph", "polynomial_potential_llc",
-    "reduced_rank_regression_llc",
-    # curvature
-    "LLCHatPrediction", "QuadraticExpansion", "RankResult", "dense_hessian",
-    "gibbs_expectation", "gibbs_expectation_2d", "hessian_eigenvalues",
-    "jacobian_rank", "ntk_llc", "numerical_rank", "predict_llc_hat",
-    "sgld_llc_hat_quadratic",
-    # slq
-    "HessianSpectrum", "SLQEstimate", "hessian_spectrum_slq",
-    "predict_llc_hat_slq",
+  # closed_forms
+  "INPUTS",
+  "LOSSES",
+  "PairGraph",
+  "gaussian_critical_width",
+  "gaussian_llc",
+  "gaussian_rank",
+  "isotropic_quadratic_llc",
+  "isotropic_quadratic_llc_hat",
+  "lazy_random_features_llc",
+  "modular_llc",
+  "modular_rank",
+  "normal_crossing_llc",
+  "pair_graph",
+  "polynomial_potential_llc",
+  "reduced_rank_regression_llc",
+  # curvature
+  "LLCHatPrediction",
+  "QuadraticExpansion",
+  "RankResult",
+  "dense_hessian",
+  "gibbs_expectation",
+  "gibbs_expectation_2d",
+  "hessian_eigenvalues",
+  "jacobian_rank",
+  "ntk_llc",
+  "numerical_rank",
+  "predict_llc_hat",
+  "sgld_llc_hat_quadratic",
+  # slq
+  "HessianSpectrum",
+  "SLQEstimate",
+  "hessian_spectrum_slq",
+  "predict_llc_hat_slq",
 ]

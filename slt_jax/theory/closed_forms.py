@@ -32,6 +32,24 @@ import numpy as np
 
 from slt_jax.config import LOSSES
 
+__all__ = [
+  "INPUTS",
+  "LOSSES",
+  "gaussian_rank",
+  "gaussian_llc",
+  "gaussian_critical_width",
+  "PairGraph",
+  "pair_graph",
+  "modular_rank",
+  "modular_llc",
+  "lazy_random_features_llc",
+  "reduced_rank_regression_llc",
+  "normal_crossing_llc",
+  "polynomial_potential_llc",
+  "isotropic_quadratic_llc",
+  "isotropic_quadratic_llc_hat",
+]
+
 INPUTS = ("one_hot", "gaussian")
 
 
@@ -48,8 +66,9 @@ def _require(condition: bool, message: str) -> None:
 def _check_int(name: str, value: Any, minimum: int) -> int:
   ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
   _require(ok, f"{name}={value!r} is invalid: must be an integer")
-  _require(value >= minimum,
-           f"{name}={value!r} is invalid: must be >= {minimum}")
+  _require(
+    value >= minimum, f"{name}={value!r} is invalid: must be >= {minimum}"
+  )
   return int(value)
 
 
@@ -60,8 +79,10 @@ def _as_real(name: str, value: Any) -> float:
       x = float(value)
     except (TypeError, ValueError):
       ok = False
-  _require(ok and np.isfinite(x), f"{name}={value!r} is invalid: must be a "
-           "finite real number")
+  _require(
+    ok and np.isfinite(x),
+    f"{name}={value!r} is invalid: must be a finite real number",
+  )
   return x
 
 
@@ -258,18 +279,25 @@ def pair_graph(p: int, train_pairs: Any) -> PairGraph:
   """
   p = _check_int("p", p, 2)
   pairs = np.asarray(train_pairs)
-  _require(pairs.ndim == 2 and pairs.shape[1] == 2 and pairs.shape[0] >= 1,
-           f"train_pairs.shape={pairs.shape} is invalid: must be (n, 2) "
-           "with n >= 1")
-  _require(np.issubdtype(pairs.dtype, np.integer),
-           f"train_pairs.dtype={pairs.dtype} is invalid: must be integer")
-  _require(pairs.min() >= 0 and pairs.max() < p,
-           f"train_pairs range [{pairs.min()}, {pairs.max()}] is invalid: "
-           f"residues must lie in [0, p) = [0, {p})")
+  _require(
+    pairs.ndim == 2 and pairs.shape[1] == 2 and pairs.shape[0] >= 1,
+    f"train_pairs.shape={pairs.shape} is invalid: must be (n, 2) with n >= 1",
+  )
+  _require(
+    np.issubdtype(pairs.dtype, np.integer),
+    f"train_pairs.dtype={pairs.dtype} is invalid: must be integer",
+  )
+  _require(
+    pairs.min() >= 0 and pairs.max() < p,
+    f"train_pairs range [{pairs.min()}, {pairs.max()}] is invalid: "
+    f"residues must lie in [0, p) = [0, {p})",
+  )
   n_unique = len({(int(a), int(b)) for a, b in pairs})
-  _require(n_unique == pairs.shape[0],
-           f"train_pairs has {pairs.shape[0] - n_unique} duplicate rows: "
-           "pairs must be distinct")
+  _require(
+    n_unique == pairs.shape[0],
+    f"train_pairs has {pairs.shape[0] - n_unique} duplicate rows: "
+    "pairs must be distinct",
+  )
   # Union-find over vertices a in [0, p) and b in [p, 2p).
   parent = list(range(2 * p))
 
@@ -287,8 +315,13 @@ def pair_graph(p: int, train_pairs: Any) -> PairGraph:
   num_a = len(set(int(a) for a in pairs[:, 0]))
   num_b = len(set(int(b) for b in pairs[:, 1]))
   num_components = len({find(v) for v in seen})
-  return PairGraph(int(pairs.shape[0]), num_a, num_b, num_components,
-                   num_a + num_b - num_components)
+  return PairGraph(
+    int(pairs.shape[0]),
+    num_a,
+    num_b,
+    num_components,
+    num_a + num_b - num_components,
+  )
 
 
 def modular_rank(p: int, K: int, train_pairs: Any, loss: str = "mse") -> int:
@@ -386,8 +419,9 @@ def modular_llc(p: int, K: int, train_pairs: Any, loss: str = "mse") -> float:
 # ----------------------------------------------------------------------------
 
 
-def lazy_random_features_llc(m: int, K: int, n: int, inputs: str = "one_hot",
-                             d: Optional[int] = None) -> float:
+def lazy_random_features_llc(
+  m: int, K: int, n: int, inputs: str = "one_hot", d: Optional[int] = None
+) -> float:
   """Learning coefficient when only the readout V is trained.
 
   With W frozen at a generic point, ``f(x) = V (W x)^2`` is linear in V with
@@ -425,8 +459,9 @@ def lazy_random_features_llc(m: int, K: int, n: int, inputs: str = "one_hot",
   m = _check_int("m", m, 1)
   K = _check_int("K", K, 1)
   n = _check_int("n", n, 1)
-  _require(inputs in INPUTS,
-           f"inputs={inputs!r} is invalid: must be one of {INPUTS}")
+  _require(
+    inputs in INPUTS, f"inputs={inputs!r} is invalid: must be one of {INPUTS}"
+  )
   if inputs == "one_hot":
     _require(d is None, f"d={d!r} is invalid: must be None for one-hot inputs")
     return m * min(K, n) / 2
@@ -476,9 +511,10 @@ def reduced_rank_regression_llc(M: int, H: int, N: int, r: int) -> float:
   H = _check_int("H", H, 1)
   N = _check_int("N", N, 1)
   r = _check_int("r", r, 0)
-  _require(r <= min(M, H, N),
-           f"r={r} is invalid: must satisfy 0 <= r <= min(M, H, N) = "
-           f"{min(M, H, N)}")
+  _require(
+    r <= min(M, H, N),
+    f"r={r} is invalid: must satisfy 0 <= r <= min(M, H, N) = {min(M, H, N)}",
+  )
   if M + H < N + r:
     return (H * M - H * r + N * r) / 2
   if N + H < M + r:

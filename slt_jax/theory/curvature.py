@@ -19,13 +19,32 @@ import math
 from typing import Any, Callable, NamedTuple, Optional
 
 import jax
-from jax.flatten_util import ravel_pytree
 import jax.numpy as jnp
 import numpy as np
+from jax.flatten_util import ravel_pytree
 
-from slt_jax.theory.closed_forms import (_check_int, _check_nonnegative,
-                                         _check_positive, _require)
+from slt_jax.theory.closed_forms import (
+  _check_int,
+  _check_nonnegative,
+  _check_positive,
+  _require,
+)
 from slt_jax.types import ArrayLikeTree, ArrayTree
+
+__all__ = [
+  "RankResult",
+  "numerical_rank",
+  "ntk_llc",
+  "jacobian_rank",
+  "QuadraticExpansion",
+  "dense_hessian",
+  "hessian_eigenvalues",
+  "LLCHatPrediction",
+  "predict_llc_hat",
+  "sgld_llc_hat_quadratic",
+  "gibbs_expectation",
+  "gibbs_expectation_2d",
+]
 
 
 # ----------------------------------------------------------------------------
@@ -73,8 +92,9 @@ def numerical_rank(matrix: Any, rtol: Optional[float] = None) -> RankResult:
   """
   a = np.asarray(matrix, np.float64)
   _require(a.ndim == 2, f"matrix.ndim={a.ndim} is invalid: must be 2")
-  _require(bool(np.all(np.isfinite(a))),
-           "matrix is invalid: it has non-finite entries")
+  _require(
+    bool(np.all(np.isfinite(a))), "matrix is invalid: it has non-finite entries"
+  )
   if rtol is None:
     rtol = max(a.shape) * np.finfo(np.float64).eps
   else:
@@ -133,8 +153,9 @@ def _to_float64(tree: ArrayLikeTree) -> ArrayTree:
   return jax.tree.map(cast, tree)
 
 
-def _flatten_float64(params: ArrayLikeTree
-                     ) -> tuple[jax.Array, Callable[[jax.Array], ArrayTree]]:
+def _flatten_float64(
+  params: ArrayLikeTree,
+) -> tuple[jax.Array, Callable[[jax.Array], ArrayTree]]:
   """Flattens params to one (P,) float64 vector (call inside ``enable_x64``).
 
   Returns:
@@ -145,8 +166,11 @@ def _flatten_float64(params: ArrayLikeTree
   return flat_P.astype(jnp.float64), unravel
 
 
-def jacobian_rank(fn: Callable[[ArrayTree], jax.Array], params: ArrayLikeTree,
-                  rtol: Optional[float] = None) -> RankResult:
+def jacobian_rank(
+  fn: Callable[[ArrayTree], jax.Array],
+  params: ArrayLikeTree,
+  rtol: Optional[float] = None,
+) -> RankResult:
   """Numerical rank of the Jacobian of ``fn`` at ``params``, in float64.
 
   The parameters are cast to float64 and flattened with ``ravel_pytree``;
@@ -174,8 +198,9 @@ def jacobian_rank(fn: Callable[[ArrayTree], jax.Array], params: ArrayLikeTree,
     ...               jnp.array([1.0, 2.0])).rank
     1
   """
-  _require(len(jax.tree.leaves(params)) > 0,
-           "params is invalid: it has no leaves")
+  _require(
+    len(jax.tree.leaves(params)) > 0, "params is invalid: it has no leaves"
+  )
   with jax.enable_x64(True):
     flat_P, unravel = _flatten_float64(params)
 
@@ -202,9 +227,12 @@ class QuadraticExpansion(NamedTuple):
   hessian: np.ndarray
 
 
-def dense_hessian(loss_fn: Callable[[ArrayTree, Any], jax.Array],
-                  params: ArrayLikeTree, batch: Any,
-                  max_params: int = 5000) -> QuadraticExpansion:
+def dense_hessian(
+  loss_fn: Callable[[ArrayTree, Any], jax.Array],
+  params: ArrayLikeTree,
+  batch: Any,
+  max_params: int = 5000,
+) -> QuadraticExpansion:
   """Loss, gradient and dense Hessian over the flattened parameters.
 
   Computed in float64 (``jax.enable_x64`` inside the call); float leaves of
@@ -234,9 +262,11 @@ def dense_hessian(loss_fn: Callable[[ArrayTree, Any], jax.Array],
   with jax.enable_x64(True):
     flat_P, unravel = _flatten_float64(params)
     num_params = int(flat_P.size)
-    _require(num_params <= max_params,
-             f"number of parameters {num_params} is invalid: exceeds "
-             f"max_params={max_params} (dense Hessian)")
+    _require(
+      num_params <= max_params,
+      f"number of parameters {num_params} is invalid: exceeds "
+      f"max_params={max_params} (dense Hessian)",
+    )
     batch64 = _to_float64(batch)
 
     def flat_loss(f_P):
@@ -247,15 +277,21 @@ def dense_hessian(loss_fn: Callable[[ArrayTree, Any], jax.Array],
     loss = float(loss)
     grad_P = np.asarray(grad_P, np.float64)
     hess_PxP = np.asarray(hess_PxP, np.float64)
-  _require(np.isfinite(loss) and bool(np.all(np.isfinite(grad_P)))
-           and bool(np.all(np.isfinite(hess_PxP))),
-           f"loss={loss} is invalid: loss, gradient and Hessian must be finite")
+  _require(
+    np.isfinite(loss)
+    and bool(np.all(np.isfinite(grad_P)))
+    and bool(np.all(np.isfinite(hess_PxP))),
+    f"loss={loss} is invalid: loss, gradient and Hessian must be finite",
+  )
   return QuadraticExpansion(loss, grad_P, 0.5 * (hess_PxP + hess_PxP.T))
 
 
-def hessian_eigenvalues(loss_fn: Callable[[ArrayTree, Any], jax.Array],
-                        params: ArrayLikeTree, batch: Any,
-                        max_params: int = 5000) -> np.ndarray:
+def hessian_eigenvalues(
+  loss_fn: Callable[[ArrayTree, Any], jax.Array],
+  params: ArrayLikeTree,
+  batch: Any,
+  max_params: int = 5000,
+) -> np.ndarray:
   """Eigenvalues of the dense float64 Hessian of the loss (small models).
 
   Args:
@@ -300,9 +336,14 @@ class LLCHatPrediction(NamedTuple):
   min_precision_eigenvalue: float
 
 
-def predict_llc_hat(loss_fn: Callable[[ArrayTree, Any], jax.Array],
-                    params: ArrayLikeTree, batch: Any, nbeta: float,
-                    gamma: float, max_params: int = 5000) -> LLCHatPrediction:
+def predict_llc_hat(
+  loss_fn: Callable[[ArrayTree, Any], jax.Array],
+  params: ArrayLikeTree,
+  batch: Any,
+  nbeta: float,
+  gamma: float,
+  max_params: int = 5000,
+) -> LLCHatPrediction:
   """Laplace prediction of the localized SGLD LLC estimate at ``params``.
 
   With ``L(w*+delta) ~ L0 + g . delta + delta^T H delta / 2`` the SGLD target
@@ -349,19 +390,26 @@ def predict_llc_hat(loss_fn: Callable[[ArrayTree, Any], jax.Array],
   a_P = nbeta * h_P + gamma
   min_a = float(a_P.min())
   scale = max(float(np.abs(a_P).max()), 1e-300)
-  _require(min_a > 1e-12 * scale,
-           f"precision A = nbeta H + gamma I is not positive definite: its "
-           f"smallest eigenvalue is {min_a:.6g} (nbeta={nbeta}, gamma={gamma})")
+  _require(
+    min_a > 1e-12 * scale,
+    f"precision A = nbeta H + gamma I is not positive definite: its "
+    f"smallest eigenvalue is {min_a:.6g} (nbeta={nbeta}, gamma={gamma})",
+  )
   g_P = u_PxP.T @ expansion.grad  # gradient in the eigenbasis
   mu_P = -nbeta * g_P / a_P
   curvature = 0.5 * nbeta * float(np.sum(h_P / a_P))
-  gradient = nbeta * float(g_P @ mu_P + 0.5 * np.sum(h_P * mu_P ** 2))
+  gradient = nbeta * float(g_P @ mu_P + 0.5 * np.sum(h_P * mu_P**2))
   return LLCHatPrediction(curvature + gradient, curvature, gradient, min_a)
 
 
-def sgld_llc_hat_quadratic(eigenvalues: Any, nbeta: float, gamma: float,
-                           step_size: float, num_burnin: int,
-                           num_draws: int) -> float:
+def sgld_llc_hat_quadratic(
+  eigenvalues: Any,
+  nbeta: float,
+  gamma: float,
+  step_size: float,
+  num_burnin: int,
+  num_draws: int,
+) -> float:
   """Expected SGLD estimate of a finite full-batch run on a quadratic loss.
 
   With zero gradient at w* and Hessian eigenvalues ``h``, full-batch SGLD
@@ -400,14 +448,19 @@ def sgld_llc_hat_quadratic(eigenvalues: Any, nbeta: float, gamma: float,
   num_draws = _check_int("num_draws", num_draws, 1)
   h_P = np.asarray(eigenvalues, np.float64)
   a_P = nbeta * h_P + gamma
-  _require(bool(np.all((a_P > 0) & (eps * a_P < 2))),
-           f"step_size={eps!r} is invalid: eps (nbeta h + gamma) must lie in "
-           f"(0, 2); its range is [{eps * a_P.min():.3g}, "
-           f"{eps * a_P.max():.3g}]")
+  _require(
+    bool(np.all((a_P > 0) & (eps * a_P < 2))),
+    f"step_size={eps!r} is invalid: eps (nbeta h + gamma) must lie in "
+    f"(0, 2); its range is [{eps * a_P.min():.3g}, "
+    f"{eps * a_P.max():.3g}]",
+  )
   log_c2_P = 2 * np.log1p(-0.5 * eps * a_P)
   # Mean over the draws of c^(2t) = c^(2B) (1 - c^(2D)) / (D (1 - c^2)).
-  decay_P = (np.exp(num_burnin * log_c2_P) * np.expm1(num_draws * log_c2_P)
-             / (num_draws * np.expm1(log_c2_P)))
+  decay_P = (
+    np.exp(num_burnin * log_c2_P)
+    * np.expm1(num_draws * log_c2_P)
+    / (num_draws * np.expm1(log_c2_P))
+  )
   var_P = (1 - decay_P) / (a_P * (1 - 0.25 * eps * a_P))
   return float(0.5 * nbeta * np.sum(h_P * var_P))
 
@@ -417,8 +470,12 @@ def sgld_llc_hat_quadratic(eigenvalues: Any, nbeta: float, gamma: float,
 # ----------------------------------------------------------------------------
 
 
-def gibbs_expectation(potential: Callable[[np.ndarray, np.ndarray], np.ndarray],
-                      nbeta: float, gamma: float, num_grid: int = 800) -> float:
+def gibbs_expectation(
+  potential: Callable[[np.ndarray, np.ndarray], np.ndarray],
+  nbeta: float,
+  gamma: float,
+  num_grid: int = 800,
+) -> float:
   """``E[nbeta K]`` under ``exp(-nbeta K - gamma |w|^2 / 2)`` on R^2.
 
   Computed by quadrature (NumPy float64).
@@ -445,13 +502,14 @@ def gibbs_expectation(potential: Callable[[np.ndarray, np.ndarray], np.ndarray],
   width = np.gradient(grid)
   w1, w2 = np.meshgrid(grid, grid, indexing="ij")
   energy = potential(w1, w2)
-  logp = -nbeta * energy - 0.5 * gamma * (w1 ** 2 + w2 ** 2)
+  logp = -nbeta * energy - 0.5 * gamma * (w1**2 + w2**2)
   weight = np.exp(logp - logp.max()) * width[:, None] * width[None, :]
   return float(np.sum(weight * nbeta * energy) / np.sum(weight))
 
 
-def gibbs_expectation_2d(exponents: tuple[int, int], nbeta: float,
-                         gamma: float, num_grid: int = 800) -> float:
+def gibbs_expectation_2d(
+  exponents: tuple[int, int], nbeta: float, gamma: float, num_grid: int = 800
+) -> float:
   """``gibbs_expectation`` of the normal-crossing potential.
 
   ``K(w) = w1^(2 k1) w2^(2 k2) / 2``, the loss of
@@ -472,5 +530,5 @@ def gibbs_expectation_2d(exponents: tuple[int, int], nbeta: float,
   """
   k1, k2 = exponents
   return gibbs_expectation(
-      lambda w1, w2: 0.5 * w1 ** (2 * k1) * w2 ** (2 * k2), nbeta, gamma,
-      num_grid)
+    lambda w1, w2: 0.5 * w1 ** (2 * k1) * w2 ** (2 * k2), nbeta, gamma, num_grid
+  )

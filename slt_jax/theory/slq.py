@@ -25,6 +25,13 @@ from slt_jax.theory.closed_forms import _check_int, _check_positive, _require
 from slt_jax.theory.curvature import _flatten_float64, _to_float64
 from slt_jax.types import ArrayLikeTree, ArrayTree, PRNGKey
 
+__all__ = [
+  "SLQEstimate",
+  "predict_llc_hat_slq",
+  "HessianSpectrum",
+  "hessian_spectrum_slq",
+]
+
 
 class SLQEstimate(NamedTuple):
   """Matrix-free estimate of the Laplace-predicted SGLD estimate.
@@ -45,9 +52,12 @@ class SLQEstimate(NamedTuple):
   min_ritz_value: float
 
 
-def _flat_float64_gradient(loss_fn: Callable[[ArrayTree, Any], jax.Array],
-                           params: ArrayLikeTree, batch: Any,
-                           num_matvecs: int):
+def _flat_float64_gradient(
+  loss_fn: Callable[[ArrayTree, Any], jax.Array],
+  params: ArrayLikeTree,
+  batch: Any,
+  num_matvecs: int,
+):
   """Flattened float64 params and the gradient of the loss over them.
 
   Call inside ``jax.enable_x64(True)``. Checks ``1 <= num_matvecs <= P``.
@@ -58,21 +68,29 @@ def _flat_float64_gradient(loss_fn: Callable[[ArrayTree, Any], jax.Array],
   """
   flat_P, unravel = _flatten_float64(params)
   num_matvecs = _check_int("num_matvecs", num_matvecs, 1)
-  _require(num_matvecs <= flat_P.size,
-           f"num_matvecs={num_matvecs} is invalid: must be <= the number of "
-           f"parameters {flat_P.size}")
+  _require(
+    num_matvecs <= flat_P.size,
+    f"num_matvecs={num_matvecs} is invalid: must be <= the number of "
+    f"parameters {flat_P.size}",
+  )
   batch64 = _to_float64(batch)
   grad_fn = jax.grad(
-      lambda f_P: jnp.asarray(loss_fn(unravel(f_P), batch64), jnp.float64))
+    lambda f_P: jnp.asarray(loss_fn(unravel(f_P), batch64), jnp.float64)
+  )
   return flat_P, grad_fn, num_matvecs
 
 
-def predict_llc_hat_slq(key: PRNGKey,
-                        loss_fn: Callable[[ArrayTree, Any], jax.Array],
-                        params: ArrayLikeTree, batch: Any, nbeta: float,
-                        gamma: float, num_matvecs: int = 30,
-                        num_probes: int = 50,
-                        cg_maxiter: int = 500) -> SLQEstimate:
+def predict_llc_hat_slq(
+  key: PRNGKey,
+  loss_fn: Callable[[ArrayTree, Any], jax.Array],
+  params: ArrayLikeTree,
+  batch: Any,
+  nbeta: float,
+  gamma: float,
+  num_matvecs: int = 30,
+  num_probes: int = 50,
+  cg_maxiter: int = 500,
+) -> SLQEstimate:
   """Matrix-free ``predict_llc_hat`` by stochastic Lanczos quadrature.
 
   ``tr(f(H))`` with ``f(h) = nbeta h / (nbeta h + gamma)`` is estimated with
@@ -112,7 +130,8 @@ def predict_llc_hat_slq(key: PRNGKey,
   cg_maxiter = _check_int("cg_maxiter", cg_maxiter, 1)
   with jax.enable_x64(True):
     flat_P, grad_fn, num_matvecs = _flat_float64_gradient(
-        loss_fn, params, batch, num_matvecs)
+      loss_fn, params, batch, num_matvecs
+    )
     num_params = int(flat_P.size)
 
     def hvp(v_P):
@@ -125,8 +144,9 @@ def predict_llc_hat_slq(key: PRNGKey,
       return 1.0 - gamma / a
 
     tridiag = decomp.tridiag_sym(num_matvecs)
-    integrand = funm.monte_carlo_funm_sym(funm.dense_funm_sym_eigh(ratio),
-                                          tridiag)
+    integrand = funm.monte_carlo_funm_sym(
+      funm.dense_funm_sym_eigh(ratio), tridiag
+    )
     sampler = stochtrace.sampler_signs(flat_P, num=num_probes)
     estimate = stochtrace.estimator_monte_carlo_mean_and_sem(integrand, sampler)
     key_probe, key_ritz = jax.random.split(key)
@@ -139,17 +159,21 @@ def predict_llc_hat_slq(key: PRNGKey,
 
     probes = jax.random.rademacher(key_ritz, (4, num_params), jnp.float64)
     min_theta = float(jnp.min(jax.jit(jax.vmap(min_ritz))(probes)))
-    _require(min_theta > 0,
-             f"precision A = nbeta H + gamma I is not positive definite: a "
-             f"Ritz value is {min_theta:.6g} (nbeta={nbeta}, gamma={gamma})")
+    _require(
+      min_theta > 0,
+      f"precision A = nbeta H + gamma I is not positive definite: a "
+      f"Ritz value is {min_theta:.6g} (nbeta={nbeta}, gamma={gamma})",
+    )
     g_P = grad_fn(flat_P)
-    mu_P, _ = jax.scipy.sparse.linalg.cg(a_matvec, -nbeta * g_P,
-                                         maxiter=cg_maxiter, tol=1e-10)
+    mu_P, _ = jax.scipy.sparse.linalg.cg(
+      a_matvec, -nbeta * g_P, maxiter=cg_maxiter, tol=1e-10
+    )
     gradient = float(nbeta * (g_P @ mu_P + 0.5 * mu_P @ hvp(mu_P)))
     curvature = 0.5 * float(trace)
     curvature_sem = 0.5 * float(sem)
-  return SLQEstimate(curvature + gradient, curvature, curvature_sem, gradient,
-                     min_theta)
+  return SLQEstimate(
+    curvature + gradient, curvature, curvature_sem, gradient, min_theta
+  )
 
 
 class HessianSpectrum(NamedTuple):
@@ -166,8 +190,9 @@ class HessianSpectrum(NamedTuple):
   weights: np.ndarray
   num_params: int
 
-  def trace(self, fn: Callable[[np.ndarray], np.ndarray]
-            ) -> tuple[float, float]:
+  def trace(
+    self, fn: Callable[[np.ndarray], np.ndarray]
+  ) -> tuple[float, float]:
     """SLQ estimate of ``tr fn(H)`` and its standard error over probes.
 
     Args:
@@ -181,11 +206,14 @@ class HessianSpectrum(NamedTuple):
     return float(per_probe.mean()), float(sem)
 
 
-def hessian_spectrum_slq(key: PRNGKey,
-                         loss_fn: Callable[[ArrayTree, Any], jax.Array],
-                         params: ArrayLikeTree, batch: Any,
-                         num_matvecs: int = 30,
-                         num_probes: int = 10) -> HessianSpectrum:
+def hessian_spectrum_slq(
+  key: PRNGKey,
+  loss_fn: Callable[[ArrayTree, Any], jax.Array],
+  params: ArrayLikeTree,
+  batch: Any,
+  num_matvecs: int = 30,
+  num_probes: int = 10,
+) -> HessianSpectrum:
   """Matrix-free spectral density of the loss Hessian by SLQ, in float64.
 
   One Lanczos run (``matfree.decomp.tridiag_sym``, full reorthogonalisation)
@@ -230,7 +258,8 @@ def hessian_spectrum_slq(key: PRNGKey,
   num_probes = _check_int("num_probes", num_probes, 2)
   with jax.enable_x64(True):
     flat_P, grad_fn, num_matvecs = _flat_float64_gradient(
-        loss_fn, params, batch, num_matvecs)
+      loss_fn, params, batch, num_matvecs
+    )
     num_params = int(flat_P.size)
     tridiag = decomp.tridiag_sym(num_matvecs)
 
@@ -241,7 +270,9 @@ def hessian_spectrum_slq(key: PRNGKey,
       theta_M, u_MxM = jnp.linalg.eigh(t_MxM)
       return theta_M, jnp.square(u_MxM[0])
 
-    nodes, weights = jax.jit(lambda k: jax.lax.map(
-        one_probe, jax.random.split(k, num_probes)))(key)
-  return HessianSpectrum(np.asarray(nodes, np.float64),
-                         np.asarray(weights, np.float64), num_params)
+    nodes, weights = jax.jit(
+      lambda k: jax.lax.map(one_probe, jax.random.split(k, num_probes))
+    )(key)
+  return HessianSpectrum(
+    np.asarray(nodes, np.float64), np.asarray(weights, np.float64), num_params
+  )
