@@ -23,7 +23,7 @@ from slt_jax.llc import (
 QUIET = dict(progress=False, warn=False)
 
 
-def _quadratic(w, batch):
+def _half_square(w, batch):
   return 0.5 * jnp.sum(w**2) + 0.0 * jnp.sum(batch)
 
 
@@ -71,8 +71,8 @@ def test_state_and_info_shapes(thermostat):
 def test_friction_one_is_sgld_exactly():
   settings = SGLDSettings(1e-2, 3.0, 1.0)
   hmc, lang = (
-    sghmc.build_kernel(_quadratic, friction=1.0),
-    sgld.build_kernel(_quadratic),
+    sghmc.build_kernel(_half_square, friction=1.0),
+    sgld.build_kernel(_half_square),
   )
   a, b = sghmc.init(jnp.ones(5)), sgld.init(jnp.ones(5))
   for t in range(5):
@@ -84,7 +84,7 @@ def test_friction_one_is_sgld_exactly():
 def test_zero_noise_is_heavy_ball_momentum():
   # v <- (1 - alpha) v - eta (nbeta w + gamma (w - w*)), w <- w + v, eta = eps/2.
   eps, nbeta, alpha = 0.1, 2.0, 0.5
-  kernel = sghmc.build_kernel(_quadratic, friction=alpha, noise="zeros")
+  kernel = sghmc.build_kernel(_half_square, friction=alpha, noise="zeros")
   state = sghmc.init(jnp.ones(3))
   w, v = 1.0, 0.0
   for t in range(3):
@@ -100,7 +100,7 @@ def test_zero_noise_is_heavy_ball_momentum():
 def test_masked_entries_stay_at_the_anchor():
   mask = jnp.array([1.0, 0.0, 1.0])
   kernel = sghmc.build_kernel(
-    _quadratic, mask=mask, friction=0.01, thermostat=True
+    _half_square, mask=mask, friction=0.01, thermostat=True
   )
   state = sghmc.init(jnp.ones(3), thermostat=0.01)
   _, info = kernel(
@@ -115,7 +115,7 @@ def test_masked_entries_stay_at_the_anchor():
 
 
 def test_settings_are_traced_one_compile_for_many_values():
-  traced = chex.assert_max_traces(_quadratic, n=1)
+  traced = chex.assert_max_traces(_half_square, n=1)
   kernel = jax.jit(sghmc.build_kernel(traced, friction=0.01, thermostat=True))
   state = sghmc.init(jnp.ones(3), thermostat=0.01)
   for eps, nbeta, gamma in (
@@ -137,7 +137,7 @@ def test_sghmc_samples_the_exact_discrete_gaussian():
   # the exact stationary variance of the recursion (within sampling error),
   # which is within 3% of 1 / (nbeta + gamma) at this step.
   nbeta, gamma, eps, alpha = 3.0, 1.0, 0.05, 0.1
-  kernel = sghmc.build_kernel(_quadratic, friction=alpha)
+  kernel = sghmc.build_kernel(_half_square, friction=alpha)
   _, (draws, info) = _scan(
     kernel,
     sghmc.init(jnp.zeros(200)),
@@ -155,7 +155,7 @@ def test_sghmc_samples_the_exact_discrete_gaussian():
 
 def test_sgnht_thermostat_sets_the_kinetic_temperature():
   nbeta, gamma, eps = 3.0, 1.0, 0.01
-  kernel = sghmc.build_kernel(_quadratic, friction=0.05, thermostat=True)
+  kernel = sghmc.build_kernel(_half_square, friction=0.05, thermostat=True)
   _, (draws, info) = _scan(
     kernel,
     sghmc.init(jnp.zeros(200), thermostat=0.05),

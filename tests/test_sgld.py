@@ -43,6 +43,7 @@ def test_sgld_state_and_info_shapes_and_no_second_moment():
 
 
 def test_settings_are_traced_one_compile_for_many_values():
+  chex.clear_trace_counter()  # chex counts traces across tests.
   traced = chex.assert_max_traces(_quadratic, n=1)
   kernel = jax.jit(sgld.build_kernel(traced))
   state = sgld.init(jnp.ones(3))
