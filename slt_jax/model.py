@@ -5,7 +5,10 @@ For one-hot inputs ``x = [e_a ; e_b]`` the first layer is ``W[:, a] + W[:, p + b
 (``FORMS``), equal up to float rounding:
 
 - ``one_hot``: a one-hot matmul (14·B·p·K FLOPs per gradient). The CPU default:
-  measured at p=53, K=1024, B=128, training 1.5x and SGLD 1.1x faster.
+  at p=53, K=1024, B=128 it was 1.05x faster for both SGLD and training
+  (``figures/bench_forms/results.json``; earlier measurements gave 1.1x and
+  1.5x, and a shorter run once gave the gather 1.1x for SGLD: on CPU the two
+  are within run-to-run noise).
 - ``gather``: two row gathers (6·B·p·K FLOPs per gradient), whose gradient is
   a scatter-add, which XLA runs slowly on CPU. The default on GPU/TPU, where
   it is expected to win (``python -m experiments.bench --device-report``
