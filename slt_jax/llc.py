@@ -691,19 +691,7 @@ class Sweep:
       )
     self._point = jax.tree.map(np.asarray, point)
     self._mask = resolve_mask(mask, self._point)
-    if self._mask is None:
-      self.num_moving_params = sum(
-        int(np.size(x)) for x in jax.tree.leaves(self._point)
-      )
-    else:
-      self.num_moving_params = int(
-        sum(
-          np.sum(np.broadcast_to(m, np.shape(x)))
-          for m, x in zip(
-            jax.tree.leaves(self._mask), jax.tree.leaves(self._point)
-          )
-        )
-      )
+    self.num_moving_params = sgld.num_moving(self._point, self._mask)
     if self.num_moving_params == 0:
       raise ValueError("mask selects no parameters")
     self.observe, sets = _resolve_observables(

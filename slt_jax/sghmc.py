@@ -75,10 +75,16 @@ from typing import Callable, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from slt_jax.sgld import SGLDSettings, apply_mask, gaussian_noise, sq_norm
+from slt_jax.sgld import (
+  SGLDSettings,
+  apply_mask,
+  gaussian_noise,
+  num_moving,
+  sq_norm,
+)
 from slt_jax.types import ArrayTree, PRNGKey
 
-__all__ = ["SGHMCInfo", "SGHMCState", "build_kernel", "init", "num_moving"]
+__all__ = ["SGHMCInfo", "SGHMCState", "build_kernel", "init"]
 
 
 class SGHMCState(NamedTuple):
@@ -162,16 +168,6 @@ def init(
   )
 
 
-def num_moving(like: ArrayTree, mask: Optional[ArrayTree]) -> jax.Array:
-  """Number of coordinates of ``like`` that ``mask`` lets move (all: None)."""
-  if mask is None:
-    return jnp.asarray(sum(x.size for x in jax.tree.leaves(like)), jnp.float32)
-  return sum(
-    jnp.sum(jnp.broadcast_to(jnp.asarray(m, jnp.float32), x.shape))
-    for x, m in zip(jax.tree.leaves(like), jax.tree.leaves(mask))
-  )
-
-
 def build_kernel(
   loss_fn: Callable,
   mask: Optional[ArrayTree] = None,
@@ -248,7 +244,7 @@ def build_kernel(
     start_energy = potential + sq_norm(
       jax.tree.map(lambda p, f: p - 0.5 * eta * f, v_half, force)
     ) / (2.0 * eta)
-    dims = num_moving(w, mask)
+    dims = float(num_moving(w, mask))
     if thermostat or mala_proxy:
       new_kinetic = sq_norm(new_v)
       temperature = new_kinetic / (dims * eta)

@@ -28,10 +28,12 @@ while still recording the previous point; callers interleave the two.
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from slt_jax.types import ArrayTree, PRNGKey
 
@@ -130,6 +132,28 @@ class SGLDInfo(NamedTuple):
 def sq_norm(tree: ArrayTree) -> jax.Array:
   """Squared Euclidean norm of all leaves of ``tree`` together."""
   return sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree))
+
+
+def num_moving(like: ArrayTree, mask: Optional[ArrayTree] = None) -> int:
+  """Number of coordinates of ``like`` that ``mask`` lets move.
+
+  All of them for None, else the sum of the 0/1 mask broadcast to each leaf.
+  Counted on the host from shapes, so ``like`` may hold tracers (``mask``
+  must be concrete).
+
+  >>> num_moving({"a": jnp.ones((2, 3)), "b": jnp.ones(4)},
+  ...            {"a": jnp.array([True, False, True]), "b": False})
+  4
+  """
+  leaves = jax.tree.leaves(like)
+  if mask is None:
+    return sum(math.prod(np.shape(x)) for x in leaves)
+  return int(
+    sum(
+      np.sum(np.broadcast_to(np.asarray(m), np.shape(x)))
+      for x, m in zip(leaves, jax.tree.leaves(mask))
+    )
+  )
 
 
 def apply_mask(tree: ArrayTree, mask: Optional[ArrayTree]) -> ArrayTree:
