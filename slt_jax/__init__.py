@@ -2,7 +2,8 @@
 
 Modules: ``data`` (modular arithmetic), ``model`` (quadratic network),
 ``losses``, ``train`` (vmapped training), ``metrics`` (grokking metrics),
-``sgld``, ``mala`` and ``sghmc`` (samplers; SGNHT is in ``sghmc``), ``llc``
+``sgld``, ``mala`` and ``sghmc`` (samplers; SGNHT is in ``sghmc``),
+``normals`` (cheap counter-based noise), ``llc``
 (the LLC engine), ``diagnostics``, ``reference`` (NUTS ground truth),
 ``influence`` (BIF, susceptibility) and ``export`` (xarray / ArviZ),
 ``distributed`` (every device of every process),
@@ -25,6 +26,7 @@ from slt_jax import (
   mala,
   metrics,
   model,
+  normals,
   reference,
   runs,
   sghmc,
@@ -49,6 +51,7 @@ __all__ = [
   "mala",
   "metrics",
   "model",
+  "normals",
   "reference",
   "runs",
   "sghmc",

@@ -25,6 +25,7 @@ NOISE_IMPLS = (
   "threefry2x32",
   "rbg",
   "unsafe_rbg",
+  "counter_hash",
   "zeros",
 )
 
@@ -292,9 +293,12 @@ class SGLDConfig:
       ``jax_threefry_partitionable=False``, ~2x faster bits on CPU than the
       partitionable layout; each chain draws from its own key, so sharding is
       unaffected), ``threefry2x32`` (JAX's current default layout), ``rbg``
-      or ``unsafe_rbg`` (XLA's RngBitGenerator). Noise is a dominant cost on
-      CPU; ``python -m experiments.bench`` measures each. ``zeros`` draws no
-      noise at all: a benchmark ablation only, never an LLC estimate.
+      or ``unsafe_rbg`` (XLA's RngBitGenerator), or ``counter_hash``
+      (``slt_jax.normals``: hashed counters and an inverse-erf polynomial,
+      fused into the update; several times cheaper than threefry on CPU,
+      statistically tested but not cryptographic). Noise is a dominant cost
+      on CPU; ``python -m experiments.bench`` measures each. ``zeros`` draws
+      no noise at all: a benchmark ablation only, never an LLC estimate.
     chunk_size: points (x chains) per compiled chunk; None picks it from
       ``memory_budget_bytes``.
     memory_budget_bytes: peak-memory budget per chunk when chunk_size is None.

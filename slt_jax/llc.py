@@ -233,27 +233,45 @@ def resolve_settings(
   return grid, True
 
 
+# A step's kernel flags: a proxy step closes each block of ``mala_every``
+# steps, the step before it records its move, the others do neither.
+STEP_MODES = {
+  "plain": dict(mala_proxy=False, record_move=False),
+  "record": dict(mala_proxy=False, record_move=True),
+  "proxy": dict(mala_proxy=True, record_move=True),
+}
+
+
+def _step_mode(step: int, every: int) -> str:
+  """The ``STEP_MODES`` key of (static) step number ``step``."""
+  residue = step % every
+  if residue == every - 1:
+    return "proxy"
+  return "record" if residue == every - 2 else "plain"
+
+
 def _sampler(loss_fn: Callable, cfg: SGLDConfig, mask: Optional[ArrayTree]):
-  """``(init(anchor, data) -> state, {proxy: kernel})`` for ``cfg.sampler``."""
+  """``(init(anchor, data) -> state, {mode: kernel})`` for ``cfg.sampler``
+  (``mode`` a ``STEP_MODES`` key)."""
   if cfg.sampler == "mala":
     kernel = mala.build_kernel(loss_fn, mask, noise=cfg.noise)
     return (
       lambda anchor, data: mala.init(anchor, loss_fn, data, mask=mask),
-      {False: kernel, True: kernel},
+      dict.fromkeys(STEP_MODES, kernel),
     )
   if cfg.sampler in ("sghmc", "sgnht"):
     thermostat = cfg.sampler == "sgnht"
     friction = cfg.sgnht_diffusion if thermostat else cfg.sghmc_friction
     kernels = {
-      proxy: sghmc.build_kernel(
+      mode: sghmc.build_kernel(
         loss_fn,
         mask,
         friction=friction,
         thermostat=thermostat,
         noise=cfg.noise,
-        mala_proxy=proxy,
+        **flags,
       )
-      for proxy in (False, True)
+      for mode, flags in STEP_MODES.items()
     }
     return (
       lambda anchor, data: sghmc.init(
@@ -267,10 +285,10 @@ def _sampler(loss_fn: Callable, cfg: SGLDConfig, mask: Optional[ArrayTree]):
     else None
   )
   kernels = {
-    proxy: sgld.build_kernel(
-      loss_fn, mask, rmsprop=rmsprop, noise=cfg.noise, mala_proxy=proxy
+    mode: sgld.build_kernel(
+      loss_fn, mask, rmsprop=rmsprop, noise=cfg.noise, **flags
     )
-    for proxy in (False, True)
+    for mode, flags in STEP_MODES.items()
   }
   return (
     lambda anchor, data: sgld.init(anchor, preconditioned=rmsprop is not None),
@@ -322,10 +340,11 @@ def _point_fn(
   point under one setting (``settings``: SGLDSettings of scalars).
 
   Steps run in blocks of ``cfg.mala_every`` aligned on multiples of it: the
-  last step of a block computes the MALA proxy, the others skip it (the state
-  is the same either way). With ``observe``, ``data`` is ``(data, sets)`` and
-  the per-example losses of every set are recorded at draws 0, k, 2k, ... (k
-  = ``observe.every``): the draws run as scanned super-blocks of lcm(k,
+  last step of a block computes the MALA proxy, the one before it records
+  its move for that proxy, the others do neither (the chain is the same
+  either way; ``STEP_MODES``). With ``observe``, ``data`` is ``(data,
+  sets)`` and the per-example losses of every set are recorded at draws 0,
+  k, 2k, ... (k = ``observe.every``): the draws run as scanned super-blocks of lcm(k,
   mala_every) steps (k-step segments, each opened by an observation), so the
   chain, its MALA proxy steps and every number it returns are those of the
   same run without observables.
@@ -345,27 +364,37 @@ def _point_fn(
   ):
     key_batches, key_steps = jax.random.split(key)
 
-    def step(carry, t, proxy: bool):
+    def step(carry, t, mode: str):
       state, perm = carry
       if full_batch:
         batch = data
       else:
         perm, idx = batching.next_batch(key_batches, perm, t, n, cfg.batch_size)
         batch = batching.take(data, idx)
-      state, info = kernels[proxy](
+      state, info = kernels[mode](
         jax.random.fold_in(key_steps, t), state, batch, settings
       )
       return (state, perm), info
 
-    def plain_step(carry, t):
-      return step(carry, t, False)
-
-    def block(carry, ts):
-      carry, infos = jax.lax.scan(plain_step, carry, ts[:-1])
-      carry, last = step(carry, ts[-1], True)
-      return carry, jax.tree.map(
-        lambda x, y: jnp.concatenate([x, y[None]]), infos, last
-      )
+    def segment(carry, ts, first: int):
+      """Steps ``ts`` (1-D, possibly traced), the first of them congruent to
+      ``first`` mod ``every``: plain steps scanned, the others one by one."""
+      modes = [_step_mode(first + i, every) for i in range(ts.shape[0])]
+      parts, i = [], 0
+      while i < len(modes):
+        j = i + 1
+        if modes[i] == "plain":
+          while j < len(modes) and modes[j] == "plain":
+            j += 1
+          carry, infos = jax.lax.scan(
+            lambda c, t: step(c, t, "plain"), carry, ts[i:j]
+          )
+        else:
+          carry, info = step(carry, ts[i], modes[i])
+          infos = jax.tree.map(lambda x: x[None], info)
+        parts.append(infos)
+        i = j
+      return carry, concat(parts) if len(parts) > 1 else parts[0]
 
     def run(carry, start: int, stop: int, base=None):
       """Steps ``base + t`` for t in [start, stop) (static; ``base`` a traced
@@ -374,19 +403,12 @@ def _point_fn(
       parts = []
       first = min(-(-start // every) * every, stop)  # first aligned step.
       if first > start:  # the end of a block begun before ``start``.
-        closes = first % every == 0
-        if first - closes > start:
-          carry, infos = jax.lax.scan(
-            plain_step, carry, at(jnp.arange(start, first - closes))
-          )
-          parts.append(infos)
-        if closes:
-          carry, last = step(carry, at(jnp.asarray(first - 1, jnp.int32)), True)
-          parts.append(jax.tree.map(lambda x: x[None], last))
+        carry, infos = segment(carry, at(jnp.arange(start, first)), start)
+        parts.append(infos)
       num_blocks = (stop - first) // every
       if num_blocks:
         carry, blocks = jax.lax.scan(
-          block,
+          lambda c, ts: segment(c, ts, 0),
           carry,
           at(
             jnp.arange(first, first + num_blocks * every).reshape(
@@ -398,8 +420,8 @@ def _point_fn(
           jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), blocks)
         )
       if stop > first + num_blocks * every:
-        carry, rest = jax.lax.scan(
-          plain_step, carry, at(jnp.arange(first + num_blocks * every, stop))
+        carry, rest = segment(
+          carry, at(jnp.arange(first + num_blocks * every, stop)), 0
         )
         parts.append(rest)
       return carry, (
@@ -774,6 +796,11 @@ class Sweep:
           chunk = self._round(min(chunk - count, max(fit, count)))
       self._chunk_size = chunk
     return self._chunk_size
+
+  def compiled_text(self) -> str:
+    """The optimized HLO of the compiled chunk program (for profiling:
+    its op names are those of a ``jax.profiler`` trace)."""
+    return self._executable(self._chunk_for(self._num_items_hint)).as_text()
 
   def memory_analysis(self):
     """XLA's memory analysis of the compiled chunk program (argument, output

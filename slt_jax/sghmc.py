@@ -51,10 +51,11 @@ of ``H(w, p) = U(w) + ||p||^2 / (2 eta)`` over it is what an HMC step of
 one leapfrog step (MALA's momentum form) would accept on. It tends to 1 as
 the step shrinks (the energy error is third order in ``sqrt(eta)`` per
 coordinate, as MALA's) and collapses when the integrator goes unstable;
-like SGLD's proxy it uses each end's minibatch. As in ``slt_jax.sgld``, every
-step records its start energy (one reduction over the parameters) and a
-kernel built with ``mala_proxy=True`` reports the acceptance of the previous
-move (a second reduction); ``mala_proxy=False`` reports nan. With
+like SGLD's proxy it uses each end's minibatch. As in ``slt_jax.sgld``, a
+kernel built with ``record_move=True`` records its start energy (one
+reduction over the parameters) and one built with ``mala_proxy=True``
+reports the acceptance of the previous move (a second reduction);
+``mala_proxy=False`` reports nan. With
 minibatch gradients the energy change also carries the work of the gradient
 noise on the momentum, so the proxy does not reach 1 at small steps on large
 models: on the Fig. 3 network (162,816 parameters, B = 128) it read 0.63,
@@ -175,6 +176,7 @@ def build_kernel(
   thermostat: bool = False,
   noise: str = "threefry2x32_unpartitioned",
   mala_proxy: bool = True,
+  record_move: bool = True,
 ) -> Callable:
   """Builds the localized SGHMC (or SGNHT) transition.
 
@@ -188,8 +190,9 @@ def build_kernel(
     thermostat: build SGNHT instead of SGHMC.
     noise: PRNG implementation for the noise (see ``sgld.gaussian_noise``).
     mala_proxy: compute the acceptance proxy of the previous move (one
-      reduction over the parameters); False reports nan for it (the state is
-      the same either way).
+      reduction over the parameters); False reports nan for it.
+    record_move: record this move's start energy for the next step's proxy;
+      False keeps the previous record (the chain is the same either way).
 
   Returns:
     ``kernel(key, state, batch, settings) -> (SGHMCState, SGHMCInfo)`` with
@@ -263,7 +266,11 @@ def build_kernel(
       temperature,
     )
     new_state = SGHMCState(
-      new_w, state.anchor, new_v, new_friction, start_energy
+      new_w,
+      state.anchor,
+      new_v,
+      new_friction,
+      start_energy if record_move else state.prev_energy,
     )
     return new_state, info
 

@@ -21,8 +21,11 @@ would have had as a MALA proposal (devinterp's "MALA acceptance" proxy) at no
 extra gradient evaluation: the forward proposal density needs only the norm
 of the noise that was injected, the reverse one a reduction over all
 parameters. That reduction costs ~30% of a step on CPU (measured at p=53,
-K=1024), so kernels built with ``mala_proxy=False`` skip it (and report nan)
-while still recording the previous point; callers interleave the two.
+K=1024), so kernels built with ``mala_proxy=False`` skip it (and report nan).
+Recording the move for the next step's proxy (a copy of the point and the
+norm of the noise) costs another pass over the parameters, so kernels built
+with ``record_move=False`` carry the previous record through unchanged;
+callers record only on the step before a proxy step.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from slt_jax import normals
 from slt_jax.types import ArrayTree, PRNGKey
 
 
@@ -202,8 +206,9 @@ def gaussian_noise(key: PRNGKey, like: ArrayTree, impl: str) -> ArrayTree:
     impl: ``threefry2x32_unpartitioned`` (the key's threefry with
       ``jax_threefry_partitionable=False``, set only while tracing this draw),
       ``threefry2x32``, ``rbg`` or ``unsafe_rbg`` (a key of ``impl`` is
-      seeded from the key's bits), or ``zeros`` (no noise: a benchmark
-      ablation only).
+      seeded from the key's bits), ``counter_hash`` (``slt_jax.normals``:
+      hashed counters, the leaves on disjoint counter ranges), or ``zeros``
+      (no noise: a benchmark ablation only).
 
   Returns:
     Pytree of N(0, 1) draws (zeros for ``zeros``).
@@ -215,6 +220,16 @@ def gaussian_noise(key: PRNGKey, like: ArrayTree, impl: str) -> ArrayTree:
   """
   if impl == "zeros":
     return jax.tree.map(jnp.zeros_like, like)
+  if impl == "counter_hash":
+    leaves, treedef = jax.tree.flatten(like)
+    offsets = itertools.accumulate([x.size for x in leaves], initial=0)
+    return jax.tree.unflatten(
+      treedef,
+      [
+        normals.normal(key, x.shape, x.dtype, offset)
+        for x, offset in zip(leaves, offsets)
+      ],
+    )
   if impl == "threefry2x32_unpartitioned":
     with jax.threefry_partitionable(False):
       return gaussian_noise(key, like, "threefry2x32")
@@ -236,6 +251,7 @@ def build_kernel(
   rmsprop: Optional[tuple[float, float]] = None,
   noise: str = "threefry2x32_unpartitioned",
   mala_proxy: bool = True,
+  record_move: bool = True,
 ) -> Callable:
   """Builds the localized SGLD transition.
 
@@ -247,7 +263,10 @@ def build_kernel(
       must come from ``init(..., preconditioned=True)``); None for SGLD.
     noise: PRNG implementation for the noise (see ``gaussian_noise``).
     mala_proxy: compute the MALA acceptance proxy of the previous move;
-      False reports nan for it (the state is the same either way).
+      False reports nan for it.
+    record_move: record this move (its start point, log density and noise
+      norm) in the state for the next step's proxy; False keeps the
+      previous record. The position is the same either way.
 
   Returns:
     ``kernel(key, state, batch, settings) -> (SGLDState, SGLDInfo)`` with
@@ -330,9 +349,12 @@ def build_kernel(
     info = SGLDInfo(
       loss, jnp.sqrt(sq_norm(grad)), noise_norm, distance_sq, accept
     )
-    new_state = SGLDState(
-      new_w, state.anchor, w, logdensity, -0.5 * xi_sq, second_moment
+    record = (
+      (w, logdensity, -0.5 * xi_sq)
+      if record_move
+      else (state.prev_position, state.prev_logdensity, state.prev_log_proposal)
     )
+    new_state = SGLDState(new_w, state.anchor, *record, second_moment)
     return new_state, info
 
   return kernel

@@ -57,6 +57,7 @@ KEYS = (
   "agreement",
   "settings_grid",
   "roofline",
+  "profile",
   "scaling",
   "training",
   "forms",
@@ -106,10 +107,15 @@ def test_bench_jax_parts(tmp_path, monkeypatch, capsys):
   assert not results["baselines"]["available"]
   assert [row["C"] for row in results["llc"]] == [2]
   for row in results["llc"]:
-    jax_row = row["slt_jax"]
-    assert jax_row["steps_per_second"] > 0
-    assert jax_row["chain_steps"] == row["C"] * 2 * 14
-    assert len(jax_row["per_checkpoint"]) == row["C"]
+    for name, noise in (
+      ("slt_jax", "threefry2x32_unpartitioned"),
+      ("slt_jax_counter_hash", "counter_hash"),
+    ):
+      jax_row = row[name]
+      assert jax_row["noise"] == noise
+      assert jax_row["steps_per_second"] > 0
+      assert jax_row["chain_steps"] == row["C"] * 2 * 14
+      assert len(jax_row["per_checkpoint"]) == row["C"]
     assert "devinterp" not in row and "torch_loop" not in row
   assert _finite(
     {
@@ -125,7 +131,19 @@ def test_bench_jax_parts(tmp_path, monkeypatch, capsys):
     step["noise_seconds"] + step["without_noise_seconds"],
     step["measured_seconds"],
   )
-  assert set(results["roofline"]["normals"]) >= {"threefry2x32", "rbg"}
+  for noise in ("threefry2x32_unpartitioned", "counter_hash"):
+    prof = results["profile"][noise]
+    assert prof["op_seconds_per_chain_step"] > 0
+    assert sum(prof["fraction"].values()) == pytest.approx(1.0)
+    # Every step has its gradient's matmuls and its noise.
+    assert prof["fraction"]["matmul"] > 0.05
+    assert prof["fraction"]["noise and update"] > 0.01
+    assert prof["top_ops"][0]["fraction"] >= prof["top_ops"][-1]["fraction"]
+  assert set(results["roofline"]["normals"]) >= {
+    "threefry2x32",
+    "rbg",
+    "counter_hash",
+  }
   scaling = results["scaling"]
   assert [r["batched_chains"] for r in scaling["batch_width"]] == [4]
   assert [r["chunk_size"] for r in scaling["chunk_size"]] == ["auto", 1]
@@ -179,6 +197,10 @@ def test_bench_torch_parts(tmp_path, monkeypatch, capsys):
   for row in results["llc"]:
     assert row["torch_loop"]["steps_per_second"] > 0
     assert row["ratio_vs_torch_loop"] > 0
+    assert row["counter_hash_ratio_vs_torch_loop"] == pytest.approx(
+      row["slt_jax_counter_hash"]["steps_per_second"]
+      / row["torch_loop"]["steps_per_second"]
+    )
     assert len(row["torch_loop"]["per_checkpoint"]) == row["C"]
     if has_devinterp:
       assert row["ratio_vs_devinterp"] > 0

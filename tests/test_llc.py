@@ -63,8 +63,8 @@ def test_batched_sweep_matches_loop_and_compiles_once():
   )
   anchors = jnp.zeros((2, 3, 6))
   # One program for all points and chunks: the loss is traced once for the
-  # initial loss and once per step body (with and without the MALA proxy).
-  traced = chex.assert_max_traces(case.loss_fn, n=3)
+  # initial loss and once per step body (plain, recording, MALA proxy).
+  traced = chex.assert_max_traces(case.loss_fn, n=4)
   res = estimate_llc(
     jax.random.key(0), traced, anchors, case.data, cfg, batch_ndim=2, **QUIET
   )
@@ -123,7 +123,7 @@ def test_a_sweep_compiles_once_for_many_runs_and_settings():
     batch_size=None,
     chunk_size=2,
   )
-  traced = chex.assert_max_traces(case.loss_fn, n=3)
+  traced = chex.assert_max_traces(case.loss_fn, n=4)
   anchors = jnp.zeros((3, 3))
   sweep = compile_sweep(traced, cfg, case.data, anchors, 1)
   assert sweep.chunk_size == 2
@@ -163,8 +163,8 @@ def test_settings_grid_is_one_program_with_common_random_numbers():
     localization=[10.0, 10.0, 1.0],
   )
   # 15 items in 8 chunks of 2, one compiled program: the loss is traced for
-  # the initial loss and the two step bodies only.
-  traced = chex.assert_max_traces(case.loss_fn, n=3)
+  # the initial loss and the three step bodies only.
+  traced = chex.assert_max_traces(case.loss_fn, n=4)
   res = estimate_llc(
     jax.random.key(2),
     traced,

@@ -76,6 +76,36 @@ def test_zero_noise_kernel_is_gradient_descent():
   assert float(info.noise_norm) == 0.0
 
 
+@pytest.mark.parametrize("rmsprop", [None, (0.99, 0.1)])
+def test_recording_only_before_proxy_steps_gives_the_same_proxies(rmsprop):
+  # Every step recording and computing the proxy, against the engine's
+  # schedule (plain, ..., record, proxy): same chain, and the same proxies on
+  # the proxy steps, bit for bit.
+  settings = SGLDSettings(0.05, 3.0, 1.0)
+  build = lambda **flags: sgld.build_kernel(
+    _quadratic, rmsprop=rmsprop, **flags
+  )
+  full = build()
+  modes = {
+    "plain": build(mala_proxy=False, record_move=False),
+    "record": build(mala_proxy=False, record_move=True),
+    "proxy": full,
+  }
+  every, keys = 4, jax.random.split(jax.random.key(3), 12)
+  state = sgld.init(jnp.ones(5), preconditioned=rmsprop is not None)
+  a, b = state, state
+  for t, key in enumerate(keys):
+    mode = ("plain", "plain", "record", "proxy")[t % every]
+    a, info_a = full(key, a, jnp.zeros(1), settings)
+    b, info_b = modes[mode](key, b, jnp.zeros(1), settings)
+    np.testing.assert_array_equal(a.position, b.position)
+    if mode == "proxy":
+      assert 0 < float(info_b.mala_accept) <= 1
+      assert float(info_a.mala_accept) == float(info_b.mala_accept)
+    else:
+      assert np.isnan(info_b.mala_accept)
+
+
 def test_mala_costs_one_gradient_per_move():
   # sin appears in the forward pass of every loss evaluation: one per move.
   loss = lambda w, batch: jnp.sum(jnp.sin(w)) + 0.0 * jnp.sum(batch)

@@ -27,7 +27,9 @@ times ``slt_jax.llc`` through its public API only (``compile_sweep``,
    ``nn.Linear`` without bias), (c) a plain eager PyTorch loop over chains,
    (d) the blackjax 1.7 peer (``blackjax_peer``: ``blackjax.sgld`` vmapped
    over checkpoints x chains in one jit, what a JAX user writes; compiled
-   before it is timed).
+   before it is timed). (a) runs twice: with the configured noise
+   (``slt_jax``, ``ratio_vs_*``) and with ``noise="counter_hash"``
+   (``slt_jax_counter_hash``, ``counter_hash_ratio_vs_*``).
    Reports wall time, SGLD steps/s (chains x steps x C / time), the ratios,
    and whether (a) and (b) agree.
 2. **Settings grid** (``llc.settings_grid``, issue 11). The same budget for
@@ -46,14 +48,18 @@ times ``slt_jax.llc`` through its public API only (``compile_sweep``,
    forward ``x Wᵀ`` and ``h² Vᵀ``, backward ``dV``, ``dh`` and ``dW``;
    elementwise work not counted), of which the 6·B·K·p of the gather form
    are necessary; both are reported.
-4. **Scaling** (``scaling``). Throughput against the number of points
+4. **Profile** (``profile``). XLA's own per-op times of one CPU chunk
+   (a ``jax.profiler`` trace), summed into matmul, noise and update,
+   permutation and other, for the configured noise and ``counter_hash``,
+   with the costliest ops.
+5. **Scaling** (``scaling``). Throughput against the number of points
    batched in one program (chunk = all points), time and XLA peak memory
    against ``SGLDConfig.chunk_size``, and time against the number of forced
    host devices (subprocesses with ``--xla_force_host_platform_device_count``).
-5. **Training** (``training``). Steps/s (and GFLOP/s of model math) of
+6. **Training** (``training``). Steps/s (and GFLOP/s of model math) of
    ``slt_jax.train.train`` for 1, 8 and 64 vmapped runs against a plain
    PyTorch Adam loop (coupled L2) on the same model.
-6. **Forms** (``forms``, issue 14). SGLD and training steps/s of the
+7. **Forms** (``forms``, issue 14). SGLD and training steps/s of the
    network's two first-layer forms (``slt_jax.model.FORMS``: one-hot matmul
    and gather), side by side, and which one is faster on this backend
    against ``model.default_form()``.
@@ -63,14 +69,15 @@ when a first check finds 2 threads much slower (busy cores; see
 ``BenchConfig.torch_threads``, ``--torch-threads``). Without torch
 (or with ``--no-torch``) the PyTorch parts are skipped with a message, as is
 (b) without devinterp, and (d) without blackjax (or with ``--no-blackjax``).
-The CPU model and its flags are recorded (``cpu``). ``--only`` runs the named parts (``llc``,
-``settings_grid``, ``roofline``, ``scaling``, ``training``, ``forms``; the reference
-weights are always trained). ``--device-report`` prints one compact JSON line
+The CPU model and its flags are recorded (``cpu``). ``--only`` runs the
+named parts (``llc``, ``settings_grid``, ``roofline``, ``profile``,
+``scaling``, ``training``, ``forms``; the reference weights are always
+trained). ``--device-report`` prints one compact JSON line
 of the headline numbers. Writes ``DIR/results.json``, ``DIR/llc_speed.png``
 and ``DIR/scaling.png`` (``report``; default ``figures/bench/``);
 ``--replot`` only redraws the figures from ``DIR/results.json``.
 
-Expected runtime on 2 idle CPU cores: about 30 minutes (``--quick``: about
+Expected runtime on 2 idle CPU cores: 30–60 minutes (57 on 2026-12-01; ``--quick``: about
 6; ``--quick --only settings_grid``: about 2); busy cores can double it.
 """
 
@@ -89,6 +96,7 @@ from experiments import common
 from experiments.bench import (
   forms,
   llc,
+  profile,
   report,
   roofline,
   scaling,
@@ -98,7 +106,15 @@ from experiments.bench import (
 from slt_jax import io, losses
 
 NAME = "bench"
-PARTS = ("llc", "settings_grid", "roofline", "scaling", "training", "forms")
+PARTS = (
+  "llc",
+  "settings_grid",
+  "roofline",
+  "profile",
+  "scaling",
+  "training",
+  "forms",
+)
 
 
 def _max_rss() -> int:
@@ -189,7 +205,12 @@ def _measure(args) -> dict:
     payload["llc"] = llc_rows
     payload["agreement"] = {
       name: llc.agreement(llc_rows, name, cfg.sgld.num_chains)
-      for name in ("devinterp", "torch_loop", "blackjax")
+      for name in (
+        "slt_jax_counter_hash",
+        "devinterp",
+        "torch_loop",
+        "blackjax",
+      )
     }
   if "settings_grid" in parts:
     payload["settings_grid"] = llc.settings_grid(cfg, engine, ref, key_llc)
@@ -197,6 +218,8 @@ def _measure(args) -> dict:
     payload["roofline"] = roofline.roofline(
       cfg, llc_rows, bt, engine, ref, key_llc
     )
+  if "profile" in parts:
+    payload["profile"] = profile.profile(cfg, engine, ref, key_llc)
   if "scaling" in parts:
     with tempfile.TemporaryDirectory() as tmp:
       w_star_path = os.path.join(tmp, "w_star.npz")

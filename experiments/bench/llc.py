@@ -20,6 +20,10 @@ import numpy as np
 from experiments.bench import workload
 from slt_jax.llc import SGLDSettings
 
+# slt_jax is timed twice: with the configured noise (the ``ratio_vs_*``) and
+# with the cheap counter-based normals (``counter_hash_ratio_vs_*``).
+OURS = (("slt_jax", ""), ("slt_jax_counter_hash", "counter_hash_"))
+
 
 def import_torch(no_torch: bool) -> tuple[Optional[object], dict]:
   """The ``torch_baselines`` module (or None) and a status record.
@@ -177,7 +181,10 @@ def side_by_side(
   torch_threads: Optional[int] = None,
   bj=None,
 ) -> list[dict]:
-  """Part 1: the reference workload at each C with (a), (b) and (c).
+  """Part 1: the reference workload at each C with (a), (b), (c) and (d).
+
+  slt_jax runs twice, with ``cfg.sgld.noise`` and with ``counter_hash``
+  noise (``OURS``), each with its ratios to every baseline.
 
   The PyTorch baselines alternate checkpoint by checkpoint, so that a change
   of load on a shared machine hits both alike; before each checkpoint their
@@ -201,12 +208,16 @@ def side_by_side(
     load_start = workload.load()
     idx = workload.spread(total, count)
     params = workload.take(ref["checkpoints"], idx)
-    result, timing = engine.timed(key, sgld, params)
-    row = {
-      "C": count,
-      "checkpoint_steps": ref["ckpt_steps"][idx].tolist(),
-      "slt_jax": {
+    row = {"C": count, "checkpoint_steps": ref["ckpt_steps"][idx].tolist()}
+    for name, noise in zip(
+      (name for name, _ in OURS), (sgld.noise, "counter_hash")
+    ):
+      result, timing = engine.timed(
+        key, dataclasses.replace(sgld, noise=noise), params
+      )
+      row[name] = {
         **timing,
+        "noise": noise,
         "per_checkpoint": [
           dict(
             zip(("mean", "std"), _chain_stats(result.per_chain[i])),
@@ -214,12 +225,11 @@ def side_by_side(
           )
           for i in range(count)
         ],
-      },
-    }
-    print(
-      f"C={count}: slt_jax {timing['seconds']:.1f} s, "
-      f"{timing['steps_per_second']:.0f} SGLD steps/s"
-    )
+      }
+      print(
+        f"C={count}: {name} {timing['seconds']:.1f} s, "
+        f"{timing['steps_per_second']:.0f} SGLD steps/s"
+      )
     if bj is not None:  # blackjax: all checkpoints x chains in one program.
       out = bj.timed_llc(
         engine.loss_fn,
@@ -249,9 +259,10 @@ def side_by_side(
           for c in out["per_chain"]
         ],
       }
-      row["ratio_vs_blackjax"] = (
-        timing["steps_per_second"] / out["steps_per_second"]
-      )
+      for ours, prefix in OURS:
+        row[f"{prefix}ratio_vs_blackjax"] = (
+          row[ours]["steps_per_second"] / out["steps_per_second"]
+        )
       print(
         f"C={count}: blackjax {out['seconds']:.1f} s, "
         f"{out['steps_per_second']:.0f} SGLD steps/s; slt_jax is "
@@ -307,9 +318,10 @@ def side_by_side(
         "steps_per_second": chain_steps / seconds[name],
         "per_checkpoint": per_point[name],
       }
-      row[f"ratio_vs_{name}"] = (
-        timing["steps_per_second"] / row[name]["steps_per_second"]
-      )
+      for ours, prefix in OURS:
+        row[f"{prefix}ratio_vs_{name}"] = (
+          row[ours]["steps_per_second"] / row[name]["steps_per_second"]
+        )
       print(
         f"C={count}: {name} {seconds[name]:.1f} s, "
         f"{row[name]['steps_per_second']:.0f} SGLD steps/s; slt_jax is "

@@ -58,7 +58,13 @@ def _llc_estimates(ax, payload: dict) -> None:
 def _methods(rows: list[dict]) -> list[str]:
   return [
     m
-    for m in ("slt_jax", "devinterp", "torch_loop", "blackjax")
+    for m in (
+      "slt_jax",
+      "slt_jax_counter_hash",
+      "devinterp",
+      "torch_loop",
+      "blackjax",
+    )
     if any(r.get(m) for r in rows)
   ]
 
@@ -212,9 +218,10 @@ def device_report(payload: dict) -> str:
       str(r["C"]): round(r["slt_jax"]["steps_per_second"]) for r in rows
     }
     for name in ("devinterp", "torch_loop", "blackjax"):
-      report[f"ratio_vs_{name}"] = {
-        str(r["C"]): r.get(f"ratio_vs_{name}") for r in rows
-      }
+      for prefix in ("", "counter_hash_"):
+        report[f"{prefix}ratio_vs_{name}"] = {
+          str(r["C"]): r.get(f"{prefix}ratio_vs_{name}") for r in rows
+        }
   if payload.get("settings_grid"):
     grid = payload["settings_grid"]
     report["settings_grid"] = {
@@ -235,6 +242,11 @@ def device_report(payload: dict) -> str:
       "fraction_of_roofline"
     ]
     report["square_peak_gflops"] = payload["roofline"]["square_peak_gflops"]
+  if payload.get("profile") and "skipped" not in payload["profile"]:
+    report["profile_fraction"] = {
+      noise: {c: round(f, 3) for c, f in prof["fraction"].items()}
+      for noise, prof in payload["profile"].items()
+    }
   if payload.get("scaling"):
     report["batch_width_steps_per_s"] = {
       str(r["batched_chains"]): round(r["steps_per_second"])
