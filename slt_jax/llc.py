@@ -353,7 +353,11 @@ def _point_fn(
   full_batch = cfg.batch_size is None or cfg.sampler == "mala"
   num_steps = cfg.num_burnin + cfg.num_draws
   every = cfg.mala_every
-  concat = lambda parts: jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
+  concat = lambda parts: (
+    parts[0]
+    if len(parts) == 1
+    else jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
+  )
 
   def chain(
     key: PRNGKey,
@@ -394,7 +398,7 @@ def _point_fn(
           infos = jax.tree.map(lambda x: x[None], info)
         parts.append(infos)
         i = j
-      return carry, concat(parts) if len(parts) > 1 else parts[0]
+      return carry, concat(parts)
 
     def run(carry, start: int, stop: int, base=None):
       """Steps ``base + t`` for t in [start, stop) (static; ``base`` a traced
@@ -424,9 +428,7 @@ def _point_fn(
           carry, at(jnp.arange(first + num_blocks * every, stop)), 0
         )
         parts.append(rest)
-      return carry, (
-        concat(parts) if len(parts) > 1 else parts[0] if parts else None
-      )
+      return carry, (concat(parts) if parts else None)
 
     def observed(carry, start: int, base):
       """Observes the current draw, then runs the k steps up to the next."""

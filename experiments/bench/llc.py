@@ -20,9 +20,21 @@ import numpy as np
 from experiments.bench import workload
 from slt_jax.llc import SGLDSettings
 
-# slt_jax is timed twice: with the configured noise (the ``ratio_vs_*``) and
-# with the cheap counter-based normals (``counter_hash_ratio_vs_*``).
-OURS = (("slt_jax", ""), ("slt_jax_counter_hash", "counter_hash_"))
+# slt_jax is timed twice: with the configured noise (None; the
+# ``ratio_vs_*``) and with the cheap counter-based normals
+# (``counter_hash_ratio_vs_*``): (row key, ratio prefix, noise).
+OURS = (
+  ("slt_jax", "", None),
+  ("slt_jax_counter_hash", "counter_hash_", "counter_hash"),
+)
+
+
+def _add_ratios(row: dict, baseline: str) -> None:
+  """Sets each of ``OURS``' steps/s ratio to ``row[baseline]``'s."""
+  for ours, prefix, _ in OURS:
+    row[f"{prefix}ratio_vs_{baseline}"] = (
+      row[ours]["steps_per_second"] / row[baseline]["steps_per_second"]
+    )
 
 
 def import_torch(no_torch: bool) -> tuple[Optional[object], dict]:
@@ -209,9 +221,8 @@ def side_by_side(
     idx = workload.spread(total, count)
     params = workload.take(ref["checkpoints"], idx)
     row = {"C": count, "checkpoint_steps": ref["ckpt_steps"][idx].tolist()}
-    for name, noise in zip(
-      (name for name, _ in OURS), (sgld.noise, "counter_hash")
-    ):
+    for name, _, noise in OURS:
+      noise = noise or sgld.noise
       result, timing = engine.timed(
         key, dataclasses.replace(sgld, noise=noise), params
       )
@@ -259,10 +270,7 @@ def side_by_side(
           for c in out["per_chain"]
         ],
       }
-      for ours, prefix in OURS:
-        row[f"{prefix}ratio_vs_blackjax"] = (
-          row[ours]["steps_per_second"] / out["steps_per_second"]
-        )
+      _add_ratios(row, "blackjax")
       print(
         f"C={count}: blackjax {out['seconds']:.1f} s, "
         f"{out['steps_per_second']:.0f} SGLD steps/s; slt_jax is "
@@ -318,10 +326,7 @@ def side_by_side(
         "steps_per_second": chain_steps / seconds[name],
         "per_checkpoint": per_point[name],
       }
-      for ours, prefix in OURS:
-        row[f"{prefix}ratio_vs_{name}"] = (
-          row[ours]["steps_per_second"] / row[name]["steps_per_second"]
-        )
+      _add_ratios(row, name)
       print(
         f"C={count}: {name} {seconds[name]:.1f} s, "
         f"{row[name]['steps_per_second']:.0f} SGLD steps/s; slt_jax is "

@@ -1,14 +1,14 @@
-"""Part 7: where a chain-step's time goes, op by op, from XLA's own profile.
+"""Part 4: where a chain-step's time goes, op by op, from XLA's own profile.
 
 One CPU chunk of the reference sweep runs under ``jax.profiler`` (a Perfetto
 trace). The time of every executed XLA op is summed per op and classified
 from the compiled HLO (``Sweep.compiled_text``): ``matmul`` (dots and dot
 fusions), ``noise and update`` (fusions that hash bits, threefry's rounds
 or ``counter_hash``'s, which XLA fuses with the SGLD update, and the other
-ops of ``jax.random.normal``), ``permutation``
-(the epoch sort) and ``other`` (the remaining elementwise work and
-reductions). Control-flow ops (while, conditional, call) contain the others
-and are not counted. CPU only: accelerator traces name kernels, not ops.
+ops of ``jax.random.normal``), ``permutation`` (the epoch sort) and
+``other`` (the remaining elementwise work and reductions). Control-flow
+ops (while, conditional, call) contain the others and are not counted.
+CPU only: accelerator traces name kernels, not ops.
 """
 
 from __future__ import annotations
