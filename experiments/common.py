@@ -19,13 +19,15 @@ from typing import Any, Callable, Optional, Sequence
 import jax
 import numpy as np
 
-from slt_jax import data as data_lib
-from slt_jax import distributed, io, losses, runs, train
-from slt_jax.config import DataConfig, ModelConfig, SGLDConfig, TrainConfig
+from slt_jax import distributed, persist
+from slt_jax.grokking import data as data_lib
+from slt_jax.grokking import losses, runs, train
+from slt_jax.grokking.config import DataConfig, ModelConfig, TrainConfig
 from slt_jax.llc import SGLDSettings, estimate_llc
+from slt_jax.llc.config import SGLDConfig
 
 FIGURES_DIR = "figures"
-# The store of trained runs (slt_jax.runs): runs/ at the repository root.
+# The store of trained runs (slt_jax.grokking.runs): runs/ at the repository root.
 RUNS_DIR = os.path.join(
   os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "runs"
 )
@@ -160,7 +162,7 @@ def compute_then_plot(
     if not distributed.is_writer():  # Process 0 writes and plots.
       return results
     write_results(out_dir, results)
-  results = io.load_json(path)
+  results = persist.load_json(path)
   plot(results, out_dir)
   return results
 
@@ -261,7 +263,7 @@ def write_results(
     The path written.
   """
   path = os.path.join(out_dir, name)
-  io.save_json(path, {**payload, "environment": environment()})
+  persist.save_json(path, {**payload, "environment": environment()})
   return path
 
 
@@ -301,7 +303,7 @@ def trained_run(
   """``train.train`` through the run store: load the run, or train and save it.
 
   The run is fingerprinted by everything that determines it (key, data
-  arrays, configs, seeds and grids; see ``slt_jax.runs``), so every
+  arrays, configs, seeds and grids; see ``slt_jax.grokking.runs``), so every
   experiment asking for the same run shares one trained copy. Training goes
   to ``<store>/<label>-<fingerprint>.partial/`` and resumes from there after
   an interruption; the finished run is published atomically. A corrupt

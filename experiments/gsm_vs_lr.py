@@ -15,7 +15,7 @@ run store (``runs/``, ``--runs DIR``):
   (``authors_settings_known`` is False).
 
 For every run both GSM definitions are computed on its curves up to T:
-``gsm`` (SPEC §1, ``metrics.grokking_severity``: the area between the train
+``gsm`` (SPEC §1, ``grokking_metrics.grokking_severity``: the area between the train
 and validation accuracy curves over T, 0 unless val acc(T) >= 0.95) and
 ``gsm_authors`` (their ``grokking_test3``, ``metrics.
 grokking_severity_authors``: the mean signed gap, 0 unless both final
@@ -51,8 +51,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from experiments import common, protocols
-from slt_jax import metrics, plotting
-from slt_jax.config import DataConfig, ModelConfig, TrainConfig
+from slt_jax.grokking import grokking_metrics, plotting
+from slt_jax.grokking.config import DataConfig, ModelConfig, TrainConfig
 
 NAME = "gsm_vs_lr"
 SPEC_GSM = {1e-4: 0.39, 3e-4: 0.21, 1e-3: 0.10, 3e-3: 0.048, 1e-2: 0.013}
@@ -151,8 +151,8 @@ def severities(log_steps, train_acc, val_acc, final_step) -> dict:
   for r, last in enumerate(final_step):
     upto = log_steps <= last
     curves = np.asarray(train_acc)[r, upto], np.asarray(val_acc)[r, upto]
-    out["gsm"][r] = metrics.grokking_severity(log_steps[upto], *curves)
-    out["gsm_authors"][r] = metrics.grokking_severity_authors(*curves)
+    out["gsm"][r] = grokking_metrics.grokking_severity(log_steps[upto], *curves)
+    out["gsm_authors"][r] = grokking_metrics.grokking_severity_authors(*curves)
   return out
 
 
@@ -160,12 +160,12 @@ def summarize(lrs, values_SxL: np.ndarray) -> dict:
   """Mean/std over seeds per lr and the Spearman rho of one definition."""
   lrs, seeds = np.asarray(lrs), values_SxL.shape[0]
   means = values_SxL.mean(0)
-  rho_means = metrics.spearman_rho(lrs, means)
+  rho_means = grokking_metrics.spearman_rho(lrs, means)
   return {
     "values": values_SxL,
     "mean": means,
     "std": values_SxL.std(0),
-    "spearman_rho_runs": metrics.spearman_rho(
+    "spearman_rho_runs": grokking_metrics.spearman_rho(
       np.tile(lrs, seeds), values_SxL.ravel()
     ),
     "spearman_rho_means": rho_means,
@@ -209,10 +209,10 @@ def measure_protocol(name: str, cfg: GSMConfig, seed: int, store) -> dict:
     "val_acc": acc["val_acc"].reshape(shape + (-1,)),
     "stop_step": run.stop_step.reshape(shape),
     "final_step": final.reshape(shape),
-    "memorisation_step": metrics.memorisation_step(
+    "memorisation_step": grokking_metrics.memorisation_step(
       steps, acc["train_acc"]
     ).reshape(shape),
-    "generalisation_step": metrics.generalisation_step(
+    "generalisation_step": grokking_metrics.generalisation_step(
       steps, acc["val_acc"]
     ).reshape(shape),
     **{d: summarize(cfg.lrs, v.reshape(shape)) for d, v in gsm.items()},

@@ -51,9 +51,9 @@ import jax
 import numpy as np
 
 from experiments import common, llc_over_training
-from slt_jax import influence, losses, metrics, plotting
-from slt_jax.config import PAPER_SGLD, SGLDConfig
-from slt_jax.llc import compile_sweep
+from slt_jax.grokking import grokking_metrics, losses, plotting
+from slt_jax.llc import compile_sweep, influence
+from slt_jax.llc.config import PAPER_SGLD, SGLDConfig
 
 NAME = "influence_through_grokking"
 STAGES = ("memorised", "mid-transition", "grokked")
@@ -142,15 +142,17 @@ def stage_checkpoints(
     raise ValueError(
       f"the run has {len(ckpt_steps)} checkpoints: three stages need at least 3"
     )
-  mem = int(metrics.memorisation_step(log_steps, train_acc))
-  gen = int(metrics.generalisation_step(log_steps, val_acc))
+  mem = int(grokking_metrics.memorisation_step(log_steps, train_acc))
+  gen = int(grokking_metrics.generalisation_step(log_steps, val_acc))
   nearest = lambda step: int(np.argmin(np.abs(ckpt_steps - step)))
   last = len(ckpt_steps) - 1
   if mem < 0 or gen < 0:
     first, mid = nearest(ckpt_steps[-1] / 4), nearest(ckpt_steps[-1] / 2)
   else:
     first = nearest(mem + memorised_frac * (gen - mem))
-    mid = nearest(int(metrics.first_step_at_least(log_steps, val_acc, 0.5)))
+    mid = nearest(
+      int(grokking_metrics.first_step_at_least(log_steps, val_acc, 0.5))
+    )
   first = min(first, last - 2)  # three distinct checkpoints, in order.
   mid = min(max(mid, first + 1), last - 1)
   return {STAGES[0]: first, STAGES[1]: mid, STAGES[2]: last}
@@ -358,8 +360,12 @@ def compute(cfg: InfluenceConfig, seed: int, out_dir: str, store) -> dict:
   start = time.perf_counter()
   m = measure(cfg, seed, store)
   run = m["run"]
-  mem = metrics.memorisation_step(run.log_steps, run.metrics["train_acc"])
-  gen = metrics.generalisation_step(run.log_steps, run.metrics["val_acc"])
+  mem = grokking_metrics.memorisation_step(
+    run.log_steps, run.metrics["train_acc"]
+  )
+  gen = grokking_metrics.generalisation_step(
+    run.log_steps, run.metrics["val_acc"]
+  )
   out = analyse(m, cfg)
   out.update(
     config=dataclasses.asdict(cfg),

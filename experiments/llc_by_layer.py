@@ -42,7 +42,7 @@ import jax
 import numpy as np
 
 from experiments import common, llc_over_training
-from slt_jax import metrics, plotting
+from slt_jax.grokking import grokking_metrics, plotting
 
 NAME = "llc_by_layer"
 # name -> (mask, split the chains see).
@@ -87,7 +87,9 @@ def compute(cfg: LayerConfig, seed: int, out_dir: str, store) -> dict:
   steps = run.ckpt_steps[idx]
   ckpts = jax.tree.map(lambda x: x[:, idx], run.checkpoints)
   loss_fn = common.loss_fn(cfg.fig3.train_for(cfg.protocol).loss)
-  mem = metrics.memorisation_step(run.log_steps, run.metrics["train_acc"])
+  mem = grokking_metrics.memorisation_step(
+    run.log_steps, run.metrics["train_acc"]
+  )
   sweeps, summaries = {}, {}
   for i, (name, (mask, split)) in enumerate(CURVES.items()):
     sweeps[name] = common.llc_sweep(
@@ -100,7 +102,7 @@ def compute(cfg: LayerConfig, seed: int, out_dir: str, store) -> dict:
       mask=mask,
     )
     summaries[name] = [
-      metrics.llc_curve_summary(
+      grokking_metrics.llc_curve_summary(
         steps,
         sweeps[name]["mean"][s],
         run.log_steps,
@@ -135,7 +137,7 @@ def compute(cfg: LayerConfig, seed: int, out_dir: str, store) -> dict:
     "metrics": run.metrics,
     "llc_steps": steps,
     "memorisation_step": mem,
-    "generalisation_step": metrics.generalisation_step(
+    "generalisation_step": grokking_metrics.generalisation_step(
       run.log_steps, run.metrics["val_acc"]
     ),
     "num_train": data.num_train,

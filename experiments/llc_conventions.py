@@ -35,9 +35,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from experiments import common, llc_over_training
-from slt_jax import io, plotting
-from slt_jax.config import PAPER_SGLD
+from slt_jax import persist
+from slt_jax.grokking import plotting
 from slt_jax.llc import SGLDSettings, estimate_llc
+from slt_jax.llc.config import PAPER_SGLD
 
 NAME = "llc_conventions"
 
@@ -145,7 +146,7 @@ def linearity_elsewhere(paper_dir: str) -> dict:
     path = os.path.join(paper_dir, name, "results.json")
     if not os.path.exists(path):
       continue
-    results = io.load_json(path)
+    results = persist.load_json(path)
     found[name] = {
       f"{kind}/{proto}/{fixed}": fit["r2"]
       for kind in ("fits", "fits_settled")

@@ -50,8 +50,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments import common, llc_over_training
-from slt_jax import plotting, theory
-from slt_jax.config import PAPER_SGLD, SGLDConfig
+from slt_jax import theory
+from slt_jax.grokking import plotting
+from slt_jax.llc.config import PAPER_SGLD, SGLDConfig
 
 NAME = "llc_gap"
 

@@ -43,16 +43,10 @@ import jax
 import numpy as np
 
 from experiments import common, protocols
-from slt_jax import data as data_lib
-from slt_jax import metrics, plotting
-from slt_jax.config import (
-  PAPER_SGLD,
-  SETTLED_SGLD,
-  DataConfig,
-  ModelConfig,
-  SGLDConfig,
-  TrainConfig,
-)
+from slt_jax.grokking import data as data_lib
+from slt_jax.grokking import grokking_metrics, plotting
+from slt_jax.grokking.config import DataConfig, ModelConfig, TrainConfig
+from slt_jax.llc.config import PAPER_SGLD, SETTLED_SGLD, SGLDConfig
 
 NAME = "llc_over_training"
 SOURCES = {
@@ -62,7 +56,7 @@ SOURCES = {
   "wd 1e-4, batch 128, K=1024, p=53",
 }
 # The LLC drop "coincides" with the val-loss drop when the two midpoint
-# crossings (metrics.llc_curve_summary) are at most this fraction of the
+# crossings (grokking_metrics.llc_curve_summary) are at most this fraction of the
 # val-loss drop step apart.
 COINCIDENCE = 0.25
 PAPER_REFERENCE = {
@@ -210,10 +204,10 @@ def drop_coincides(summary: dict) -> bool:
 
 
 def summarise(steps, sweep: dict, run, memorisation: np.ndarray) -> dict:
-  """``metrics.llc_curve_summary`` of the seed-mean curve, the coincidence
+  """``grokking_metrics.llc_curve_summary`` of the seed-mean curve, the coincidence
   verdict, and the summary of every seed (``per_seed``)."""
   per_seed = [
-    metrics.llc_curve_summary(
+    grokking_metrics.llc_curve_summary(
       steps,
       sweep["mean"][s],
       run.log_steps,
@@ -222,7 +216,7 @@ def summarise(steps, sweep: dict, run, memorisation: np.ndarray) -> dict:
     )
     for s in range(len(memorisation))
   ]
-  mean = metrics.llc_curve_summary(
+  mean = grokking_metrics.llc_curve_summary(
     steps,
     sweep["mean"].mean(0),
     run.log_steps,
@@ -261,7 +255,9 @@ def measure(
     cfg.settled,
     os.path.join(chains, "settled"),
   )
-  mem = metrics.memorisation_step(run.log_steps, run.metrics["train_acc"])
+  mem = grokking_metrics.memorisation_step(
+    run.log_steps, run.metrics["train_acc"]
+  )
   settled_summary = summarise(run.ckpt_steps[idx], settled, run, mem)
   return {
     "source": SOURCES[protocol],
@@ -271,10 +267,10 @@ def measure(
     "ckpt_steps": run.ckpt_steps,
     "settled_ckpt_steps": run.ckpt_steps[idx],
     "memorisation_step": mem,
-    "generalisation_step": metrics.generalisation_step(
+    "generalisation_step": grokking_metrics.generalisation_step(
       run.log_steps, run.metrics["val_acc"]
     ),
-    "grokking_delay": metrics.grokking_delay(
+    "grokking_delay": grokking_metrics.grokking_delay(
       run.log_steps, run.metrics["train_acc"], run.metrics["val_acc"]
     ),
     "train_steps_per_second": run.steps_per_second,

@@ -1,10 +1,10 @@
 """Validate the LLC estimator on models whose learning coefficient is known.
 
-Runs every case of ``slt_jax.validation`` (SPEC §5: isotropic quadratic,
+Runs every case of ``slt_jax.known_cases`` (SPEC §5: isotropic quadratic,
 normal crossings, reduced-rank regression, lazy random features) through the
 public ``estimate_llc`` with ``scale`` times the test-suite's draws, and writes
 ``DIR/results.json`` as ``{"cases": [{"name", "true", "mean", "std",
-"rel_err", "passed", "ess", "rhat", ...}]}`` plus ``DIR/validation.png``
+"rel_err", "passed", "ess", "rhat", ...}]}`` plus ``DIR/known_cases.png``
 (estimate ± chain std against the truth; ``--replot`` redraws it from the
 former). No paper figure: ``--paper`` runs the default.
 
@@ -23,7 +23,8 @@ import jax
 import numpy as np
 
 from experiments import common
-from slt_jax import plotting, validation
+from slt_jax import known_cases
+from slt_jax.grokking import plotting
 from slt_jax.llc import estimate_llc
 
 NAME = "llc_validation"
@@ -90,7 +91,7 @@ def compute(mode: str, seed: int) -> dict:
   """Every case at ``CONFIGS[mode]``; the results payload."""
   cfg = CONFIGS[mode]
   key_cases, key_llc = jax.random.split(jax.random.key(seed))
-  cases = validation.all_cases(key_cases, cfg.scale)
+  cases = known_cases.all_cases(key_cases, cfg.scale)
   rows = []
   for key, case in zip(jax.random.split(key_llc, len(cases)), cases):
     rows.append(run_case(key, case))
@@ -117,7 +118,7 @@ def plot(results: dict, out_dir: str) -> None:
   fig = plotting.plot_estimates_vs_truth(
     [r["name"] for r in rows], get("true"), get("mean"), get("std")
   )
-  plotting.save_figure(fig, os.path.join(out_dir, "validation.png"))
+  plotting.save_figure(fig, os.path.join(out_dir, "known_cases.png"))
 
 
 def main(argv=None) -> dict:

@@ -33,9 +33,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from experiments import common, protocols
-from slt_jax import data as data_lib
-from slt_jax import metrics, plotting, theory
-from slt_jax.config import DataConfig, ModelConfig
+from slt_jax import theory
+from slt_jax.grokking import data as data_lib
+from slt_jax.grokking import grokking_metrics, plotting
+from slt_jax.grokking.config import DataConfig, ModelConfig
 
 NAME = "llc_vs_p"
 PRIMES = (53, 59, 61, 67, 71, 73, 79, 83, 89, 97)
@@ -170,10 +171,10 @@ def measure_point(
     "width": width,
     "protocol": proto.name,
     "num_train": data.num_train,
-    "memorisation_step": metrics.memorisation_step(
+    "memorisation_step": grokking_metrics.memorisation_step(
       run.log_steps, run.metrics["train_acc"]
     ),
-    "generalisation_step": metrics.generalisation_step(
+    "generalisation_step": grokking_metrics.generalisation_step(
       run.log_steps, run.metrics["val_acc"]
     ),
     "stop_step": run.stop_step,
@@ -225,9 +226,9 @@ def fit_series(
       "xs": x[ok],
       "llc": y_X[ok],
     }
-  fit = metrics.linear_fit(x[ok], y_X[ok])
+  fit = grokking_metrics.linear_fit(x[ok], y_X[ok])
   ci = (
-    metrics.bootstrap_slope_ci(x[ok], y_SxX[:, ok])
+    grokking_metrics.bootstrap_slope_ci(x[ok], y_SxX[:, ok])
     if y_SxX.shape[0] > 1 and np.isfinite(y_SxX[:, ok]).all()
     else None
   )
@@ -276,10 +277,12 @@ def compare_with_authors(
   return {
     "points": rows,
     "max_abs_rel_diff": float(max(abs(row["rel_diff"]) for row in rows)),
-    "fit_ours": metrics.linear_fit(xs, [row["ours"] for row in rows])
+    "fit_ours": grokking_metrics.linear_fit(xs, [row["ours"] for row in rows])
     if len(rows) > 1
     else None,
-    "fit_authors": metrics.linear_fit(xs, [row["authors"] for row in rows])
+    "fit_authors": grokking_metrics.linear_fit(
+      xs, [row["authors"] for row in rows]
+    )
     if len(rows) > 1
     else None,
   }
@@ -364,10 +367,10 @@ def compute_scan(
       xs = np.asarray(cfg.xs, dtype=float)
       fits[proto_name][str(fixed)] = {
         **fit_series(xs, kept("llc_paper_settings"), paper_slopes.get(fixed)),
-        "theory_generic_slope": metrics.linear_fit(
+        "theory_generic_slope": grokking_metrics.linear_fit(
           xs, [r["theory_generic_llc"] for r in row]
         )["slope"],
-        "theory_lazy_slope": metrics.linear_fit(
+        "theory_lazy_slope": grokking_metrics.linear_fit(
           xs, [r["theory_lazy_llc"] for r in row]
         )["slope"],
         "dropped": [r[axis] for r in row if not np.all(r["kept"])],

@@ -21,7 +21,7 @@ import sys
 import time
 
 from experiments import paper_report
-from slt_jax import io
+from slt_jax import persist
 
 PAPER_DIR = os.path.join("figures", "paper")
 # (name, extra flags), in the order they run: Figs. 1 and 2 first (Fig. 2
@@ -82,7 +82,7 @@ def main(argv=None) -> None:
       proc = subprocess.run(cmd)
       seconds = time.perf_counter() - start
       timings = (
-        io.load_json(timings_path) if os.path.exists(timings_path) else {}
+        persist.load_json(timings_path) if os.path.exists(timings_path) else {}
       )
       timings[name] = {
         "command": " ".join(["python"] + cmd[1:]),
@@ -90,7 +90,7 @@ def main(argv=None) -> None:
         "returncode": proc.returncode,
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
       }
-      io.save_json(timings_path, timings)
+      persist.save_json(timings_path, timings)
       if proc.returncode:
         print(f"{name} failed (exit {proc.returncode}); continuing", flush=True)
   paper_report.write_readme(PAPER_DIR)

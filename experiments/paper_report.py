@@ -14,7 +14,7 @@ import os
 import platform
 
 from experiments import common
-from slt_jax import io
+from slt_jax import persist
 
 
 def _fmt(value) -> str:
@@ -42,7 +42,9 @@ def write_readme(paper_dir: str) -> str:
   from experiments import paper  # the figure list lives there.
 
   timings_path = os.path.join(paper_dir, "timings.json")
-  timings = io.load_json(timings_path) if os.path.exists(timings_path) else {}
+  timings = (
+    persist.load_json(timings_path) if os.path.exists(timings_path) else {}
+  )
   lines = [
     "# The paper at paper size",
     "",
@@ -70,7 +72,7 @@ def write_readme(paper_dir: str) -> str:
       lines.append(f"| {name} | {cmd} | {wall} | | not run yet | | | |")
       continue
     module = importlib.import_module(f"experiments.{name}")
-    rows = module.paper_rows(io.load_json(path))
+    rows = module.paper_rows(persist.load_json(path))
     for i, row in enumerate(rows):
       lines.append(
         "| "
@@ -99,5 +101,7 @@ def write_readme(paper_dir: str) -> str:
   if notes:
     lines += ["", "Notes on the timings:", ""] + notes
   readme = os.path.join(paper_dir, "README.md")
-  io.atomic_write(readme, lambda f: f.write("\n".join(lines).encode() + b"\n"))
+  persist.atomic_write(
+    readme, lambda f: f.write("\n".join(lines).encode() + b"\n")
+  )
   return readme

@@ -23,7 +23,8 @@ from typing import Optional
 
 import numpy as np
 
-from slt_jax.config import PAPER_SGLD, SETTLED_SGLD, SGLDConfig, TrainConfig
+from slt_jax.grokking.config import TrainConfig
+from slt_jax.llc.config import PAPER_SGLD, SETTLED_SGLD, SGLDConfig
 
 NAMES = ("recipe", "authors")
 

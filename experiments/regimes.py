@@ -57,8 +57,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from experiments import common
-from slt_jax import metrics, plotting
-from slt_jax.config import DataConfig, ModelConfig, TrainConfig
+from slt_jax.grokking import grokking_metrics, plotting
+from slt_jax.grokking.config import DataConfig, ModelConfig, TrainConfig
 
 NAME = "regimes"
 MODULI = (53, 67, 79, 83, 101, 103)
@@ -219,8 +219,8 @@ def measure_modulus(
     progress=progress,
   )
   acc = run.metrics
-  mem = metrics.memorisation_step(run.log_steps, acc["train_acc"])
-  gen = metrics.generalisation_step(run.log_steps, acc["val_acc"])
+  mem = grokking_metrics.memorisation_step(run.log_steps, acc["train_acc"])
+  gen = grokking_metrics.generalisation_step(run.log_steps, acc["val_acc"])
   regime = classify(mem, gen)
   rows = []
   for r in range(len(regime)):
@@ -268,8 +268,8 @@ def compute(mode: str, seed: int, store) -> dict:
     "train": dataclasses.asdict(cfg.train_config()),
     "protocol": PROTOCOL,
     "rule": {
-      "generalisation_acc": metrics.GENERALISATION_ACC,
-      "memorisation_acc": metrics.MEMORISATION_ACC,
+      "generalisation_acc": grokking_metrics.GENERALISATION_ACC,
+      "memorisation_acc": grokking_metrics.MEMORISATION_ACC,
       "immediate_factor": IMMEDIATE_FACTOR,
       "immediate_steps": IMMEDIATE_STEPS,
     },

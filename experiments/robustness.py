@@ -15,7 +15,7 @@ uses the Fig. 3 caption's settings (the ``authors`` protocol of
 ``llc_over_training``: lr 1e-4, wd 1e-4, batch 128) and says so in
 ``results.json`` (``authors_settings_known``: false). The paper's picture
 holds for a curve when it peaks at or after memorisation and ends below its
-peak (``metrics.llc_curve_summary``: peak_step >= memorisation step and
+peak (``grokking_metrics.llc_curve_summary``: peak_step >= memorisation step and
 final_over_peak < 1). Writes ``DIR/results.json`` and ``DIR/robustness.png``
 (``--replot`` redraws it from ``results.json``).
 
@@ -42,7 +42,7 @@ import jax
 import numpy as np
 
 from experiments import common, llc_over_training
-from slt_jax import metrics, plotting
+from slt_jax.grokking import grokking_metrics, plotting
 
 NAME = "robustness"
 
@@ -144,7 +144,9 @@ def compute(cfg: RobustnessConfig, seed: int, out_dir: str, store) -> dict:
   steps = run.ckpt_steps[idx]
   ckpts = jax.tree.map(lambda x: x[:, idx], run.checkpoints)
   loss_fn = common.loss_fn(cfg.fig3.train_for(cfg.protocol).loss)
-  mem = metrics.memorisation_step(run.log_steps, run.metrics["train_acc"])
+  mem = grokking_metrics.memorisation_step(
+    run.log_steps, run.metrics["train_acc"]
+  )
   # panel -> label -> (training seed, SGLD config, SGLD key).
   curves = {
     "seed": {
@@ -191,7 +193,7 @@ def compute(cfg: RobustnessConfig, seed: int, out_dir: str, store) -> dict:
     panels[panel] = {}
     for label, (s, sgld_cfg, k) in entries.items():
       res = cache[(sgld_cfg, k)]
-      summary = metrics.llc_curve_summary(
+      summary = grokking_metrics.llc_curve_summary(
         steps,
         res["mean"][s],
         run.log_steps,
@@ -225,7 +227,7 @@ def compute(cfg: RobustnessConfig, seed: int, out_dir: str, store) -> dict:
     "metrics": run.metrics,
     "llc_steps": steps,
     "memorisation_step": mem,
-    "generalisation_step": metrics.generalisation_step(
+    "generalisation_step": grokking_metrics.generalisation_step(
       run.log_steps, run.metrics["val_acc"]
     ),
     "panels": panels,

@@ -2,18 +2,18 @@
 
 On the Fig. 3 run's grokked checkpoint (p=53, K=1024, 162,816 parameters;
 minibatch 128, nβ = B / ln B, γ = 5: the paper's posterior) and on two known
-cases (``slt_jax.validation``: a normal crossing and a reduced-rank
+cases (``slt_jax.known_cases``: a normal crossing and a reduced-rank
 regression, full batch, their own nβ and γ), every sampler runs at its
 largest stable step, by ``slt_jax.llc.calibrate``'s rule on one step grid:
 the largest step without divergence whose acceptance proxy (the MALA proxy
-for the SGLD family, the leapfrog energy-error proxy of ``slt_jax.sghmc``
+for the SGLD family, the leapfrog energy-error proxy of ``slt_jax.samplers.sghmc``
 for the momentum samplers) is ≥ ``min_accept``, for calibrate's default 0.5
 and a stricter 0.9. At that step a longer run gives the LLC, its Monte Carlo
 standard error (from the bulk ESS of the pooled loss trace, numpyro), ESS
 per second (wall time of a warm second call of the compiled sweep; the
 library's per-chunk ``diagnostics.ess_per_second`` is recorded next to it)
 and ESS per gradient evaluation (one gradient per step, burn-in included).
-On the known cases NUTS (``slt_jax.reference.nuts_llc``, exact up to Monte
+On the known cases NUTS (``slt_jax.llc.nuts.nuts_llc``, exact up to Monte
 Carlo error) gives the ground truth, so each sampler's bias at its chosen
 step is measured; on the Fig. 3 network NUTS is not feasible on a CPU
 (full-batch gradients, up to 2^10 of them per draw) and the samplers are
@@ -43,9 +43,10 @@ import numpy as np
 
 from experiments import common, llc_over_training
 from experiments.bench import workload
-from slt_jax import plotting, reference, validation
-from slt_jax.config import PAPER_SGLD, SGLDConfig
-from slt_jax.llc import calibrate, compile_sweep
+from slt_jax import known_cases
+from slt_jax.grokking import plotting
+from slt_jax.llc import calibrate, compile_sweep, nuts
+from slt_jax.llc.config import PAPER_SGLD, SGLDConfig
 
 NAME = "sampler_efficiency"
 SAMPLERS = ("sgld", "rmsprop_sgld", "sghmc", "sgnht")
@@ -60,7 +61,7 @@ class EfficiencyConfig:
     fig3_mode: the ``llc_over_training`` mode whose run is studied.
     fig3_step: training step of the studied (grokked) checkpoint.
     fig3_step_sizes: the calibration grid on the Fig. 3 network.
-    cases: known cases (names in ``slt_jax.validation.CASES``).
+    cases: known cases (names in ``slt_jax.known_cases.CASES``).
     case_step_sizes: the calibration grid on the known cases.
     samplers: the samplers compared.
     min_accepts: acceptance thresholds of the step rule (calibrate's default
@@ -299,7 +300,7 @@ def nuts_reference(key, case, cfg: EfficiencyConfig) -> dict:
   """The NUTS estimate at a known case, timed (backend compile excluded)."""
   with workload.CompileClock() as clock:
     start = time.perf_counter()
-    res = reference.nuts_llc(
+    res = nuts.nuts_llc(
       key,
       case.loss_fn,
       case.params,
@@ -425,7 +426,7 @@ def compute(cfg: EfficiencyConfig, seed: int, out_dir: str, store) -> dict:
     "verdict": verdict(rows, None),
   }
   for i, name in enumerate(cfg.cases):
-    case = validation.make_case(name, jax.random.fold_in(key, 100 + i))
+    case = known_cases.make_case(name, jax.random.fold_in(key, 100 + i))
     nuts = nuts_reference(jax.random.fold_in(key, 200 + i), case, cfg)
     rows = [
       row

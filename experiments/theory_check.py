@@ -16,7 +16,7 @@ For small quadratic networks in each regime of SPEC §3 this compares
 Targets are the network's own outputs at a random w* with standard normal
 entries (teacher-student), so w* is an exact zero of the plain MSE
 ``0.5 mean_i |f(x_i) - y_i|^2``. Lazy rows are
-``validation.lazy_random_features`` (W frozen through ``mask=``, V at the
+``known_cases.lazy_random_features`` (W frozen through ``mask=``, V at the
 least-squares fit of the one-hot labels); NTK rows fit the linearisation
 ``f(w0) + J(w0) (w - w0)`` to ``f(w0)``.
 
@@ -68,10 +68,12 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from experiments import common
-from slt_jax import data as data_lib
-from slt_jax import metrics, model, plotting, theory, validation
-from slt_jax.config import DataConfig, SGLDConfig
+from slt_jax import known_cases, theory
+from slt_jax.grokking import data as data_lib
+from slt_jax.grokking import grokking_metrics, model, plotting
+from slt_jax.grokking.config import DataConfig
 from slt_jax.llc import estimate_llc
+from slt_jax.llc.config import SGLDConfig
 
 NAME = "theory_check"
 ASYMPTOTIC = (1e4, 1.0)  # (nbeta, gamma) near the asymptotic regime.
@@ -227,8 +229,8 @@ def ntk_case(base: Case) -> Case:
 
 
 def lazy_case(key, p: int, K: int, n: int) -> Case:
-  """``validation.lazy_random_features``: W frozen, V at least squares."""
-  known = validation.lazy_random_features(
+  """``known_cases.lazy_random_features``: W frozen, V at least squares."""
+  known = known_cases.lazy_random_features(
     key, p, K, n, init_scale=2.0, step_size=PAPER_STEP
   )
   pairs = known.data.pairs
@@ -475,7 +477,7 @@ def lazy_scaling(rows: list[dict], cfg: TheoryConfig) -> dict:
       "sgld_mean": [r["sgld_asym_mean"] for r in sel],
       "sgld_std": [r["sgld_asym_std"] for r in sel],
       "closed_form": [r["closed_form"] for r in sel],
-      "fit": metrics.linear_fit(x, [r["sgld_asym_mean"] for r in sel]),
+      "fit": grokking_metrics.linear_fit(x, [r["sgld_asym_mean"] for r in sel]),
       "closed_form_slope": closed_slope,
     }
     out[name]["slope_rel_err"] = out[name]["fit"]["slope"] / closed_slope - 1

@@ -38,8 +38,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from experiments import common
-from slt_jax import plotting, theory
-from slt_jax.config import SGLDConfig
+from slt_jax import theory
+from slt_jax.grokking import plotting
+from slt_jax.llc.config import SGLDConfig
 
 NAME = "toy_landscapes"
 QUADRATURE_GRID = 500  # Per half-axis; 300 agree with 3000 to 1e-12.

@@ -38,8 +38,9 @@ import jax
 import numpy as np
 
 from experiments import common
-from slt_jax import data, io, metrics, model, plotting, train
-from slt_jax.config import DataConfig, ModelConfig, TrainConfig
+from slt_jax import persist
+from slt_jax.grokking import data, grokking_metrics, model, plotting, train
+from slt_jax.grokking.config import DataConfig, ModelConfig, TrainConfig
 
 NAME = "train_modular"
 CHUNK_TARGET = 1000  # Preferred steps per compiled chunk.
@@ -179,12 +180,18 @@ def summarize(result: train.TrainResult) -> dict:
   """Grokking metrics per run (lists over the R runs)."""
   m, steps = result.metrics, result.log_steps
   return {
-    "memorisation_step": metrics.memorisation_step(steps, m["train_acc"]),
-    "generalisation_step": metrics.generalisation_step(steps, m["val_acc"]),
-    "grokking_delay": metrics.grokking_delay(
+    "memorisation_step": grokking_metrics.memorisation_step(
+      steps, m["train_acc"]
+    ),
+    "generalisation_step": grokking_metrics.generalisation_step(
+      steps, m["val_acc"]
+    ),
+    "grokking_delay": grokking_metrics.grokking_delay(
       steps, m["train_acc"], m["val_acc"]
     ),
-    "gsm": metrics.grokking_severity(steps, m["train_acc"], m["val_acc"]),
+    "gsm": grokking_metrics.grokking_severity(
+      steps, m["train_acc"], m["val_acc"]
+    ),
     "final": {name: m[name][:, -1] for name in train.METRIC_NAMES},
   }
 
@@ -207,7 +214,7 @@ def save_checkpoints(
   }
   arrays.update({f"checkpoints/{k}": v for k, v in result.checkpoints.items()})
   arrays.update({f"final/{k}": v for k, v in result.final_params.items()})
-  io.save_npz(path, arrays)
+  persist.save_npz(path, arrays)
 
 
 def load_checkpoints(path: str) -> tuple[np.ndarray, dict, data.ModularData]:
@@ -216,7 +223,7 @@ def load_checkpoints(path: str) -> tuple[np.ndarray, dict, data.ModularData]:
   Returns:
     (ckpt_steps (C,), params stacked (R, C, ...), the data split).
   """
-  arrays = io.load_npz(path)
+  arrays = persist.load_npz(path)
   params = {
     k.split("/", 1)[1]: v
     for k, v in arrays.items()

@@ -1,64 +1,55 @@
 """slt_jax: local learning coefficients with batched localized SGLD in JAX.
 
-Modules: ``data`` (modular arithmetic), ``model`` (quadratic network),
-``losses``, ``train`` (vmapped training), ``metrics`` (grokking metrics),
-``sgld``, ``mala`` and ``sghmc`` (samplers; SGNHT is in ``sghmc``),
-``normals`` (cheap counter-based noise), ``llc``
-(the LLC engine), ``diagnostics``, ``reference`` (NUTS ground truth),
-``influence`` (BIF, susceptibility) and ``export`` (xarray / ArviZ),
-``distributed`` (every device of every process),
-``theory`` (closed forms, float64 curvature, SLQ), ``validation`` (models with
-known coefficients, as LLC test cases), ``plotting``. Each module lists its
-public names in ``__all__``; README.md ("Public API") tabulates the main ones.
+Packages, whose boundaries are the architecture:
+
+- ``samplers``: one module per sampler (``sgld`` with RMSprop-SGLD, ``sghmc``
+  with SGNHT, ``mala``), ``noise`` and ``tree`` utilities. Imports nothing of
+  the engine or the domain.
+- ``llc``: the estimation engine (``estimate_llc``, ``compile_sweep``,
+  ``calibrate``), its config, diagnostics, influence and susceptibility,
+  export to xarray/ArviZ and the NUTS reference. Never imports the domain:
+  the caller passes ``loss_fn``.
+- ``theory``: closed forms, float64 curvature, stochastic Lanczos quadrature.
+- ``grokking``: the paper's domain: ``data``, ``model``, ``losses``,
+  ``train``, the run store ``runs``, ``grokking_metrics``, ``plotting``.
+
+Shared: ``checks`` (argument rules), ``persist`` (atomic files, fingerprints,
+resumable parts), ``batching``, ``distributed``, ``tree_types``, and
+``known_cases`` (models with exact coefficients). The domain's main modules
+are also attributes of the top package: ``sj.data``, ``sj.model``,
+``sj.losses``, ``sj.train`` and ``sj.runs``.
 """
 
 from slt_jax import (
   batching,
-  config,
-  data,
-  diagnostics,
+  checks,
   distributed,
-  export,
-  influence,
-  io,
+  grokking,
+  known_cases,
   llc,
-  losses,
-  mala,
-  metrics,
-  model,
-  normals,
-  reference,
-  runs,
-  sghmc,
-  sgld,
+  persist,
+  samplers,
   theory,
-  train,
-  validation,
 )
-from slt_jax.config import DataConfig, ModelConfig, SGLDConfig, TrainConfig
+from slt_jax.grokking import data, losses, model, runs, train
+from slt_jax.grokking.config import DataConfig, ModelConfig, TrainConfig
+from slt_jax.llc.config import SGLDConfig
 
 __all__ = [
   "batching",
-  "config",
-  "data",
-  "diagnostics",
+  "checks",
   "distributed",
-  "export",
-  "influence",
-  "io",
+  "grokking",
+  "known_cases",
   "llc",
-  "losses",
-  "mala",
-  "metrics",
-  "model",
-  "normals",
-  "reference",
-  "runs",
-  "sghmc",
-  "sgld",
+  "persist",
+  "samplers",
   "theory",
+  "data",
+  "losses",
+  "model",
+  "runs",
   "train",
-  "validation",
   "DataConfig",
   "ModelConfig",
   "SGLDConfig",

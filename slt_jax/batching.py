@@ -17,7 +17,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from slt_jax.types import PRNGKey
+from slt_jax.tree_types import PRNGKey
 
 __all__ = [
   "steps_per_epoch",

@@ -28,7 +28,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from slt_jax.types import ArrayTree
+from slt_jax.tree_types import ArrayTree
 
 __all__ = [
   "initialize",

@@ -19,13 +19,15 @@ def compute(out: str) -> dict:
   import jax.numpy as jnp
   import numpy as np
 
-  from slt_jax import data, io, runs, train
-  from slt_jax.config import DataConfig, ModelConfig, SGLDConfig, TrainConfig
+  from slt_jax import persist
+  from slt_jax.grokking import data, runs, train
+  from slt_jax.grokking.config import DataConfig, ModelConfig, TrainConfig
   from slt_jax.llc import SGLDSettings, estimate_llc
+  from slt_jax.llc.config import SGLDConfig
 
   writes = []
-  save_npz = io.save_npz
-  io.save_npz = lambda path, arrays: (
+  save_npz = persist.save_npz
+  persist.save_npz = lambda path, arrays: (
     writes.append(path),
     save_npz(path, arrays),
   )
@@ -87,7 +89,7 @@ def compute(out: str) -> dict:
       for _ in range(2)
     ]
   finally:
-    io.save_npz = save_npz
+    persist.save_npz = save_npz
   for result in stored:
     np.testing.assert_array_equal(result.checkpoints["W"], run.checkpoints["W"])
   return dict(

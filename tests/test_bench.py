@@ -13,8 +13,8 @@ import pytest
 
 from experiments.bench import __main__ as bench
 from experiments.bench import workload
-from slt_jax import io
-from slt_jax.config import SGLDConfig
+from slt_jax import persist
+from slt_jax.llc.config import SGLDConfig
 
 TINY = workload.BenchConfig(
   p=7,
@@ -81,7 +81,7 @@ def _run(tmp_path, monkeypatch, capsys, extra):
   monkeypatch.setattr(workload, "get_config", lambda quick: TINY)
   out = str(tmp_path / "bench")
   bench.main(["--out", out, "--device-report"] + extra)
-  results = io.load_json(os.path.join(out, "results.json"))
+  results = persist.load_json(os.path.join(out, "results.json"))
   report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
   return out, results, report
 
@@ -220,8 +220,8 @@ def test_torch_models_match_jax():
   import jax
 
   from experiments.bench import torch_baselines as bench_torch
-  from slt_jax import data, losses, model
-  from slt_jax.config import DataConfig, ModelConfig
+  from slt_jax.grokking import data, losses, model
+  from slt_jax.grokking.config import DataConfig, ModelConfig
 
   dataset = data.modular_arithmetic(
     jax.random.key(0), DataConfig(p=7, train_frac=0.6)

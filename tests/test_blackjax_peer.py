@@ -10,8 +10,8 @@ import pytest
 pytest.importorskip("blackjax")
 
 from experiments.bench import blackjax_peer, llc, workload  # noqa: E402
-from slt_jax import losses  # noqa: E402
-from slt_jax.config import SGLDConfig  # noqa: E402
+from slt_jax.grokking import losses  # noqa: E402
+from slt_jax.llc.config import SGLDConfig  # noqa: E402
 
 TINY = workload.BenchConfig(
   p=7,

@@ -1,4 +1,4 @@
-"""Tests for slt_jax.data: shapes, labels, splits and input validation."""
+"""Tests for slt_jax.grokking.data: shapes, labels, splits and input validation."""
 
 import chex
 import jax
@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from slt_jax import data
-from slt_jax.config import DataConfig
+from slt_jax.grokking import data
+from slt_jax.grokking.config import DataConfig
 
 
 def _pair_set(batch: data.Batch) -> set:

@@ -15,7 +15,8 @@ from experiments import (
   toy_landscapes,
   train_modular,
 )
-from slt_jax import io, metrics
+from slt_jax import persist
+from slt_jax.grokking import grokking_metrics
 
 TINY = [
   "--p",
@@ -87,7 +88,7 @@ def test_common_parse_args_and_output_dir(tmp_path, monkeypatch):
   path = common.write_results(
     str(tmp_path / "o"), {"a": np.arange(3), "b": float("nan")}
   )
-  loaded = io.load_json(path)
+  loaded = persist.load_json(path)
   assert loaded["a"] == [0, 1, 2] and loaded["b"] is None
   assert "jax" in loaded["environment"]
 
@@ -134,7 +135,7 @@ def test_flags_override_config():
 def test_train_modular_smoke(tmp_path, monkeypatch):
   out, store = str(tmp_path / "run"), str(tmp_path / "runs")
   payload = train_modular.main(TINY + ["--out", out, "--runs", store])
-  results = io.load_json(os.path.join(out, "results.json"))
+  results = persist.load_json(os.path.join(out, "results.json"))
   for key in RESULT_KEYS + ("name", "mode"):
     assert key in results, key
   assert set(payload) == set(results)
@@ -155,11 +156,11 @@ def test_train_modular_smoke(tmp_path, monkeypatch):
   steps, m = results["log_steps"], results["metrics"]
   np.testing.assert_allclose(
     results["gsm"],
-    metrics.grokking_severity(steps, m["train_acc"], m["val_acc"]),
+    grokking_metrics.grokking_severity(steps, m["train_acc"], m["val_acc"]),
   )
   np.testing.assert_array_equal(
     results["generalisation_step"],
-    metrics.generalisation_step(steps, m["val_acc"]),
+    grokking_metrics.generalisation_step(steps, m["val_acc"]),
   )
   assert results["config"]["TrainConfig"]["num_steps"] == 200
   assert payload["num_train"] == results["num_train"] == round(0.6 * 49)
@@ -184,7 +185,7 @@ def test_train_modular_smoke(tmp_path, monkeypatch):
   )
   assert dataset.p == 7 and dataset.num_train == results["num_train"]
   # A second call loads the stored run: nothing is trained again.
-  from slt_jax import train
+  from slt_jax.grokking import train
 
   def refuse(*args, **kwargs):
     raise AssertionError("train_modular retrained a stored run")
@@ -205,7 +206,7 @@ def test_quick_config_groks(tmp_path):
   train_modular.main(
     ["--quick", "--no-progress", "--out", out, "--runs", str(tmp_path / "runs")]
   )
-  r = io.load_json(os.path.join(out, "results.json"))
+  r = persist.load_json(os.path.join(out, "results.json"))
   train_acc = np.asarray(r["metrics"]["train_acc"])
   val_acc = np.asarray(r["metrics"]["val_acc"])
   assert np.all(train_acc.max(axis=1) == 1.0)
@@ -213,7 +214,7 @@ def test_quick_config_groks(tmp_path):
   gen = np.asarray(r["generalisation_step"])
   assert np.all(mem >= 0) and np.all(gen >= 0)
   assert np.all(mem < gen)
-  assert np.all(val_acc[:, -1] >= metrics.GENERALISATION_ACC)
+  assert np.all(val_acc[:, -1] >= grokking_metrics.GENERALISATION_ACC)
   assert np.all(np.asarray(r["gsm"]) > 0)
 
 
@@ -225,7 +226,7 @@ def test_quick_config_groks(tmp_path):
 def _smoke(module, tmp_path) -> dict:
   out = str(tmp_path / module.NAME)
   payload = module.main(["--smoke", "--out", out])
-  results = io.load_json(os.path.join(out, "results.json"))
+  results = persist.load_json(os.path.join(out, "results.json"))
   assert results["mode"] == "smoke"
   assert os.path.getsize(os.path.join(out, f"{module.NAME}.png")) > 0
   assert set(payload) | {"environment"} == set(results)
@@ -309,8 +310,8 @@ def test_llc_scaling_smoke_both_protocols_share_runs_and_replot(
 
 
 def _rho_or_none(x, y):
-  """``metrics.spearman_rho`` as results.json stores it (nan -> None)."""
-  rho = metrics.spearman_rho(x, y)
+  """``grokking_metrics.spearman_rho`` as results.json stores it (nan -> None)."""
+  rho = grokking_metrics.spearman_rho(x, y)
   return None if np.isnan(rho) else pytest.approx(rho)
 
 
@@ -318,7 +319,7 @@ def test_gsm_vs_lr_smoke_both_protocols_and_replot(tmp_path, monkeypatch):
   out, store = tmp_path / gsm_vs_lr.NAME, str(tmp_path / "runs")
   flags = ["--smoke", "--protocol", "both", "--out", str(out)]
   payload = gsm_vs_lr.main(flags + ["--runs", store])
-  r = io.load_json(out / "results.json")
+  r = persist.load_json(out / "results.json")
   assert r["mode"] == "smoke" and set(payload) == set(r)
   assert (out / "gsm_vs_lr.png").stat().st_size > 0
   assert set(r["protocols"]) == {"recipe", "authors"}
@@ -335,7 +336,7 @@ def test_gsm_vs_lr_smoke_both_protocols_and_replot(tmp_path, monkeypatch):
     np.testing.assert_array_equal(final, np.where(stop >= 0, stop, steps[-1]))
     gen = np.asarray(p["generalisation_step"])
     np.testing.assert_array_equal(
-      gen, metrics.generalisation_step(steps, val_acc)
+      gen, grokking_metrics.generalisation_step(steps, val_acc)
     )
     if name == "recipe":
       assert np.all(stop == -1)  # fixed length
@@ -346,10 +347,10 @@ def test_gsm_vs_lr_smoke_both_protocols_and_replot(tmp_path, monkeypatch):
       upto = steps <= final[s_i, l_i]
       curves = train_acc[s_i, l_i, upto], val_acc[s_i, l_i, upto]
       assert p["gsm"]["values"][s_i][l_i] == pytest.approx(
-        float(metrics.grokking_severity(steps[upto], *curves))
+        float(grokking_metrics.grokking_severity(steps[upto], *curves))
       )
       assert p["gsm_authors"]["values"][s_i][l_i] == pytest.approx(
-        float(metrics.grokking_severity_authors(*curves))
+        float(grokking_metrics.grokking_severity_authors(*curves))
       )
     for definition in ("gsm", "gsm_authors"):
       d = p[definition]
@@ -400,7 +401,7 @@ def test_gsm_vs_lr_smoke_both_protocols_and_replot(tmp_path, monkeypatch):
 
 
 def test_gsm_spearman_matches_definition():
-  from slt_jax import metrics as m
+  from slt_jax.grokking import grokking_metrics as m
 
   assert m.spearman_rho([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
   assert m.spearman_rho([1, 2, 2, 3], [1, 2, 3, 3]) == pytest.approx(0.8333333)
@@ -446,8 +447,8 @@ def test_regimes_smoke(tmp_path, monkeypatch):
     m, n = run["modulus"], run["num_train"]
     assert run["x"] == pytest.approx(n / (m * math.log(m)))
     # Steps and regime recomputed from the stored curves.
-    mem.append(int(metrics.memorisation_step(steps, run["train_acc"])))
-    gen.append(int(metrics.generalisation_step(steps, run["val_acc"])))
+    mem.append(int(grokking_metrics.memorisation_step(steps, run["train_acc"])))
+    gen.append(int(grokking_metrics.generalisation_step(steps, run["val_acc"])))
     assert (run["memorisation_step"], run["generalisation_step"]) == (
       mem[-1],
       gen[-1],
@@ -501,7 +502,7 @@ def fig3_store(tmp_path_factory) -> str:
 
 def _smoke_from_store(module, tmp_path, store, monkeypatch) -> dict:
   """``_smoke`` on the warm store, without training; then ``--replot``."""
-  from slt_jax import train
+  from slt_jax.grokking import train
 
   def refuse(*args, **kwargs):
     raise AssertionError(
@@ -511,7 +512,7 @@ def _smoke_from_store(module, tmp_path, store, monkeypatch) -> dict:
   monkeypatch.setattr(train, "train", refuse)
   out = str(tmp_path / module.NAME)
   payload = module.main(["--smoke", "--runs", store, "--out", out])
-  results = io.load_json(os.path.join(out, "results.json"))
+  results = persist.load_json(os.path.join(out, "results.json"))
   assert results["mode"] == "smoke" and set(payload) == set(results)
   png = os.path.join(out, f"{module.NAME}.png")
   assert os.path.getsize(png) > 0

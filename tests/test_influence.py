@@ -1,6 +1,6 @@
 """Observables recorded in the chains, Bayesian influence functions and
-susceptibilities (slt_jax.influence), against a linear-Gaussian model where
-both are known in closed form (slt_jax.validation.LinearGaussian)."""
+susceptibilities (slt_jax.llc.influence), against a linear-Gaussian model where
+both are known in closed form (slt_jax.known_cases.LinearGaussian)."""
 
 import types
 import warnings
@@ -11,10 +11,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from slt_jax import data as data_lib
-from slt_jax import influence, losses, model, validation
-from slt_jax.config import LOSSES, ModelConfig
-from slt_jax.llc import SGLDConfig, compile_sweep, estimate_llc
+from slt_jax import known_cases
+from slt_jax.grokking import data as data_lib
+from slt_jax.grokking import losses, model
+from slt_jax.grokking.config import LOSSES, ModelConfig
+from slt_jax.llc import SGLDConfig, compile_sweep, estimate_llc, influence
 
 QUIET = dict(progress=False, warn=False)
 NBETA, GAMMA, EPS = 24.0, 2.0, 0.03
@@ -25,7 +26,7 @@ MASK = np.array([1, 1, 0, 0], np.float32)  # the restriction A: w0, w1 move.
 def gaussian():
   """The linear-Gaussian case and full / restricted runs at its 2 anchors
   (8 chains × 4000 draws, observed every 4th: 8000 draws per estimate)."""
-  lg = validation.linear_gaussian(jax.random.key(0))
+  lg = known_cases.linear_gaussian(jax.random.key(0))
   train, probe = (lg.x_train, lg.y_train), (lg.x_probe, lg.y_probe)
   cfg = SGLDConfig(
     step_size=EPS,
@@ -156,7 +157,7 @@ def test_closed_form_susceptibility_is_the_response_to_shifting_the_data():
   """chi_A(q) = (1/nβ) d E_h[phi] / dh for L_n -> (1 - h) L_n + h L_q (the
   restricted posterior's own covariance, ``center="restricted"``), checked
   by a finite difference of the exact Gaussian posterior."""
-  lg = validation.linear_gaussian(jax.random.key(0))
+  lg = known_cases.linear_gaussian(jax.random.key(0))
   n = len(lg.y_train)
   for mask in (MASK, None):
 
@@ -193,7 +194,7 @@ GOLDEN_TRACE_SUM = 25.168214932084084
 def test_observables_leave_the_chains_unchanged(
   burnin, draws, every, mala_every, batch
 ):
-  lg = validation.linear_gaussian(jax.random.key(0))
+  lg = known_cases.linear_gaussian(jax.random.key(0))
   train = (lg.x_train, lg.y_train)
   cfg = SGLDConfig(
     step_size=0.01,
@@ -240,7 +241,7 @@ def test_observables_leave_the_chains_unchanged(
 
 
 def test_chunked_observation_and_resume(tmp_path):
-  lg = validation.linear_gaussian(jax.random.key(0))
+  lg = known_cases.linear_gaussian(jax.random.key(0))
   train = (lg.x_train, lg.y_train)
   cfg = SGLDConfig(
     step_size=0.01,
@@ -291,7 +292,7 @@ def test_chunked_observation_and_resume(tmp_path):
 
 
 def test_bad_observable_arguments_raise():
-  lg = validation.linear_gaussian(jax.random.key(0))
+  lg = known_cases.linear_gaussian(jax.random.key(0))
   train, probe = (lg.x_train, lg.y_train), (lg.x_probe, lg.y_probe)
   cfg = SGLDConfig(
     step_size=0.01,

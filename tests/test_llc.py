@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import slt_jax as sj
-from slt_jax import validation
+from slt_jax import known_cases
 from slt_jax.llc import SGLDConfig, SGLDSettings, compile_sweep, estimate_llc
 
 QUIET = dict(progress=False, warn=False)
@@ -32,9 +32,9 @@ def _run_case(case, key=0):
   )
 
 
-@pytest.mark.parametrize("name", list(validation.CASES))
+@pytest.mark.parametrize("name", list(known_cases.CASES))
 def test_known_learning_coefficients(name):
-  case = validation.make_case(name, jax.random.key(0))
+  case = known_cases.make_case(name, jax.random.key(0))
   res = _run_case(case)
   chex.assert_shape(res.per_chain, (case.cfg.num_chains,))
   chex.assert_shape(res.loss_trace, (case.cfg.num_chains, case.cfg.num_draws))
@@ -50,7 +50,7 @@ def test_known_learning_coefficients(name):
 
 
 def test_batched_sweep_matches_loop_and_compiles_once():
-  case = validation.isotropic_quadratic(d=6)
+  case = known_cases.isotropic_quadratic(d=6)
   cfg = SGLDConfig(
     step_size=2e-4,
     nbeta=100.0,
@@ -88,7 +88,7 @@ def test_batched_sweep_matches_loop_and_compiles_once():
 
 
 def test_host_only_settings_do_not_change_the_chains():
-  case = validation.isotropic_quadratic(d=3)
+  case = known_cases.isotropic_quadratic(d=3)
   cfg = SGLDConfig(
     step_size=1e-3,
     nbeta=10.0,
@@ -112,7 +112,7 @@ def test_host_only_settings_do_not_change_the_chains():
 
 
 def test_a_sweep_compiles_once_for_many_runs_and_settings():
-  case = validation.isotropic_quadratic(d=3)
+  case = known_cases.isotropic_quadratic(d=3)
   cfg = SGLDConfig(
     step_size=1e-3,
     nbeta=10.0,
@@ -145,7 +145,7 @@ def test_a_sweep_compiles_once_for_many_runs_and_settings():
 
 
 def test_settings_grid_is_one_program_with_common_random_numbers():
-  case = validation.isotropic_quadratic(d=4)
+  case = known_cases.isotropic_quadratic(d=4)
   cfg = SGLDConfig(
     step_size=5e-4,
     nbeta=100.0,
@@ -239,7 +239,7 @@ def test_settings_grid_is_one_program_with_common_random_numbers():
   ],
 )
 def test_bad_settings_raise(bad, match):
-  case = validation.isotropic_quadratic(d=2)
+  case = known_cases.isotropic_quadratic(d=2)
   with pytest.raises(ValueError, match=match):
     estimate_llc(
       jax.random.key(0),
@@ -260,7 +260,7 @@ def test_settings_product():
 
 
 def test_chunking_does_not_change_results():
-  case = validation.isotropic_quadratic(d=4)
+  case = known_cases.isotropic_quadratic(d=4)
   anchors = jnp.zeros((5, 4))
   base = dict(
     step_size=2e-4,
@@ -294,7 +294,7 @@ def test_chunking_does_not_change_results():
 
 @pytest.mark.parametrize("every", [7, 1000])
 def test_thinned_mala_proxy_leaves_the_chains_unchanged(every):
-  case = validation.isotropic_quadratic(d=4)
+  case = known_cases.isotropic_quadratic(d=4)
   cfg = SGLDConfig(
     step_size=2e-3,
     nbeta=100.0,
@@ -372,7 +372,9 @@ def test_minibatch_sgld_on_quadratic_network_runs_and_is_deterministic(
 
 
 def test_restricted_llc_moves_only_masked_parameters():
-  case = validation.lazy_random_features(jax.random.key(0), 5, 4, 10, 2.0, 5e-5)
+  case = known_cases.lazy_random_features(
+    jax.random.key(0), 5, 4, 10, 2.0, 5e-5
+  )
   res = _run_case(case)
   assert res.num_moving_params == case.params["V"].size
   full = dict(case.params)
@@ -420,7 +422,7 @@ def test_flax_model_llc():
 
 
 def test_huge_step_is_flagged_diverged_and_excluded():
-  case = validation.isotropic_quadratic(d=5)
+  case = known_cases.isotropic_quadratic(d=5)
   cfg = SGLDConfig(
     step_size=1.0,
     nbeta=100.0,
@@ -495,7 +497,7 @@ def test_bad_config_raises(bad, match):
 
 
 def test_bad_inputs_raise():
-  case = validation.isotropic_quadratic(d=3)
+  case = known_cases.isotropic_quadratic(d=3)
   with pytest.raises(ValueError, match="batch_size=32"):
     estimate_llc(
       jax.random.key(0),
@@ -538,7 +540,7 @@ def test_nbeta_conventions():
 
 @pytest.mark.parametrize("sampler", ["rmsprop_sgld", "mala"])
 def test_other_samplers_recover_isotropic_quadratic(sampler):
-  case = validation.isotropic_quadratic(d=10)
+  case = known_cases.isotropic_quadratic(d=10)
   step = 1e-3 if sampler == "mala" else 2e-5
   cfg = SGLDConfig(
     step_size=step,
@@ -595,7 +597,7 @@ def test_sharded_run_matches_single_device():
 
 
 def test_calibrate_picks_largest_stable_step():
-  case = validation.isotropic_quadratic(d=5)
+  case = known_cases.isotropic_quadratic(d=5)
   cfg = SGLDConfig(
     nbeta=100.0,
     localization=10.0,
@@ -621,7 +623,7 @@ def test_calibrate_picks_largest_stable_step():
 
 def test_memory_budget_sets_chunk_size_on_accelerators():
   """The accelerator path sizes chunks from XLA's memory analysis."""
-  case = validation.isotropic_quadratic(d=50)
+  case = known_cases.isotropic_quadratic(d=50)
   anchors = jnp.zeros((8, 50))
   tiny = SGLDConfig(
     step_size=2e-4,
@@ -656,7 +658,7 @@ def test_memory_budget_sets_chunk_size_on_accelerators():
 def test_resume_folder_saves_each_chunk_once_and_recovers_from_corruption(
   tmp_path,
 ):
-  case = validation.isotropic_quadratic(d=3)
+  case = known_cases.isotropic_quadratic(d=3)
   cfg = SGLDConfig(
     step_size=1e-3,
     nbeta=10.0,
@@ -699,7 +701,9 @@ def test_resume_folder_saves_each_chunk_once_and_recovers_from_corruption(
   # Valid parts were loaded, not rewritten; the corrupt one was replaced.
   for p in (parts[0], parts[2]):
     assert os.stat(os.path.join(folder, p)).st_mtime_ns == stamps[p]
-  assert sj.io.load_npz(os.path.join(folder, parts[1]))["loss_trace"].shape == (
+  assert sj.persist.load_npz(os.path.join(folder, parts[1]))[
+    "loss_trace"
+  ].shape == (
     2,
     2,
     20,
@@ -742,7 +746,7 @@ def test_zero_noise_ablation_is_gradient_descent():
 
 
 def test_warn_flag_controls_warnings_not_diagnostics():
-  case = validation.isotropic_quadratic(d=5)
+  case = known_cases.isotropic_quadratic(d=5)
   cfg = SGLDConfig(
     step_size=1.0,
     nbeta=100.0,
@@ -761,7 +765,7 @@ def test_warn_flag_controls_warnings_not_diagnostics():
 
 
 def test_efficiency_diagnostics(tmp_path):
-  case = validation.isotropic_quadratic(d=3)
+  case = known_cases.isotropic_quadratic(d=3)
   cfg = SGLDConfig(
     step_size=1e-3,
     nbeta=10.0,
@@ -792,9 +796,9 @@ def test_efficiency_diagnostics(tmp_path):
   # timings (an older layout) resumes with the time unknown.
   assert d.seconds[0] == d.seconds[1]
   path = os.path.join(folder, "part_00001.npz")
-  saved = sj.io.load_npz(path)
+  saved = sj.persist.load_npz(path)
   del saved["item_seconds"]
-  sj.io.save_npz(path, saved)
+  sj.persist.save_npz(path, saved)
   again = estimate_llc(
     jax.random.key(0),
     case.loss_fn,

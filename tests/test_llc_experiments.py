@@ -7,7 +7,7 @@ import os
 import pytest
 
 from experiments import llc_over_training, llc_validation
-from slt_jax import validation
+from slt_jax import known_cases
 
 
 def _finite(values):
@@ -114,7 +114,7 @@ def test_llc_validation_smoke(tmp_path):
     res = json.load(f)
   assert res["mode"] == "smoke"
   assert res["scale"] == llc_validation.CONFIGS["smoke"].scale
-  assert [case["name"] for case in res["cases"]] == list(validation.CASES)
+  assert [case["name"] for case in res["cases"]] == list(known_cases.CASES)
   assert res["all_passed"] == all(case["passed"] for case in res["cases"])
   for case in res["cases"]:
     for key in (
@@ -148,7 +148,7 @@ def test_llc_validation_smoke(tmp_path):
   assert iso["true"] == pytest.approx(10 * 100 / 110)
   se = iso["std"] / math.sqrt(iso["num_chains"])
   assert abs(iso["mean"] - iso["true"]) <= 4 * se + 0.03 * iso["true"]
-  assert os.path.exists(tmp_path / "validation.png")
+  assert os.path.exists(tmp_path / "known_cases.png")
 
 
 def test_llc_over_training_summary_of_committed_demo():

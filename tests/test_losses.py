@@ -1,4 +1,4 @@
-"""Tests for slt_jax.losses on hand-computed cases."""
+"""Tests for slt_jax.grokking.losses on hand-computed cases."""
 
 import chex
 import jax
@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from slt_jax import data, losses, model
-from slt_jax.config import LOSSES, ModelConfig
+from slt_jax.grokking import data, losses, model
+from slt_jax.grokking.config import LOSSES, ModelConfig
 
 # A 3x2 example.  R = Y - Yhat = [[0.5, -0.5], [0, 1], [-1, -1]].
 Y = jnp.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])

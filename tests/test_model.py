@@ -1,4 +1,4 @@
-"""Tests for slt_jax.model: shapes, pair vs one-hot inputs, initialisation."""
+"""Tests for slt_jax.grokking.model: shapes, pair vs one-hot inputs, initialisation."""
 
 import chex
 import jax
@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from slt_jax import data, model
-from slt_jax.config import ModelConfig
+from slt_jax.grokking import data, model
+from slt_jax.grokking.config import ModelConfig
 
 P, K, B = 7, 16, 9
 
@@ -129,7 +129,7 @@ def test_bad_config_raises(kwargs, name):
 
 @pytest.mark.parametrize("name", ["centered_mse", "mse", "cross_entropy"])
 def test_gather_form_equals_one_hot_form(key, name):
-  from slt_jax import losses
+  from slt_jax.grokking import losses
 
   params = model.init(key, ModelConfig(p=P, width=K))
   pairs = _pairs(jax.random.fold_in(key, 1))

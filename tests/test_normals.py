@@ -1,4 +1,4 @@
-"""The counter_hash normals (slt_jax.normals): distribution, independence,
+"""The counter_hash normals (slt_jax.samplers.noise): distribution, independence,
 counters, and SGLD driven by them. Bounds are 5 standard errors at a fixed
 key (deterministic, so they cannot flake).
 
@@ -15,15 +15,16 @@ import pytest
 import scipy.special
 import scipy.stats
 
-from slt_jax import normals, sgld, validation
+from slt_jax import known_cases
 from slt_jax.llc import SGLDConfig, SGLDSettings, estimate_llc
+from slt_jax.samplers import noise, sgld
 
 N = 2**21
 
 
 @pytest.fixture(scope="module")
 def draws():
-  z = normals.normal(jax.random.key(7), (N,))
+  z = noise.normal(jax.random.key(7), (N,))
   chex.assert_shape(z, (N,))
   chex.assert_type(z, jnp.float32)
   return np.asarray(z, np.float64)
@@ -38,18 +39,18 @@ def test_erfinv_is_accurate_to_float32_including_the_tails():
     ]
   ).astype(np.float32)
   exact = scipy.special.erfinv(x.astype(np.float64))
-  got = np.asarray(normals.erfinv(jnp.asarray(x)), np.float64)
+  got = np.asarray(noise.erfinv(jnp.asarray(x)), np.float64)
   assert np.max(np.abs(got - exact) / np.abs(exact)) < 1e-6
 
 
 def test_uniform_grid_is_symmetric_open_and_evenly_spaced():
   bits = jnp.arange(0, 2**32, 2**8 * 4099, dtype=jnp.uint32)
-  u = np.asarray(normals.symmetric_uniform(bits), np.float64)
+  u = np.asarray(noise.symmetric_uniform(bits), np.float64)
   assert np.all(np.abs(u) < 1) and not np.any(u == 0)
   k = np.asarray(bits, np.int64) >> 8
   np.testing.assert_array_equal(u, (2 * k + 1 - 2**24) / 2**24)
-  assert np.max(np.abs(normals.normal(jax.random.key(0), (N,)))) <= (
-    normals.MAX_ABS + 1e-5
+  assert np.max(np.abs(noise.normal(jax.random.key(0), (N,)))) <= (
+    noise.MAX_ABS + 1e-5
   )
 
 
@@ -85,34 +86,34 @@ def test_no_lag_correlation_in_values_or_squares(draws):
 def test_consecutive_step_keys_and_counter_ranges_are_independent(draws):
   bound = 5 / np.sqrt(N)
   a, b = (
-    np.asarray(normals.normal(jax.random.fold_in(jax.random.key(3), t), (N,)))
+    np.asarray(noise.normal(jax.random.fold_in(jax.random.key(3), t), (N,)))
     for t in (0, 1)
   )
-  next_leaf = np.asarray(normals.normal(jax.random.key(7), (N,), offset=N))
+  next_leaf = np.asarray(noise.normal(jax.random.key(7), (N,), offset=N))
   for x, y in ((a, b), (draws, next_leaf)):
     assert abs(np.corrcoef(x, y)[0, 1]) < bound
     assert abs(np.corrcoef(x**2, y**2)[0, 1]) < bound
   # A counter range is a slice of the longer stream, reshaped.
-  tail = normals.normal(jax.random.key(7), (8, 16), offset=N - 128)
+  tail = noise.normal(jax.random.key(7), (8, 16), offset=N - 128)
   np.testing.assert_array_equal(np.asarray(tail).ravel(), draws[-128:])
 
 
 def test_same_key_same_draws_and_counter_overflow_raises():
   key = jax.random.key(11)
   np.testing.assert_array_equal(
-    normals.normal(key, (5, 3)), normals.normal(key, (5, 3))
+    noise.normal(key, (5, 3)), noise.normal(key, (5, 3))
   )
   with pytest.raises(ValueError, match="32 bits"):
-    normals.normal(key, (16,), offset=2**32 - 8)
+    noise.normal(key, (16,), offset=2**32 - 8)
 
 
 def test_gaussian_noise_leaves_use_disjoint_counters():
   like = {"a": jnp.ones((4, 8)), "b": jnp.ones(32, jnp.bfloat16)}
-  noise = sgld.gaussian_noise(jax.random.key(0), like, "counter_hash")
-  chex.assert_trees_all_equal_shapes_and_dtypes(noise, like)
-  flat = normals.normal(jax.random.key(0), (64,))
-  np.testing.assert_array_equal(noise["a"].ravel(), flat[:32])
-  np.testing.assert_array_equal(noise["b"], flat[32:].astype(jnp.bfloat16))
+  drawn = sgld.gaussian_noise(jax.random.key(0), like, "counter_hash")
+  chex.assert_trees_all_equal_shapes_and_dtypes(drawn, like)
+  flat = noise.normal(jax.random.key(0), (64,))
+  np.testing.assert_array_equal(drawn["a"].ravel(), flat[:32])
+  np.testing.assert_array_equal(drawn["b"], flat[32:].astype(jnp.bfloat16))
 
 
 def test_sgld_with_counter_hash_has_the_exact_discrete_variance():
@@ -136,7 +137,7 @@ def test_sgld_with_counter_hash_has_the_exact_discrete_variance():
 
 @pytest.mark.parametrize("name", ["isotropic_quadratic_d20", "rrr_5_3_5"])
 def test_known_learning_coefficients_with_counter_hash(name):
-  case = validation.make_case(name, jax.random.key(0), scale=0.5)
+  case = known_cases.make_case(name, jax.random.key(0), scale=0.5)
   cfg = dataclasses.replace(case.cfg, noise="counter_hash")
   assert isinstance(cfg, SGLDConfig)
   res = estimate_llc(

@@ -1,4 +1,4 @@
-"""The NUTS reference (slt_jax.reference) against closed forms and against SGLD.
+"""The NUTS reference (slt_jax.llc.nuts) against closed forms and against SGLD.
 
 About 33 s on 2 CPU cores (load ~1); the reduced-rank regression check (NUTS vs
 MALA vs small-step SGLD, ~90 s) is marked slow.
@@ -13,10 +13,12 @@ import numpy as np
 import optax
 import pytest
 
-from slt_jax import data as data_lib
-from slt_jax import losses, model, reference, validation
-from slt_jax.config import DataConfig, ModelConfig, SGLDConfig
-from slt_jax.llc import estimate_llc
+from slt_jax import known_cases
+from slt_jax.grokking import data as data_lib
+from slt_jax.grokking import losses, model
+from slt_jax.grokking.config import DataConfig, ModelConfig
+from slt_jax.llc import estimate_llc, nuts
+from slt_jax.llc.config import SGLDConfig
 
 QUIET = dict(progress=False, warn=False)
 
@@ -53,7 +55,7 @@ def _quadratic_network(p: int = 5, width: int = 8, steps: int = 1500):
 def test_shapes_points_and_mask():
   # L = |w|^2 / 2 on 6 coordinates, 3 of them frozen: nβ/(nβ+γ) * 3/2.
   loss = lambda w, x: 0.5 * jnp.sum(w**2) + 0.0 * jnp.sum(x)
-  res = reference.nuts_llc(
+  res = nuts.nuts_llc(
     jax.random.key(0),
     loss,
     jnp.zeros((2, 6)),
@@ -85,8 +87,8 @@ def test_nuts_hits_the_exact_finite_temperature_value(name):
   # and γ: NUTS has no step-size bias, so only Monte Carlo error remains.
   # The cross-shaped posterior needs a high acceptance target (small steps)
   # to keep divergences rare.
-  case = validation.make_case(name, jax.random.key(0))
-  res = reference.nuts_llc(
+  case = known_cases.make_case(name, jax.random.key(0))
+  res = nuts.nuts_llc(
     jax.random.key(1),
     case.loss_fn,
     case.params,
@@ -110,7 +112,7 @@ def test_sgld_and_nuts_agree_on_a_quadratic_network():
   # step and NUTS agree within 3 combined standard errors (both from ESS).
   loss_fn, params, train = _quadratic_network()
   nbeta, gamma = 10.0, 10.0
-  nuts = reference.nuts_llc(
+  ref = nuts.nuts_llc(
     jax.random.key(1),
     loss_fn,
     params,
@@ -132,11 +134,11 @@ def test_sgld_and_nuts_agree_on_a_quadratic_network():
   )
   sgld = estimate_llc(jax.random.key(2), loss_fn, params, train, cfg, **QUIET)
   assert bool(sgld.diagnostics.stationary)
-  combined = np.hypot(_sgld_mcse(sgld), nuts.mcse)
-  assert abs(float(sgld.mean) - nuts.mean) <= 3 * combined, (
-    f"SGLD {float(sgld.mean):.3f} vs NUTS {nuts.mean:.3f} ± {combined:.3f}"
+  combined = np.hypot(_sgld_mcse(sgld), ref.mcse)
+  assert abs(float(sgld.mean) - ref.mean) <= 3 * combined, (
+    f"SGLD {float(sgld.mean):.3f} vs NUTS {ref.mean:.3f} ± {combined:.3f}"
   )
-  assert not nuts.num_divergent.any()
+  assert not ref.num_divergent.any()
 
 
 @pytest.mark.parametrize(
@@ -152,7 +154,7 @@ def test_sgld_and_nuts_agree_on_a_quadratic_network():
 def test_bad_arguments_raise_naming_them(kwargs, match):
   args = {"nbeta": 1.0, "localization": 1.0, "num_samples": 10, **kwargs}
   with pytest.raises(ValueError, match=match):
-    reference.nuts_llc(
+    nuts.nuts_llc(
       jax.random.key(0),
       lambda w, x: jnp.sum(w**2),
       jnp.zeros(2),
@@ -165,9 +167,9 @@ def test_bad_arguments_raise_naming_them(kwargs, match):
 def test_nuts_mala_and_small_step_sgld_agree_on_reduced_rank_regression():
   # rrr_5_3_5 at nβ = 100: three samplers, two of them exact (NUTS, MALA).
   # (At eps = 1e-3 SGLD is ~4% high here: the step-size bias NUTS exposes.)
-  case = validation.make_case("rrr_5_3_5", jax.random.key(0))
+  case = known_cases.make_case("rrr_5_3_5", jax.random.key(0))
   nbeta = 100.0
-  nuts = reference.nuts_llc(
+  ref = nuts.nuts_llc(
     jax.random.key(5),
     case.loss_fn,
     case.params,
@@ -191,5 +193,5 @@ def test_nuts_mala_and_small_step_sgld_agree_on_reduced_rank_regression():
     res = estimate_llc(
       jax.random.key(2), case.loss_fn, case.params, case.data, cfg, **QUIET
     )
-    combined = np.hypot(_sgld_mcse(res), nuts.mcse)
-    assert abs(float(res.mean) - nuts.mean) <= 3 * combined, sampler
+    combined = np.hypot(_sgld_mcse(res), ref.mcse)
+    assert abs(float(res.mean) - ref.mean) <= 3 * combined, sampler

@@ -1,4 +1,4 @@
-"""Tests for slt_jax.runs (the store of trained runs) and common.trained_run."""
+"""Tests for slt_jax.grokking.runs (the store of trained runs) and common.trained_run."""
 
 import argparse
 import dataclasses
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from experiments import common
-from slt_jax import data, runs, train
-from slt_jax.config import DataConfig, ModelConfig, TrainConfig
+from slt_jax.grokking import data, runs, train
+from slt_jax.grokking.config import DataConfig, ModelConfig, TrainConfig
 
 P, K = 7, 16
 DATA_CFG = DataConfig(p=P, num_train=30)

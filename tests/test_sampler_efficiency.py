@@ -4,7 +4,7 @@
 import os
 
 from experiments import sampler_efficiency
-from slt_jax import io
+from slt_jax import persist
 
 
 def test_smoke_run_and_replot(tmp_path):
@@ -29,4 +29,6 @@ def test_smoke_run_and_replot(tmp_path):
   again = sampler_efficiency.main(argv + ["--replot"])
   assert again["targets"].keys() == results["targets"].keys()
   assert os.path.exists(png)
-  assert io.load_json(os.path.join(out, "results.json"))["cpu"]["cpu_count"]
+  assert persist.load_json(os.path.join(out, "results.json"))["cpu"][
+    "cpu_count"
+  ]

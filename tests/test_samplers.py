@@ -1,4 +1,4 @@
-"""SGHMC and SGNHT (slt_jax.sghmc): kernels, exact Gaussian moments, known LLCs.
+"""SGHMC and SGNHT (slt_jax.samplers.sghmc): kernels, exact Gaussian moments, known LLCs.
 
 About 35 s on 2 CPU cores (load ~1).
 """
@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from slt_jax import sghmc, sgld, validation
+from slt_jax import known_cases
 from slt_jax.llc import (
   SGLDConfig,
   SGLDSettings,
@@ -19,6 +19,7 @@ from slt_jax.llc import (
   compile_sweep,
   estimate_llc,
 )
+from slt_jax.samplers import sghmc, sgld
 
 QUIET = dict(progress=False, warn=False)
 
@@ -180,7 +181,7 @@ def test_sgnht_thermostat_sets_the_kinetic_temperature():
 )
 def test_known_learning_coefficients(name, sampler):
   # Half the draws of the SGLD validation (momentum mixes faster), same step.
-  case = validation.make_case(name, jax.random.key(0), scale=0.5)
+  case = known_cases.make_case(name, jax.random.key(0), scale=0.5)
   cfg = dataclasses.replace(case.cfg, sampler=sampler)
   res = estimate_llc(
     jax.random.key(0),
@@ -209,7 +210,7 @@ def test_known_learning_coefficients(name, sampler):
 
 @pytest.mark.parametrize("sampler", ["sghmc", "sgnht"])
 def test_settings_grid_equals_separate_calls(sampler):
-  case = validation.isotropic_quadratic(d=4)
+  case = known_cases.isotropic_quadratic(d=4)
   cfg = SGLDConfig(
     step_size=1e-3,
     nbeta=50.0,
@@ -235,7 +236,7 @@ def test_settings_grid_equals_separate_calls(sampler):
 
 @pytest.mark.filterwarnings("ignore:All-NaN slice")
 def test_calibrate_picks_a_stable_step_for_sghmc():
-  case = validation.isotropic_quadratic(d=20)
+  case = known_cases.isotropic_quadratic(d=20)
   cfg = dataclasses.replace(
     case.cfg, num_draws=200, num_burnin=100, num_chains=2, sampler="sghmc"
   )

@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from slt_jax import mala, sgld
-from slt_jax.sgld import SGLDSettings
+from slt_jax.samplers import mala, sgld
+from slt_jax.samplers.sgld import SGLDSettings
 
 
 def _quadratic(w, batch):

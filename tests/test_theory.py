@@ -13,7 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from slt_jax import model, theory
+from slt_jax import theory
+from slt_jax.grokking import model
 
 MIN_GAP = 1e6  # singular-value ratio across the rank cut
 

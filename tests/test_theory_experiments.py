@@ -83,7 +83,7 @@ def test_theory_check_smoke_and_replot(tmp_path, monkeypatch):
 
 def test_llc_gap_smoke(tmp_path, monkeypatch):
   from experiments import llc_over_training
-  from slt_jax import train
+  from slt_jax.grokking import train
 
   store = str(tmp_path / "runs")
   llc_over_training.fig3_run(

@@ -1,4 +1,4 @@
-"""Tests for slt_jax.train: learning, shapes, compilation, seeds, resumption,
+"""Tests for slt_jax.grokking.train: learning, shapes, compilation, seeds, resumption,
 early stopping."""
 
 import dataclasses
@@ -10,8 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from slt_jax import data, distributed, losses, model, train
-from slt_jax.config import DataConfig, ModelConfig, TrainConfig
+from slt_jax import distributed
+from slt_jax.grokking import data, losses, model, train
+from slt_jax.grokking.config import DataConfig, ModelConfig, TrainConfig
 
 P, K = 7, 32
 MODEL_CFG = ModelConfig(p=P, width=K)

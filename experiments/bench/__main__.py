@@ -44,7 +44,7 @@ times ``slt_jax.llc`` through its public API only (``compile_sweep``,
    of one chain-step split into matmul at the measured peak, noise (its
    in-situ cost: the same chunk timed with ``SGLDConfig(noise="zeros")``)
    and the rest. One SGLD step executes 14·B·K·p matmul FLOPs
-   (``slt_jax.model.apply`` forms the first layer as a one-hot matmul:
+   (``slt_jax.grokking.model.apply`` forms the first layer as a one-hot matmul:
    forward ``x Wᵀ`` and ``h² Vᵀ``, backward ``dV``, ``dh`` and ``dW``;
    elementwise work not counted), of which the 6·B·K·p of the gather form
    are necessary; both are reported.
@@ -57,10 +57,10 @@ times ``slt_jax.llc`` through its public API only (``compile_sweep``,
    against ``SGLDConfig.chunk_size``, and time against the number of forced
    host devices (subprocesses with ``--xla_force_host_platform_device_count``).
 6. **Training** (``training``). Steps/s (and GFLOP/s of model math) of
-   ``slt_jax.train.train`` for 1, 8 and 64 vmapped runs against a plain
+   ``slt_jax.grokking.train.train`` for 1, 8 and 64 vmapped runs against a plain
    PyTorch Adam loop (coupled L2) on the same model.
 7. **Forms** (``forms``, issue 14). SGLD and training steps/s of the
-   network's two first-layer forms (``slt_jax.model.FORMS``: one-hot matmul
+   network's two first-layer forms (``slt_jax.grokking.model.FORMS``: one-hot matmul
    and gather), side by side, and which one is faster on this backend
    against ``model.default_form()``.
 
@@ -103,7 +103,8 @@ from experiments.bench import (
   training,
   workload,
 )
-from slt_jax import io, losses
+from slt_jax import persist
+from slt_jax.grokking import losses
 
 NAME = "bench"
 PARTS = (
@@ -223,7 +224,7 @@ def _measure(args) -> dict:
   if "scaling" in parts:
     with tempfile.TemporaryDirectory() as tmp:
       w_star_path = os.path.join(tmp, "w_star.npz")
-      io.save_npz(w_star_path, ref["checkpoints"])
+      persist.save_npz(w_star_path, ref["checkpoints"])
       payload["scaling"] = scaling.scaling(
         cfg, engine, ref, key_llc, w_star_path, args.seed
       )

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 
-from slt_jax import io
+from slt_jax import persist
 
 _LINE = re.compile(r"Finished XLA compilation of (\S+) in ([0-9.eE+-]+) sec")
 
@@ -70,7 +70,7 @@ def main(argv=None) -> dict:
   )
   parser.add_argument("command", nargs="*", help="the command to run")
   args = parser.parse_args(argv)
-  results = io.load_json(args.out) if os.path.exists(args.out) else {}
+  results = persist.load_json(args.out) if os.path.exists(args.out) else {}
   entries = results.setdefault(args.label, {})
   if args.note:
     entries["note"] = args.note
@@ -101,7 +101,7 @@ def main(argv=None) -> dict:
       **count_compiles(proc.stdout + proc.stderr),
     }
     sys.stderr.write(proc.stderr[-2000:])
-  io.save_json(args.out, results)
+  persist.save_json(args.out, results)
   return results
 
 

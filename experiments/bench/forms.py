@@ -1,6 +1,6 @@
 """Part 6: the network's two first-layer forms on the device at hand (issue 14).
 
-``slt_jax.model`` forms ``W[:, a] + W[:, p + b]`` either as a one-hot matmul
+``slt_jax.grokking.model`` forms ``W[:, a] + W[:, p + b]`` either as a one-hot matmul
 (14·B·K·p FLOPs per gradient step) or as two row gathers (6·B·K·p, with a
 scatter-add gradient); ``model.default_form()`` picks one per backend. This
 part times both, side by side in one process on the reference workload:
@@ -18,8 +18,8 @@ import jax
 import numpy as np
 
 from experiments.bench import workload
-from slt_jax import data, losses, model, train
-from slt_jax.config import ModelConfig, TrainConfig
+from slt_jax.grokking import data, losses, model, train
+from slt_jax.grokking.config import ModelConfig, TrainConfig
 
 
 def forms(cfg: workload.BenchConfig, ref: dict, key) -> dict:

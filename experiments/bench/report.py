@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-from slt_jax import plotting
+from slt_jax.grokking import plotting
 
 
 def _llc_rates(ax, payload: dict) -> None:

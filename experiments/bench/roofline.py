@@ -17,8 +17,9 @@ import jax
 import jax.numpy as jnp
 
 from experiments.bench import workload
-from slt_jax import llc, sgld
-from slt_jax.config import NOISE_IMPLS
+from slt_jax import llc
+from slt_jax.llc.config import NOISE_IMPLS
+from slt_jax.samplers import sgld
 
 
 def _noise_ablation(

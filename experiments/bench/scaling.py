@@ -16,7 +16,8 @@ import sys
 import jax
 
 from experiments.bench import workload
-from slt_jax import data, io, losses
+from slt_jax import persist
+from slt_jax.grokking import data, losses
 
 
 def scaling(
@@ -102,7 +103,7 @@ def device_worker(spec_json: str) -> None:
   """
   spec = json.loads(spec_json)
   cfg = workload.config_from_json(spec["cfg"])
-  saved = io.load_npz(spec["w_star"])
+  saved = persist.load_npz(spec["w_star"])
   ref = {"checkpoints": {"W": saved["W"], "V": saved["V"]}}
   dataset = data.modular_arithmetic(
     jax.random.split(jax.random.key(spec["seed"]))[0], workload.data_config(cfg)

@@ -1,13 +1,13 @@
 """Part 4: training throughput, vmapped runs against a PyTorch loop.
 
-``slt_jax.train.train`` on the SPEC §1 recipe (p=53, K=1024, batch 128,
+``slt_jax.grokking.train.train`` on the SPEC §1 recipe (p=53, K=1024, batch 128,
 centered MSE, Adam) for each number of vmapped runs in
 ``BenchConfig.train_seeds``, in 3 chunks of ``train_chunk_steps`` steps;
 ``TrainResult.steps_per_second`` times the chunks after the first, so
 compilation is excluded, and metrics are logged once per chunk, so the
 numbers are close to pure optimisation. A step executes 14·B·K·p matmul
 FLOPs (the model forms its first layer as a one-hot matmul; see
-``slt_jax.model``), reported as GFLOP/s. The PyTorch baseline is a plain
+``slt_jax.grokking.model``), reported as GFLOP/s. The PyTorch baseline is a plain
 Adam loop (coupled L2) on the same model. (This part replaces the former
 ``experiments.train_speed``.)
 """
@@ -21,8 +21,8 @@ from typing import Optional
 import numpy as np
 
 from experiments.bench import workload
-from slt_jax import data, model, train
-from slt_jax.config import ModelConfig, TrainConfig
+from slt_jax.grokking import data, model, train
+from slt_jax.grokking.config import ModelConfig, TrainConfig
 
 
 def training(

@@ -18,8 +18,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from slt_jax import data, llc, model, train
-from slt_jax.config import DataConfig, ModelConfig, SGLDConfig, TrainConfig
+from slt_jax import llc
+from slt_jax.grokking import data, model, train
+from slt_jax.grokking.config import DataConfig, ModelConfig, TrainConfig
+from slt_jax.llc.config import SGLDConfig
 
 # nbeta = B / ln B at B = 128, passed as a number so that every implementation
 # uses the same value.

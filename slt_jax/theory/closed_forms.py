@@ -30,7 +30,7 @@ from typing import Any, NamedTuple, Optional, Sequence
 
 import numpy as np
 
-from slt_jax.config import LOSSES
+from slt_jax.grokking.config import LOSSES
 
 __all__ = [
   "INPUTS",

@@ -29,7 +29,7 @@ from slt_jax.theory.closed_forms import (
   _check_positive,
   _require,
 )
-from slt_jax.types import ArrayLikeTree, ArrayTree
+from slt_jax.tree_types import ArrayLikeTree, ArrayTree
 
 __all__ = [
   "RankResult",
@@ -513,7 +513,7 @@ def gibbs_expectation_2d(
   """``gibbs_expectation`` of the normal-crossing potential.
 
   ``K(w) = w1^(2 k1) w2^(2 k2) / 2``, the loss of
-  ``slt_jax.validation.normal_crossing`` with unit input variance.
+  ``slt_jax.known_cases.normal_crossing`` with unit input variance.
 
   Args:
     exponents: (k1, k2).

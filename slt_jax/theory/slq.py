@@ -23,7 +23,7 @@ import numpy as np
 
 from slt_jax.theory.closed_forms import _check_int, _check_positive, _require
 from slt_jax.theory.curvature import _flatten_float64, _to_float64
-from slt_jax.types import ArrayLikeTree, ArrayTree, PRNGKey
+from slt_jax.tree_types import ArrayLikeTree, ArrayTree, PRNGKey
 
 __all__ = [
   "SLQEstimate",

@@ -15,7 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np
 
-from slt_jax import io
+from slt_jax import persist
 
 __all__ = [
   "save_figure",
@@ -41,7 +41,7 @@ def save_figure(
   """
   fmt = os.path.splitext(path)[1].lstrip(".") or None
   try:
-    io.atomic_write(
+    persist.atomic_write(
       path, lambda f: fig.savefig(f, dpi=dpi, bbox_inches="tight", format=fmt)
     )
   finally:

@@ -31,14 +31,14 @@ Chains flagged ``diverged`` are left out of every expectation. No SGLD run is
 made here and nothing about the model is assumed: the engine wall holds
 (this module imports neither the model, the data nor the training code).
 ``effective_sample_size`` and ``split_rhat`` of the recorded observables (via
-``slt_jax.diagnostics``) say whether the draws behind an estimate settled.
+``slt_jax.llc.diagnostics``) say whether the draws behind an estimate settled.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from slt_jax import diagnostics
+from slt_jax.llc import diagnostics
 
 __all__ = ["bif", "susceptibility", "effective_sample_size", "split_rhat"]
 
@@ -214,7 +214,7 @@ def _init(res, name: str) -> np.ndarray:
 
 def effective_sample_size(res, name: str) -> np.ndarray:
   """ESS of each example's recorded loss over chains × draws, ``(..., n)``
-  (``slt_jax.diagnostics``, numpyro; all chains)."""
+  (``slt_jax.llc.diagnostics``, numpyro; all chains)."""
   x = _observables(res, name)
   return diagnostics.effective_sample_size(
     np.moveaxis(np.moveaxis(x, -3, 0), -2, 1)

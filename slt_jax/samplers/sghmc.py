@@ -3,7 +3,7 @@
 ``init(position, anchor) -> SGHMCState`` and ``build_kernel(loss_fn, ...) ->
 kernel(key, state, batch, settings) -> (SGHMCState, SGHMCInfo)``, with
 ``settings`` an ``sgld.SGLDSettings`` of (possibly traced) scalars, exactly as
-``slt_jax.sgld``: the engine (``slt_jax.llc``) runs either sampler unchanged.
+``slt_jax.samplers.sgld``: the engine (``slt_jax.llc``) runs either sampler unchanged.
 SGNHT is SGHMC whose friction is a state variable driven by the kinetic
 energy, so both live here (``build_kernel(..., thermostat=True)``).
 
@@ -51,7 +51,7 @@ of ``H(w, p) = U(w) + ||p||^2 / (2 eta)`` over it is what an HMC step of
 one leapfrog step (MALA's momentum form) would accept on. It tends to 1 as
 the step shrinks (the energy error is third order in ``sqrt(eta)`` per
 coordinate, as MALA's) and collapses when the integrator goes unstable;
-like SGLD's proxy it uses each end's minibatch. As in ``slt_jax.sgld``, a
+like SGLD's proxy it uses each end's minibatch. As in ``slt_jax.samplers.sgld``, a
 kernel built with ``record_move=True`` records its start energy (one
 reduction over the parameters) and one built with ``mala_proxy=True``
 reports the acceptance of the previous move (a second reduction);
@@ -76,14 +76,14 @@ from typing import Callable, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from slt_jax.sgld import (
+from slt_jax.samplers.sgld import (
   SGLDSettings,
   apply_mask,
   gaussian_noise,
   num_moving,
   sq_norm,
 )
-from slt_jax.types import ArrayTree, PRNGKey
+from slt_jax.tree_types import ArrayTree, PRNGKey
 
 __all__ = ["SGHMCInfo", "SGHMCState", "build_kernel", "init"]
 

@@ -24,7 +24,7 @@ import statistics
 import jax
 import jax.numpy as jnp
 
-from slt_jax.types import PRNGKey
+from slt_jax.tree_types import PRNGKey
 
 __all__ = ["hash32", "symmetric_uniform", "erfinv", "normal", "MAX_ABS"]
 

@@ -42,10 +42,10 @@ import jax.numpy as jnp
 import numpy as np
 from numpyro.infer.hmc import hmc
 
-from slt_jax import diagnostics
-from slt_jax.llc import resolve_mask
-from slt_jax.sgld import apply_mask, sq_norm
-from slt_jax.types import ArrayLikeTree, ArrayTree, PRNGKey
+from slt_jax.llc import diagnostics
+from slt_jax.llc.engine import resolve_mask
+from slt_jax.samplers.sgld import apply_mask, sq_norm
+from slt_jax.tree_types import ArrayLikeTree, ArrayTree, PRNGKey
 
 __all__ = ["NUTSResult", "nuts_llc"]
 

@@ -25,10 +25,10 @@ from typing import Callable, Optional
 import jax
 import jax.numpy as jnp
 
-from slt_jax import model
-from slt_jax.config import LOSSES
-from slt_jax.data import Batch
-from slt_jax.types import ArrayTree
+from slt_jax.grokking import model
+from slt_jax.grokking.config import LOSSES
+from slt_jax.grokking.data import Batch
+from slt_jax.tree_types import ArrayTree
 
 LossFn = Callable[[ArrayTree, Batch], jax.Array]
 
@@ -114,8 +114,8 @@ def make_loss(name: str, form: Optional[str] = None) -> LossFn:
 
   Example:
     >>> import jax, jax.numpy as jnp
-    >>> from slt_jax import data, model
-    >>> from slt_jax.config import ModelConfig
+    >>> from slt_jax.grokking import data, model
+    >>> from slt_jax.grokking.config import ModelConfig
     >>> params = model.init(jax.random.key(0), ModelConfig(p=5, width=4))
     >>> batch = data.make_batch(jnp.array([[1, 2]]), jnp.array([3]))
     >>> make_loss("mse")(params, batch).shape
@@ -188,8 +188,8 @@ def make_per_example_loss(name: str) -> Callable[[ArrayTree, Batch], jax.Array]:
 
   Example:
     >>> import jax
-    >>> from slt_jax import data
-    >>> from slt_jax.config import ModelConfig
+    >>> from slt_jax.grokking import data
+    >>> from slt_jax.grokking.config import ModelConfig
     >>> params = model.init(jax.random.key(0), ModelConfig(p=5, width=4))
     >>> batch = data.make_batch(jnp.array([[1, 2], [0, 4]]), jnp.array([3, 4]))
     >>> make_per_example_loss("centered_mse")(params, batch).shape

@@ -38,10 +38,11 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from slt_jax import batching, distributed, io, losses, model
-from slt_jax.config import ModelConfig, TrainConfig
-from slt_jax.data import Batch, ModularData
-from slt_jax.types import ArrayTree, PRNGKey
+from slt_jax import batching, distributed, persist
+from slt_jax.grokking import losses, model
+from slt_jax.grokking.config import ModelConfig, TrainConfig
+from slt_jax.grokking.data import Batch, ModularData
+from slt_jax.tree_types import ArrayTree, PRNGKey
 
 METRIC_NAMES = ("train_loss", "val_loss", "train_acc", "val_acc")
 # Bumped when the layout of ``out_dir`` changes: older states are not resumed.
@@ -372,9 +373,9 @@ def _grid(
 
 
 def _read_npz(path: str, what: str) -> dict:
-  """``io.load_npz`` whose failures name the file (never a silent load)."""
+  """``persist.load_npz`` whose failures name the file (never a silent load)."""
   try:
-    return io.load_npz(path)
+    return persist.load_npz(path)
   except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:
     raise ValueError(
       f"{path} is unreadable ({type(err).__name__}: {err}): {what}"
@@ -408,7 +409,7 @@ def _load_chunk(
       f"{path} does not belong to this run (setup, chunk "
       f"number or shapes differ): {advice}"
     )
-  return io.tree_from_arrays("ckpts", saved, template), saved["metrics"]
+  return persist.tree_from_arrays("ckpts", saved, template), saved["metrics"]
 
 
 def remove_saved_state(out_dir: str) -> None:
@@ -482,8 +483,8 @@ def train(
 
   Example:
     >>> import jax
-    >>> from slt_jax import data as D
-    >>> from slt_jax.config import DataConfig
+    >>> from slt_jax.grokking import data as D
+    >>> from slt_jax.grokking.config import DataConfig
     >>> d = D.modular_arithmetic(jax.random.key(0), DataConfig(p=5, num_train=12))
     >>> cfg = TrainConfig(batch_size=4, num_steps=20, log_every=10, ckpt_every=10,
     ...                   chunk_steps=20)
@@ -579,8 +580,8 @@ def train(
       "scratch",
     )
     if str(saved.get("fingerprint")) == fingerprint:
-      state = pad(io.tree_from_arrays("state", saved, state))
-      stop = pad(io.tree_from_arrays("stop", saved, stop))
+      state = pad(persist.tree_from_arrays("state", saved, state))
+      stop = pad(persist.tree_from_arrays("stop", saved, stop))
       done = int(saved["chunks_done"])
       metrics_shape = (
         num_runs,
@@ -648,22 +649,22 @@ def train(
     if out_dir:
       state_host = trim(distributed.fetch(state))  # A collective: all call it.
       if distributed.is_writer():
-        io.save_npz(
+        persist.save_npz(
           _chunk_path(out_dir, chunk),
           {
             "fingerprint": np.array(fingerprint),
             "chunk": chunk,
             "metrics": metrics[-1],
-            **io.tree_to_arrays("ckpts", ckpts[-1]),
+            **persist.tree_to_arrays("ckpts", ckpts[-1]),
           },
         )
-        io.save_npz(
+        persist.save_npz(
           state_path,
           {
             "fingerprint": np.array(fingerprint),
             "chunks_done": chunk + 1,
-            **io.tree_to_arrays("state", state_host),
-            **io.tree_to_arrays("stop", stop_host),
+            **persist.tree_to_arrays("state", state_host),
+            **persist.tree_to_arrays("stop", stop_host),
           },
         )
     if stopping:

@@ -38,8 +38,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from slt_jax import normals
-from slt_jax.types import ArrayTree, PRNGKey
+from slt_jax.samplers import noise
+from slt_jax.tree_types import ArrayTree, PRNGKey
 
 
 class SGLDSettings(NamedTuple):
@@ -206,7 +206,7 @@ def gaussian_noise(key: PRNGKey, like: ArrayTree, impl: str) -> ArrayTree:
     impl: ``threefry2x32_unpartitioned`` (the key's threefry with
       ``jax_threefry_partitionable=False``, set only while tracing this draw),
       ``threefry2x32``, ``rbg`` or ``unsafe_rbg`` (a key of ``impl`` is
-      seeded from the key's bits), ``counter_hash`` (``slt_jax.normals``:
+      seeded from the key's bits), ``counter_hash`` (``slt_jax.samplers.noise``:
       hashed counters, the leaves on disjoint counter ranges), or ``zeros``
       (no noise: a benchmark ablation only).
 
@@ -226,7 +226,7 @@ def gaussian_noise(key: PRNGKey, like: ArrayTree, impl: str) -> ArrayTree:
     return jax.tree.unflatten(
       treedef,
       [
-        normals.normal(key, x.shape, x.dtype, offset)
+        noise.normal(key, x.shape, x.dtype, offset)
         for x, offset in zip(leaves, offsets)
       ],
     )

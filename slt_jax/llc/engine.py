@@ -21,7 +21,7 @@ XLA's analysis of the compiled chunk (recompiled smaller only if it does not
 fit), on CPU capped to a cache-friendly width. Chunk i+1 is dispatched before
 chunk i is copied to the host, and each finished chunk is saved atomically to
 its own file when an output folder is given, so an interrupted sweep resumes.
-Diagnostics (``slt_jax.diagnostics``) are computed for all points at once. The
+Diagnostics (``slt_jax.llc.diagnostics``) are computed for all points at once. The
 engine never imports the model, data or training code.
 """
 
@@ -41,11 +41,13 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from slt_jax import batching, diagnostics, distributed, io, mala, sghmc, sgld
-from slt_jax.config import SGLDConfig
-from slt_jax.diagnostics import ChainDiagnostics
-from slt_jax.sgld import SGLDSettings
-from slt_jax.types import ArrayLikeTree, ArrayTree, PRNGKey
+from slt_jax import batching, distributed, persist
+from slt_jax.llc import diagnostics
+from slt_jax.llc.config import SGLDConfig
+from slt_jax.llc.diagnostics import ChainDiagnostics
+from slt_jax.samplers import mala, sghmc, sgld
+from slt_jax.samplers.sgld import SGLDSettings
+from slt_jax.tree_types import ArrayLikeTree, ArrayTree, PRNGKey
 
 __all__ = [
   "SGLDConfig",
@@ -84,7 +86,7 @@ class LLCResult(NamedTuple):
     settings: the ``SGLDSettings`` used (floats, or (S,) arrays for a grid).
     observables: None, or ``{name: (..., chains, draws // k, n_name)}``: the
       per-example losses of each observable set at draws 0, k, 2k, ... (k =
-      ``observe_every``; see ``estimate_llc``), for ``slt_jax.influence``.
+      ``observe_every``; see ``estimate_llc``), for ``slt_jax.llc.influence``.
     init_observables: None, or ``{name: (..., n_name)}``: the same at w*.
     observe_every: k, or None without observables.
   """
@@ -105,15 +107,15 @@ class LLCResult(NamedTuple):
 
   def to_xarray(self, dims: Optional[Sequence[str]] = None):
     """The result as an ``xarray.Dataset`` (needs ``pip install
-    slt_jax[analysis]``); see ``slt_jax.export.to_xarray``."""
-    from slt_jax import export
+    slt_jax[analysis]``); see ``slt_jax.llc.export.to_xarray``."""
+    from slt_jax.llc import export
 
     return export.to_xarray(self, dims)
 
   def to_inference_data(self, dims: Optional[Sequence[str]] = None):
     """The result in ArviZ's format: ``arviz.InferenceData`` (arviz < 1) or an
-    ``xarray.DataTree`` (arviz >= 1); see ``slt_jax.export``."""
-    from slt_jax import export
+    ``xarray.DataTree`` (arviz >= 1); see ``slt_jax.llc.export``."""
+    from slt_jax.llc import export
 
     return export.to_inference_data(self, dims)
 
@@ -928,7 +930,7 @@ class Sweep:
       last_done = done
       outputs[i]["item_seconds"] = np.full(chunk, seconds / chunk)
       if out_path and distributed.is_writer():
-        io.save_npz(
+        persist.save_npz(
           _part_path(out_path, i),
           {"fingerprint": np.array(fingerprint), **outputs[i]},
         )
@@ -993,7 +995,7 @@ def _load_part(folder: str, index: int, fingerprint: str) -> Optional[dict]:
   if not os.path.exists(path):
     return None
   try:
-    saved = io.load_npz(path)
+    saved = persist.load_npz(path)
   except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
     warnings.warn(
       f"resume file {path} is unreadable ({error}); its chunk "
@@ -1100,7 +1102,7 @@ def estimate_llc(
   k, 2k, ... (k = ``observe_every``), inside the compiled chain; they come
   back as ``res.observables[name]``, shaped ``(..., chains, draws // k,
   n_name)``, with the same at w* in ``res.init_observables``
-  (``slt_jax.influence`` turns them into influence functions and
+  (``slt_jax.llc.influence`` turns them into influence functions and
   susceptibilities). They cost ``points × chains × draws/k × sum(n)`` floats
   of output (counted by the accelerator chunk sizing) and one forward pass
   over every set per observation; the chains and every other number are
@@ -1125,7 +1127,7 @@ def estimate_llc(
       example axis first, like ``data``) whose per-example losses to record.
     observe_every: k >= 1 dividing ``cfg.num_draws``.
     per_example_loss_fn: ``fn(params, batch) -> (batch,)`` losses, required
-      with ``observables`` (e.g. ``slt_jax.losses.make_per_example_loss``).
+      with ``observables`` (e.g. ``slt_jax.grokking.losses.make_per_example_loss``).
     observe_batch_size: evaluate each set in chunks of this many examples
       (bounds the forward pass's memory; None: a set in one call, as
       ``centered_mse``'s per-example form needs).

@@ -20,7 +20,7 @@ directory whose manifest is unreadable, of another format, of another
 fingerprint, or whose ``run.npz`` is missing, fails its checksum or does not
 match the manifest's shapes raises a ``ValueError`` naming the file; nothing
 is deleted or retrained behind the caller's back (delete the directory to
-retrain). Arrays are ``.npz`` without pickle (``slt_jax.io``).
+retrain). Arrays are ``.npz`` without pickle (``slt_jax.persist``).
 """
 
 from __future__ import annotations
@@ -39,10 +39,11 @@ from typing import Any, Optional, Sequence
 import jax
 import numpy as np
 
-from slt_jax import distributed, io, model, train
-from slt_jax.config import ModelConfig, TrainConfig
-from slt_jax.data import ModularData
-from slt_jax.types import PRNGKey
+from slt_jax import distributed, persist
+from slt_jax.grokking import model, train
+from slt_jax.grokking.config import ModelConfig, TrainConfig
+from slt_jax.grokking.data import ModularData
+from slt_jax.tree_types import PRNGKey
 
 __all__ = [
   "key_spec",
@@ -96,8 +97,8 @@ def data_spec(data: ModularData) -> dict:
 
   Example:
     >>> import jax
-    >>> from slt_jax import data as D
-    >>> from slt_jax.config import DataConfig
+    >>> from slt_jax.grokking import data as D
+    >>> from slt_jax.grokking.config import DataConfig
     >>> d = D.modular_arithmetic(jax.random.key(0),
     ...                          DataConfig(p=5, num_train=12))
     >>> s = data_spec(d); s["num_pairs"], s["num_train"], len(s["sha256"])
@@ -139,8 +140,8 @@ def run_spec(
 
   Example:
     >>> import jax
-    >>> from slt_jax import data as D
-    >>> from slt_jax.config import DataConfig
+    >>> from slt_jax.grokking import data as D
+    >>> from slt_jax.grokking.config import DataConfig
     >>> d = D.modular_arithmetic(jax.random.key(0),
     ...                          DataConfig(p=5, num_train=12))
     >>> spec = run_spec(jax.random.key(1), d, ModelConfig(p=5, width=8),
@@ -216,8 +217,8 @@ def is_complete(result: train.TrainResult, train_cfg: TrainConfig) -> bool:
 
 def _result_arrays(result: train.TrainResult) -> dict[str, np.ndarray]:
   arrays = {
-    **io.tree_to_arrays("checkpoints", result.checkpoints),
-    **io.tree_to_arrays("final_params", result.final_params),
+    **persist.tree_to_arrays("checkpoints", result.checkpoints),
+    **persist.tree_to_arrays("final_params", result.final_params),
     "ckpt_steps": result.ckpt_steps,
     "log_steps": result.log_steps,
     "stop_step": result.stop_step,
@@ -265,8 +266,8 @@ def save_run(
 
   Example:
     >>> import jax, tempfile
-    >>> from slt_jax import data as D
-    >>> from slt_jax.config import DataConfig
+    >>> from slt_jax.grokking import data as D
+    >>> from slt_jax.grokking.config import DataConfig
     >>> d = D.modular_arithmetic(jax.random.key(0),
     ...                          DataConfig(p=5, num_train=12))
     >>> m = ModelConfig(p=5, width=8)
@@ -291,8 +292,8 @@ def save_run(
   tmp = tempfile.mkdtemp(dir=store, prefix=f".tmp-{os.path.basename(final)}-")
   try:
     arrays = _result_arrays(result)
-    io.save_npz(os.path.join(tmp, ARRAYS), arrays)
-    io.save_json(
+    persist.save_npz(os.path.join(tmp, ARRAYS), arrays)
+    persist.save_json(
       os.path.join(tmp, MANIFEST),
       {
         "format_version": FORMAT_VERSION,
@@ -359,7 +360,7 @@ def load_run(store: str, label: str, spec: dict) -> train.TrainResult:
     raise FileNotFoundError(f"no stored run {path}")
   manifest_path = os.path.join(path, MANIFEST)
   try:
-    manifest = io.load_json(manifest_path)
+    manifest = persist.load_json(manifest_path)
     version, stored_fp = manifest["format_version"], manifest["fingerprint"]
     shapes, checksum = manifest["shapes"], manifest["arrays_sha256"]
   except (OSError, ValueError, KeyError, TypeError) as err:
@@ -391,7 +392,7 @@ def load_run(store: str, label: str, spec: dict) -> train.TrainResult:
       arrays_path, "is corrupt (its SHA-256 differs from the manifest's)", path
     )
   try:
-    arrays = io.load_npz(arrays_path)
+    arrays = persist.load_npz(arrays_path)
   except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:
     raise _corrupt(
       arrays_path, f"is unreadable ({type(err).__name__}: {err})", path
@@ -413,12 +414,12 @@ def load_run(store: str, label: str, spec: dict) -> train.TrainResult:
     }
 
   return train.TrainResult(
-    checkpoints=io.tree_from_arrays("checkpoints", arrays, template),
+    checkpoints=persist.tree_from_arrays("checkpoints", arrays, template),
     ckpt_steps=arrays["ckpt_steps"],
     log_steps=arrays["log_steps"],
     metrics=prefixed("metrics"),
     hparams=prefixed("hparams"),
-    final_params=io.tree_from_arrays("final_params", arrays, template),
+    final_params=persist.tree_from_arrays("final_params", arrays, template),
     steps_per_second=float(arrays["steps_per_second"]),
     stop_step=arrays["stop_step"],
   )
@@ -464,8 +465,8 @@ def get_or_train(
 
   Example:
     >>> import jax, tempfile
-    >>> from slt_jax import data as D
-    >>> from slt_jax.config import DataConfig
+    >>> from slt_jax.grokking import data as D
+    >>> from slt_jax.grokking.config import DataConfig
     >>> d = D.modular_arithmetic(jax.random.key(0),
     ...                          DataConfig(p=5, num_train=12))
     >>> m = ModelConfig(p=5, width=8)

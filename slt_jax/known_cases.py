@@ -28,10 +28,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from slt_jax import data as data_lib
-from slt_jax import losses, model, theory
-from slt_jax.config import DataConfig, ModelConfig, SGLDConfig
-from slt_jax.types import PRNGKey
+from slt_jax import theory
+from slt_jax.grokking import data as data_lib
+from slt_jax.grokking import losses, model
+from slt_jax.grokking.config import DataConfig, ModelConfig
+from slt_jax.llc.config import SGLDConfig
+from slt_jax.tree_types import PRNGKey
 
 
 @dataclasses.dataclass(frozen=True)
@@ -419,7 +421,7 @@ class LinearGaussian:
     mask=None,
     center: str = "full",
   ) -> np.ndarray:
-    """Exact ``(m,)`` ``chi_A(j)`` per probe example (``slt_jax.influence``'s
+    """Exact ``(m,)`` ``chi_A(j)`` per probe example (``slt_jax.llc.influence``'s
     definition), A the coordinates ``mask`` moves."""
     n, m = len(self.y_train), len(self.y_probe)
     mean_a, cov_a = self.loss_moments(

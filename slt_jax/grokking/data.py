@@ -15,8 +15,8 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from slt_jax.config import DataConfig
-from slt_jax.types import PRNGKey
+from slt_jax.grokking.config import DataConfig
+from slt_jax.tree_types import PRNGKey
 
 __all__ = [
   "Batch",
@@ -108,7 +108,7 @@ def modular_arithmetic(key: PRNGKey, cfg: DataConfig) -> ModularData:
 
   Example:
     >>> import jax
-    >>> from slt_jax.config import DataConfig
+    >>> from slt_jax.grokking.config import DataConfig
     >>> d = modular_arithmetic(jax.random.key(0), DataConfig(p=5, train_frac=0.4))
     >>> d.train.pairs.shape, d.val.pairs.shape
     ((10, 2), (15, 2))

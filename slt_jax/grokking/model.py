@@ -25,9 +25,9 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from slt_jax import data
-from slt_jax.config import ModelConfig
-from slt_jax.types import ArrayTree, PRNGKey
+from slt_jax.grokking import data
+from slt_jax.grokking.config import ModelConfig
+from slt_jax.tree_types import ArrayTree, PRNGKey
 
 __all__ = [
   "FORMS",

@@ -1,6 +1,6 @@
 """Full-batch MALA targeting the localized tempered posterior (reference sampler).
 
-Same pattern as ``slt_jax.sgld``: ``init(position, loss_fn, batch)`` and
+Same pattern as ``slt_jax.samplers.sgld``: ``init(position, loss_fn, batch)`` and
 ``build_kernel(loss_fn, ...) -> kernel(key, state, batch, settings) ->
 (MALAState, SGLDInfo)``, with the batch the full data set and ``settings`` an
 ``sgld.SGLDSettings`` of scalars. Each move is the SGLD proposal followed by a
@@ -18,14 +18,14 @@ from typing import Callable, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from slt_jax.sgld import (
+from slt_jax.samplers.sgld import (
   SGLDInfo,
   SGLDSettings,
   apply_mask,
   gaussian_noise,
   sq_norm,
 )
-from slt_jax.types import ArrayTree, PRNGKey
+from slt_jax.tree_types import ArrayTree, PRNGKey
 
 
 class MALAState(NamedTuple):

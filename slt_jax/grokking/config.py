@@ -1,0 +1,205 @@
+"""Frozen configuration dataclasses of the paper's domain: data, model, training.
+
+They are hashable, so they can be bound with ``functools.partial`` and passed as
+static arguments to ``jax.jit``. Each validates its values on construction and
+raises ``ValueError`` naming the bad field and value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Optional
+
+from slt_jax.checks import _check, check_types
+
+OPERATIONS = ("+", "-", "*")
+INITS = ("kaiming_uniform", "lecun_normal")
+LOSSES = ("centered_mse", "mse", "cross_entropy")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+
+
+def is_prime(p: int) -> bool:
+  """Returns whether ``p`` is a prime number."""
+  if p < 2:
+    return False
+  return all(p % q for q in range(2, math.isqrt(p) + 1))
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+  """Modular-arithmetic dataset.
+
+  Attributes:
+    p: prime modulus (>= 3).
+    op: one of ``+``, ``-``, ``*``.
+    train_frac: fraction of the p² pairs used for training, in (0, 1).
+    num_train: number of training pairs; overrides ``train_frac`` when set.
+  """
+
+  p: int = 53
+  op: str = "+"
+  train_frac: float = 0.4
+  num_train: Optional[int] = None
+
+  def __post_init__(self):
+    check_types(self)
+    _check(
+      isinstance(self.p, int) and self.p >= 3 and is_prime(self.p),
+      "p",
+      self.p,
+      "must be a prime >= 3",
+    )
+    _check(self.op in OPERATIONS, "op", self.op, f"must be one of {OPERATIONS}")
+    _check(
+      0.0 < self.train_frac < 1.0,
+      "train_frac",
+      self.train_frac,
+      "must lie in (0, 1)",
+    )
+    if self.num_train is not None:
+      _check(
+        0 < self.num_train < self.p**2,
+        "num_train",
+        self.num_train,
+        f"must lie in [1, p^2 - 1] = [1, {self.p**2 - 1}]",
+      )
+
+  @property
+  def train_size(self) -> int:
+    """Number of training pairs."""
+    if self.num_train is not None:
+      return self.num_train
+    n = int(round(self.train_frac * self.p**2))
+    _check(
+      0 < n < self.p**2,
+      "train_frac",
+      self.train_frac,
+      f"gives an empty train or validation split at p={self.p}",
+    )
+    return n
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Quadratic network ``f(a, b) = V (W x)^2`` without biases.
+
+  Attributes:
+    p: modulus; inputs are two residues (d_in = 2p), outputs p logits.
+    width: hidden width K.
+    init: ``kaiming_uniform`` (PyTorch ``nn.Linear``) or ``lecun_normal``.
+    init_scale: factor multiplying both initial weight matrices.
+  """
+
+  p: int = 53
+  width: int = 1024
+  init: str = "kaiming_uniform"
+  init_scale: float = 1.0
+
+  def __post_init__(self):
+    check_types(self)
+    _check(
+      isinstance(self.p, int) and self.p >= 3 and is_prime(self.p),
+      "p",
+      self.p,
+      "must be a prime >= 3",
+    )
+    _check(self.width >= 1, "width", self.width, "must be >= 1")
+    _check(self.init in INITS, "init", self.init, f"must be one of {INITS}")
+    _check(self.init_scale > 0, "init_scale", self.init_scale, "must be > 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """Optimisation of the quadratic network (SPEC §1 recipe by default).
+
+  Attributes:
+    loss: ``centered_mse``, ``mse`` or ``cross_entropy``.
+    optimizer: ``adam`` (coupled L2 via ``add_decayed_weights``), ``adamw``
+      (decoupled) or ``sgd`` (with momentum).
+    lr: learning rate.
+    weight_decay: L2 coefficient (coupled for adam/sgd, decoupled for adamw).
+    momentum: SGD momentum.
+    batch_size: minibatch size; batches are epoch-wise shuffled, drop-last.
+    num_steps: optimisation steps (one step is one minibatch).
+    log_every: steps between full-set loss/accuracy evaluations.
+    ckpt_every: steps between parameter checkpoints (multiple of log_every).
+    chunk_steps: steps per compiled chunk; progress and resume points fall on
+      chunk boundaries (multiple of ckpt_every).
+    stop_acc: early stopping (SPEC §2b), or None to train all ``num_steps``:
+      a run stops once its validation accuracy was >= ``stop_acc`` at
+      ``stop_patience`` consecutive checks; its parameters then freeze. The
+      authors' protocols are 0.95 × 3 and 0.99 × 10, checked every 100 steps.
+    stop_patience: consecutive checks at or above ``stop_acc`` that stop a run.
+    stop_check_every: steps between checks, a multiple of log_every (None:
+      every logged step).
+  """
+
+  loss: str = "centered_mse"
+  optimizer: str = "adam"
+  lr: float = 1e-3
+  weight_decay: float = 1e-5
+  momentum: float = 0.9
+  batch_size: int = 128
+  num_steps: int = 8000
+  log_every: int = 50
+  ckpt_every: int = 250
+  chunk_steps: int = 1000
+  stop_acc: Optional[float] = None
+  stop_patience: int = 3
+  stop_check_every: Optional[int] = None
+
+  def __post_init__(self):
+    check_types(self)
+    _check(self.loss in LOSSES, "loss", self.loss, f"must be one of {LOSSES}")
+    _check(
+      self.optimizer in OPTIMIZERS,
+      "optimizer",
+      self.optimizer,
+      f"must be one of {OPTIMIZERS}",
+    )
+    _check(self.lr > 0, "lr", self.lr, "must be > 0")
+    _check(
+      self.weight_decay >= 0, "weight_decay", self.weight_decay, "must be >= 0"
+    )
+    _check(self.batch_size >= 1, "batch_size", self.batch_size, "must be >= 1")
+    _check(self.log_every >= 1, "log_every", self.log_every, "must be >= 1")
+    _check(
+      self.ckpt_every % self.log_every == 0,
+      "ckpt_every",
+      self.ckpt_every,
+      f"must be a multiple of log_every={self.log_every}",
+    )
+    _check(
+      self.chunk_steps % self.ckpt_every == 0,
+      "chunk_steps",
+      self.chunk_steps,
+      f"must be a multiple of ckpt_every={self.ckpt_every}",
+    )
+    _check(
+      self.num_steps >= 1 and self.num_steps % self.chunk_steps == 0,
+      "num_steps",
+      self.num_steps,
+      f"must be a positive multiple of chunk_steps={self.chunk_steps}",
+    )
+    if self.stop_acc is not None:
+      _check(
+        0.0 < self.stop_acc <= 1.0,
+        "stop_acc",
+        self.stop_acc,
+        "must lie in (0, 1] or be None",
+      )
+    _check(
+      self.stop_patience >= 1,
+      "stop_patience",
+      self.stop_patience,
+      "must be >= 1",
+    )
+    if self.stop_check_every is not None:
+      _check(
+        self.stop_check_every >= 1
+        and self.stop_check_every % self.log_every == 0,
+        "stop_check_every",
+        self.stop_check_every,
+        f"must be a positive multiple of log_every={self.log_every}",
+      )
