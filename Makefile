@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 BENCH_VENV := .venv-bench
 BENCH_BIN := $(BENCH_VENV)/bin
 
-.PHONY: test lint demo bench paper clean
+.PHONY: test test-slow test-all lint demo bench paper clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -13,6 +13,11 @@ $(BIN)/python:
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e ".[test]"
+	touch $@
+
+# The whole suite also tests the xarray/ArviZ export (the analysis extra).
+$(VENV)/.installed-all: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e ".[test,analysis]"
 	touch $@
 
 $(VENV)/.installed-lint: pyproject.toml | $(BIN)/python
@@ -31,13 +36,25 @@ $(BENCH_VENV)/.installed-bench: pyproject.toml | $(BENCH_BIN)/python
 	$(BENCH_BIN)/pip install --quiet -e ".[bench]"
 	touch $@
 
+# The fast tier (about 4 minutes on 2 cores): unit tests, contracts, small
+# statistical tests and the docstring examples.
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not slow"
 
-# ruff (rules and format in pyproject.toml): lint, then check the formatting.
+# The slow tier: long statistical runs, experiment smoke runs, several
+# processes, the optional extras.
+test-slow: $(VENV)/.installed-all
+	$(BIN)/python -m pytest -q -m slow
+
+# Everything (about 15 minutes on 2 cores): what CI runs after make lint.
+test-all: test test-slow
+
+# ruff (rules and format in pyproject.toml): lint, check the formatting, then
+# the import walls between samplers, engine, domain and experiments.
 lint: $(VENV)/.installed-lint
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 demo: $(VENV)/.installed
 	$(BIN)/python -m experiments.llc_over_training --quick

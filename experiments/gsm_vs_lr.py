@@ -50,7 +50,7 @@ import jax
 import matplotlib.pyplot as plt
 import numpy as np
 
-from experiments import common, protocols
+from experiments import cli, protocols, store
 from slt_jax.grokking import grokking_metrics, plotting
 from slt_jax.grokking.config import DataConfig, ModelConfig, TrainConfig
 
@@ -174,7 +174,7 @@ def summarize(lrs, values_SxL: np.ndarray) -> dict:
   }
 
 
-def measure_protocol(name: str, cfg: GSMConfig, seed: int, store) -> dict:
+def measure_protocol(name: str, cfg: GSMConfig, seed: int, runs_dir) -> dict:
   """Trains (or loads) the lr x seed grid under protocol ``name``.
 
   Returns:
@@ -185,7 +185,7 @@ def measure_protocol(name: str, cfg: GSMConfig, seed: int, store) -> dict:
   train = train_config(name, cfg)
   key_data, key_train = jax.random.split(jax.random.key(seed))
   start = time.perf_counter()
-  run = common.trained_run(
+  run = store.trained_run(
     key_train,
     DataConfig(p=cfg.p, train_frac=cfg.train_frac),
     ModelConfig(p=cfg.p, width=cfg.width),
@@ -193,7 +193,7 @@ def measure_protocol(name: str, cfg: GSMConfig, seed: int, store) -> dict:
     data_key=key_data,
     seeds=cfg.seeds,
     lrs=cfg.lrs,
-    store=store,
+    store=runs_dir,
     label=f"gsm_p{cfg.p}_K{cfg.width}_{name}",
     progress=not cfg.smoke,
   )
@@ -221,7 +221,7 @@ def measure_protocol(name: str, cfg: GSMConfig, seed: int, store) -> dict:
   }
 
 
-def compute(mode: str, names, seed: int, store) -> dict:
+def compute(mode: str, names, seed: int, runs_dir) -> dict:
   """Every protocol in ``names`` at ``CONFIGS[mode]``; the results payload."""
   cfg, start = CONFIGS[mode], time.perf_counter()
   return {
@@ -231,7 +231,7 @@ def compute(mode: str, names, seed: int, store) -> dict:
     "lrs": cfg.lrs,
     "definitions": DEFINITIONS,
     "protocols": {
-      name: measure_protocol(name, cfg, seed, store) for name in names
+      name: measure_protocol(name, cfg, seed, runs_dir) for name in names
     },
     "authors_settings_known": False,
     "authors_settings_note": (
@@ -336,7 +336,7 @@ def add_flags(parser) -> None:
     default="recipe",
     help="recipe, authors or both (default recipe)",
   )
-  common.add_runs_flag(parser)
+  store.add_runs_flag(parser)
 
 
 def paper_rows(results: dict) -> list[dict]:
@@ -363,9 +363,9 @@ def paper_rows(results: dict) -> list[dict]:
 
 
 def main(argv=None) -> dict:
-  args, mode = common.parse_mode(__doc__, add_flags, argv)
+  args, mode = cli.parse_mode(__doc__, add_flags, argv)
   names = protocols.parse(args.protocol)
-  results = common.compute_then_plot(
+  results = cli.compute_then_plot(
     NAME, args, lambda: compute(mode, names, args.seed, args.runs), plot
   )
   print_summary(results)

@@ -1,6 +1,6 @@
 """Which data does the grokking transition move? BIFs and susceptibilities.
 
-Loads the Fig. 3 run from the run store (``llc_over_training.fig3_run``) and,
+Loads the Fig. 3 run from the run store (``experiments.fig3.run``) and,
 at three checkpoints of its first seed (``memorised``: a quarter of the way
 from the memorisation to the generalisation step; ``mid-transition``: where
 the validation accuracy crosses 1/2; ``grokked``: the last checkpoint),
@@ -50,7 +50,7 @@ import time
 import jax
 import numpy as np
 
-from experiments import common, llc_over_training
+from experiments import cli, fig3, store
 from slt_jax.grokking import grokking_metrics, losses, plotting
 from slt_jax.llc import compile_sweep, influence
 from slt_jax.llc.config import PAPER_SGLD, SGLDConfig
@@ -72,7 +72,7 @@ class InfluenceConfig:
   """The run studied and how its posterior is sampled.
 
   Attributes:
-    fig3: the Fig. 3 run (``llc_over_training.CONFIGS``); its SGLD settings
+    fig3: the Fig. 3 run (``fig3.CONFIGS``); its SGLD settings
       are not used.
     protocol: the run's protocol, ``recipe`` or ``authors``.
     sgld: the chains (eps, γ, nβ of the paper; longer, more chains).
@@ -82,7 +82,7 @@ class InfluenceConfig:
     timing: time the joint sweep again without observables (the cost).
   """
 
-  fig3: llc_over_training.Fig3Config
+  fig3: fig3.Fig3Config
   protocol: str
   sgld: SGLDConfig
   observe_every: int
@@ -96,7 +96,7 @@ class InfluenceConfig:
 _QUICK = dataclasses.replace(
   PAPER_SGLD, num_chains=4, num_burnin=1000, num_draws=2000
 )
-_SMOKE_FIG3 = llc_over_training.CONFIGS["smoke"]
+_SMOKE_FIG3 = fig3.CONFIGS["smoke"]
 # Five checkpoints (the shared smoke run has two).
 _SMOKE_FIG3 = dataclasses.replace(
   _SMOKE_FIG3, recipe=dataclasses.replace(_SMOKE_FIG3.recipe, ckpt_every=40)
@@ -111,17 +111,15 @@ CONFIGS = {
     5,
     timing=False,
   ),
-  "quick": InfluenceConfig(
-    llc_over_training.CONFIGS["quick"], "recipe", _QUICK, 10
-  ),
+  "quick": InfluenceConfig(fig3.CONFIGS["quick"], "recipe", _QUICK, 10),
   "default": InfluenceConfig(
-    llc_over_training.CONFIGS["quick"],
+    fig3.CONFIGS["quick"],
     "recipe",
     dataclasses.replace(_QUICK, num_chains=8, num_burnin=2000, num_draws=4000),
     20,
   ),
   "paper": InfluenceConfig(
-    llc_over_training.CONFIGS["paper"],
+    fig3.CONFIGS["paper"],
     "authors",
     dataclasses.replace(_QUICK, num_chains=8, num_burnin=2000, num_draws=4000),
     20,
@@ -199,10 +197,10 @@ def _histogram(x: np.ndarray) -> list:
   return np.histogram(np.clip(x[np.isfinite(x)], -1, 1), HIST_BINS)[0]
 
 
-def measure(cfg: InfluenceConfig, seed: int, store) -> dict:
+def measure(cfg: InfluenceConfig, seed: int, runs_dir) -> dict:
   """Every sweep and estimate (see the module docstring)."""
-  run, data = llc_over_training.fig3_run(cfg.fig3, cfg.protocol, seed, store)
-  key_llc = llc_over_training.fig3_keys(seed)[2]
+  run, data = fig3.run(cfg.fig3, cfg.protocol, seed, runs_dir)
+  key_llc = fig3.keys(seed)[2]
   p = data.p
   metric = lambda name: np.asarray(run.metrics[name][0])
   stages = stage_checkpoints(
@@ -214,8 +212,8 @@ def measure(cfg: InfluenceConfig, seed: int, store) -> dict:
   )
   idx = np.array([stages[s] for s in STAGES])
   ckpts = jax.tree.map(lambda x: np.asarray(x[0, idx]), run.checkpoints)
-  name = cfg.fig3.train_for(cfg.protocol).loss
-  loss_fn = common.loss_fn(name)
+  name = cfg.fig3.protocol(cfg.protocol).train.loss
+  loss_fn = store.loss_fn(name)
   observed = dict(
     observables={"train": data.train, "val": data.val},
     observe_every=cfg.observe_every,
@@ -354,11 +352,11 @@ def analyse(m: dict, cfg: InfluenceConfig) -> dict:
   }
 
 
-def compute(cfg: InfluenceConfig, seed: int, out_dir: str, store) -> dict:
+def compute(cfg: InfluenceConfig, seed: int, out_dir: str, runs_dir) -> dict:
   """Sweeps, then the analysis (``out_dir`` unused: nothing resumes)."""
   del out_dir
   start = time.perf_counter()
-  m = measure(cfg, seed, store)
+  m = measure(cfg, seed, runs_dir)
   run = m["run"]
   mem = grokking_metrics.memorisation_step(
     run.log_steps, run.metrics["train_acc"]
@@ -370,7 +368,7 @@ def compute(cfg: InfluenceConfig, seed: int, out_dir: str, store) -> dict:
   out.update(
     config=dataclasses.asdict(cfg),
     protocol=cfg.protocol,
-    source=llc_over_training.SOURCES[cfg.protocol],
+    source=cfg.fig3.protocol(cfg.protocol).source,
     memorisation_step=int(mem[0]),
     generalisation_step=int(gen[0]),
     log_steps=run.log_steps,
@@ -492,7 +490,7 @@ def plot(results: dict, out_dir: str) -> None:
 
 
 def main(argv=None) -> dict:
-  results = common.run_stored_experiment(
+  results = cli.run_stored_experiment(
     NAME, __doc__, CONFIGS, compute, plot, argv
   )
   print(results["headline"])

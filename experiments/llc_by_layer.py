@@ -1,6 +1,6 @@
 """Which layer carries the LLC drop at grokking, and the LLC on held-out pairs.
 
-Loads the Fig. 3 run from the run store (``llc_over_training.fig3_run``: the
+Loads the Fig. 3 run from the run store (``experiments.fig3.run``: the
 same run, trained once for every experiment that studies it) and estimates,
 at its checkpoints with the paper's SGLD settings, four LLC curves:
 
@@ -41,7 +41,7 @@ import time
 import jax
 import numpy as np
 
-from experiments import common, llc_over_training
+from experiments import cli, fig3, store, sweeps
 from slt_jax.grokking import grokking_metrics, plotting
 
 NAME = "llc_by_layer"
@@ -59,40 +59,41 @@ class LayerConfig:
   """The run studied and where its LLC is estimated.
 
   Attributes:
-    fig3: the Fig. 3 run and SGLD settings (``llc_over_training.CONFIGS``).
+    fig3: the Fig. 3 run and SGLD settings (``fig3.CONFIGS``).
     protocol: the run's protocol, ``recipe`` or ``authors``.
     llc_every: the LLC at every ``llc_every``-th checkpoint.
   """
 
-  fig3: llc_over_training.Fig3Config
+  fig3: fig3.Fig3Config
   protocol: str
   llc_every: int
 
 
 CONFIGS = {
-  "smoke": LayerConfig(llc_over_training.CONFIGS["smoke"], "recipe", 1),
-  "quick": LayerConfig(llc_over_training.CONFIGS["quick"], "recipe", 2),
-  "default": LayerConfig(llc_over_training.CONFIGS["default"], "recipe", 1),
-  "paper": LayerConfig(llc_over_training.CONFIGS["paper"], "authors", 1),
+  "smoke": LayerConfig(fig3.CONFIGS["smoke"], "recipe", 1),
+  "quick": LayerConfig(fig3.CONFIGS["quick"], "recipe", 2),
+  "default": LayerConfig(fig3.CONFIGS["default"], "recipe", 1),
+  "paper": LayerConfig(fig3.CONFIGS["paper"], "authors", 1),
 }
 
 
-def compute(cfg: LayerConfig, seed: int, out_dir: str, store) -> dict:
+def compute(cfg: LayerConfig, seed: int, out_dir: str, runs_dir) -> dict:
   """The four curves and their drops (see the module docstring)."""
   start = time.perf_counter()
-  run, data = llc_over_training.fig3_run(cfg.fig3, cfg.protocol, seed, store)
-  key_llc = llc_over_training.fig3_keys(seed)[2]
+  run, data = fig3.run(cfg.fig3, cfg.protocol, seed, runs_dir)
+  key_llc = fig3.keys(seed)[2]
   seeds = cfg.fig3.seeds
   idx = np.arange(cfg.llc_every - 1, len(run.ckpt_steps), cfg.llc_every)
   steps = run.ckpt_steps[idx]
   ckpts = jax.tree.map(lambda x: x[:, idx], run.checkpoints)
-  loss_fn = common.loss_fn(cfg.fig3.train_for(cfg.protocol).loss)
+  proto = cfg.fig3.protocol(cfg.protocol)
+  loss_fn = store.loss_fn(proto.train.loss)
   mem = grokking_metrics.memorisation_step(
     run.log_steps, run.metrics["train_acc"]
   )
-  sweeps, summaries = {}, {}
+  curves, summaries = {}, {}
   for i, (name, (mask, split)) in enumerate(CURVES.items()):
-    sweeps[name] = common.llc_sweep(
+    curves[name] = sweeps.llc_sweep(
       jax.random.fold_in(key_llc, i),
       loss_fn,
       ckpts,
@@ -104,14 +105,14 @@ def compute(cfg: LayerConfig, seed: int, out_dir: str, store) -> dict:
     summaries[name] = [
       grokking_metrics.llc_curve_summary(
         steps,
-        sweeps[name]["mean"][s],
+        curves[name]["mean"][s],
         run.log_steps,
         run.metrics["val_loss"][s],
         int(mem[s]),
       )
       for s in range(seeds)
     ]
-    print(f"{name}: {np.round(sweeps[name]['mean'][0]).tolist()}", flush=True)
+    print(f"{name}: {np.round(curves[name]['mean'][0]).tolist()}", flush=True)
 
   def drop(name: str, s: int) -> float:
     return summaries[name][s]["peak_llc"] - summaries[name][s]["final_llc"]
@@ -131,7 +132,7 @@ def compute(cfg: LayerConfig, seed: int, out_dir: str, store) -> dict:
   return {
     "config": dataclasses.asdict(cfg),
     "protocol": cfg.protocol,
-    "source": llc_over_training.SOURCES[cfg.protocol],
+    "source": proto.source,
     "seeds": seeds,
     "log_steps": run.log_steps,
     "metrics": run.metrics,
@@ -142,7 +143,7 @@ def compute(cfg: LayerConfig, seed: int, out_dir: str, store) -> dict:
     ),
     "num_train": data.num_train,
     "num_val": int(data.val.labels.shape[0]),
-    "curves": sweeps,
+    "curves": curves,
     "summary": summaries,
     "drops": drops,
     "mean_drop": mean_drop,
@@ -176,10 +177,10 @@ def plot(results: dict, out_dir: str) -> None:
     },
     ncols=2,
   )
-  fig3 = results["config"]["fig3"]
+  fig3_cfg = results["config"]["fig3"]
   fig.suptitle(
-    f"{results['protocol']}: p={fig3['data']['p']}, "
-    f"K={fig3['model']['width']}, {results['seeds']} seed(s): LLC "
+    f"{results['protocol']}: p={fig3_cfg['data']['p']}, "
+    f"K={fig3_cfg['model']['width']}, {results['seeds']} seed(s): LLC "
     "by layer and by data split",
     y=1.02,
   )
@@ -210,7 +211,7 @@ def paper_rows(results: dict) -> list[dict]:
 
 
 def main(argv=None) -> dict:
-  results = common.run_stored_experiment(
+  results = cli.run_stored_experiment(
     NAME, __doc__, CONFIGS, compute, plot, argv
   )
   for name, s in results["summary"].items():

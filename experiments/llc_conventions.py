@@ -34,7 +34,7 @@ import jax
 import matplotlib.pyplot as plt
 import numpy as np
 
-from experiments import common, llc_over_training
+from experiments import cli, fig3, store
 from slt_jax import persist
 from slt_jax.grokking import plotting
 from slt_jax.llc import SGLDSettings, estimate_llc
@@ -48,7 +48,7 @@ class ConventionsConfig:
   """Settings of the conventions study.
 
   Attributes:
-    fig3_mode: the ``llc_over_training`` mode whose run is studied.
+    fig3_mode: the ``fig3.CONFIGS`` mode whose run is studied.
     checkpoints: label -> training step of the checkpoint.
     batch_sizes: SGLD minibatch sizes (nβ = B / ln B each).
     nbetas: nβ values at batch ``nbeta_batch``.
@@ -156,17 +156,17 @@ def linearity_elsewhere(paper_dir: str) -> dict:
   return found
 
 
-def compute(cfg: ConventionsConfig, seed: int, out_dir: str, store) -> dict:
+def compute(cfg: ConventionsConfig, seed: int, out_dir: str, runs_dir) -> dict:
   """The study (see the module docstring)."""
   start = time.perf_counter()
-  fig3 = llc_over_training.CONFIGS[cfg.fig3_mode]
-  run, data = llc_over_training.fig3_run(fig3, "recipe", seed, store)
+  fig3_cfg = fig3.CONFIGS[cfg.fig3_mode]
+  run, data = fig3.run(fig3_cfg, "recipe", seed, runs_dir)
   idx = [
     int(np.flatnonzero(run.ckpt_steps == step)[0])
     for _, step in cfg.checkpoints
   ]
   points = jax.tree.map(lambda x: x[0, idx], run.checkpoints)
-  loss_fn = common.loss_fn(fig3.train_for("recipe").loss)
+  loss_fn = store.loss_fn(fig3_cfg.recipe.loss)
   key = jax.random.fold_in(jax.random.key(seed), 7)
   base = dataclasses.replace(PAPER_SGLD, num_burnin=0, num_draws=cfg.num_steps)
   by_batch, by_nbeta, seconds = {}, {}, {}
@@ -223,7 +223,7 @@ def compute(cfg: ConventionsConfig, seed: int, out_dir: str, store) -> dict:
       }
   return {
     "mode_config": dataclasses.asdict(cfg),
-    "fig3_config": dataclasses.asdict(fig3),
+    "fig3_config": dataclasses.asdict(fig3_cfg),
     "checkpoint_steps": dict(cfg.checkpoints),
     "sgld": dataclasses.asdict(base),
     "by_batch": by_batch,
@@ -234,7 +234,7 @@ def compute(cfg: ConventionsConfig, seed: int, out_dir: str, store) -> dict:
     "drop_through_grokking": drops,
     "drop_holds_everywhere": bool(all(drops.values())),
     "linearity_r2_paper_size": linearity_elsewhere(
-      os.path.join(common.FIGURES_DIR, "paper")
+      os.path.join(cli.FIGURES_DIR, "paper")
     ),
     "program_seconds": seconds,
     "wall_seconds": time.perf_counter() - start,
@@ -351,7 +351,7 @@ def paper_rows(results: dict) -> list[dict]:
 
 
 def main(argv=None) -> dict:
-  results = common.run_stored_experiment(
+  results = cli.run_stored_experiment(
     NAME, __doc__, CONFIGS, compute, plot, argv
   )
   for label, r in results["magnitude_ratios"].items():

@@ -1,6 +1,6 @@
 """What separates the paper's LLC (~4,400) from the generic r/2 (SPEC §3).
 
-On the Fig. 3 grokking run (``llc_over_training.fig3_run`` of the quick
+On the Fig. 3 grokking run (``experiments.fig3.run`` of the quick
 config: p=53, K=1024, the SPEC §1 recipe, one seed, 8000 steps; loaded from
 the run store, so after ``llc_over_training --quick`` nothing is trained)
 this measures at a few checkpoints:
@@ -49,7 +49,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments import common, llc_over_training
+from experiments import cli, fig3, store, sweeps
 from slt_jax import theory
 from slt_jax.grokking import plotting
 from slt_jax.llc.config import PAPER_SGLD, SGLDConfig
@@ -80,7 +80,7 @@ class GapConfig:
 
   Attributes:
     fig3: the Fig. 3 run (``recipe`` protocol) and its paper and settled
-      SGLD settings (``llc_over_training.CONFIGS``).
+      SGLD settings (``fig3.CONFIGS``).
     ckpt_steps: checkpoint steps measured.
     grid_steps: checkpoint steps of the nbeta x gamma grid (among
       ``ckpt_steps``); the grid also runs at w = 0.
@@ -92,7 +92,7 @@ class GapConfig:
       ``theory.hessian_spectrum_slq``.
   """
 
-  fig3: llc_over_training.Fig3Config
+  fig3: fig3.Fig3Config
   ckpt_steps: tuple[int, ...]
   grid_steps: tuple[int, ...]
   grid: SGLDConfig = GRID_SGLD
@@ -110,7 +110,7 @@ _tiny = lambda c: dataclasses.replace(
 )
 CONFIGS = {
   "smoke": GapConfig(
-    llc_over_training.CONFIGS["smoke"],
+    fig3.CONFIGS["smoke"],
     ckpt_steps=(100, 200),
     grid_steps=(200,),
     grid=_tiny(GRID_SGLD),
@@ -123,12 +123,12 @@ CONFIGS = {
     spectrum_probes=2,
   ),
   "quick": GapConfig(
-    llc_over_training.CONFIGS["quick"],
+    fig3.CONFIGS["quick"],
     ckpt_steps=(1000, 4000, 8000),
     grid_steps=(8000,),
   ),
   "default": GapConfig(
-    llc_over_training.CONFIGS["quick"],
+    fig3.CONFIGS["quick"],
     ckpt_steps=(500, 1000, 2000, 3000, 4000, 5000, 6000, 8000),
     grid_steps=(1000, 8000),
     slq_matvecs=30,
@@ -200,13 +200,13 @@ def spectrum_summary(key, loss_fn, params, batch, cfg: GapConfig) -> dict:
 
 
 def sweep(key, loss_fn, points, batch, sgld, path: str) -> dict:
-  """``common.llc_sweep`` over points stacked along one leading axis."""
-  return common.llc_sweep(key, loss_fn, points, batch, sgld, path, batch_ndim=1)
+  """``sweeps.llc_sweep`` over points stacked along one leading axis."""
+  return sweeps.llc_sweep(key, loss_fn, points, batch, sgld, path, batch_ndim=1)
 
 
 def run_grid(key, loss_fn, points, batch, cfg: GapConfig, path: str) -> dict:
   """Settled SGLD over nbeta x gamma at ``points`` (checkpoints, then w = 0),
-  a half-step check and the scaling check: one ``common.llc_grid`` call (one
+  a half-step check and the scaling check: one ``sweeps.llc_grid`` call (one
   compiled program per chain length, common random numbers)."""
   settings = [(nbeta, gamma) for nbeta in cfg.nbetas for gamma in cfg.gammas]
   cfgs = [
@@ -231,7 +231,7 @@ def run_grid(key, loss_fn, points, batch, cfg: GapConfig, path: str) -> dict:
     )
     for power in powers
   ]
-  results = common.llc_grid(
+  results = sweeps.llc_grid(
     key, loss_fn, points, batch, cfgs + [half] + scaled, path, batch_ndim=1
   )
   rows = [
@@ -503,13 +503,13 @@ def plot(res: dict, out_dir: str) -> None:
   plotting.save_figure(fig, os.path.join(out_dir, f"{NAME}.png"), dpi=100)
 
 
-def compute(cfg: GapConfig, seed: int, out_dir: str, store) -> dict:
+def compute(cfg: GapConfig, seed: int, out_dir: str, runs_dir) -> dict:
   """Every measurement and the findings (see the module docstring)."""
-  run, data = llc_over_training.fig3_run(cfg.fig3, "recipe", seed, store)
-  key_llc, key_rest = llc_over_training.fig3_keys(seed)[2:]
+  run, data = fig3.run(cfg.fig3, "recipe", seed, runs_dir)
+  key_llc, key_rest = fig3.keys(seed)[2:]
   idx = [int(np.flatnonzero(run.ckpt_steps == s)[0]) for s in cfg.ckpt_steps]
   points = jax.tree.map(lambda x: x[0, idx], run.checkpoints)
-  loss_fn = common.loss_fn(cfg.fig3.recipe.loss)
+  loss_fn = store.loss_fn(cfg.fig3.recipe.loss)
   batch = data.train
   chains = os.path.join(out_dir, "chains")
   key_settled, key_local, key_grid, key_spec = jax.random.split(key_rest, 4)
@@ -593,7 +593,7 @@ def compute(cfg: GapConfig, seed: int, out_dir: str, store) -> dict:
 
 
 def main(argv=None) -> dict:
-  results = common.run_stored_experiment(
+  results = cli.run_stored_experiment(
     NAME, __doc__, CONFIGS, compute, plot, argv
   )
   print("\n".join(results["findings"]))

@@ -1,11 +1,10 @@
 """Fig. 3: train/val loss and the LLC over training through grokking.
 
 Trains the Fig. 3 network (p=53, K=1024; vmapped seeds) through the run store
-(``runs/``; ``llc_by_layer``, ``robustness``, ``llc_gap`` and
-``llc_conventions`` load the same run through ``fig3_run``) under each
-protocol:
+(``runs/``, through ``experiments.fig3.run`` as every study of this network
+does) under each protocol (``protocols.fig3_protocol``):
 
-* ``recipe``: the SPEC §1 recipe (Adam lr 1e-3, coupled L2 1e-5, batch 128);
+* ``recipe``: the recipe (Adam lr 1e-3, coupled L2 1e-5, batch 128);
 * ``authors``: the Fig. 3 caption, the authors' stated setting (lr 1e-4,
   wd 1e-4, batch 128, K=1024, p=53); it memorises by step ~1000 and
   generalises at ~8000, so it trains 16000 steps.
@@ -42,19 +41,10 @@ import time
 import jax
 import numpy as np
 
-from experiments import common, protocols
-from slt_jax.grokking import data as data_lib
+from experiments import cli, fig3, protocols, store, sweeps
 from slt_jax.grokking import grokking_metrics, plotting
-from slt_jax.grokking.config import DataConfig, ModelConfig, TrainConfig
-from slt_jax.llc.config import PAPER_SGLD, SETTLED_SGLD, SGLDConfig
 
 NAME = "llc_over_training"
-SOURCES = {
-  "recipe": "SPEC §1 recipe (public PyTorch reproduction): Adam lr 1e-3, "
-  "coupled L2 1e-5, batch 128",
-  "authors": "Fig. 3 caption, the authors' stated setting: lr 1e-4, "
-  "wd 1e-4, batch 128, K=1024, p=53",
-}
 # The LLC drop "coincides" with the val-loss drop when the two midpoint
 # crossings (grokking_metrics.llc_curve_summary) are at most this fraction of the
 # val-loss drop step apart.
@@ -65,133 +55,6 @@ PAPER_REFERENCE = {
   "repro_peak": 4976,
   "repro_final": 4420,
 }
-
-
-@dataclasses.dataclass(frozen=True)
-class Fig3Config:
-  """The Fig. 3 run and its two LLC sweeps.
-
-  Attributes:
-    data: the train/validation split.
-    model: the network.
-    recipe: training under the ``recipe`` protocol.
-    authors: training under the ``authors`` protocol (the Fig. 3 caption).
-    seeds: training seeds (one count per mode, so every experiment that uses
-      this config shares one stored run).
-    sgld: the paper's SGLD window, run at every checkpoint.
-    settled: chains long enough to settle, run at every checkpoint whose step
-      is a multiple of ``settled_every``.
-    settled_every: steps between the checkpoints of the settled sweep.
-    default_protocols: the protocols run when ``--protocol`` is not given.
-  """
-
-  data: DataConfig
-  model: ModelConfig
-  recipe: TrainConfig
-  authors: TrainConfig
-  seeds: int
-  sgld: SGLDConfig = PAPER_SGLD
-  settled: SGLDConfig = SETTLED_SGLD
-  settled_every: int = 1000
-  default_protocols: tuple[str, ...] = ("recipe",)
-
-  def train_for(self, protocol: str) -> TrainConfig:
-    """The training config of ``protocol`` (``recipe`` or ``authors``)."""
-    return {"recipe": self.recipe, "authors": self.authors}[protocol]
-
-
-_DATA, _MODEL = DataConfig(p=53), ModelConfig(p=53, width=1024)
-_RECIPE = TrainConfig(
-  lr=1e-3,
-  weight_decay=1e-5,
-  batch_size=128,
-  num_steps=8000,
-  log_every=50,
-  ckpt_every=250,
-  chunk_steps=1000,
-)
-_CAPTION = TrainConfig(
-  lr=1e-4,
-  weight_decay=1e-4,
-  batch_size=128,
-  num_steps=16000,
-  log_every=50,
-  ckpt_every=500,
-  chunk_steps=1000,
-)
-_TINY = dict(
-  batch_size=16, num_steps=200, log_every=20, ckpt_every=100, chunk_steps=200
-)
-
-CONFIGS = {
-  "smoke": Fig3Config(
-    DataConfig(p=11, train_frac=0.5),
-    ModelConfig(p=11, width=32),
-    recipe=TrainConfig(**_TINY),
-    authors=TrainConfig(lr=1e-4, weight_decay=1e-4, **_TINY),
-    seeds=1,
-    sgld=dataclasses.replace(
-      PAPER_SGLD, num_draws=20, num_burnin=5, batch_size=16
-    ),
-    settled=dataclasses.replace(
-      PAPER_SGLD, num_draws=40, num_burnin=10, batch_size=16
-    ),
-    settled_every=200,
-  ),
-  "quick": Fig3Config(_DATA, _MODEL, recipe=_RECIPE, authors=_CAPTION, seeds=1),
-  "default": Fig3Config(
-    _DATA,
-    _MODEL,
-    recipe=dataclasses.replace(_RECIPE, num_steps=10000),
-    authors=_CAPTION,
-    seeds=3,
-  ),
-  # One seed, as the authors used; the recipe run is the quick one.
-  "paper": Fig3Config(
-    _DATA,
-    _MODEL,
-    recipe=_RECIPE,
-    authors=_CAPTION,
-    seeds=1,
-    default_protocols=protocols.NAMES,
-  ),
-}
-
-
-def fig3_keys(seed: int) -> jax.Array:
-  """The four keys of ``seed``: the split's, the training's, then two for
-  the chains of whichever experiment studies the run."""
-  return jax.random.split(jax.random.key(seed), 4)
-
-
-def fig3_run(cfg: Fig3Config, protocol: str, seed: int, store):
-  """The Fig. 3 run of ``protocol``, from the run store (trained if absent).
-
-  Every experiment asking for the same (config, protocol, seed) gets the
-  same stored run.
-
-  Args:
-    cfg: the Fig. 3 config of a mode (``CONFIGS[mode]``).
-    protocol: ``recipe`` or ``authors``.
-    seed: root seed (see ``fig3_keys``).
-    store: run store folder (None: the default ``runs/``).
-
-  Returns:
-    (TrainResult, ModularData).
-  """
-  key_data, key_train = fig3_keys(seed)[:2]
-  data = data_lib.modular_arithmetic(key_data, cfg.data)
-  run = common.trained_run(
-    key_train,
-    data,
-    cfg.model,
-    cfg.train_for(protocol),
-    data_key=key_data,
-    seeds=cfg.seeds,
-    store=store,
-    label=f"fig3_{protocol}_p{cfg.model.p}_K{cfg.model.width}",
-  )
-  return run, data
 
 
 def drop_coincides(summary: dict) -> bool:
@@ -231,14 +94,15 @@ def summarise(steps, sweep: dict, run, memorisation: np.ndarray) -> dict:
 
 
 def measure(
-  cfg: Fig3Config, protocol: str, seed: int, out_dir: str, store
+  cfg: fig3.Fig3Config, protocol: str, seed: int, out_dir: str, runs_dir
 ) -> dict:
   """Training outcome and both LLC sweeps of one protocol's run."""
-  run, data = fig3_run(cfg, protocol, seed, store)
-  key_llc, key_settled = fig3_keys(seed)[2:]
-  loss_fn = common.loss_fn(cfg.train_for(protocol).loss)
+  run, data = fig3.run(cfg, protocol, seed, runs_dir)
+  key_llc, key_settled = fig3.keys(seed)[2:]
+  proto = cfg.protocol(protocol)
+  loss_fn = store.loss_fn(proto.train.loss)
   chains = os.path.join(out_dir, "chains", protocol)
-  paper = common.llc_sweep(
+  paper = sweeps.llc_sweep(
     key_llc,
     loss_fn,
     run.checkpoints,
@@ -247,7 +111,7 @@ def measure(
     os.path.join(chains, "paper"),
   )
   idx = np.flatnonzero(run.ckpt_steps % cfg.settled_every == 0)
-  settled = common.llc_sweep(
+  settled = sweeps.llc_sweep(
     key_settled,
     loss_fn,
     jax.tree.map(lambda x: x[:, idx], run.checkpoints),
@@ -260,8 +124,8 @@ def measure(
   )
   settled_summary = summarise(run.ckpt_steps[idx], settled, run, mem)
   return {
-    "source": SOURCES[protocol],
-    "train": dataclasses.asdict(cfg.train_for(protocol)),
+    "source": proto.source,
+    "train": dataclasses.asdict(proto.train),
     "log_steps": run.log_steps,
     "metrics": run.metrics,
     "ckpt_steps": run.ckpt_steps,
@@ -282,14 +146,16 @@ def measure(
   }
 
 
-def compute(cfg: Fig3Config, names, seed: int, out_dir: str, store) -> dict:
+def compute(
+  cfg: fig3.Fig3Config, names, seed: int, out_dir: str, runs_dir
+) -> dict:
   """Every protocol in ``names`` (see the module docstring)."""
   start = time.perf_counter()
   found = {}
   for name in names:
     t0 = time.perf_counter()
     found[name] = {
-      **measure(cfg, name, seed, out_dir, store),
+      **measure(cfg, name, seed, out_dir, runs_dir),
       "seconds": time.perf_counter() - t0,
     }
   return {
@@ -352,7 +218,7 @@ def _llc_at(sweep: dict, steps, step: int) -> str:
 
 
 def summary(
-  results: dict, out_dir: str = os.path.join(common.FIGURES_DIR, NAME)
+  results: dict, out_dir: str = os.path.join(cli.FIGURES_DIR, NAME)
 ) -> str:
   """What a person reads at the end of a run (``make demo``), from
   ``results`` alone.
@@ -423,7 +289,7 @@ def add_flags(parser) -> None:
     help="recipe, authors (the Fig. 3 caption) or both "
     "(default: both with --paper, else recipe)",
   )
-  common.add_runs_flag(parser)
+  store.add_runs_flag(parser)
 
 
 def paper_rows(results: dict) -> list[dict]:
@@ -463,23 +329,23 @@ def paper_rows(results: dict) -> list[dict]:
 
 
 def main(argv=None) -> dict:
-  args, mode = common.parse_mode(__doc__, add_flags, argv)
-  cfg = CONFIGS[mode]
+  args, mode = cli.parse_mode(__doc__, add_flags, argv)
+  cfg = fig3.CONFIGS[mode]
   names = (
     protocols.parse(args.protocol) if args.protocol else cfg.default_protocols
   )
-  results = common.compute_then_plot(
+  results = cli.compute_then_plot(
     NAME,
     args,
     lambda: {
       "mode": mode,
       **compute(
-        cfg, names, args.seed, common.output_dir(NAME, args.out), args.runs
+        cfg, names, args.seed, cli.output_dir(NAME, args.out), args.runs
       ),
     },
     plot,
   )
-  print(summary(results, common.output_dir(NAME, args.out)))
+  print(summary(results, cli.output_dir(NAME, args.out)))
   return results
 
 

@@ -22,7 +22,7 @@ import time
 import jax
 import numpy as np
 
-from experiments import common
+from experiments import cli
 from slt_jax import known_cases
 from slt_jax.grokking import plotting
 from slt_jax.llc import estimate_llc
@@ -122,8 +122,8 @@ def plot(results: dict, out_dir: str) -> None:
 
 
 def main(argv=None) -> dict:
-  args, mode = common.parse_mode(__doc__, argv=argv)
-  return common.compute_then_plot(
+  args, mode = cli.parse_mode(__doc__, argv=argv)
+  return cli.compute_then_plot(
     NAME, args, lambda: compute(mode, args.seed), plot
   )
 

@@ -20,25 +20,10 @@ import subprocess
 import sys
 import time
 
-from experiments import paper_report
+from experiments import paper_figures, paper_report
 from slt_jax import persist
 
 PAPER_DIR = os.path.join("figures", "paper")
-# (name, extra flags), in the order they run: Figs. 1 and 2 first (Fig. 2
-# reuses Fig. 1's (p, K) runs from the store), then by priority.
-FIGURES = (
-  ("llc_vs_p", ("--protocol", "both")),
-  ("llc_vs_width", ("--protocol", "both")),
-  ("llc_over_training", ()),
-  # After Figs. 1-3: it reads Figs. 1-2 to check linearity everywhere and
-  # studies the Fig. 3 run.
-  ("llc_conventions", ()),
-  ("gsm_vs_lr", ("--protocol", "both")),
-  ("regimes", ()),
-  ("robustness", ()),
-  ("llc_by_layer", ()),
-  ("toy_landscapes", ()),
-)
 
 
 def command(name: str, flags) -> list[str]:
@@ -65,7 +50,7 @@ def main(argv=None) -> None:
     "--readme", action="store_true", help="only rewrite figures/paper/README.md"
   )
   args = parser.parse_args(argv)
-  names = [n for n, _ in FIGURES]
+  names = [n for n, _ in paper_figures.FIGURES]
   unknown = set(args.only or ()) - set(names)
   if unknown:
     raise SystemExit(
@@ -73,7 +58,7 @@ def main(argv=None) -> None:
     )
   timings_path = os.path.join(PAPER_DIR, "timings.json")
   if not args.readme:
-    for name, flags in FIGURES:
+    for name, flags in paper_figures.FIGURES:
       if args.only is not None and name not in args.only:
         continue
       cmd = command(name, flags)

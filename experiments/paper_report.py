@@ -13,7 +13,7 @@ import importlib
 import os
 import platform
 
-from experiments import common
+from experiments import paper_figures, results
 from slt_jax import persist
 
 
@@ -28,8 +28,8 @@ def _fmt(value) -> str:
 
 
 def cpu_model() -> str:
-  """The CPU model name and widest AVX (``common.cpu_info``)."""
-  cpu = common.cpu_info()
+  """The CPU model name and widest AVX (``results.cpu_info``)."""
+  cpu = results.cpu_info()
   simd = cpu["simd_flags"]
   vector = (
     "AVX-512" if "avx512f" in simd else "AVX2" if "avx2" in simd else "no AVX2"
@@ -39,8 +39,6 @@ def cpu_model() -> str:
 
 def write_readme(paper_dir: str) -> str:
   """Writes ``paper_dir/README.md`` from the figures' results; returns it."""
-  from experiments import paper  # the figure list lives there.
-
   timings_path = os.path.join(paper_dir, "timings.json")
   timings = (
     persist.load_json(timings_path) if os.path.exists(timings_path) else {}
@@ -57,7 +55,7 @@ def write_readme(paper_dir: str) -> str:
     "|---|---|---|---|---|---|---|---|",
   ]
   total = 0.0
-  for name, flags in paper.FIGURES:
+  for name, flags in paper_figures.FIGURES:
     path = os.path.join(paper_dir, name, "results.json")
     timing = timings.get(name, {})
     seconds = timing.get("seconds")

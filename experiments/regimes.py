@@ -56,7 +56,7 @@ import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 
-from experiments import common
+from experiments import cli, store
 from slt_jax.grokking import grokking_metrics, plotting
 from slt_jax.grokking.config import DataConfig, ModelConfig, TrainConfig
 
@@ -197,7 +197,7 @@ def boundaries_of(rows: list[dict]) -> dict:
 
 
 def measure_modulus(
-  key_data, key_train, m: int, cfg: RegimesConfig, store, progress: bool
+  key_data, key_train, m: int, cfg: RegimesConfig, runs_dir, progress: bool
 ) -> tuple[np.ndarray, list[dict]]:
   """Trains (or loads) every fraction x seed at modulus ``m``.
 
@@ -206,7 +206,7 @@ def measure_modulus(
     steps, final accuracies, regime and the accuracy curves).
   """
   data_key = jax.random.fold_in(key_data, m)
-  run = common.trained_run(
+  run = store.trained_run(
     jax.random.fold_in(key_train, m),
     DataConfig(p=m),
     ModelConfig(p=m, width=cfg.width),
@@ -214,7 +214,7 @@ def measure_modulus(
     data_key=data_key,
     seeds=cfg.seeds,
     num_trains=[int(round(f * m * m)) for f in cfg.fractions],
-    store=store,
+    store=runs_dir,
     label=f"regimes_M{m}_K{cfg.width}",
     progress=progress,
   )
@@ -249,14 +249,14 @@ def measure_modulus(
   return run.log_steps, rows
 
 
-def compute(mode: str, seed: int, store) -> dict:
+def compute(mode: str, seed: int, runs_dir) -> dict:
   """Every modulus of ``CONFIGS[mode]``; the results payload."""
   cfg, start = CONFIGS[mode], time.perf_counter()
   key_data, key_train = jax.random.split(jax.random.key(seed))
   rows = []
   for m in cfg.moduli:
     log_steps, found = measure_modulus(
-      key_data, key_train, m, cfg, store, progress=mode != "smoke"
+      key_data, key_train, m, cfg, runs_dir, progress=mode != "smoke"
     )
     rows += found
   boundaries = boundaries_of(rows)
@@ -379,8 +379,8 @@ def paper_rows(results: dict) -> list[dict]:
 
 
 def main(argv=None) -> dict:
-  args, mode = common.parse_mode(__doc__, common.add_runs_flag, argv)
-  results = common.compute_then_plot(
+  args, mode = cli.parse_mode(__doc__, store.add_runs_flag, argv)
+  results = cli.compute_then_plot(
     NAME, args, lambda: compute(mode, args.seed, args.runs), plot
   )
   for name, b in results["boundaries"].items():

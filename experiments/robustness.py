@@ -1,6 +1,6 @@
 """Figs. 7-10: is the Fig. 3 LLC curve robust to seeds and SGLD settings?
 
-Loads the Fig. 3 run from the run store (``llc_over_training.fig3_run``) and
+Loads the Fig. 3 run from the run store (``experiments.fig3.run``) and
 re-estimates its LLC curve with one knob of the paper's SGLD settings changed
 at a time, one panel per knob:
 
@@ -12,7 +12,7 @@ at a time, one panel per knob:
 
 The paper does not say how the networks of Figs. 7-10 were trained: ``--paper``
 uses the Fig. 3 caption's settings (the ``authors`` protocol of
-``llc_over_training``: lr 1e-4, wd 1e-4, batch 128) and says so in
+``protocols.fig3_protocol``: lr 1e-4, wd 1e-4, batch 128) and says so in
 ``results.json`` (``authors_settings_known``: false). The paper's picture
 holds for a curve when it peaks at or after memorisation and ends below its
 peak (``grokking_metrics.llc_curve_summary``: peak_step >= memorisation step and
@@ -41,7 +41,7 @@ from typing import Optional
 import jax
 import numpy as np
 
-from experiments import common, llc_over_training
+from experiments import cli, fig3, store, sweeps
 from slt_jax.grokking import grokking_metrics, plotting
 
 NAME = "robustness"
@@ -52,7 +52,7 @@ class RobustnessConfig:
   """The run studied and the variants of each panel.
 
   Attributes:
-    fig3: the Fig. 3 run and SGLD settings (``llc_over_training.CONFIGS``).
+    fig3: the Fig. 3 run and SGLD settings (``fig3.CONFIGS``).
     protocol: the run's protocol, ``recipe`` or ``authors``.
     llc_steps: checkpoint steps to estimate at (None: all).
     factors: multiples of the paper's eps, gamma and nβ (1.0 among them).
@@ -60,7 +60,7 @@ class RobustnessConfig:
     sgld_seeds: sampling keys of the seed panel.
   """
 
-  fig3: llc_over_training.Fig3Config
+  fig3: fig3.Fig3Config
   protocol: str
   llc_steps: Optional[tuple[int, ...]]
   factors: tuple[float, ...] = (0.5, 1.0, 2.0)
@@ -98,7 +98,7 @@ class RobustnessConfig:
 
 CONFIGS = {
   "smoke": RobustnessConfig(
-    llc_over_training.CONFIGS["smoke"],
+    fig3.CONFIGS["smoke"],
     "recipe",
     None,
     factors=(1.0, 2.0),
@@ -106,16 +106,14 @@ CONFIGS = {
     sgld_seeds=2,
   ),
   "quick": RobustnessConfig(
-    llc_over_training.CONFIGS["quick"],
+    fig3.CONFIGS["quick"],
     "recipe",
     (500, 1000, 2000, 4000, 6000, 8000),
     sgld_seeds=2,
   ),
-  "default": RobustnessConfig(
-    llc_over_training.CONFIGS["default"], "recipe", None
-  ),
+  "default": RobustnessConfig(fig3.CONFIGS["default"], "recipe", None),
   "paper": RobustnessConfig(
-    llc_over_training.CONFIGS["paper"],
+    fig3.CONFIGS["paper"],
     "authors",
     (500, 1000, 2000, 4000, 6000, 8000, 12000, 16000),
     sgld_seeds=3,
@@ -130,11 +128,11 @@ def holds(summary: dict, memorisation: int) -> bool:
   )
 
 
-def compute(cfg: RobustnessConfig, seed: int, out_dir: str, store) -> dict:
+def compute(cfg: RobustnessConfig, seed: int, out_dir: str, runs_dir) -> dict:
   """Every panel's curves and verdicts (see the module docstring)."""
   start = time.perf_counter()
-  run, data = llc_over_training.fig3_run(cfg.fig3, cfg.protocol, seed, store)
-  key_llc = llc_over_training.fig3_keys(seed)[2]
+  run, data = fig3.run(cfg.fig3, cfg.protocol, seed, runs_dir)
+  key_llc = fig3.keys(seed)[2]
   seeds = cfg.fig3.seeds
   idx = (
     np.arange(len(run.ckpt_steps))
@@ -143,7 +141,8 @@ def compute(cfg: RobustnessConfig, seed: int, out_dir: str, store) -> dict:
   )
   steps = run.ckpt_steps[idx]
   ckpts = jax.tree.map(lambda x: x[:, idx], run.checkpoints)
-  loss_fn = common.loss_fn(cfg.fig3.train_for(cfg.protocol).loss)
+  proto = cfg.fig3.protocol(cfg.protocol)
+  loss_fn = store.loss_fn(proto.train.loss)
   mem = grokking_metrics.memorisation_step(
     run.log_steps, run.metrics["train_acc"]
   )
@@ -172,7 +171,7 @@ def compute(cfg: RobustnessConfig, seed: int, out_dir: str, store) -> dict:
   for k, cfgs in needed.items():
     for c, res in zip(
       cfgs,
-      common.llc_grid(
+      sweeps.llc_grid(
         jax.random.fold_in(key_llc, k),
         loss_fn,
         ckpts,
@@ -217,8 +216,8 @@ def compute(cfg: RobustnessConfig, seed: int, out_dir: str, store) -> dict:
   return {
     "config": dataclasses.asdict(cfg),
     "protocol": cfg.protocol,
-    "train": dataclasses.asdict(cfg.fig3.train_for(cfg.protocol)),
-    "settings_source": llc_over_training.SOURCES[cfg.protocol],
+    "train": dataclasses.asdict(proto.train),
+    "settings_source": proto.source,
     # The paper gives no training settings for Figs. 7-10.
     "authors_settings_known": False,
     "seeds": seeds,
@@ -263,10 +262,10 @@ def plot(results: dict, out_dir: str) -> None:
     },
     ncols=3,
   )
-  fig3 = results["config"]["fig3"]
+  fig3_cfg = results["config"]["fig3"]
   fig.suptitle(
     f"robustness of the Fig. 3 LLC curve ({results['protocol']}):"
-    f" p={fig3['data']['p']}, K={fig3['model']['width']}, "
+    f" p={fig3_cfg['data']['p']}, K={fig3_cfg['model']['width']}, "
     f"lr={results['train']['lr']:g}",
     y=1.02,
   )
@@ -289,7 +288,7 @@ def paper_rows(results: dict) -> list[dict]:
 
 
 def main(argv=None) -> dict:
-  results = common.run_stored_experiment(
+  results = cli.run_stored_experiment(
     NAME, __doc__, CONFIGS, compute, plot, argv
   )
   for panel, entries in results["panels"].items():

@@ -41,7 +41,7 @@ import jax
 import matplotlib.pyplot as plt
 import numpy as np
 
-from experiments import common, llc_over_training
+from experiments import cli, fig3, results, store
 from experiments.bench import workload
 from slt_jax import known_cases
 from slt_jax.grokking import plotting
@@ -58,7 +58,7 @@ class EfficiencyConfig:
   """Settings of the sampler study.
 
   Attributes:
-    fig3_mode: the ``llc_over_training`` mode whose run is studied.
+    fig3_mode: the ``fig3.CONFIGS`` mode whose run is studied.
     fig3_step: training step of the studied (grokked) checkpoint.
     fig3_step_sizes: the calibration grid on the Fig. 3 network.
     cases: known cases (names in ``slt_jax.known_cases.CASES``).
@@ -381,18 +381,18 @@ def verdict(rows: list[dict], nuts) -> dict:
   return out
 
 
-def compute(cfg: EfficiencyConfig, seed: int, out_dir: str, store) -> dict:
+def compute(cfg: EfficiencyConfig, seed: int, out_dir: str, runs_dir) -> dict:
   """The study (see the module docstring)."""
   del out_dir
   start = time.perf_counter()
   key = jax.random.fold_in(jax.random.key(seed), 16)
   targets = {}
-  fig3 = llc_over_training.CONFIGS[cfg.fig3_mode]
-  run, data = llc_over_training.fig3_run(fig3, "recipe", seed, store)
+  fig3_cfg = fig3.CONFIGS[cfg.fig3_mode]
+  run, data = fig3.run(fig3_cfg, "recipe", seed, runs_dir)
   idx = int(np.flatnonzero(run.ckpt_steps == cfg.fig3_step)[0])
   point = jax.tree.map(lambda x: np.asarray(x[0, idx]), run.checkpoints)
-  loss_fn = common.loss_fn(fig3.train_for("recipe").loss)
-  base = dataclasses.replace(PAPER_SGLD, batch_size=fig3.sgld.batch_size)
+  loss_fn = store.loss_fn(fig3_cfg.recipe.loss)
+  base = dataclasses.replace(PAPER_SGLD, batch_size=fig3_cfg.sgld.batch_size)
   rows = [
     row
     for s in cfg.samplers
@@ -459,9 +459,9 @@ def compute(cfg: EfficiencyConfig, seed: int, out_dir: str, store) -> dict:
     }
   return {
     "mode_config": dataclasses.asdict(cfg),
-    "fig3_config": dataclasses.asdict(fig3),
+    "fig3_config": dataclasses.asdict(fig3_cfg),
     "targets": targets,
-    "cpu": common.cpu_info(),
+    "cpu": results.cpu_info(),
     "load_average": workload.load(),
     "wall_seconds": time.perf_counter() - start,
   }
@@ -530,7 +530,7 @@ def plot(results: dict, out_dir: str) -> None:
 
 
 def main(argv=None) -> dict:
-  results = common.run_stored_experiment(
+  results = cli.run_stored_experiment(
     NAME, __doc__, CONFIGS, compute, plot, argv
   )
   for name, target in results["targets"].items():

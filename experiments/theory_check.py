@@ -67,7 +67,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from experiments import common
+from experiments import cli
 from slt_jax import known_cases, theory
 from slt_jax.grokking import data as data_lib
 from slt_jax.grokking import grokking_metrics, model, plotting
@@ -572,8 +572,8 @@ def compute(mode: str, seed: int) -> dict:
 
 
 def main(argv=None) -> dict:
-  args, mode = common.parse_mode(__doc__, argv=argv)
-  return common.compute_then_plot(
+  args, mode = cli.parse_mode(__doc__, argv=argv)
+  return cli.compute_then_plot(
     NAME, args, lambda: compute(mode, args.seed), plot
   )
 

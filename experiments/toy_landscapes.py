@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
-from experiments import common
+from experiments import cli, sweeps
 from slt_jax import theory
 from slt_jax.grokking import plotting
 from slt_jax.llc.config import SGLDConfig
@@ -127,7 +127,7 @@ def compute(mode: str, seed: int) -> dict:
   rows = {}
   for i, (name, (coeffs, exact)) in enumerate(POTENTIALS.items()):
     data = jnp.asarray(coeffs, jnp.float32)[None]
-    sweep = common.llc_sweep(
+    sweep = sweeps.llc_sweep(
       jax.random.fold_in(jax.random.key(seed), i),
       potential_loss,
       jnp.zeros(2),
@@ -219,8 +219,8 @@ def paper_rows(results: dict) -> list[dict]:
 
 
 def main(argv=None) -> dict:
-  args, mode = common.parse_mode(__doc__, argv=argv)
-  return common.compute_then_plot(
+  args, mode = cli.parse_mode(__doc__, argv=argv)
+  return cli.compute_then_plot(
     NAME, args, lambda: compute(mode, args.seed), plot
   )
 

@@ -37,7 +37,7 @@ from typing import Optional, Sequence
 import jax
 import numpy as np
 
-from experiments import common
+from experiments import cli, results, store
 from slt_jax import persist
 from slt_jax.grokking import data, grokking_metrics, model, plotting, train
 from slt_jax.grokking.config import DataConfig, ModelConfig, TrainConfig
@@ -122,7 +122,7 @@ def chunk_steps_for(
 
 def add_flags(parser: argparse.ArgumentParser) -> None:
   """The config-overriding flags, ``--no-progress`` and ``--runs``."""
-  common.add_runs_flag(parser)
+  store.add_runs_flag(parser)
   add = parser.add_argument
   add("--p", type=int, help="prime modulus")
   add("--width", type=int, help="hidden width K")
@@ -241,21 +241,21 @@ def compute(
   mode: str,
   seed: int,
   out_dir: str,
-  store: Optional[str],
+  runs_dir: Optional[str],
   progress: bool,
 ) -> dict:
   """Trains (or loads) the runs, writes ``checkpoints.npz``; the payload."""
   key_data, key_train = jax.random.split(jax.random.key(seed))
   dataset = data.modular_arithmetic(key_data, cfg.data)
   start = time.perf_counter()
-  result = common.trained_run(
+  result = store.trained_run(
     key_train,
     dataset,
     cfg.model,
     cfg.train,
     data_key=key_data,
     seeds=cfg.seeds,
-    store=store,
+    store=runs_dir,
     label=f"{NAME}_p{cfg.model.p}_K{cfg.model.width}",
     progress=progress,
   )
@@ -265,7 +265,7 @@ def compute(
     "name": NAME,
     "mode": mode,
     "config": {
-      **common.config_dict(cfg.data, cfg.model, cfg.train),
+      **results.config_dict(cfg.data, cfg.model, cfg.train),
       "seeds": cfg.seeds,
       "seed": seed,
     },
@@ -299,10 +299,10 @@ def plot(results: dict, out_dir: str) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
   """Runs the experiment; returns the results."""
-  args, mode = common.parse_mode(__doc__, add_flags, argv)
+  args, mode = cli.parse_mode(__doc__, add_flags, argv)
   cfg = config_from_args(args, mode)
-  out_dir = common.output_dir(NAME, args.out)
-  results = common.compute_then_plot(
+  out_dir = cli.output_dir(NAME, args.out)
+  results = cli.compute_then_plot(
     NAME,
     args,
     lambda: compute(

@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import math
+import socket
 from typing import Optional, Sequence
 
 import jax
@@ -28,6 +29,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from slt_jax.checks import check, is_int
 from slt_jax.tree_types import ArrayTree
 
 __all__ = [
@@ -57,15 +59,22 @@ def initialize(
 ) -> None:
   """Joins this process to a multi-process JAX runtime.
 
-  Call it first, before any JAX computation. CPU collectives use gloo. A peer
-  that does not join within ``timeout_s``, or stops sending heartbeats for
-  that long, ends every process with XLA's fatal error ("the JAX distributed
-  service detected fatal errors ... DEADLINE_EXCEEDED") instead of a hang;
-  XLA terminates the process itself, so it cannot be caught in Python.
+  Call it first, before any JAX computation. CPU collectives use gloo. The
+  arguments are checked, and the coordinator's host resolved, before JAX is
+  called, so a malformed or unresolvable address is a Python exception.
+
+  What cannot be caught: a peer that never joins within ``timeout_s`` (never
+  started, or started with another address or process count), a
+  coordinator that resolves but never answers, or a peer that stops sending
+  heartbeats for that long, ends every process with XLA's fatal error ("the
+  JAX distributed service detected fatal errors ... DEADLINE_EXCEEDED")
+  instead of a hang; XLA terminates the process itself (a C++ abort, not a
+  Python exception).
 
   Args:
-    coordinator_address: ``host:port`` of process 0 (every process passes the
-      same address).
+    coordinator_address: ``"HOST:PORT"`` of process 0 (every process passes
+      the same address); HOST is a name or an IP address (IPv6 in brackets,
+      ``"[::1]:1234"``), PORT an integer in [1, 65535].
     num_processes: number of processes, >= 1.
     process_id: this process, in ``[0, num_processes)``.
     timeout_s: seconds to wait for every process to join, and the heartbeat
@@ -74,23 +83,28 @@ def initialize(
       ``[i]`` for one process per GPU); None: all of them.
 
   Raises:
-    ValueError: for a bad count, id or timeout.
-    RuntimeError: if JAX's initialisation raises (e.g. a bad address).
+    ValueError: for a bad count, id or timeout, or an address that is not
+      ``"HOST:PORT"`` with a port in [1, 65535].
+    RuntimeError: if the coordinator's host cannot be resolved, or JAX's
+      initialisation raises.
   """
   for name, value, low in (
     ("num_processes", num_processes, 1),
     ("process_id", process_id, 0),
     ("timeout_s", timeout_s, 1),
   ):
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-      raise ValueError(
-        f"{name}={value!r} is invalid: must be an integer >= {low}"
-      )
+    check(
+      is_int(value) and value >= low,
+      name,
+      value,
+      f"must be an integer >= {low}",
+    )
   if process_id >= num_processes:
     raise ValueError(
       f"process_id={process_id} is invalid: must be < "
       f"num_processes={num_processes}"
     )
+  _check_coordinator_address(coordinator_address)
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   try:
     jax.distributed.initialize(
@@ -106,6 +120,42 @@ def initialize(
       f"process {process_id} of {num_processes} could not join the runtime "
       f"coordinated at {coordinator_address}: are all {num_processes} "
       f"processes started with the same address? ({err})"
+    ) from err
+
+
+def _check_coordinator_address(address: str) -> None:
+  """Checks that ``address`` is ``"HOST:PORT"`` and that HOST resolves.
+
+  >>> _check_coordinator_address("127.0.0.1:1234")
+  >>> _check_coordinator_address("h:0")
+  Traceback (most recent call last):
+  ...
+  ValueError: coordinator_address='h:0' is invalid: port 0 is not in [1, 65535]
+
+  Raises:
+    ValueError: naming the address when it is not ``"HOST:PORT"`` or the port
+      is out of range.
+    RuntimeError: naming the address and host when the host cannot be
+      resolved.
+  """
+  name, form = (
+    "coordinator_address",
+    "must be 'HOST:PORT', e.g. '10.0.0.1:1234'",
+  )
+  check(isinstance(address, str), name, address, form)
+  host, _, port = address.rpartition(":")
+  if host.startswith("[") and host.endswith("]"):
+    host = host[1:-1]  # IPv6: [::1]:1234.
+  check(bool(host) and port.isascii() and port.isdigit(), name, address, form)
+  check(
+    1 <= int(port) <= 65535, name, address, f"port {port} is not in [1, 65535]"
+  )
+  try:
+    socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+  except OSError as err:  # socket.gaierror: an unknown host.
+    raise RuntimeError(
+      f"{name}={address!r} cannot be used: host {host!r} does not resolve "
+      f"({err})"
     ) from err
 
 

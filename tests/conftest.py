@@ -14,8 +14,7 @@ def key() -> jax.Array:
 
 @pytest.fixture(autouse=True)
 def _private_run_store(tmp_path, monkeypatch):
-  """Experiments under test keep their trained runs in a temporary store,
-  never in the repository's ``runs/``."""
-  from experiments import common
+  """Experiments under test keep their trained runs in a temporary store."""
+  from experiments import store
 
-  monkeypatch.setattr(common, "RUNS_DIR", str(tmp_path / "runs"))
+  monkeypatch.setattr(store, "RUNS_DIR", str(tmp_path / "runs"))

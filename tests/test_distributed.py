@@ -96,7 +96,8 @@ def test_two_processes_equal_one_process_with_as_many_devices(tmp_path):
   assert [int(r["train_writes"]) for r in pair] == [4, 0]
   assert [int(r["stored_runs"]) for r in pair] == [1, 1]
   assert sorted(os.listdir(tmp_path / "pair" / "llc_parts")) == [
-    f"part_{i:05d}.npz" for i in range(3)
+    "owner.json",
+    *[f"part_{i:05d}.npz" for i in range(3)],
   ]
 
 
@@ -137,8 +138,8 @@ def test_pad_index_and_single_process_helpers():
 
 
 def test_experiment_flags_need_a_coordinator():
-  from experiments import common
+  from experiments import cli
 
   with pytest.raises(SystemExit):
-    common.parse_args("x", argv=["--num-processes", "2"])
-  assert common.parse_args("x", argv=[]).num_processes == 1
+    cli.parse_args("x", argv=["--num-processes", "2"])
+  assert cli.parse_args("x", argv=[]).num_processes == 1

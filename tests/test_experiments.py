@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 
 from experiments import (
-  common,
+  cli,
   gsm_vs_lr,
   llc_by_layer,
   regimes,
+  results,
   robustness,
   toy_landscapes,
   train_modular,
@@ -67,10 +68,10 @@ def _all_finite(x) -> bool:
   return x is not None
 
 
-def test_common_parse_args_and_output_dir(tmp_path, monkeypatch):
-  args = common.parse_args("x", argv=[])
+def test_cli_parse_args_and_output_dir(tmp_path, monkeypatch):
+  args = cli.parse_args("x", argv=[])
   assert (args.quick, args.out, args.seed) == (False, None, 0)
-  args = common.parse_args(
+  args = cli.parse_args(
     "x",
     lambda p: p.add_argument("--foo", type=int, default=1),
     ["--quick", "--out", str(tmp_path), "--seed", "3", "--foo", "2"],
@@ -82,10 +83,10 @@ def test_common_parse_args_and_output_dir(tmp_path, monkeypatch):
     2,
   )
   monkeypatch.chdir(tmp_path)
-  assert common.output_dir("exp") == os.path.join("figures", "exp")
+  assert cli.output_dir("exp") == os.path.join("figures", "exp")
   assert os.path.isdir(tmp_path / "figures" / "exp")
-  assert common.output_dir("exp", str(tmp_path / "o")) == str(tmp_path / "o")
-  path = common.write_results(
+  assert cli.output_dir("exp", str(tmp_path / "o")) == str(tmp_path / "o")
+  path = results.write_results(
     str(tmp_path / "o"), {"a": np.arange(3), "b": float("nan")}
   )
   loaded = persist.load_json(path)
@@ -105,9 +106,7 @@ def test_get_config():
 
 
 def test_flags_override_config():
-  args, mode = common.parse_mode(
-    "x", train_modular.add_flags, ["--quick"] + TINY
-  )
+  args, mode = cli.parse_mode("x", train_modular.add_flags, ["--quick"] + TINY)
   cfg = train_modular.config_from_args(args, mode)
   assert mode == "quick"
   assert cfg.data.p == cfg.model.p == 7 and cfg.data.train_frac == 0.6
@@ -120,14 +119,12 @@ def test_flags_override_config():
     cfg.train.batch_size,
   ) == (200, 10, 50, 50, 8)
   # No flag: the mode's config unchanged.
-  args, mode = common.parse_mode("x", train_modular.add_flags, [])
+  args, mode = cli.parse_mode("x", train_modular.add_flags, [])
   assert (
     train_modular.config_from_args(args, mode)
     == (train_modular.CONFIGS["default"])
   )
-  args, mode = common.parse_mode(
-    "x", train_modular.add_flags, ["--steps", "300"]
-  )
+  args, mode = cli.parse_mode("x", train_modular.add_flags, ["--steps", "300"])
   with pytest.raises(ValueError, match="num_steps=300"):
     train_modular.config_from_args(args, mode)
 
@@ -283,7 +280,9 @@ def test_llc_scaling_smoke_both_protocols_share_runs_and_replot(
   assert protocols.scaling_protocol("authors").sgld.batch_size == 64
   assert protocols.scaling_protocol("recipe").sgld.batch_size == 128
   # --replot redraws from results.json without computing anything.
-  monkeypatch.setattr(llc_vs_p, "compute_scan", None)
+  from experiments import scaling
+
+  monkeypatch.setattr(scaling, "compute_scan", None)
   png = tmp_path / "llc_vs_p" / "llc_vs_p.png"
   png.unlink()
   again = llc_vs_p.main(
@@ -434,11 +433,13 @@ def test_toy_landscapes_smoke(tmp_path):
 
 
 def test_regimes_smoke(tmp_path, monkeypatch):
-  store = tmp_path / "runs"
-  monkeypatch.setattr(common, "RUNS_DIR", str(store))  # --runs' default
+  from experiments import store
+
+  runs_dir = tmp_path / "runs"
+  monkeypatch.setattr(store, "RUNS_DIR", str(runs_dir))  # --runs' default
   r = _smoke(regimes, tmp_path)
   cfg = regimes.CONFIGS["smoke"]
-  assert len(os.listdir(store)) == len(cfg.moduli)  # one grid per modulus
+  assert len(os.listdir(runs_dir)) == len(cfg.moduli)  # one grid per modulus
   assert r["protocol"]["authors_settings_known"] is False
   assert len(r["runs"]) == (len(cfg.moduli) * len(cfg.fractions) * cfg.seeds)
   steps = np.asarray(r["log_steps"])

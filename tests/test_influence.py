@@ -278,9 +278,14 @@ def test_chunked_observation_and_resume(tmp_path):
     resumed.observables["train"], chunked.observables["train"] + 1.0
   )
   # Another observation schedule (in one piece) does not match the saved
-  # parts, and sees the same draws where the schedules meet.
+  # parts: their folder is refused. It sees the same draws where the
+  # schedules meet.
+  with pytest.raises(ValueError, match="holds the parts of another"):
+    sweep(observe_every=10).run(
+      key, lg.anchors, 1, out_path=str(tmp_path), **QUIET
+    )
   other = sweep(observe_every=10).run(
-    key, lg.anchors, 1, out_path=str(tmp_path), **QUIET
+    key, lg.anchors, 1, out_path=str(tmp_path / "other"), **QUIET
   )
   chex.assert_shape(other.observables["train"], (2, 2, 2, 24))
   np.testing.assert_allclose(

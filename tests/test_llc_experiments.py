@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from experiments import llc_over_training, llc_validation
+from experiments import fig3, llc_over_training, llc_validation, protocols
 from slt_jax import known_cases
 
 
@@ -24,12 +24,13 @@ def test_llc_over_training_smoke_both_protocols_and_replot(
   with open(out / "results.json") as f:
     res = json.load(f)
   assert res["mode"] == "smoke" and set(payload) == set(res)
-  cfg = llc_over_training.CONFIGS["smoke"]
+  cfg = fig3.CONFIGS["smoke"]
   assert set(res["protocols"]) == {"recipe", "authors"}
   # One stored run per protocol, trained with that protocol's config.
   assert len([d for d in os.listdir(store) if not d.endswith(".partial")]) == 2
   for name, r in res["protocols"].items():
-    assert r["train"]["lr"] == cfg.train_for(name).lr
+    assert r["train"]["lr"] == cfg.protocol(name).train.lr
+    assert r["source"] == protocols.fig3_protocol(name).source
     for key in (
       "log_steps",
       "metrics",
@@ -81,10 +82,10 @@ def test_llc_over_training_smoke_both_protocols_and_replot(
 
 
 def test_llc_over_training_paper_config_is_the_caption():
-  cfg = llc_over_training.CONFIGS["paper"]
+  cfg = fig3.CONFIGS["paper"]
   assert cfg.default_protocols == ("recipe", "authors") and cfg.seeds == 1
   assert (cfg.data.p, cfg.model.width) == (53, 1024)
-  caption = cfg.train_for("authors")
+  caption = cfg.protocol("authors").train
   assert (caption.lr, caption.weight_decay, caption.batch_size) == (
     1e-4,
     1e-4,
@@ -92,7 +93,7 @@ def test_llc_over_training_paper_config_is_the_caption():
   )
   # It memorises by ~1000 and generalises at ~8000 (SPEC §1): train past it.
   assert 12000 <= caption.num_steps <= 16000 and caption.stop_acc is None
-  recipe = cfg.train_for("recipe")
+  recipe = cfg.protocol("recipe").train
   assert (recipe.lr, recipe.weight_decay, recipe.batch_size) == (
     1e-3,
     1e-5,
@@ -102,10 +103,35 @@ def test_llc_over_training_paper_config_is_the_caption():
   from experiments import llc_by_layer, robustness
 
   for mode in ("smoke", "quick", "default", "paper"):
-    assert llc_by_layer.CONFIGS[mode].fig3 == llc_over_training.CONFIGS[mode]
-    assert robustness.CONFIGS[mode].fig3 == llc_over_training.CONFIGS[mode]
+    assert llc_by_layer.CONFIGS[mode].fig3 == fig3.CONFIGS[mode]
+    assert robustness.CONFIGS[mode].fig3 == fig3.CONFIGS[mode]
   assert llc_by_layer.CONFIGS["paper"].protocol == "authors"
   assert robustness.CONFIGS["paper"].protocol == "authors"
+
+
+def test_fig3_protocols_come_from_protocols_module():
+  """A mode's Fig. 3 protocol is ``protocols.fig3_protocol`` with the mode's
+  training and chains; the quick mode trains the protocols' own configs."""
+  smoke = fig3.CONFIGS["smoke"]
+  for name in protocols.NAMES:
+    base, proto = protocols.fig3_protocol(name), smoke.protocol(name)
+    assert proto.train == getattr(smoke, name) and proto.train.num_steps == 200
+    assert (proto.sgld, proto.settled) == (smoke.sgld, smoke.settled)
+    assert (proto.name, proto.source, proto.final) == (
+      name,
+      base.source,
+      "last",
+    )
+    # The smoke run keeps the protocol's optimiser, shrunk in size only.
+    assert (proto.train.lr, proto.train.weight_decay) == (
+      base.train.lr,
+      base.train.weight_decay,
+    )
+    assert fig3.CONFIGS["quick"].protocol(name).train == base.train
+  assert fig3.CONFIGS["default"].recipe.num_steps == 10000
+  assert protocols.fig3_protocol("authors").source.startswith("Fig. 3 caption")
+  with pytest.raises(ValueError, match="protocol='caption'"):
+    smoke.protocol("caption")
 
 
 def test_llc_validation_smoke(tmp_path):

@@ -94,5 +94,5 @@ def test_leading_axes_are_kept():
 
 
 def test_mismatched_lengths_raise():
-  with pytest.raises(ValueError, match="points"):
+  with pytest.raises(ValueError, match=f"steps {len(STEPS)}, curve 3"):
     grokking_metrics.memorisation_step(STEPS, TRAIN[:3])

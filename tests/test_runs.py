@@ -1,9 +1,11 @@
-"""Tests for slt_jax.grokking.runs (the store of trained runs) and common.trained_run."""
+"""Tests for the run store (slt_jax.grokking.runs, experiments.store)."""
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import os
+import re
 import shutil
 
 import chex
@@ -11,7 +13,8 @@ import jax
 import numpy as np
 import pytest
 
-from experiments import common
+from experiments import store as experiment_store
+from slt_jax import persist
 from slt_jax.grokking import data, runs, train
 from slt_jax.grokking.config import DataConfig, ModelConfig, TrainConfig
 
@@ -141,23 +144,44 @@ def test_fingerprint_changes_with_every_field(tiny_data, monkeypatch):
     )
   monkeypatch.setattr(runs, "FORMAT_VERSION", runs.FORMAT_VERSION + 1)
   variants["format"] = _spec(tiny_data)
-  prints = {name: runs.fingerprint(spec) for name, spec in variants.items()}
-  prints["base"] = runs.fingerprint(base)
+  prints = {name: persist.fingerprint(spec) for name, spec in variants.items()}
+  prints["base"] = persist.fingerprint(base)
   assert len(set(prints.values())) == len(prints), prints
   # Defaults resolve: an explicit grid equal to the default is the same run.
   monkeypatch.undo()
   assert (
-    runs.fingerprint(_spec(tiny_data, lrs=[CFG.lr], seed_ids=[0, 1]))
+    persist.fingerprint(_spec(tiny_data, lrs=[CFG.lr], seed_ids=[0, 1]))
     == (prints["base"])
   )
   # A spec is plain JSON.
   assert json.loads(json.dumps(base)) == base
 
 
+def test_fingerprint_is_the_stores_hash(tiny_data):
+  # Stored runs are named by the SHA-256 of the spec's canonical JSON: the
+  # hash must stay that, or existing stores would no longer be found.
+  spec = _spec(tiny_data, lrs=[1e-2, 3e-3], num_trains=[20, 30])
+  text = json.dumps(spec, sort_keys=True, separators=(",", ":"))
+  assert persist.fingerprint(spec) == hashlib.sha256(text.encode()).hexdigest()
+
+
+@pytest.mark.parametrize(
+  "kwargs, match",
+  [
+    ({"lrs": []}, "lrs=[] is invalid"),
+    ({"seeds": 2.5}, "seeds=2.5 is invalid: must be an integer >= 1"),
+    ({"weight_decays": [float("nan")]}, "weight_decay=nan is invalid"),
+  ],
+)
+def test_run_spec_refuses_what_train_refuses(tiny_data, kwargs, match):
+  with pytest.raises(ValueError, match=re.escape(match)):
+    runs.run_spec(jax.random.key(0), tiny_data, MODEL_CFG, CFG, **kwargs)
+
+
 def test_run_name_is_label_and_fingerprint(tiny_data):
   spec = _spec(tiny_data)
   name = runs.run_name("fig 3/p=7", spec)
-  assert name == "fig_3_p_7-" + runs.fingerprint(spec)[:12]
+  assert name == "fig_3_p_7-" + persist.fingerprint(spec)[:12]
 
 
 def test_save_load_roundtrip(tiny_data, trained, store):
@@ -171,7 +195,7 @@ def test_save_load_roundtrip(tiny_data, trained, store):
   chex.assert_shape(loaded.checkpoints["W"], (2, 4, K, 2 * P))
   chex.assert_shape(loaded.stop_step, (2,))
   manifest = json.load(open(os.path.join(path, runs.MANIFEST)))
-  assert manifest["fingerprint"] == runs.fingerprint(spec)
+  assert manifest["fingerprint"] == persist.fingerprint(spec)
   assert manifest["format_version"] == runs.FORMAT_VERSION
   assert manifest["spec"] == spec
   assert manifest["provenance"] == {"note": "test"}
@@ -248,7 +272,7 @@ def _no_training(*args, **kwargs):
 def test_trained_run_warm_store_trains_nothing(
   tiny_data, trained, store, monkeypatch
 ):
-  first = common.trained_run(
+  first = experiment_store.trained_run(
     jax.random.key(0),
     tiny_data,
     MODEL_CFG,
@@ -263,7 +287,7 @@ def test_trained_run_warm_store_trains_nothing(
   )
   assert os.listdir(store) == [runs.run_name("tiny", _spec(tiny_data))]
   monkeypatch.setattr(train, "train", _no_training)
-  again = common.trained_run(
+  again = experiment_store.trained_run(
     jax.random.key(0),
     tiny_data,
     MODEL_CFG,
@@ -277,12 +301,12 @@ def test_trained_run_warm_store_trains_nothing(
 
 
 def test_trained_run_from_data_config(data_key, tiny_data, store, monkeypatch):
-  from_data = common.trained_run(
+  from_data = experiment_store.trained_run(
     jax.random.key(0), tiny_data, MODEL_CFG, CFG, store=store, progress=False
   )
   monkeypatch.setattr(train, "train", _no_training)
   # The same split given as (DataConfig, key) is the same run.
-  from_cfg = common.trained_run(
+  from_cfg = experiment_store.trained_run(
     jax.random.key(0),
     DATA_CFG,
     MODEL_CFG,
@@ -294,7 +318,7 @@ def test_trained_run_from_data_config(data_key, tiny_data, store, monkeypatch):
   _assert_results_equal(from_cfg, from_data)
   assert os.listdir(store)[0].startswith(f"p{P}_K{K}-")
   with pytest.raises(ValueError, match="data_key"):
-    common.trained_run(
+    experiment_store.trained_run(
       jax.random.key(0), DATA_CFG, MODEL_CFG, CFG, store=store, progress=False
     )
 
@@ -302,7 +326,7 @@ def test_trained_run_from_data_config(data_key, tiny_data, store, monkeypatch):
 def test_interrupted_training_resumes(tiny_data, trained, store, monkeypatch):
   spec = _spec(tiny_data)
   partial = runs.run_dir(store, "tiny", spec) + runs.PARTIAL_SUFFIX
-  cut = common.trained_run(
+  cut = experiment_store.trained_run(
     jax.random.key(0),
     tiny_data,
     MODEL_CFG,
@@ -324,7 +348,7 @@ def test_interrupted_training_resumes(tiny_data, trained, store, monkeypatch):
     return inner(*args, **kwargs)
 
   monkeypatch.setattr(train, "train", counting_train)
-  done = common.trained_run(
+  done = experiment_store.trained_run(
     jax.random.key(0),
     tiny_data,
     MODEL_CFG,
@@ -365,10 +389,34 @@ def test_early_stopped_run_roundtrip(tiny_data, store):
 
 def test_add_runs_flag():
   parser = argparse.ArgumentParser()
-  common.add_runs_flag(parser)
-  assert parser.parse_args([]).runs == common.RUNS_DIR
-  assert os.path.basename(common.RUNS_DIR) == "runs"
+  experiment_store.add_runs_flag(parser)
+  assert parser.parse_args([]).runs == experiment_store.RUNS_DIR
+  assert os.path.basename(experiment_store.RUNS_DIR) == "runs"
   assert parser.parse_args(["--runs", "elsewhere"]).runs == "elsewhere"
+
+
+def test_dtype_differing_from_manifest_raises(tiny_data, trained, store):
+  spec = _spec(tiny_data)
+  path = runs.save_run(store, "tiny", spec, trained)
+  # Rewrite one array as float64 and update the checksum, so that only the
+  # dtype differs from the manifest.
+  npz, manifest_path = (
+    os.path.join(path, n) for n in (runs.ARRAYS, runs.MANIFEST)
+  )
+  arrays = persist.load_npz(npz)
+  assert arrays["final_params/0"].dtype == np.float32
+  arrays["final_params/0"] = arrays["final_params/0"].astype(np.float64)
+  persist.save_npz(npz, arrays)
+  manifest = json.load(open(manifest_path))
+  manifest["arrays_sha256"] = hashlib.sha256(open(npz, "rb").read()).hexdigest()
+  json.dump(manifest, open(manifest_path, "w"))
+  with pytest.raises(
+    ValueError,
+    match=re.escape(
+      f"{npz} holds final_params/0 as float64, the manifest's dtype is float32"
+    ),
+  ):
+    runs.load_run(store, "tiny", spec)
 
 
 def test_corrupt_store_is_never_deleted(tiny_data, trained, store):

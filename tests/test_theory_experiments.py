@@ -82,13 +82,11 @@ def test_theory_check_smoke_and_replot(tmp_path, monkeypatch):
 
 
 def test_llc_gap_smoke(tmp_path, monkeypatch):
-  from experiments import llc_over_training
+  from experiments import fig3
   from slt_jax.grokking import train
 
   store = str(tmp_path / "runs")
-  llc_over_training.fig3_run(
-    llc_over_training.CONFIGS["smoke"], "recipe", 0, store
-  )
+  fig3.run(fig3.CONFIGS["smoke"], "recipe", 0, store)
 
   def refuse(*args, **kwargs):
     raise AssertionError("llc_gap trained instead of loading the Fig. 3 run")

@@ -2,7 +2,10 @@
 early stopping."""
 
 import dataclasses
+import logging
+import math
 import os
+import re
 
 import chex
 import jax
@@ -10,7 +13,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from slt_jax import distributed
 from slt_jax.grokking import data, losses, model, train
 from slt_jax.grokking.config import DataConfig, ModelConfig, TrainConfig
 
@@ -40,6 +42,8 @@ STOP_CFG = TrainConfig(
   stop_patience=2,
 )
 STOP_GRID = {"seed_ids": [1], "lrs": [1e-2, 3e-3]}
+# 20 steps, logged (and checked) at 10 and 20.
+SHORT = {"num_steps": 20, "log_every": 10, "ckpt_every": 10, "chunk_steps": 20}
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +160,7 @@ def test_step0_metrics_match_evaluate(key, tiny_data):
   )
 
 
-def test_grid_compiles_chunk_once(key, tiny_data, monkeypatch):
+def test_grid_compiles_chunk_once(key, tiny_data, monkeypatch, caplog):
   # A config no other test uses, so the jit cache starts cold for it.
   cfg = TrainConfig(
     lr=1e-2,
@@ -173,28 +177,36 @@ def test_grid_compiles_chunk_once(key, tiny_data, monkeypatch):
     traces.append(1)
     return inner(*args)
 
+  def chunk_compiles():  # What jax.log_compiles reports, one per compile.
+    return sum(
+      "Compiling jit(_run_chunk_batched)" in record.getMessage()
+      for record in caplog.records
+    )
+
   monkeypatch.setattr(train, "_run_chunk", counting_run_chunk)
   grid = {
     "lrs": [1e-3, 1e-2],
     "weight_decays": [0.0, 1e-4],
     "num_trains": [8, 30],
   }
-
-  def cache_sizes():  # jit's private cache counters, where this jax has them.
-    return [
-      getattr(f, "_cache_size", lambda: 0)()
-      for f in train._programs(distributed.work_mesh())
-    ]
-
-  sizes_before = cache_sizes()
-  result = train.train(
-    key, tiny_data, MODEL_CFG, cfg, seeds=2, progress=False, **grid
-  )
-  assert len(traces) == 1, len(traces)  # 3 chunks, 16 runs, one trace.
-  sizes_after = cache_sizes()
-  assert all(
-    after - before <= 1 for before, after in zip(sizes_before, sizes_after)
-  )
+  with jax.log_compiles(True), caplog.at_level(logging.WARNING):
+    result = train.train(
+      key, tiny_data, MODEL_CFG, cfg, seeds=2, progress=False, **grid
+    )
+    assert len(traces) == 1, len(traces)  # 3 chunks, 16 runs, one trace.
+    assert chunk_compiles() == 1
+    # Other values of the same grid size reuse the compiled chunk, though
+    # each call builds its programs anew.
+    other = {
+      "lrs": [3e-3, 3e-2],
+      "weight_decays": [1e-5, 1e-3],
+      "num_trains": [10, 20],
+    }
+    train.train(
+      key, tiny_data, MODEL_CFG, cfg, seeds=2, progress=False, **other
+    )
+  assert len(traces) == 1
+  assert chunk_compiles() == 1
   np.testing.assert_array_equal(
     result.hparams["lr"], np.tile(np.repeat([1e-3, 1e-2], 4), 2)
   )
@@ -203,15 +215,6 @@ def test_grid_compiles_chunk_once(key, tiny_data, monkeypatch):
   )
   np.testing.assert_array_equal(result.hparams["seed"], np.repeat([0, 1], 8))
   chex.assert_shape(result.metrics["val_acc"], (16, 7))
-  # Other values of the same grid size reuse the compiled chunk.
-  grid = {
-    "lrs": [3e-3, 3e-2],
-    "weight_decays": [1e-5, 1e-3],
-    "num_trains": [10, 20],
-  }
-  train.train(key, tiny_data, MODEL_CFG, cfg, seeds=2, progress=False, **grid)
-  assert len(traces) == 1
-  assert cache_sizes() == sizes_after
 
 
 def test_grid_points_differ(key, tiny_data):
@@ -267,6 +270,30 @@ def test_same_key_identical_other_key_different(key, tiny_data):
   assert not np.allclose(a.checkpoints["W"], c.checkpoints["W"])
 
 
+def test_legacy_key_trains_like_typed_key(tiny_data, tmp_path):
+  typed = train.train(
+    jax.random.key(0), tiny_data, MODEL_CFG, CFG, seeds=2, progress=False
+  )
+  legacy = train.train(
+    jax.random.PRNGKey(0), tiny_data, MODEL_CFG, CFG, seeds=2, progress=False
+  )
+  _assert_results_equal(legacy, typed)
+  # They are one setup: a state saved under one key resumes under the other.
+  out_dir = str(tmp_path / "run")
+  kwargs = {"seeds": 2, "out_dir": out_dir, "progress": False}
+  train.train(
+    jax.random.PRNGKey(0), tiny_data, MODEL_CFG, CFG, max_chunks=1, **kwargs
+  )
+  resumed = train.train(jax.random.key(0), tiny_data, MODEL_CFG, CFG, **kwargs)
+  _assert_results_equal(resumed, typed)
+
+
+@pytest.mark.parametrize("bad_key", [0, np.zeros(3, np.uint32)])
+def test_bad_key_raises(tiny_data, bad_key):
+  with pytest.raises(ValueError, match="key=.* is invalid"):
+    train.train(bad_key, tiny_data, MODEL_CFG, CFG, progress=False)
+
+
 def test_resume_matches_uninterrupted(key, tiny_data, tmp_path):
   out_dir = str(tmp_path / "run")
   full = train.train(key, tiny_data, MODEL_CFG, CFG, seeds=2, progress=False)
@@ -313,22 +340,39 @@ def test_resume_matches_uninterrupted(key, tiny_data, tmp_path):
   _assert_results_equal(again, full)
 
 
-def test_resume_ignores_state_of_other_setup(key, tiny_data, tmp_path):
+def _files(folder: str) -> dict[str, bytes]:
+  """Every file under ``folder`` -> its bytes."""
+  return {
+    os.path.join(root, name): open(os.path.join(root, name), "rb").read()
+    for root, _, names in os.walk(folder)
+    for name in names
+  }
+
+
+def test_resume_refuses_state_of_other_setup(key, tiny_data, tmp_path):
   out_dir = str(tmp_path / "run")
-  train.train(
-    key,
-    tiny_data,
-    MODEL_CFG,
-    CFG,
-    out_dir=out_dir,
-    max_chunks=1,
-    progress=False,
-  )
+  kwargs = {"out_dir": out_dir, "progress": False}
+  train.train(key, tiny_data, MODEL_CFG, CFG, max_chunks=1, **kwargs)
+  saved = _files(out_dir)
   other_key = jax.random.fold_in(key, 3)
-  resumed = train.train(
-    other_key, tiny_data, MODEL_CFG, CFG, out_dir=out_dir, progress=False
-  )
-  fresh = train.train(other_key, tiny_data, MODEL_CFG, CFG, progress=False)
+  with pytest.raises(
+    ValueError,
+    match=re.escape(repr(out_dir)) + " holds the training state "
+    "of another setup",
+  ):
+    train.train(other_key, tiny_data, MODEL_CFG, CFG, **kwargs)
+  assert _files(out_dir) == saved  # Nothing overwritten.
+  # The chunks alone (the state file deleted) are refused too.
+  os.remove(os.path.join(out_dir, train.STATE_FILE))
+  chunks = os.path.join(out_dir, train.CHUNKS_DIR)
+  with pytest.raises(
+    ValueError, match=re.escape(repr(chunks)) + " holds the parts of another"
+  ):
+    train.train(other_key, tiny_data, MODEL_CFG, CFG, **kwargs)
+  assert _files(chunks) == {k: v for k, v in saved.items() if chunks in k}
+  # Its own setup still resumes there.
+  resumed = train.train(key, tiny_data, MODEL_CFG, CFG, **kwargs)
+  fresh = train.train(key, tiny_data, MODEL_CFG, CFG, progress=False)
   _assert_results_equal(resumed, fresh)
 
 
@@ -340,18 +384,31 @@ def test_resume_ignores_state_of_other_setup(key, tiny_data, tmp_path):
     ({"weight_decays": [-1.0]}, "weight_decay=-1.0"),
     ({"num_trains": [4]}, "num_train=4"),  # < batch_size = 8.
     ({"num_trains": [49]}, "num_train=49"),  # = p^2: no validation set.
+    ({"lrs": []}, "lrs=[] is invalid"),
+    ({"weight_decays": []}, "weight_decays=[] is invalid"),
+    ({"num_trains": []}, "num_trains=[] is invalid"),
+    ({"lrs": [math.nan]}, "lr=nan is invalid"),
+    ({"lrs": [1e-3, math.inf]}, "lr=inf is invalid"),
+    ({"weight_decays": [math.nan]}, "weight_decay=nan is invalid"),
+    ({"weight_decays": [math.inf]}, "weight_decay=inf is invalid"),
+    ({"lrs": 1e-3}, "lrs=0.001 is invalid: must be a sequence"),
+    ({"num_trains": [30.0]}, "num_train=30.0 is invalid"),
     ({"seeds": 0}, "seeds=0"),
+    ({"seeds": 2.5}, "seeds=2.5 is invalid: must be an integer >= 1"),
+    ({"seeds": True}, "seeds=True is invalid"),
+    ({"seed_ids": [0.5]}, "seed_ids=[0.5] is invalid"),
     ({"seed_ids": []}, "seed_ids"),
     ({"seed_ids": [1, 1]}, "seed_ids"),
     ({"seed_ids": [-1]}, "seed_ids"),
     ({"seeds": 3, "seed_ids": [0, 1]}, "seed_ids"),
     ({"max_chunks": -1}, "max_chunks=-1"),
-    ({"max_chunks": 0}, "ran no chunk"),  # and no saved state to load.
+    ({"max_chunks": 0}, "max_chunks=0 is invalid without a saved state"),
+    ({"max_chunks": 1.5}, "max_chunks=1.5 is invalid"),
     ({"num_trains": [7]}, "batch_size=8 exceeds the training set of 7 pairs"),
   ],
 )
 def test_bad_train_arguments_raise(key, tiny_data, kwargs, match):
-  with pytest.raises(ValueError, match=match):
+  with pytest.raises(ValueError, match=re.escape(match)):
     train.train(key, tiny_data, MODEL_CFG, CFG, progress=False, **kwargs)
 
 
@@ -392,11 +449,25 @@ def test_model_data_p_mismatch_raises(key, tiny_data):
       },
       "stop_check_every=15",
     ),
+    # Rules that could never fire: no check, or fewer checks than patience.
+    (
+      {**SHORT, "stop_check_every": 1000},
+      "stop_check_every=1000 is invalid: exceeds num_steps=20",
+    ),
+    (
+      {**SHORT, "stop_acc": 0.9, "stop_patience": 3},
+      "stop_patience=3 is invalid: exceeds the 2 checks of num_steps=20",
+    ),
   ],
 )
 def test_bad_train_config_raises(kwargs, match):
-  with pytest.raises(ValueError, match=match):
+  with pytest.raises(ValueError, match=re.escape(match)):
     TrainConfig(**kwargs)
+
+
+def test_stop_patience_may_use_every_check():
+  cfg = TrainConfig(**SHORT, stop_acc=0.9, stop_patience=2)
+  assert cfg.num_steps // cfg.log_every == cfg.stop_patience
 
 
 def test_batch_larger_than_train_set_message(key):
@@ -424,7 +495,7 @@ def test_no_stop_rule_is_unchanged(key, tiny_data):
   # the unmasked values. (stop_acc=None traces no rule at all; it was checked
   # bit-identical to the code before early stopping existed.)
   plain = train.train(key, tiny_data, MODEL_CFG, CFG, seeds=2, progress=False)
-  never = dataclasses.replace(CFG, stop_acc=1.0, stop_patience=1000)
+  never = dataclasses.replace(CFG, stop_acc=1.0, stop_patience=30)  # 30 checks.
   ruled = train.train(key, tiny_data, MODEL_CFG, never, seeds=2, progress=False)
   np.testing.assert_array_equal(plain.stop_step, [-1, -1])
   _assert_results_equal(plain, ruled)
@@ -554,7 +625,8 @@ def test_saved_state_is_one_file_per_chunk(key, tiny_data, tmp_path):
   train.train(key, tiny_data, MODEL_CFG, CFG, out_dir=out_dir, progress=False)
   chunk_dir = os.path.join(out_dir, train.CHUNKS_DIR)
   names = sorted(os.listdir(chunk_dir))
-  assert names == [f"chunk_{i:05d}.npz" for i in range(3)]
+  assert names == [f"chunk_{i:05d}.npz" for i in range(3)] + ["owner.json"]
+  names = names[:-1]
   sizes = {os.path.getsize(os.path.join(chunk_dir, n)) for n in names}
   assert len(sizes) == 1  # Constant I/O per chunk, not growing.
   train.remove_saved_state(out_dir)
@@ -579,7 +651,7 @@ def test_corrupt_saved_state_raises_naming_file(key, tiny_data, tmp_path):
     train.train(key, tiny_data, MODEL_CFG, CFG, out_dir=out_dir, progress=False)
   assert os.path.exists(chunk)  # Nothing is deleted.
   os.remove(chunk)
-  with pytest.raises(ValueError, match="chunk_00001.npz is unreadable"):
+  with pytest.raises(ValueError, match="chunk_00001.npz is missing"):
     train.train(key, tiny_data, MODEL_CFG, CFG, out_dir=out_dir, progress=False)
   state = os.path.join(out_dir, train.STATE_FILE)
   with open(state, "wb") as f:

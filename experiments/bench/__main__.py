@@ -92,7 +92,7 @@ from typing import Optional, Sequence
 
 import jax
 
-from experiments import common
+from experiments import cli, results
 from experiments.bench import (
   forms,
   llc,
@@ -183,7 +183,7 @@ def _measure(args) -> dict:
     },
     "load_average": {"start": load_start},
     "baselines": torch_status,
-    "cpu": common.cpu_info(),
+    "cpu": results.cpu_info(),
     "reference": {
       **ref["summary"],
       "nbeta": cfg.sgld.resolve_nbeta(engine.n),
@@ -243,14 +243,14 @@ def _measure(args) -> dict:
 def main(argv: Optional[Sequence[str]] = None) -> dict:
   """Runs the benchmark (or, with ``--replot``, only redraws its figures)
   and writes its outputs; returns the payload."""
-  args = common.parse_args(__doc__, _flags, argv)
-  payload = common.compute_then_plot(
+  args = cli.parse_args(__doc__, _flags, argv)
+  payload = cli.compute_then_plot(
     NAME, args, lambda: _measure(args), report.plot
   )
   if not args.replot:
     loads = payload["load_average"]
     print(
-      f"wrote {common.output_dir(NAME, args.out)}/results.json in "
+      f"wrote {cli.output_dir(NAME, args.out)}/results.json in "
       f"{payload['wall_seconds']:.0f} s; load average "
       f"{loads['start']} -> {loads['end']}"
     )

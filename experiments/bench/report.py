@@ -3,7 +3,7 @@
 ``plot`` draws only from a results payload (a dict read back from
 results.json), so ``python -m experiments.bench --replot --out DIR`` redraws
 ``DIR/llc_speed.png`` and ``DIR/scaling.png`` without computing anything
-(``experiments.common.compute_then_plot``). Panels of parts that did not run
+(``experiments.cli.compute_then_plot``). Panels of parts that did not run
 (``--only``) are left out.
 """
 

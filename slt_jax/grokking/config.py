@@ -11,7 +11,7 @@ import dataclasses
 import math
 from typing import Optional
 
-from slt_jax.checks import _check, check_types
+from slt_jax.checks import check, check_types
 
 OPERATIONS = ("+", "-", "*")
 INITS = ("kaiming_uniform", "lecun_normal")
@@ -44,21 +44,21 @@ class DataConfig:
 
   def __post_init__(self):
     check_types(self)
-    _check(
+    check(
       isinstance(self.p, int) and self.p >= 3 and is_prime(self.p),
       "p",
       self.p,
       "must be a prime >= 3",
     )
-    _check(self.op in OPERATIONS, "op", self.op, f"must be one of {OPERATIONS}")
-    _check(
+    check(self.op in OPERATIONS, "op", self.op, f"must be one of {OPERATIONS}")
+    check(
       0.0 < self.train_frac < 1.0,
       "train_frac",
       self.train_frac,
       "must lie in (0, 1)",
     )
     if self.num_train is not None:
-      _check(
+      check(
         0 < self.num_train < self.p**2,
         "num_train",
         self.num_train,
@@ -71,7 +71,7 @@ class DataConfig:
     if self.num_train is not None:
       return self.num_train
     n = int(round(self.train_frac * self.p**2))
-    _check(
+    check(
       0 < n < self.p**2,
       "train_frac",
       self.train_frac,
@@ -98,15 +98,15 @@ class ModelConfig:
 
   def __post_init__(self):
     check_types(self)
-    _check(
+    check(
       isinstance(self.p, int) and self.p >= 3 and is_prime(self.p),
       "p",
       self.p,
       "must be a prime >= 3",
     )
-    _check(self.width >= 1, "width", self.width, "must be >= 1")
-    _check(self.init in INITS, "init", self.init, f"must be one of {INITS}")
-    _check(self.init_scale > 0, "init_scale", self.init_scale, "must be > 0")
+    check(self.width >= 1, "width", self.width, "must be >= 1")
+    check(self.init in INITS, "init", self.init, f"must be one of {INITS}")
+    check(self.init_scale > 0, "init_scale", self.init_scale, "must be > 0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,9 +130,10 @@ class TrainConfig:
       a run stops once its validation accuracy was >= ``stop_acc`` at
       ``stop_patience`` consecutive checks; its parameters then freeze. The
       authors' protocols are 0.95 × 3 and 0.99 × 10, checked every 100 steps.
-    stop_patience: consecutive checks at or above ``stop_acc`` that stop a run.
-    stop_check_every: steps between checks, a multiple of log_every (None:
-      every logged step).
+    stop_patience: consecutive checks at or above ``stop_acc`` that stop a
+      run; with ``stop_acc`` set, at most the checks that ``num_steps`` holds.
+    stop_check_every: steps between checks, a multiple of log_every and at
+      most num_steps (None: every logged step).
   """
 
   loss: str = "centered_mse"
@@ -151,55 +152,72 @@ class TrainConfig:
 
   def __post_init__(self):
     check_types(self)
-    _check(self.loss in LOSSES, "loss", self.loss, f"must be one of {LOSSES}")
-    _check(
+    check(self.loss in LOSSES, "loss", self.loss, f"must be one of {LOSSES}")
+    check(
       self.optimizer in OPTIMIZERS,
       "optimizer",
       self.optimizer,
       f"must be one of {OPTIMIZERS}",
     )
-    _check(self.lr > 0, "lr", self.lr, "must be > 0")
-    _check(
+    check(self.lr > 0, "lr", self.lr, "must be > 0")
+    check(
       self.weight_decay >= 0, "weight_decay", self.weight_decay, "must be >= 0"
     )
-    _check(self.batch_size >= 1, "batch_size", self.batch_size, "must be >= 1")
-    _check(self.log_every >= 1, "log_every", self.log_every, "must be >= 1")
-    _check(
+    check(self.batch_size >= 1, "batch_size", self.batch_size, "must be >= 1")
+    check(self.log_every >= 1, "log_every", self.log_every, "must be >= 1")
+    check(
       self.ckpt_every % self.log_every == 0,
       "ckpt_every",
       self.ckpt_every,
       f"must be a multiple of log_every={self.log_every}",
     )
-    _check(
+    check(
       self.chunk_steps % self.ckpt_every == 0,
       "chunk_steps",
       self.chunk_steps,
       f"must be a multiple of ckpt_every={self.ckpt_every}",
     )
-    _check(
+    check(
       self.num_steps >= 1 and self.num_steps % self.chunk_steps == 0,
       "num_steps",
       self.num_steps,
       f"must be a positive multiple of chunk_steps={self.chunk_steps}",
     )
     if self.stop_acc is not None:
-      _check(
+      check(
         0.0 < self.stop_acc <= 1.0,
         "stop_acc",
         self.stop_acc,
         "must lie in (0, 1] or be None",
       )
-    _check(
+    check(
       self.stop_patience >= 1,
       "stop_patience",
       self.stop_patience,
       "must be >= 1",
     )
     if self.stop_check_every is not None:
-      _check(
+      check(
         self.stop_check_every >= 1
         and self.stop_check_every % self.log_every == 0,
         "stop_check_every",
         self.stop_check_every,
         f"must be a positive multiple of log_every={self.log_every}",
+      )
+      check(
+        self.stop_check_every <= self.num_steps,
+        "stop_check_every",
+        self.stop_check_every,
+        f"exceeds num_steps={self.num_steps}: the stopping rule would never "
+        "be checked",
+      )
+    if self.stop_acc is not None:
+      check_every = self.stop_check_every or self.log_every
+      check(
+        self.stop_patience <= self.num_steps // check_every,
+        "stop_patience",
+        self.stop_patience,
+        f"exceeds the {self.num_steps // check_every} checks of num_steps="
+        f"{self.num_steps} (one every {check_every} steps): the stopping rule "
+        "could never fire",
       )

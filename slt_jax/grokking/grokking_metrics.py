@@ -29,6 +29,34 @@ MEMORISATION_ACC = 0.99
 GENERALISATION_ACC = 0.95
 
 
+def _check_lengths(**arrays) -> None:
+  """Raises unless every array has the same number L >= 1 of logged steps.
+
+  Args:
+    **arrays: named arrays whose last axes are the logged steps (steps
+      ``(L,)``, curves ``(..., L)``).
+
+  Raises:
+    ValueError: naming every array and its length when the lengths differ,
+      or when there is no step.
+
+  Example:
+    >>> _check_lengths(steps=np.arange(3), val_acc=np.zeros((2, 4)))
+    Traceback (most recent call last):
+    ...
+    ValueError: lengths along the step (last) axis differ: steps 3, val_acc 4
+  """
+  lengths = {
+    name: np.shape(array)[-1] if np.ndim(array) else "scalar"
+    for name, array in arrays.items()
+  }
+  described = ", ".join(f"{name} {length}" for name, length in lengths.items())
+  if len(set(lengths.values())) > 1 or "scalar" in lengths.values():
+    raise ValueError(f"lengths along the step (last) axis differ: {described}")
+  if 0 in lengths.values():
+    raise ValueError(f"no logged steps: lengths {described}")
+
+
 def first_step_at_least(
   steps: np.ndarray, curve: np.ndarray, threshold: float
 ) -> np.ndarray:
@@ -41,12 +69,13 @@ def first_step_at_least(
 
   Returns:
     (...) int array of steps.
+
+  Raises:
+    ValueError: naming the lengths when the arrays differ in length along
+      the step axis, or have none.
   """
   steps, curve = np.asarray(steps), np.asarray(curve)
-  if curve.shape[-1] != steps.shape[0]:
-    raise ValueError(
-      f"curve has {curve.shape[-1]} points but steps has {steps.shape[0]}"
-    )
+  _check_lengths(steps=steps, curve=curve)
   hit = curve >= threshold
   return np.where(hit.any(-1), steps[np.argmax(hit, axis=-1)], -1)
 
@@ -63,13 +92,14 @@ def generalisation_step(steps, val_acc) -> np.ndarray:
 
 def grokking_delay(steps, train_acc, val_acc) -> np.ndarray:
   """Generalisation step minus memorisation step (-1 if either is missing)."""
+  _check_lengths(steps=steps, train_acc=train_acc, val_acc=val_acc)
   mem = memorisation_step(steps, train_acc)
   gen = generalisation_step(steps, val_acc)
   return np.where((mem >= 0) & (gen >= 0), gen - mem, -1)
 
 
 def grokking_severity(steps, train_acc, val_acc) -> np.ndarray:
-  """Grokking Severity Metric (SPEC §1, paper Fig. 4).
+  """Grokking Severity Metric (paper Fig. 4).
 
   ``GSM = 1{val_acc(T) >= 0.95} / T * integral_0^T |train_acc - val_acc| dt``:
   the area between the two accuracy curves (trapezoid rule over the logged
@@ -83,7 +113,12 @@ def grokking_severity(steps, train_acc, val_acc) -> np.ndarray:
 
   Returns:
     (...) float GSM.
+
+  Raises:
+    ValueError: naming the lengths when the arrays differ in length along
+      the step axis, or have none.
   """
+  _check_lengths(steps=steps, train_acc=train_acc, val_acc=val_acc)
   steps = np.asarray(steps, dtype=float)
   gap = np.abs(np.asarray(train_acc) - np.asarray(val_acc))
   area = np.trapezoid(gap, steps, axis=-1)
@@ -94,7 +129,7 @@ def grokking_severity(steps, train_acc, val_acc) -> np.ndarray:
 def grokking_severity_authors(
   train_acc, val_acc, min_final_acc: float = 0.9
 ) -> np.ndarray:
-  """The authors' GSM variant (``grokking_test3``, SPEC §2b).
+  """The authors' GSM variant (their ``grokking_test3``).
 
   The mean over the logged steps of ``train_acc - val_acc`` (signed, no
   absolute value), and 0 unless both final accuracies exceed
@@ -108,11 +143,16 @@ def grokking_severity_authors(
   Returns:
     (...) float.
 
+  Raises:
+    ValueError: naming the lengths when the arrays differ in length along
+      the step axis, or have none.
+
   Example:
     >>> grokking_severity_authors(np.array([0.5, 1.0, 1.0]),
     ...                           np.array([0.0, 0.0, 1.0])).round(3).tolist()
     0.5
   """
+  _check_lengths(train_acc=train_acc, val_acc=val_acc)
   train_acc, val_acc = np.asarray(train_acc), np.asarray(val_acc)
   gap = np.mean(train_acc - val_acc, axis=-1)
   gate = (train_acc[..., -1] > min_final_acc) & (
@@ -135,7 +175,12 @@ def midpoint_crossing(
 
   Returns:
     The crossing step.
+
+  Raises:
+    ValueError: naming the lengths when the arrays differ in length along
+      the step axis, or have none.
   """
+  _check_lengths(steps=steps, curve=curve)
   steps, curve = np.asarray(steps), np.asarray(curve, dtype=float)
   after = steps >= start
   if not after.any():
@@ -167,7 +212,13 @@ def llc_curve_summary(
   Returns:
     dict with peak_llc, peak_step, final_llc, final_over_peak, llc_drop_step,
     val_loss_drop_step and lag (None when a drop is not found).
+
+  Raises:
+    ValueError: naming the lengths when the arrays differ in length along
+      the step axis, or have none.
   """
+  _check_lengths(ckpt_steps=ckpt_steps, llc=llc)
+  _check_lengths(log_steps=log_steps, val_loss=val_loss)
   llc = np.asarray(llc, dtype=float)
   peak = int(np.nanargmax(llc))
   llc_drop = midpoint_crossing(ckpt_steps, llc, max(memorisation, 0))

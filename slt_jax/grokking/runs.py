@@ -4,8 +4,8 @@ A run is determined by its *spec* (``run_spec``): the training key, the data
 (a SHA-256 of its pairs and labels, so any way of making the same split gives
 one spec), ``ModelConfig``, ``TrainConfig`` (early stopping included), the
 seeds and the lr / weight-decay / train-size grids, plus ``FORMAT_VERSION``.
-``fingerprint(spec)`` is the SHA-256 of the spec's canonical JSON. A store is
-a folder of run directories::
+``persist.fingerprint(spec)`` is the SHA-256 of the spec's canonical JSON. A
+store is a folder of run directories::
 
   <store>/<label>-<fingerprint[:12]>/manifest.json   spec, fingerprint, format,
                                                       time, shapes, checksum
@@ -18,7 +18,8 @@ Publishing writes a temporary directory and renames it into place, so a run
 directory is either whole or absent. Nothing is ever loaded silently: a run
 directory whose manifest is unreadable, of another format, of another
 fingerprint, or whose ``run.npz`` is missing, fails its checksum or does not
-match the manifest's shapes raises a ``ValueError`` naming the file; nothing
+match the manifest's arrays (names, shapes, dtypes) raises a ``ValueError``
+naming the file; nothing
 is deleted or retrained behind the caller's back (delete the directory to
 retrain). Arrays are ``.npz`` without pickle (``slt_jax.persist``).
 """
@@ -28,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -49,7 +49,6 @@ __all__ = [
   "key_spec",
   "data_spec",
   "run_spec",
-  "fingerprint",
   "run_name",
   "run_dir",
   "is_complete",
@@ -131,12 +130,15 @@ def run_spec(
 ) -> dict:
   """Everything that determines a ``train.train`` call's result, as JSON.
 
-  The arguments are those of ``train.train``; omitted grids are resolved to
-  the values ``train`` would use (so ``lrs=None`` and ``lrs=[cfg.lr]`` are one
-  run).
+  The arguments are those of ``train.train``; the seeds and grids are checked
+  and resolved by ``train.resolve_grid``, as ``train`` does (so ``lrs=None``
+  and ``lrs=[cfg.lr]`` are one run).
 
   Returns:
-    A JSON-able dict (``fingerprint`` hashes it).
+    A JSON-able dict (``persist.fingerprint`` hashes it).
+
+  Raises:
+    ValueError: for seeds or grids that ``train`` refuses (naming the value).
 
   Example:
     >>> import jax
@@ -149,33 +151,23 @@ def run_spec(
     >>> spec["seed_ids"], spec["lrs"], spec["num_trains"]
     ([0, 1], [0.001], [12])
   """
-  ids = list(range(seeds)) if seed_ids is None else [int(s) for s in seed_ids]
+  grid = train.resolve_grid(
+    train_cfg,
+    data,
+    seeds=seeds,
+    seed_ids=seed_ids,
+    lrs=lrs,
+    weight_decays=weight_decays,
+    num_trains=num_trains,
+  )
   return {
     "format_version": FORMAT_VERSION,
     "key": key_spec(key),
     "data": data_spec(data),
     "model": dataclasses.asdict(model_cfg),
     "train": dataclasses.asdict(train_cfg),
-    "seed_ids": ids,
-    "lrs": [float(x) for x in (lrs or [train_cfg.lr])],
-    "weight_decays": [
-      float(x) for x in (weight_decays or [train_cfg.weight_decay])
-    ],
-    "num_trains": [int(x) for x in (num_trains or [data.num_train])],
+    **grid,
   }
-
-
-def fingerprint(spec: dict) -> str:
-  """SHA-256 (hex) of a spec's canonical JSON (sorted keys, no spaces).
-
-  Example:
-    >>> fingerprint({"a": 1, "b": [2.0]}) == fingerprint({"b": [2.0], "a": 1})
-    True
-  """
-  text = json.dumps(
-    spec, sort_keys=True, separators=(",", ":"), allow_nan=False
-  )
-  return hashlib.sha256(text.encode()).hexdigest()
 
 
 def run_name(label: str, spec: dict) -> str:
@@ -186,7 +178,7 @@ def run_name(label: str, spec: dict) -> str:
     'p_53_K_1024-'
   """
   slug = re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("._") or "run"
-  return f"{slug}-{fingerprint(spec)[:12]}"
+  return f"{slug}-{persist.fingerprint(spec)[:12]}"
 
 
 def run_dir(store: str, label: str, spec: dict) -> str:
@@ -235,6 +227,31 @@ def _sha256_file(path: str) -> str:
     for block in iter(lambda: f.read(1 << 22), b""):
       digest.update(block)
   return digest.hexdigest()
+
+
+def _write_run(
+  folder: str, label: str, spec: dict, result: train.TrainResult, provenance
+) -> None:
+  """Writes ``run.npz`` and its manifest into ``folder``."""
+  arrays = _result_arrays(result)
+  persist.save_npz(os.path.join(folder, ARRAYS), arrays)
+  persist.save_json(
+    os.path.join(folder, MANIFEST),
+    {
+      "format_version": FORMAT_VERSION,
+      "fingerprint": persist.fingerprint(spec),
+      "label": label,
+      "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+      "spec": spec,
+      "provenance": provenance,
+      "shapes": {k: list(v.shape) for k, v in arrays.items()},
+      "dtypes": {k: str(v.dtype) for k, v in arrays.items()},
+      "arrays_sha256": _sha256_file(os.path.join(folder, ARRAYS)),
+      "steps_per_second": result.steps_per_second,
+      "stop_step": result.stop_step,
+      "jax_version": jax.__version__,
+    },
+  )
 
 
 def save_run(
@@ -291,25 +308,7 @@ def save_run(
   os.makedirs(store, exist_ok=True)
   tmp = tempfile.mkdtemp(dir=store, prefix=f".tmp-{os.path.basename(final)}-")
   try:
-    arrays = _result_arrays(result)
-    persist.save_npz(os.path.join(tmp, ARRAYS), arrays)
-    persist.save_json(
-      os.path.join(tmp, MANIFEST),
-      {
-        "format_version": FORMAT_VERSION,
-        "fingerprint": fingerprint(spec),
-        "label": label,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-        "spec": spec,
-        "provenance": provenance or {},
-        "shapes": {k: list(v.shape) for k, v in arrays.items()},
-        "dtypes": {k: str(v.dtype) for k, v in arrays.items()},
-        "arrays_sha256": _sha256_file(os.path.join(tmp, ARRAYS)),
-        "steps_per_second": result.steps_per_second,
-        "stop_step": result.stop_step,
-        "jax_version": jax.__version__,
-      },
-    )
+    _write_run(tmp, label, spec, result, provenance or {})
     os.chmod(tmp, 0o755)  # mkdtemp makes 0700 directories.
     try:
       os.rename(tmp, final)
@@ -332,54 +331,64 @@ def _corrupt(path: str, what: str, run: str) -> ValueError:
   )
 
 
-def load_run(store: str, label: str, spec: dict) -> train.TrainResult:
-  """Loads a run stored by ``save_run``, checking it against ``spec``.
-
-  Args:
-    store: the store folder.
-    label: the label it was saved under.
-    spec: the ``run_spec`` it must match.
-
-  Returns:
-    The TrainResult, equal to the one saved.
-
-  Raises:
-    FileNotFoundError: the run is not in the store.
-    ValueError: the directory exists but its manifest is unreadable or of
-      another format or fingerprint, or ``run.npz`` is missing, corrupt or
-      does not match the manifest (the message names the file).
-
-  Example:
-    >>> load_run("/nonexistent", "demo", {"a": 1})  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    FileNotFoundError: no stored run /nonexistent/demo-...
-  """
-  path = run_dir(store, label, spec)
-  if not os.path.isdir(path):
-    raise FileNotFoundError(f"no stored run {path}")
+def _read_manifest(path: str, spec: dict) -> dict:
+  """The manifest of the run directory ``path``, checked against ``spec``."""
   manifest_path = os.path.join(path, MANIFEST)
   try:
     manifest = persist.load_json(manifest_path)
     version, stored_fp = manifest["format_version"], manifest["fingerprint"]
-    shapes, checksum = manifest["shapes"], manifest["arrays_sha256"]
+    missing = {"shapes", "dtypes", "arrays_sha256"} - set(manifest)
   except (OSError, ValueError, KeyError, TypeError) as err:
     raise _corrupt(
       manifest_path, f"is unreadable ({type(err).__name__}: {err})", path
     ) from err
+  if missing:
+    raise _corrupt(manifest_path, f"lacks {sorted(missing)}", path)
   if version != FORMAT_VERSION:
     raise _corrupt(
       manifest_path,
       f"has format_version={version!r}, this code reads {FORMAT_VERSION}",
       path,
     )
-  if stored_fp != fingerprint(spec):
+  if stored_fp != persist.fingerprint(spec):
     raise _corrupt(
       manifest_path,
       f"has fingerprint {stored_fp}, but the "
-      f"requested run's is {fingerprint(spec)}",
+      f"requested run's is {persist.fingerprint(spec)}",
       path,
     )
+  return manifest
+
+
+def _check_arrays(arrays_path: str, arrays: dict, manifest: dict, run: str):
+  """Raises unless ``arrays`` have the manifest's names, shapes and dtypes."""
+  shapes, dtypes = manifest["shapes"], manifest["dtypes"]
+  if set(arrays) != set(shapes):
+    raise _corrupt(
+      arrays_path,
+      f"holds the arrays {sorted(arrays)}, the manifest lists {sorted(shapes)}",
+      run,
+    )
+  for name, x in arrays.items():
+    if list(x.shape) != shapes[name]:
+      raise _corrupt(
+        arrays_path,
+        f"holds {name} of shape {list(x.shape)}, the manifest's is "
+        f"{shapes[name]}",
+        run,
+      )
+    if str(x.dtype) != dtypes.get(name):
+      raise _corrupt(
+        arrays_path,
+        f"holds {name} as {x.dtype}, the manifest's dtype is "
+        f"{dtypes.get(name)}",
+        run,
+      )
+
+
+def _read_arrays(path: str, manifest: dict) -> dict[str, np.ndarray]:
+  """``run.npz`` of the run directory ``path``, checked against the
+  manifest's checksum and arrays."""
   arrays_path = os.path.join(path, ARRAYS)
   try:
     actual = _sha256_file(arrays_path)
@@ -387,7 +396,7 @@ def load_run(store: str, label: str, spec: dict) -> train.TrainResult:
     raise _corrupt(
       arrays_path, f"is unreadable ({type(err).__name__}: {err})", path
     ) from err
-  if actual != checksum:
+  if actual != manifest["arrays_sha256"]:
     raise _corrupt(
       arrays_path, "is corrupt (its SHA-256 differs from the manifest's)", path
     )
@@ -397,11 +406,12 @@ def load_run(store: str, label: str, spec: dict) -> train.TrainResult:
     raise _corrupt(
       arrays_path, f"is unreadable ({type(err).__name__}: {err})", path
     ) from err
-  got = {k: list(v.shape) for k, v in arrays.items()}
-  if got != shapes:
-    raise _corrupt(
-      arrays_path, "does not hold the arrays of the manifest", path
-    )
+  _check_arrays(arrays_path, arrays, manifest, path)
+  return arrays
+
+
+def _result_from_arrays(arrays: dict, spec: dict) -> train.TrainResult:
+  """The TrainResult of ``_result_arrays``' arrays."""
   template = jax.eval_shape(
     lambda k: model.init(k, ModelConfig(**spec["model"])), jax.random.key(0)
   )
@@ -423,6 +433,37 @@ def load_run(store: str, label: str, spec: dict) -> train.TrainResult:
     steps_per_second=float(arrays["steps_per_second"]),
     stop_step=arrays["stop_step"],
   )
+
+
+def load_run(store: str, label: str, spec: dict) -> train.TrainResult:
+  """Loads a run stored by ``save_run``, checking it against ``spec``.
+
+  Args:
+    store: the store folder.
+    label: the label it was saved under.
+    spec: the ``run_spec`` it must match.
+
+  Returns:
+    The TrainResult, equal to the one saved.
+
+  Raises:
+    FileNotFoundError: the run is not in the store.
+    ValueError: the directory exists but its manifest is unreadable or of
+      another format or fingerprint, or ``run.npz`` is missing, corrupt or
+      does not hold the manifest's arrays (names, shapes, dtypes); the
+      message names the file (and the array).
+
+  Example:
+    >>> load_run("/nonexistent", "demo", {"a": 1})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: no stored run /nonexistent/demo-...
+  """
+  path = run_dir(store, label, spec)
+  if not os.path.isdir(path):
+    raise FileNotFoundError(f"no stored run {path}")
+  arrays = _read_arrays(path, _read_manifest(path, spec))
+  return _result_from_arrays(arrays, spec)
 
 
 def get_or_train(

@@ -7,13 +7,16 @@ is static instead, which keeps the minibatch shuffle to one sort per epoch; a
 new shared size compiles anew). The loop is ``lax.scan`` nested
 as chunk → checkpoint interval → log interval → step; each chunk is one call of
 the compiled program. The next chunk is dispatched before the previous one's
-outputs are copied to the host, so showing progress and saving (given
-``out_dir``: each chunk's checkpoints and metrics in a file of their own plus
-the small current state, all written atomically) overlap the computation, and
-an interrupted run resumes where it stopped. Minibatch ``t`` of a run depends
-only on its key and ``t``, so chunking and resuming give bit-identical results.
+outputs are copied to the host, so showing progress and saving overlap the
+computation. Given ``out_dir``, an interrupted run resumes where it stopped,
+through ``slt_jax.persist``: the setup is named by ``persist.fingerprint`` of
+its spec, each chunk's checkpoints and metrics are a part of a
+``persist.Parts`` folder, and the small current state is one file stamped
+with the same fingerprint; a folder of another setup is refused. Minibatch
+``t`` of a run depends only on its key and ``t``, so chunking and resuming
+give bit-identical results.
 
-Early stopping (``TrainConfig.stop_acc``, SPEC §2b) is per run: at each check
+Early stopping (``TrainConfig.stop_acc``) is per run: at each check
 the run's validation accuracy updates a streak; once the rule fires, that run's
 parameters and optimizer state freeze (its steps are still computed, then
 discarded) while the other runs of the grid go on, and the loop ends after the
@@ -24,29 +27,31 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import itertools
 import os
 import shutil
 import time
 import zipfile
-from typing import NamedTuple, Optional, Sequence
+from typing import Callable, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
 from slt_jax import batching, distributed, persist
+from slt_jax.checks import check, is_int, is_real
 from slt_jax.grokking import losses, model
 from slt_jax.grokking.config import ModelConfig, TrainConfig
 from slt_jax.grokking.data import Batch, ModularData
 from slt_jax.tree_types import ArrayTree, PRNGKey
 
 METRIC_NAMES = ("train_loss", "val_loss", "train_acc", "val_acc")
-# Bumped when the layout of ``out_dir`` changes: older states are not resumed.
-STATE_FORMAT = 2
+# Part of the fingerprint, bumped when the layout of ``out_dir`` changes: a
+# folder of an older layout is refused (see ``train``'s ``out_dir``).
+STATE_FORMAT = 3
 STATE_FILE = "train_state.npz"
 CHUNKS_DIR = "train_chunks"
 
@@ -121,7 +126,7 @@ class TrainResult(NamedTuple):
   @property
   def stop_params(self) -> ArrayTree:
     """Params (R, ...) at each run's stop step: the final checkpoint of the
-    authors' protocol (SPEC §2b). They are ``final_params`` (a stopped run's
+    authors' protocol. They are ``final_params`` (a stopped run's
     parameters freeze); for a run that never stopped, its last parameters."""
     return self.final_params
 
@@ -293,26 +298,6 @@ def _run_chunk_batched(
   )
 
 
-@functools.lru_cache(maxsize=None)
-def _programs(mesh) -> tuple:
-  """The jitted ``(init_runs, run_chunk_batched)`` with the runs axis over
-  ``mesh`` (data and step replicated), so every chunk is one program."""
-  by_run, whole = distributed.sharded(mesh), distributed.replicated(mesh)
-  init = jax.jit(
-    _init_runs,
-    static_argnums=(3, 4, 5),
-    in_shardings=(by_run, by_run, whole),
-    out_shardings=by_run,
-  )
-  chunk = jax.jit(
-    _run_chunk_batched,
-    static_argnums=(6, 7, 8),
-    in_shardings=(by_run,) * 4 + (whole,) * 2,
-    out_shardings=by_run,
-  )
-  return init, chunk
-
-
 def _init_runs(
   keys: jax.Array,
   hp: RunHParams,
@@ -334,42 +319,309 @@ def _init_runs(
   return jax.vmap(one)(keys, hp)
 
 
-def _grid(
+class _Programs(NamedTuple):
+  """The jitted programs of one mesh, the runs axis sharded over it (data and
+  step replicated), so each call is one program.
+
+  JAX caches traces and compilations by function, static arguments and
+  shardings, so the programs of an equal mesh built again compile nothing.
+  """
+
+  init_runs: Callable
+  run_chunk: Callable
+
+
+def _programs(mesh: Mesh) -> _Programs:
+  """``_init_runs`` and ``_run_chunk_batched`` jitted over ``mesh``."""
+  by_run, whole = distributed.sharded(mesh), distributed.replicated(mesh)
+  return _Programs(
+    init_runs=jax.jit(
+      _init_runs,
+      static_argnums=(3, 4, 5),
+      in_shardings=(by_run, by_run, whole),
+      out_shardings=by_run,
+    ),
+    run_chunk=jax.jit(
+      _run_chunk_batched,
+      static_argnums=(6, 7, 8),
+      in_shardings=(by_run,) * 4 + (whole,) * 2,
+      out_shardings=by_run,
+    ),
+  )
+
+
+def _as_list(name: str, values) -> list:
+  """``values`` as a non-empty list (a ValueError naming ``name`` if not)."""
+  try:
+    values = list(values)
+  except TypeError:
+    raise ValueError(
+      f"{name}={values!r} is invalid: must be a sequence"
+    ) from None
+  check(bool(values), name, values, "must hold at least one value")
+  return values
+
+
+def _seed_ids(seeds: int, seed_ids: Optional[Sequence[int]]) -> list[int]:
+  """The seed numbers: ``range(seeds)``, or ``seed_ids`` checked."""
+  check(is_int(seeds) and seeds >= 1, "seeds", seeds, "must be an integer >= 1")
+  if seed_ids is None:
+    return list(range(seeds))
+  ids = _as_list("seed_ids", seed_ids)
+  check(
+    all(is_int(s) and s >= 0 for s in ids)
+    and len(set(ids)) == len(ids)
+    and seeds in (1, len(ids)),
+    "seed_ids",
+    seed_ids,
+    f"must be distinct integers >= 0, as many as seeds={seeds}",
+  )
+  return [int(s) for s in ids]
+
+
+def _axis(name: str, values, default, kind: type, valid, requirement: str):
+  """A grid axis as a list of ``kind``: ``[default]`` for None, else
+  ``values`` each checked by ``valid`` (else a ValueError naming the value
+  and ``requirement``)."""
+  if values is None:
+    return [kind(default)]
+  values = _as_list(f"{name}s", values)
+  for value in values:
+    check(valid(value), name, value, requirement)
+  return [kind(value) for value in values]
+
+
+def resolve_grid(
   cfg: TrainConfig,
   data: ModularData,
-  seed_ids: Sequence[int],
-  lrs: Optional[Sequence[float]],
-  weight_decays: Optional[Sequence[float]],
-  num_trains: Optional[Sequence[int]],
-) -> dict:
-  grid = list(
-    itertools.product(
-      lrs or [cfg.lr],
-      weight_decays or [cfg.weight_decay],
-      num_trains or [data.num_train],
-    )
+  *,
+  seeds: int = 1,
+  seed_ids: Optional[Sequence[int]] = None,
+  lrs: Optional[Sequence[float]] = None,
+  weight_decays: Optional[Sequence[float]] = None,
+  num_trains: Optional[Sequence[int]] = None,
+) -> dict[str, list]:
+  """The seeds and grid axes of a ``train`` call, checked, defaults filled in.
+
+  Args:
+    cfg, data, seeds, seed_ids, lrs, weight_decays, num_trains: as for
+      ``train`` (a grid left None is the config's or the data's value).
+
+  Returns:
+    ``seed_ids``, ``lrs``, ``weight_decays``, ``num_trains`` -> lists of
+    Python ints or floats.
+
+  Raises:
+    ValueError: naming the argument and value: a seed count that is not an
+      integer >= 1, bad seed ids, an empty grid, a learning rate that is not
+      finite and > 0, a weight decay that is not finite and >= 0, a train
+      size that leaves no validation pair or is below ``cfg.batch_size``.
+
+  Example:
+    >>> import jax
+    >>> from slt_jax.grokking import data as D
+    >>> from slt_jax.grokking.config import DataConfig
+    >>> d = D.modular_arithmetic(jax.random.key(0), DataConfig(p=5, num_train=12))
+    >>> resolve_grid(TrainConfig(batch_size=4), d, seeds=2, lrs=[1e-2, 1e-3])
+    {'seed_ids': [0, 1], 'lrs': [0.01, 0.001], 'weight_decays': [1e-05], 'num_trains': [12]}
+    >>> resolve_grid(TrainConfig(batch_size=4), d, lrs=[float("nan")])
+    Traceback (most recent call last):
+    ...
+    ValueError: lr=nan is invalid: must be a finite number > 0
+  """
+  num_pairs = int(data.all.labels.shape[0])
+  train_sizes = _axis(
+    "num_train",
+    num_trains,
+    data.num_train,
+    int,
+    lambda n: is_int(n) and 1 <= n < num_pairs,
+    f"must be an integer in [1, p^2 - 1] = [1, {num_pairs - 1}] (at least "
+    "one pair left for validation)",
   )
-  total = data.all.labels.shape[0]
-  for lr, wd, n in grid:
-    if lr <= 0:
-      raise ValueError(f"lr={lr!r} is invalid: must be > 0")
-    if wd < 0:
-      raise ValueError(f"weight_decay={wd!r} is invalid: must be >= 0")
+  for n in train_sizes:
     if cfg.batch_size > n:
       raise ValueError(
         f"batch_size={cfg.batch_size} exceeds the training set of {n} "
         f"pairs (num_train={n}): lower batch_size or train on more pairs"
       )
-    if n >= total:
-      raise ValueError(
-        f"num_train={n!r} is invalid: it leaves no validation pairs (must "
-        f"be < p^2 = {total})"
-      )
-  runs = [(s, *g) for s in seed_ids for g in grid]
+  lr_ok = lambda x: is_real(x) and x > 0
+  decay_ok = lambda x: is_real(x) and x >= 0
   return {
-    name: np.array([r[i] for r in runs])
-    for i, name in enumerate(("seed", "lr", "weight_decay", "num_train"))
+    "seed_ids": _seed_ids(seeds, seed_ids),
+    "lrs": _axis(
+      "lr", lrs, cfg.lr, float, lr_ok, "must be a finite number > 0"
+    ),
+    "weight_decays": _axis(
+      "weight_decay",
+      weight_decays,
+      cfg.weight_decay,
+      float,
+      decay_ok,
+      "must be a finite number >= 0",
+    ),
+    "num_trains": train_sizes,
   }
+
+
+def _hparams(grid: dict[str, list]) -> dict[str, np.ndarray]:
+  """The runs of a ``resolve_grid`` grid, seed-major: ``seed``, ``lr``,
+  ``weight_decay``, ``num_train`` -> (R,)."""
+  runs = [
+    (seed, *point)
+    for seed in grid["seed_ids"]
+    for point in itertools.product(
+      grid["lrs"], grid["weight_decays"], grid["num_trains"]
+    )
+  ]
+  names = ("seed", "lr", "weight_decay", "num_train")
+  return {name: np.array([r[i] for r in runs]) for i, name in enumerate(names)}
+
+
+def _typed_key(key) -> PRNGKey:
+  """``key`` as a typed PRNG key; a legacy uint32 key (``PRNGKey``) is wrapped
+  with the default implementation, which draws the same numbers."""
+  dtype = getattr(key, "dtype", None)
+  if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+    typed = key
+  else:
+    try:
+      typed = jax.random.wrap_key_data(key)
+    except (TypeError, ValueError) as err:
+      raise ValueError(
+        f"key={key!r} is invalid: must be a PRNG key (jax.random.key or "
+        f"jax.random.PRNGKey) ({err})"
+      ) from err
+  check(typed.shape == (), "key", key, "must be a single key, not an array")
+  return typed
+
+
+def _check_arguments(
+  data: ModularData,
+  model_cfg: ModelConfig,
+  max_chunks: Optional[int],
+  form: Optional[str],
+) -> str:
+  """Checks ``train``'s other arguments; returns the network's form."""
+  if model_cfg.p != data.p:
+    raise ValueError(f"model p={model_cfg.p} does not match data p={data.p}")
+  if max_chunks is not None:
+    check(
+      is_int(max_chunks) and max_chunks >= 0,
+      "max_chunks",
+      max_chunks,
+      "must be an integer >= 0 or None",
+    )
+  form = model.default_form() if form is None else form
+  check(form in model.FORMS, "form", form, f"must be one of {model.FORMS}")
+  return form
+
+
+class _Runs:
+  """The R runs of one ``train`` call placed on a mesh, with its programs.
+
+  The runs are padded to a multiple of the mesh's device count by repeating
+  the last, and sharded over it; the data are replicated. Seed s draws from
+  ``split(fold_in(key, s))`` (initialisation, minibatches).
+
+  Attributes:
+    model_cfg, cfg, form: the setup.
+    num_runs: R.
+    hp: RunHParams (R',) of the padded runs.
+    init_keys, batch_keys: (R',) keys of the initialisation and minibatches.
+    all_data: the data set, replicated.
+    shared_num_train: the train size as an int when all runs share it.
+    programs: the jitted programs of the mesh.
+  """
+
+  def __init__(self, key, data, hparams, model_cfg, cfg, form, mesh: Mesh):
+    self.model_cfg, self.cfg, self.form, self.mesh = model_cfg, cfg, form, mesh
+    self.num_runs = len(hparams["seed"])
+    self._rows = distributed.pad_index(
+      self.num_runs, distributed.padded_size(self.num_runs, mesh)
+    )
+    self.hp = self.pad(
+      RunHParams(
+        hparams["lr"].astype(np.float32),
+        hparams["weight_decay"].astype(np.float32),
+        hparams["num_train"].astype(np.int32),
+      )
+    )
+    run_keys = self.pad(
+      jax.vmap(lambda s: jax.random.split(jax.random.fold_in(key, s)))(
+        jnp.asarray(hparams["seed"])
+      )
+    )
+    self.init_keys, self.batch_keys = run_keys[:, 0], run_keys[:, 1]
+    self.all_data = distributed.put(data.all, distributed.replicated(mesh))
+    sizes = set(hparams["num_train"].tolist())
+    self.shared_num_train = sizes.pop() if len(sizes) == 1 else None
+    self.programs = _programs(mesh)
+
+  def pad(self, tree: ArrayTree) -> ArrayTree:
+    """Host arrays (R, ...) padded and sharded over the mesh (R', ...)."""
+    padded = jax.tree.map(lambda x: x[self._rows], tree)
+    return distributed.put(padded, distributed.sharded(self.mesh))
+
+  def host(self, tree: ArrayTree) -> ArrayTree:
+    """Sharded arrays (R', ...) as host arrays (R, ...); a collective."""
+    return jax.tree.map(lambda x: x[: self.num_runs], distributed.fetch(tree))
+
+  def initial(self) -> tuple[TrainState, StopState, np.ndarray]:
+    """The initial states, no run stopped, and the step-0 metrics (R, 4)."""
+    state, metrics = self.programs.init_runs(
+      self.init_keys,
+      self.hp,
+      self.all_data,
+      self.model_cfg,
+      self.cfg,
+      self.form,
+    )
+    running = StopState(
+      np.zeros(self.num_runs, np.int32), np.full(self.num_runs, -1, np.int32)
+    )
+    return state, self.pad(running), self.host(metrics)
+
+  def dispatch(self, chunk: int, state: TrainState, stop: StopState) -> tuple:
+    """Starts chunk ``chunk`` (asynchronously): ``_run_chunk``'s outputs."""
+    return self.programs.run_chunk(
+      state,
+      stop,
+      self.hp,
+      self.batch_keys,
+      self.all_data,
+      np.int32(chunk * self.cfg.chunk_steps),
+      self.cfg,
+      self.shared_num_train,
+      self.form,
+    )
+
+
+def _fingerprint(
+  key: PRNGKey,
+  data: ModularData,
+  model_cfg: ModelConfig,
+  cfg: TrainConfig,
+  hparams: dict[str, np.ndarray],
+) -> str:
+  """``persist.fingerprint`` of what determines a ``train`` call's numbers
+  (the network's form aside: forms agree up to float rounding)."""
+  data_digests = {
+    name: persist.array_digest(x) for name, x in data.all._asdict().items()
+  }
+  return persist.fingerprint(
+    {
+      "format": STATE_FORMAT,
+      "key": {
+        "impl": str(jax.random.key_impl(key)),
+        "data": jax.random.key_data(key),
+      },
+      "data": {"num_train": data.num_train, **data_digests},
+      "model": dataclasses.asdict(model_cfg),
+      "train": dataclasses.asdict(cfg),
+      "hparams": hparams,
+    }
+  )
 
 
 def _read_npz(path: str, what: str) -> dict:
@@ -382,34 +634,109 @@ def _read_npz(path: str, what: str) -> dict:
     ) from err
 
 
-def _chunk_path(out_dir: str, chunk: int) -> str:
-  return os.path.join(out_dir, CHUNKS_DIR, f"chunk_{chunk:05d}.npz")
+class _Resume:
+  """The resumable state of one setup in ``out_dir``.
 
+  Each chunk's checkpoints and metrics are a part of ``persist.Parts`` in
+  ``train_chunks/`` (which refuses a folder of another setup); the current
+  optimisation and stopping state is ``train_state.npz``. Both are stamped
+  with the setup's fingerprint, and only the writer process writes them.
+  """
 
-def _load_chunk(
-  out_dir: str, chunk: int, fingerprint: str, template, metrics_shape: tuple
-) -> tuple:
-  """(checkpoints, metrics) of a saved chunk, checked against the state."""
-  path = _chunk_path(out_dir, chunk)
-  advice = (
-    f"the saved training state in {out_dir} cannot be resumed; "
-    f"delete {os.path.join(out_dir, STATE_FILE)} and "
-    f"{os.path.join(out_dir, CHUNKS_DIR)} to train from scratch"
-  )
-  saved = _read_npz(path, advice)
-  if (
-    str(saved.get("fingerprint")) != fingerprint
-    or int(saved.get("chunk", -1)) != chunk
-    or saved.get("metrics", np.zeros(0)).shape != metrics_shape
-    or any(
-      f"ckpts/{i}" not in saved for i in range(len(jax.tree.leaves(template)))
+  def __init__(self, out_dir: str, fingerprint: str):
+    self.out_dir, self.fingerprint = out_dir, fingerprint
+    self.state_path = os.path.join(out_dir, STATE_FILE)
+    self.chunks = persist.Parts(
+      os.path.join(out_dir, CHUNKS_DIR), fingerprint, prefix="chunk"
     )
-  ):
-    raise ValueError(
-      f"{path} does not belong to this run (setup, chunk "
-      f"number or shapes differ): {advice}"
+    self.advice = (
+      f"the training state in {out_dir} cannot be resumed; delete "
+      f"{self.state_path} and {self.chunks.folder} (remove_saved_state) to "
+      "train from scratch"
     )
-  return persist.tree_from_arrays("ckpts", saved, template), saved["metrics"]
+
+  def _saved_state(self) -> Optional[dict]:
+    """The saved state's arrays, or None if there is none.
+
+    Raises:
+      ValueError: naming the file if it is unreadable, or ``out_dir`` if it
+        holds the state of another setup (nothing is overwritten).
+    """
+    if not os.path.exists(self.state_path):
+      return None
+    saved = _read_npz(self.state_path, self.advice)
+    owner = str(saved.pop("fingerprint", "unrecorded"))
+    if owner != self.fingerprint:
+      raise ValueError(
+        f"{self.out_dir!r} holds the training state of another setup "
+        f"(fingerprint {owner}, this one is {self.fingerprint}): pass "
+        "another out_dir, or delete its "
+        f"{STATE_FILE} and {CHUNKS_DIR} (remove_saved_state) to discard "
+        "that work"
+      )
+    return saved
+
+  def _load_chunk(self, chunk: int, template: ArrayTree, metrics_shape):
+    """(checkpoints, metrics) of a saved chunk, checked against the state."""
+    path = self.chunks.path(chunk)
+    try:
+      saved = self.chunks.load(chunk)
+    except ValueError as err:
+      raise ValueError(
+        f"{path} is unreadable ({err.__cause__!r}): {self.advice}"
+      ) from err
+    if saved is None:
+      raise ValueError(f"{path} is missing or of another setup: {self.advice}")
+    num_leaves = len(jax.tree.leaves(template))
+    if saved.get("metrics", np.zeros(0)).shape != metrics_shape or any(
+      f"ckpts/{i}" not in saved for i in range(num_leaves)
+    ):
+      raise ValueError(
+        f"{path} does not hold this setup's chunk {chunk} (its arrays "
+        f"differ): {self.advice}"
+      )
+    return persist.tree_from_arrays("ckpts", saved, template), saved["metrics"]
+
+  def restore(self, runs: _Runs, state: TrainState, stop: StopState):
+    """Claims the folder and loads what is saved in it.
+
+    Returns:
+      (state, stop, checkpoints, metrics): the saved state placed like
+      ``runs`` and each saved chunk's host checkpoints and metrics (lists);
+      the given ``state`` and ``stop`` and empty lists when nothing is saved.
+    """
+    saved = self._saved_state()
+    if distributed.is_writer():
+      self.chunks.claim()
+    if saved is None:
+      return state, stop, [], []
+    state = runs.pad(persist.tree_from_arrays("state", saved, state))
+    stop = runs.pad(persist.tree_from_arrays("stop", saved, stop))
+    cfg = runs.cfg
+    shape = (runs.num_runs, cfg.chunk_steps // cfg.log_every, len(METRIC_NAMES))
+    chunks = [
+      self._load_chunk(chunk, state.params, shape)
+      for chunk in range(int(saved["chunks_done"]))
+    ]
+    return state, stop, [c for c, _ in chunks], [m for _, m in chunks]
+
+  def save(self, chunk: int, ckpts, metrics, state, stop) -> None:
+    """Writes chunk ``chunk``'s outputs, then the state after it (host
+    arrays); only on the writer process."""
+    if not distributed.is_writer():
+      return
+    self.chunks.save(
+      chunk, {"metrics": metrics, **persist.tree_to_arrays("ckpts", ckpts)}
+    )
+    persist.save_npz(
+      self.state_path,
+      {
+        "fingerprint": np.array(self.fingerprint),
+        "chunks_done": chunk + 1,
+        **persist.tree_to_arrays("state", state),
+        **persist.tree_to_arrays("stop", stop),
+      },
+    )
 
 
 def remove_saved_state(out_dir: str) -> None:
@@ -425,6 +752,115 @@ def remove_saved_state(out_dir: str) -> None:
   if os.path.exists(path):
     os.remove(path)
   shutil.rmtree(os.path.join(out_dir, CHUNKS_DIR), ignore_errors=True)
+
+
+class _Timer:
+  """Steps per second from the end of a call's first chunk (which includes
+  compilation) to the end of its last; nan if only one chunk ran."""
+
+  def __init__(self):
+    self.start, self.steps, self.seconds = None, 0, 0.0
+
+  def lap(self, steps: int) -> None:
+    """Records the end of a chunk of ``steps`` steps (over all runs)."""
+    now = time.perf_counter()
+    if self.start is None:
+      self.start = now
+    else:
+      self.steps, self.seconds = self.steps + steps, now - self.start
+
+  @property
+  def rate(self) -> float:
+    return self.steps / self.seconds if self.seconds else float("nan")
+
+
+def _chunks_to_run(
+  cfg: TrainConfig, done: int, max_chunks: Optional[int]
+) -> range:
+  """The chunks this call may run, after ``done`` saved ones."""
+  if done == 0 and max_chunks == 0:
+    raise ValueError(
+      "max_chunks=0 is invalid without a saved state to resume: the call "
+      "would run no chunk and have nothing to return"
+    )
+  num_chunks = cfg.num_steps // cfg.chunk_steps
+  end = num_chunks if max_chunks is None else min(num_chunks, done + max_chunks)
+  return range(done, end)
+
+
+def _train_chunks(
+  runs: _Runs,
+  state: TrainState,
+  stop: StopState,
+  chunks: range,
+  resume: Optional[_Resume],
+  progress: bool,
+):
+  """Runs ``chunks`` (fewer once every run has stopped), saving each.
+
+  The next chunk is dispatched before the last one's outputs are copied to
+  the host, so the copies, saving and progress overlap the computation.
+
+  Returns:
+    (state, stop (host), checkpoints, metrics (lists of the chunks' host
+    arrays), steps per second (``_Timer``)).
+  """
+  cfg, timer, ckpts, metrics = runs.cfg, _Timer(), [], []
+  bar = tqdm(
+    total=cfg.num_steps // cfg.chunk_steps,
+    initial=chunks.start,
+    desc="train chunks",
+    disable=not progress or not distributed.is_writer(),
+  )
+  stop_host = runs.host(stop)
+
+  def start(chunk, state, stop):
+    goes_on = chunk in chunks and not np.all(stop_host.stop_step >= 0)
+    return runs.dispatch(chunk, state, stop) if goes_on else None
+
+  chunk, outputs = chunks.start, start(chunks.start, state, stop)
+  while outputs is not None:
+    state, stop, new_ckpts, new_metrics = jax.block_until_ready(outputs)
+    stop_host = runs.host(stop)
+    timer.lap(cfg.chunk_steps * runs.num_runs)
+    outputs = start(chunk + 1, state, stop)
+    ckpts.append(runs.host(new_ckpts))
+    metrics.append(runs.host(new_metrics))
+    if resume:
+      resume.save(chunk, ckpts[-1], metrics[-1], runs.host(state), stop_host)
+    if cfg.stop_acc is not None:
+      stopped = int(np.sum(stop_host.stop_step >= 0))
+      bar.set_postfix(stopped=f"{stopped}/{runs.num_runs}")
+    bar.update(1)
+    chunk += 1
+  bar.close()
+  return state, stop_host, ckpts, metrics, timer.rate
+
+
+def _result(
+  cfg: TrainConfig,
+  hparams: dict[str, np.ndarray],
+  ckpts: list,
+  metrics: list,
+  final_params: ArrayTree,
+  steps_per_second: float,
+  stop_step: np.ndarray,
+) -> TrainResult:
+  """The TrainResult of the chunks' checkpoints and metrics (step 0's metrics
+  first)."""
+  all_metrics = np.concatenate(metrics, axis=1)
+  checkpoints = jax.tree.map(lambda *x: np.concatenate(x, axis=1), *ckpts)
+  num_ckpts = jax.tree.leaves(checkpoints)[0].shape[1]
+  return TrainResult(
+    checkpoints=checkpoints,
+    ckpt_steps=cfg.ckpt_every * np.arange(1, num_ckpts + 1),
+    log_steps=cfg.log_every * np.arange(all_metrics.shape[1]),
+    metrics={name: all_metrics[..., i] for i, name in enumerate(METRIC_NAMES)},
+    hparams=hparams,
+    final_params=final_params,
+    steps_per_second=steps_per_second,
+    stop_step=stop_step,
+  )
 
 
 def train(
@@ -447,25 +883,29 @@ def train(
   """Trains seeds × grid runs at once, the runs sharded over ``devices``.
 
   Args:
-    key: PRNG key; seed s uses ``fold_in(key, s)`` (so seed s of a grid run
-      equals a run with ``seed_ids=[s]``, up to float rounding under vmap).
+    key: PRNG key, typed (``jax.random.key``) or legacy (``PRNGKey``: the
+      same results as the typed key of its data); seed s uses
+      ``fold_in(key, s)`` (so seed s of a grid run equals a run with
+      ``seed_ids=[s]``, up to float rounding under vmap).
     data: data set (all pairs with the training prefix).
     model_cfg: network configuration (``p`` must match ``data.p``).
     cfg: training configuration.
-    seeds: number of seeds; they are ``0, ..., seeds - 1``.
+    seeds: number of seeds (an integer >= 1); they are ``0, ..., seeds - 1``.
     seed_ids: explicit seed numbers used instead of ``range(seeds)`` (distinct,
       >= 0), e.g. ``[s]`` to rerun seed s of a larger run on its own; pass
       ``seeds`` only if it equals ``len(seed_ids)``.
-    lrs, weight_decays, num_trains: optional grids (defaults: the config's or
-      the data's value); runs are the product, seed-major.
+    lrs, weight_decays, num_trains: optional grids, each non-empty (None: the
+      config's or the data's value); runs are the product, seed-major. See
+      ``resolve_grid`` for the rules.
     out_dir: where the resumable state is kept: after every chunk its
       checkpoints and metrics go to ``train_chunks/chunk_NNNNN.npz`` and the
       current optimisation state to ``train_state.npz`` (each written
-      atomically; I/O per chunk stays constant). A state of the same setup is
-      resumed; one of another setup (or an older layout) is ignored and
-      overwritten. An unreadable or mismatched file of this setup raises a
-      ValueError naming it (nothing is deleted). ``remove_saved_state``
-      cleans up.
+      atomically and stamped with the setup's fingerprint; I/O per chunk
+      stays constant). A state of the same setup is resumed. A folder that
+      holds the state of another setup (or of an older layout) is refused
+      with a ValueError naming it, so finished work is never overwritten;
+      an unreadable or mismatched file of this setup raises a ValueError
+      naming it. Nothing is deleted: ``remove_saved_state`` cleans up.
     max_chunks: stop after this many chunks in this call (for tests of
       resumption); the state stays resumable.
     progress: show a tqdm bar per chunk.
@@ -473,13 +913,18 @@ def train(
       process after ``slt_jax.distributed.initialize``; every process gets
       the full result and only process 0 writes ``out_dir``, which all
       processes must read). Runs are padded to a multiple of the device
-      count by repeating the last; results equal an unsharded run.
+      count by repeating the last; results agree with an unsharded run up
+      to float rounding (the runs per device change XLA's kernels).
     form: the network's first-layer form (``model.FORMS``; None: the
       backend's default). Not part of the run's identity: results agree up to
       float rounding, and a saved state resumes under either form.
 
   Returns:
     TrainResult.
+
+  Raises:
+    ValueError: naming the argument and value (see ``resolve_grid`` for the
+      grids), or the file or folder of a saved state that cannot be resumed.
 
   Example:
     >>> import jax
@@ -495,205 +940,41 @@ def train(
     >>> r.stop_step  # no stopping rule: -1
     array([-1, -1], dtype=int32)
   """
-  if model_cfg.p != data.p:
-    raise ValueError(f"model p={model_cfg.p} does not match data p={data.p}")
-  if seeds < 1:
-    raise ValueError(f"seeds={seeds!r} is invalid: must be >= 1")
-  if max_chunks is not None and max_chunks < 0:
-    raise ValueError(
-      f"max_chunks={max_chunks!r} is invalid: must be >= 0 or None"
-    )
-  if seed_ids is None:
-    seed_ids = list(range(seeds))
-  else:
-    seed_ids = [int(s) for s in seed_ids]
-    if (
-      not seed_ids
-      or len(set(seed_ids)) != len(seed_ids)
-      or min(seed_ids) < 0
-      or seeds not in (1, len(seed_ids))
-    ):
-      raise ValueError(
-        f"seed_ids={seed_ids!r} is invalid: must be distinct "
-        f"integers >= 0, as many as seeds={seeds}"
-      )
-  hparams = _grid(cfg, data, seed_ids, lrs, weight_decays, num_trains)
-  num_runs = len(hparams["seed"])
+  key = _typed_key(key)
+  form = _check_arguments(data, model_cfg, max_chunks, form)
+  grid = resolve_grid(
+    cfg,
+    data,
+    seeds=seeds,
+    seed_ids=seed_ids,
+    lrs=lrs,
+    weight_decays=weight_decays,
+    num_trains=num_trains,
+  )
+  hparams = _hparams(grid)
   mesh = distributed.work_mesh(devices)
-  by_run = distributed.sharded(mesh)
-  rows = distributed.pad_index(
-    num_runs, distributed.padded_size(num_runs, mesh)
-  )
-  trim = lambda tree: jax.tree.map(lambda x: x[:num_runs], tree)
-  pad = lambda tree: distributed.put(
-    jax.tree.map(lambda x: x[rows], tree), by_run
-  )
-  hp = pad(
-    RunHParams(
-      hparams["lr"].astype(np.float32),
-      hparams["weight_decay"].astype(np.float32),
-      hparams["num_train"].astype(np.int32),
-    )
-  )
-  run_keys = pad(
-    jax.vmap(lambda s: jax.random.split(jax.random.fold_in(key, s)))(
-      jnp.asarray(hparams["seed"])
-    )
-  )
-  init_keys, batch_keys = run_keys[:, 0], run_keys[:, 1]
-  all_data = distributed.put(data.all, distributed.replicated(mesh))
-  shared_num_train = (
-    int(hparams["num_train"][0])
-    if len(set(hparams["num_train"])) == 1
-    else None
-  )
-  init_runs, run_chunk_batched = _programs(mesh)
-  form = model.default_form() if form is None else form
-  if form not in model.FORMS:
-    raise ValueError(f"form={form!r} is invalid: must be one of {model.FORMS}")
-  state, metrics0 = init_runs(init_keys, hp, all_data, model_cfg, cfg, form)
-  stop = pad(
-    StopState(np.zeros(num_runs, np.int32), np.full(num_runs, -1, np.int32))
-  )
-  data_hash = hashlib.sha256(
-    np.asarray(data.all.pairs).tobytes() + np.asarray(data.all.labels).tobytes()
-  )
-  fingerprint = repr(
-    (
-      STATE_FORMAT,
-      dataclasses.astuple(model_cfg),
-      dataclasses.astuple(cfg),
-      {k: v.tolist() for k, v in hparams.items()},
-      np.asarray(jax.random.key_data(key)).tolist(),
-      data_hash.hexdigest(),
-      data.num_train,
-    )
-  )
-  ckpts, metrics = [], [trim(distributed.fetch(metrics0))[:, None]]
-  done = 0
-  state_path = os.path.join(out_dir, STATE_FILE) if out_dir else None
-  if state_path and os.path.exists(state_path):
-    saved = _read_npz(
-      state_path,
-      f"delete it and "
-      f"{os.path.join(out_dir, CHUNKS_DIR)} to train from "
-      "scratch",
-    )
-    if str(saved.get("fingerprint")) == fingerprint:
-      state = pad(persist.tree_from_arrays("state", saved, state))
-      stop = pad(persist.tree_from_arrays("stop", saved, stop))
-      done = int(saved["chunks_done"])
-      metrics_shape = (
-        num_runs,
-        cfg.chunk_steps // cfg.log_every,
-        len(METRIC_NAMES),
-      )
-      for chunk in range(done):
-        chunk_ckpts, chunk_metrics = _load_chunk(
-          out_dir, chunk, fingerprint, state.params, metrics_shape
-        )
-        ckpts.append(chunk_ckpts)
-        metrics.append(chunk_metrics)
-  distributed.check_agreement([done], f"the chunks saved in {out_dir}")
+  runs = _Runs(key, data, hparams, model_cfg, cfg, form, mesh)
+  state, stop, metrics0 = runs.initial()
 
-  num_chunks = cfg.num_steps // cfg.chunk_steps
-  stopping = cfg.stop_acc is not None
+  resume = None
+  ckpts, metrics = [], []
+  if out_dir:
+    resume = _Resume(out_dir, _fingerprint(key, data, model_cfg, cfg, hparams))
+    state, stop, ckpts, metrics = resume.restore(runs, state, stop)
+  distributed.check_agreement([len(ckpts)], f"the chunks saved in {out_dir}")
 
-  def may_run(chunk: int, stop_host: StopState) -> bool:
-    return (
-      chunk < num_chunks
-      and (max_chunks is None or chunk - done < max_chunks)
-      and not (stopping and np.all(stop_host.stop_step >= 0))
-    )
-
-  def dispatch(chunk: int, state: TrainState, stop: StopState):
-    return run_chunk_batched(
-      state,
-      stop,
-      hp,
-      batch_keys,
-      all_data,
-      np.int32(chunk * cfg.chunk_steps),
-      cfg,
-      shared_num_train,
-      form,
-    )
-
-  bar = tqdm(
-    total=num_chunks,
-    initial=done,
-    desc="train chunks",
-    disable=not progress or not distributed.is_writer(),
+  chunks = _chunks_to_run(cfg, len(ckpts), max_chunks)
+  state, stop_host, new_ckpts, new_metrics, steps_per_second = _train_chunks(
+    runs, state, stop, chunks, resume, progress
   )
-  timed_steps, timed_seconds, first_end = 0, 0.0, None
-  chunk = done
-  stop_host = trim(distributed.fetch(stop))
-  outputs = dispatch(chunk, state, stop) if may_run(chunk, stop_host) else None
-  while outputs is not None:
-    state, stop, new_ckpts, new_metrics = jax.block_until_ready(outputs)
-    stop_host = trim(distributed.fetch(stop))
-    now = time.perf_counter()
-    if first_end is None:  # The first chunk of a call includes compilation.
-      first_end = now
-    else:
-      timed_steps += cfg.chunk_steps * num_runs
-      timed_seconds = now - first_end
-    # Dispatch the next chunk first: the host work below overlaps it.
-    outputs = (
-      dispatch(chunk + 1, state, stop)
-      if may_run(chunk + 1, stop_host)
-      else None
-    )
-    ckpts.append(trim(distributed.fetch(new_ckpts)))
-    metrics.append(trim(distributed.fetch(new_metrics)))
-    if out_dir:
-      state_host = trim(distributed.fetch(state))  # A collective: all call it.
-      if distributed.is_writer():
-        persist.save_npz(
-          _chunk_path(out_dir, chunk),
-          {
-            "fingerprint": np.array(fingerprint),
-            "chunk": chunk,
-            "metrics": metrics[-1],
-            **persist.tree_to_arrays("ckpts", ckpts[-1]),
-          },
-        )
-        persist.save_npz(
-          state_path,
-          {
-            "fingerprint": np.array(fingerprint),
-            "chunks_done": chunk + 1,
-            **persist.tree_to_arrays("state", state_host),
-            **persist.tree_to_arrays("stop", stop_host),
-          },
-        )
-    if stopping:
-      bar.set_postfix(
-        stopped=f"{int(np.sum(stop_host.stop_step >= 0))}/{num_runs}"
-      )
-    bar.update(1)
-    chunk += 1
-  bar.close()
   if out_dir:
     distributed.wait_for_writer(f"saving the training state in {out_dir}")
-  if not ckpts:
-    raise ValueError(
-      f"max_chunks={max_chunks!r} ran no chunk and no saved "
-      "state was found: nothing to return"
-    )
-  all_metrics = np.concatenate(metrics, axis=1)
-  num_logged = all_metrics.shape[1]
-  checkpoints = jax.tree.map(lambda *x: np.concatenate(x, axis=1), *ckpts)
-  num_ckpts = jax.tree.leaves(checkpoints)[0].shape[1]
-  return TrainResult(
-    checkpoints=checkpoints,
-    ckpt_steps=cfg.ckpt_every * np.arange(1, num_ckpts + 1),
-    log_steps=cfg.log_every * np.arange(num_logged),
-    metrics={name: all_metrics[..., i] for i, name in enumerate(METRIC_NAMES)},
-    hparams=hparams,
-    final_params=trim(distributed.fetch(state.params)),
-    steps_per_second=(
-      timed_steps / timed_seconds if timed_seconds else float("nan")
-    ),
-    stop_step=stop_host.stop_step,
+  return _result(
+    cfg,
+    hparams,
+    ckpts + new_ckpts,
+    [metrics0[:, None]] + metrics + new_metrics,
+    runs.host(state.params),
+    steps_per_second,
+    stop_host.stop_step,
   )

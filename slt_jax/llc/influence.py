@@ -6,7 +6,7 @@ compiled chains (``res.observables[name]``: ``(..., chains, draws // k, n)``)
 and are host NumPy (float64) over every point of a sweep at once; ``...`` is
 the result's leading shape (settings, then the points' batch axes).
 
-* **BIF** (SPEC §8): ``BIF(i, j) = Cov(l_i(w), l_j(w))`` over the pooled chains
+* **BIF**: ``BIF(i, j) = Cov(l_i(w), l_j(w))`` over the pooled chains
   × draws of the localized tempered posterior at each w* (devinterp 2.0.1's
   ``compute_bif`` with ``reduce_chain_dimension_method="stack"``: one mean
   over all chains and draws, normalised by N - 1), or the Pearson
@@ -47,7 +47,7 @@ CENTERS = ("full", "restricted")
 
 
 def _observables(res, name: str) -> np.ndarray:
-  """``res.observables[name]`` as float64, with a clear error if missing."""
+  """``res.observables[name]`` as float64; a clear error if missing or empty."""
   if getattr(res, "observables", None) is None:
     raise ValueError(
       "the result has no observables: run estimate_llc with "
@@ -58,7 +58,22 @@ def _observables(res, name: str) -> np.ndarray:
       f"observable {name!r} was not recorded: the result has "
       f"{sorted(res.observables)}"
     )
-  return np.asarray(res.observables[name], np.float64)
+  values = np.asarray(res.observables[name], np.float64)
+  if values.ndim < 3:
+    raise ValueError(
+      f"observable {name!r} has shape {values.shape}: it must be "
+      "(..., chains, draws, examples)"
+    )
+  if values.shape[-3] * values.shape[-2] == 0:
+    raise ValueError(
+      f"observable {name!r} has shape {values.shape}: no draws were recorded "
+      "(chains × draws is 0)"
+    )
+  if values.shape[-1] == 0:
+    raise ValueError(
+      f"observable {name!r} has shape {values.shape}: it holds no examples"
+    )
+  return values
 
 
 def _chain_weights(res, shape: tuple) -> np.ndarray:
@@ -98,7 +113,8 @@ def bif(
     ``(..., n_a, n_b)`` (or ``(..., chains, n_a, n_b)``) float64.
 
   Raises:
-    ValueError: an unknown set, a result without observables or a bad kind.
+    ValueError: an unknown set, a result without observables, an observable
+      without draws or examples, or a bad kind.
 
   Example:
     >>> import types
@@ -151,7 +167,7 @@ def susceptibility(
     probe: name of the probe set q.
     sampling: name of the recorded set the chains sample (its per-example
       mean is ``L_n``; record the whole set the chains see).
-    center: ``full`` (devinterp 2.0.1, SPEC §8: ``E_full[L_n - l_j]``) or
+    center: ``full`` (devinterp 2.0.1: ``E_full[L_n - l_j]``) or
       ``restricted`` (``E_A[L_n - l_j]``: the covariance under A).
 
   Returns:
@@ -159,7 +175,9 @@ def susceptibility(
     probe set (e.g. those of one output class).
 
   Raises:
-    ValueError: an unknown set or center, or results at different points.
+    ValueError: an unknown set or center, an observable without draws or
+      examples, losses at w* that are not finite, or results at different
+      points.
 
   Example:
     >>> import types
@@ -180,8 +198,8 @@ def susceptibility(
       f"restricted and full results have leading shapes {lead} and "
       f"{np.shape(full.diagnostics.diverged)[:-1]}: not the same points"
     )
-  init_a = np.asarray(_init(restricted, sampling), np.float64)
-  init_f = np.asarray(_init(full, sampling), np.float64)
+  init_a = _finite_init(restricted, sampling, "restricted")
+  init_f = _finite_init(full, sampling, "full")
   if init_a.shape != init_f.shape or not np.allclose(
     init_a, init_f, rtol=1e-5, atol=1e-7
   ):
@@ -207,9 +225,19 @@ def susceptibility(
   return e_phi_shift - e_phi * e_shift
 
 
-def _init(res, name: str) -> np.ndarray:
+def _finite_init(res, name: str, which: str) -> np.ndarray:
+  """The losses of set ``name`` at w* of result ``which``, all finite."""
   _observables(res, name)  # the same checks and errors.
-  return res.init_observables[name]
+  init = np.asarray(res.init_observables[name], np.float64)
+  bad = ~np.isfinite(init)
+  if bad.any():
+    first = tuple(int(i) for i in np.argwhere(bad)[0])
+    raise ValueError(
+      f"the losses of {name!r} at w* in the {which} result are not finite: "
+      f"{int(bad.sum())} of {init.size} (the first, {float(init[first])}, at index "
+      f"{first})"
+    )
+  return init
 
 
 def effective_sample_size(res, name: str) -> np.ndarray:
