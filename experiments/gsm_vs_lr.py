@@ -4,7 +4,7 @@ Under each protocol (``--protocol recipe|authors|both``) trains every
 learning rate x seed of a log grid in ONE vmapped ``train`` call through the
 run store (``runs/``, ``--runs DIR``):
 
-* ``recipe``: SPEC §1 (Adam, coupled L2 1e-5, batch 128, a fixed number of
+* ``recipe``: the reproduction recipe (Adam, coupled L2 1e-5, batch 128, a fixed number of
   steps, accuracy logged every 100 steps); T is the last step.
 * ``authors``: batch 64, wd 1e-5, validation accuracy checked every 100
   steps, stop after 3 consecutive checks >= 0.95, capped at the recipe's
@@ -15,21 +15,21 @@ run store (``runs/``, ``--runs DIR``):
   (``authors_settings_known`` is False).
 
 For every run both GSM definitions are computed on its curves up to T:
-``gsm`` (SPEC §1, ``grokking_metrics.grokking_severity``: the area between the train
+``gsm`` (``grokking_metrics.grokking_severity``: the area between the train
 and validation accuracy curves over T, 0 unless val acc(T) >= 0.95) and
 ``gsm_authors`` (their ``grokking_test3``, ``metrics.
 grokking_severity_authors``: the mean signed gap, 0 unless both final
 accuracies exceed 0.9). Per protocol and definition: mean ± std over seeds
 per lr and the Spearman rank correlation with lr (over all runs and over the
-seed means), beside the SPEC's measured recipe values (30k steps, p=53,
+seed means), beside the previously measured recipe values (30k steps, p=53,
 K=1024: lr 1e-4 -> 0.39, 3e-4 -> 0.21, 1e-3 -> 0.10, 3e-3 -> 0.048, 1e-2 ->
 0.013). ``gsm`` is normalised by T, so only runs of one length compare
-directly; T must exceed the slowest run's generalisation step (the SPEC's lr
+directly; T must exceed the slowest run's generalisation step (the
 1e-4 run generalised at step 14,250 of 30k). Writes ``DIR/results.json``
 and ``DIR/gsm_vs_lr.png`` (``--replot`` redraws it from the former).
 
     python -m experiments.gsm_vs_lr --quick   # K=256, 6 lrs 5.6e-4..1e-2
-    python -m experiments.gsm_vs_lr           # K=1024, the SPEC's 5 lrs
+    python -m experiments.gsm_vs_lr           # K=1024, five lrs
     python -m experiments.gsm_vs_lr --paper --protocol both  # 9 lrs
 
 Runtimes (2 CPU cores) are in ``figures/paper/README.md``, measured. Sizing,
@@ -55,13 +55,13 @@ from slt_jax.grokking import grokking_metrics, plotting
 from slt_jax.grokking.config import DataConfig, ModelConfig, TrainConfig
 
 NAME = "gsm_vs_lr"
-SPEC_GSM = {1e-4: 0.39, 3e-4: 0.21, 1e-3: 0.10, 3e-3: 0.048, 1e-2: 0.013}
+MEASURED_GSM = {1e-4: 0.39, 3e-4: 0.21, 1e-3: 0.10, 3e-3: 0.048, 1e-2: 0.013}
 DEFINITIONS = {
-  "gsm": "SPEC §1 (|gap| area / T)",
+  "gsm": "area between the accuracy curves (|gap| area / T)",
   "gsm_authors": "authors' grokking_test3 (mean signed gap)",
 }
 SOURCES = {
-  "recipe": "SPEC §1 recipe: batch 128, wd 1e-5, fixed length",
+  "recipe": "reproduction recipe: batch 128, wd 1e-5, fixed length",
   "authors": "authors' p-sweep code (sweep.yaml): batch 64, wd 1e-5, stop "
   "3 x val acc >= 0.95 checked every 100 steps",
 }
@@ -113,8 +113,8 @@ CONFIGS = {
     seeds=2,
     num_steps=20000,
   ),
-  "default": GSMConfig(p=53, width=1024, lrs=tuple(SPEC_GSM), seeds=2),
-  # The SPEC §2 grid (half-decades from 1e-4 to 1e-2).
+  "default": GSMConfig(p=53, width=1024, lrs=tuple(MEASURED_GSM), seeds=2),
+  # The paper's grid (half-decades from 1e-4 to 1e-2).
   "paper": GSMConfig(
     p=53, width=1024, lrs=tuple(np.logspace(-4, -2, 5).round(7))
   ),
@@ -239,7 +239,7 @@ def compute(mode: str, names, seed: int, runs_dir) -> dict:
       "(batch 64, wd 1e-5, stop 3 x val acc >= 0.95) stand in"
     ),
     "spec_reference": {
-      "gsm": {str(k): v for k, v in SPEC_GSM.items()},
+      "gsm": {str(k): v for k, v in MEASURED_GSM.items()},
       "protocol": "recipe",
       "num_steps": 30000,
       "p": 53,
@@ -279,12 +279,12 @@ def plot(results: dict, out_dir: str) -> None:
       )
     if name == "recipe":
       ax_gsm.plot(
-        list(SPEC_GSM),
-        list(SPEC_GSM.values()),
+        list(MEASURED_GSM),
+        list(MEASURED_GSM.values()),
         "k^--",
         ms=5,
         lw=1,
-        label="SPEC measured gsm (K=1024, 30k steps)",
+        label="measured gsm (K=1024, 30k steps)",
       )
     ax_gsm.set(
       xscale="log",

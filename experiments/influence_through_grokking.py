@@ -18,7 +18,7 @@ inside the chains (``estimate_llc(..., observables=...)``), then:
     same b, or same a + b mod p: the same output class) are more influenced
     by it than pairs sharing none: mean BIF per relation;
 (c) susceptibilities (``influence.susceptibility``, devinterp 2.0.1's
-    definition, SPEC §8) of the W-only and V-only restrictions to probes made
+    definition) of the W-only and V-only restrictions to probes made
     of the validation pairs, and of the validation pairs of each output class.
 
 Trustworthiness is reported beside every number: the LLC trace's

@@ -1,7 +1,7 @@
-"""What separates the paper's LLC (~4,400) from the generic r/2 (SPEC §3).
+"""What separates the paper's LLC (~4,400) from the generic r/2.
 
 On the Fig. 3 grokking run (``experiments.fig3.run`` of the quick
-config: p=53, K=1024, the SPEC §1 recipe, one seed, 8000 steps; loaded from
+config: p=53, K=1024, the reproduction recipe, one seed, 8000 steps; loaded from
 the run store, so after ``llc_over_training --quick`` nothing is trained)
 this measures at a few checkpoints:
 
@@ -308,7 +308,7 @@ def findings(res: dict) -> list[str]:
   far = min(row["distance_sq"][g] for row in rows) > spec[last]["param_norm_sq"]
   out = [
     f"Rank: theory.modular_rank(p, K, n = {res['num_train']} training pairs,"
-    f" centred MSE) = {r:,}, so r/2 = {r_half:,.0f}. The SPEC's K(3p-2)/2 = "
+    f" centred MSE) = {r:,}, so r/2 = {r_half:,.0f}. The generic K(3p-2)/2 = "
     f"{naive:,.0f} ignores that n pairs give only (n-1)p = "
     f"{res['centred_outputs']:,} centred output values, which cap the rank:"
     f" a factor {naive / r_half:.2f} of the gap. The dense Jacobian "

@@ -11,7 +11,7 @@ does) under each protocol (``protocols.fig3_protocol``):
 
 For each it estimates the LLC at every checkpoint with the paper's SGLD window
 (eps 5e-4, γ 5, nβ = B / ln B, 3 chains × (100 burn-in + 500 draws)) and with
-chains long enough for the stationarity check (SPEC §3: the paper's chains
+chains long enough for the stationarity check (the paper's chains
 stop while still rising) at every ``settled_every``-th step, and reports the
 peak and final LLC, the memorisation and generalisation steps, and whether
 the LLC drop coincides with the validation-loss drop. Writes

@@ -1,6 +1,6 @@
 """Validate the LLC estimator on models whose learning coefficient is known.
 
-Runs every case of ``slt_jax.known_cases`` (SPEC §5: isotropic quadratic,
+Runs every case of ``slt_jax.known_cases`` (isotropic quadratic,
 normal crossings, reduced-rank regression, lazy random features) through the
 public ``estimate_llc`` with ``scale`` times the test-suite's draws, and writes
 ``DIR/results.json`` as ``{"cases": [{"name", "true", "mean", "std",

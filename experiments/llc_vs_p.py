@@ -1,7 +1,7 @@
 """Fig. 1: the final LLC of trained networks grows linearly with the prime p.
 
 For every width K and prime p, trains the quadratic network under each
-protocol (``experiments.protocols``: ``recipe``, the SPEC §1 recipe at batch
+protocol (``experiments.protocols``: ``recipe``, the reproduction recipe at batch
 128; ``authors``, the authors' batch 64, lr 0.01, early stop 3 × >= 0.95),
 through the run store (``runs/``; Fig. 2 shares its (p, K) runs), then
 estimates the LLC at the protocol's final checkpoint with the paper's SGLD

@@ -1,6 +1,6 @@
-"""The two protocols every paper figure can run under (SPEC §1, §2b).
+"""The two protocols every paper figure can run under: recipe and authors.
 
-* ``recipe``: the SPEC §1 recipe of the public PyTorch reproduction (Adam
+* ``recipe``: the recipe of the public PyTorch reproduction (Adam
   lr 1e-3, coupled L2 1e-5, batch 128, a fixed number of steps; the final
   checkpoint is the last one; SGLD minibatch 128, so nβ = 128 / ln 128 = 26.4).
 * ``authors``: what the authors' own code ran (their ``training.py`` and
@@ -33,7 +33,7 @@ from slt_jax.llc.config import PAPER_SGLD, SETTLED_SGLD, SGLDConfig
 NAMES = ("recipe", "authors")
 
 # The authors' committed final LLCs of the p-sweep (K = 1024, batch 64,
-# lr 0.01; SPEC §2b), and of their width sweep at p = 53 (batch 128, lr 1e-3,
+# lr 0.01), and of their width sweep at p = 53 (batch 128, lr 1e-3,
 # stop 3 x >= 0.95).
 AUTHORS_P_SWEEP_K1024 = {
   53: 3461.2,
@@ -128,7 +128,7 @@ def scaling_protocol(name: str, num_steps: int = 10000) -> Protocol:
       final="last",
       min_final_acc=None,
       known=False,
-      source="SPEC §1 recipe (public PyTorch reproduction)",
+      source="recipe of the public PyTorch reproduction",
     )
   if name == "authors":
     return Protocol(
@@ -204,7 +204,7 @@ def fig3_protocol(name: str) -> Protocol:
       chunk_steps=1000,
     )
     source = (
-      "SPEC §1 recipe (public PyTorch reproduction): Adam lr 1e-3, "
+      "recipe of the public PyTorch reproduction: Adam lr 1e-3, "
       "coupled L2 1e-5, batch 128"
     )
   elif name == "authors":

@@ -15,16 +15,16 @@ classifies each run:
 Each boundary (none | generalising, and grokking | immediate) is fitted as
 the threshold on x = N / (M ln M) with the fewest misclassified runs; the
 result is the interval between the neighbouring runs (and its geometric
-midpoint), to compare with the paper's ≈ 2.5-3 and the SPEC's measured
+midpoint), to compare with the paper's ≈ 2.5-3 and the previously measured
 (2.7, 4.0); the lower boundary is consistent with either when its interval
 overlaps it. Writes ``DIR/results.json`` and ``DIR/regimes.png``
 (``--replot`` redraws it from the former).
 
 Protocol: the authors' Fig. 14 settings are not known (``protocol`` in the
-results says so), so the caption's K=1024 and the SPEC §1 recipe (Adam lr
+results says so), so the caption's K=1024 and the reproduction recipe (Adam lr
 1e-3, coupled L2 1e-5, batch 128) stand in; ``--protocol`` does not apply.
 Paper size: M ∈ {53, 67, 79, 83, 101, 103} × train fractions {0.1, 0.15,
-0.3, 0.4, 0.9, 0.95}, one seed, 15,000 steps (the SPEC's spot check ran 30k;
+0.3, 0.4, 0.9, 0.95}, one seed, 15,000 steps (an earlier spot check ran 30k;
 its slowest grokking run generalised at step 8,500; a run near the boundary
 that groks later is counted ``none``, so longer training can only move the
 lower boundary down). Early stopping (3 checks >= 0.95) is not used: it
@@ -67,11 +67,11 @@ REGIMES = ("none", "grokking", "immediate")
 IMMEDIATE_FACTOR = 2
 IMMEDIATE_STEPS = 500
 PAPER_BOUNDARY = (2.5, 3.0)
-SPEC_BOUNDARY = (2.7, 4.0)
+MEASURED_BOUNDARY = (2.7, 4.0)
 PROTOCOL = {
   "name": "recipe",
   "authors_settings_known": False,
-  "source": "Fig. 14 caption (K=1024) with the SPEC §1 recipe "
+  "source": "Fig. 14 caption (K=1024) with the reproduction recipe "
   "(Adam lr 1e-3, coupled L2 1e-5, batch 128); the "
   "authors' own settings for Fig. 14 are not known",
 }
@@ -105,7 +105,7 @@ class RegimesConfig:
   lr: float = 1e-3
 
   def train_config(self) -> TrainConfig:
-    """The SPEC §1 recipe at this sweep's length."""
+    """The reproduction recipe at this sweep's length."""
     return TrainConfig(
       lr=self.lr,
       weight_decay=1e-5,
@@ -278,10 +278,10 @@ def compute(mode: str, seed: int, runs_dir) -> dict:
     "boundaries": boundaries,
     "paper_reference": {
       "boundary": PAPER_BOUNDARY,
-      "spec_measured_boundary": SPEC_BOUNDARY,
+      "spec_measured_boundary": MEASURED_BOUNDARY,
     },
     "lower_boundary_consistent_with_paper": overlaps(lower, PAPER_BOUNDARY),
-    "lower_boundary_consistent_with_spec": overlaps(lower, SPEC_BOUNDARY),
+    "lower_boundary_consistent_with_spec": overlaps(lower, MEASURED_BOUNDARY),
     "wall_seconds": time.perf_counter() - start,
   }
 

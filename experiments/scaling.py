@@ -29,7 +29,7 @@ from slt_jax.grokking import data as data_lib
 from slt_jax.grokking import grokking_metrics, plotting
 from slt_jax.grokking.config import DataConfig, ModelConfig
 
-SLOPE_TOLERANCE = 0.3  # SPEC §2: slopes match within ±30% ...
+SLOPE_TOLERANCE = 0.3  # slopes match within ±30% ...
 MIN_R2 = 0.95  # ... and trends hold with R² >= 0.95.
 
 

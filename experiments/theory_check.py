@@ -1,6 +1,6 @@
 """Closed forms against the Jacobian rank, the Laplace prediction and SGLD.
 
-For small quadratic networks in each regime of SPEC §3 this compares
+For small quadratic networks in each regime of the closed forms this compares
 
   (a) the closed form (``theory.gaussian_llc``, ``modular_llc``,
       ``lazy_random_features_llc``, ``ntk_llc``),

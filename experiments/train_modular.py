@@ -8,7 +8,7 @@ Command::
       [--train-frac F] [--batch-size B] [--steps T] [--seeds S]
       [--log-every N] [--ckpt-every N] [--no-progress]
 
-The flags override the mode's config (``CONFIGS``: the SPEC §1 recipe at
+The flags override the mode's config (``CONFIGS``: the reproduction recipe at
 p=53, K=1024). Training goes through the run store (``runs/``, ``--runs
 DIR``): a run trained before is loaded, an interrupted one resumes from the
 store's ``.partial`` folder, which is removed once the run is published, so
@@ -63,7 +63,7 @@ class TrainModularConfig:
   seeds: int
 
 
-# The SPEC §1 recipe: centered MSE, Adam + coupled L2, batch 128, frac 0.4.
+# The reproduction recipe: centered MSE, Adam + coupled L2, batch 128, frac 0.4.
 _RECIPE = TrainModularConfig(
   DataConfig(p=53, op="+", train_frac=0.4),
   ModelConfig(p=53, width=1024, init="kaiming_uniform"),

@@ -468,8 +468,8 @@ def test_regimes_smoke(tmp_path, monkeypatch):
   lower = r["boundaries"]["none_vs_generalising"]
   assert lower["errors"] == 0 and lower["low"] < lower["high"]
   assert r["lower_boundary_consistent_with_spec"] == (
-    lower["low"] < regimes.SPEC_BOUNDARY[1]
-    and lower["high"] > regimes.SPEC_BOUNDARY[0]
+    lower["low"] < regimes.MEASURED_BOUNDARY[1]
+    and lower["high"] > regimes.MEASURED_BOUNDARY[0]
   )
   paper = regimes.CONFIGS["paper"]
   assert (paper.moduli, paper.fractions, paper.width) == (

@@ -91,7 +91,7 @@ def test_llc_over_training_paper_config_is_the_caption():
     1e-4,
     128,
   )
-  # It memorises by ~1000 and generalises at ~8000 (SPEC §1): train past it.
+  # It memorises by ~1000 and generalises at ~8000 : train past it.
   assert 12000 <= caption.num_steps <= 16000 and caption.stop_acc is None
   recipe = cfg.protocol("recipe").train
   assert (recipe.lr, recipe.weight_decay, recipe.batch_size) == (

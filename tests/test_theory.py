@@ -106,7 +106,7 @@ def test_gaussian_closed_form_hand_values():
   assert theory.gaussian_rank(3, 8, 5) == 45  # flattening 5 * 9 < 48 = m D
   assert theory.gaussian_rank(4, 3, 5) == 29  # defective (3, 4, 5): 30 - 1
   assert theory.gaussian_rank(4, 5, 6) == 47  # defective (5, 4, 6): 48 - 1
-  # (3, 2, 2) is k = 0 of the SPEC family (3, 2k+2, 3k+2) but not defective.
+  # (3, 2, 2) is k = 0 of the published family (3, 2k+2, 3k+2) but not defective.
   assert theory.gaussian_rank(2, 3, 2) == 8
   assert theory.gaussian_llc(4, 2, 20) == 10.0
   assert theory.gaussian_critical_width(4, 1) == 4
@@ -158,7 +158,7 @@ def test_lazy_and_ntk_closed_forms():
     (3, 8, 5),
     (4, 12, 8),
     # Defective triples (m, d, K) = (3, 4, 5), (5, 4, 6); and (3, 2, 2),
-    # which SPEC lists as defective (k = 0) but is not.
+    # which the published statement lists as defective (k = 0) but is not.
     (4, 3, 5),
     (4, 5, 6),
     (2, 3, 2),
@@ -240,7 +240,7 @@ def test_modular_rank_generic_values():
   assert theory.modular_rank(5, 12, _grid(5)) == 125
   assert theory.modular_rank(5, 12, _grid(5), "centered_mse") == 120
   # Few cycles (n - s = 1 < K): centering also lowers the flattening bound,
-  # K (m + n - 1 - K) = 3 * 11 = 33, where SPEC's r - max(0, r + m - n m)
+  # K (m + n - 1 - K) = 3 * 11 = 33, where the published r - max(0, r + m - n m)
   # would give 36 (the Jacobian test above confirms 33).
   cycle = _train_sets(5)["cycle"]
   assert theory.modular_rank(5, 3, cycle) == 36

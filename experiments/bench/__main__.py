@@ -11,7 +11,7 @@ Command::
 ``bench`` extra: torch 2.13.0 CPU and devinterp 1.3.2.)
 
 All parts run in one process, on one machine, in one run, so the ratios are
-measured side by side (SPEC §6). The package holds one module per part and
+measured side by side. The package holds one module per part and
 times ``slt_jax.llc`` through its public API only (``compile_sweep``,
 ``Sweep.run``, ``Sweep.chunk_size``, ``Sweep.memory_analysis``,
 ``estimate_llc``, ``SGLDSettings``):

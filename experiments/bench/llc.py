@@ -1,6 +1,6 @@
 """Part 1 (LLC throughput against devinterp and PyTorch) and the settings grid.
 
-``side_by_side`` times the SPEC §6 reference workload at each C with (a)
+``side_by_side`` times the reference workload (p=53, K=1024) at each C with (a)
 slt_jax warm, (b) devinterp, (c) a plain PyTorch loop and (d) the blackjax
 peer (``blackjax_peer``, where blackjax is installed); ``agreement``
 compares their estimates. ``settings_grid`` (issue 11) times a grid of SGLD

@@ -7,7 +7,7 @@ eager loop over chains, and a plain Adam training loop. Everything runs
 single-process on the CPU. Importing this module imports torch; devinterp is
 imported only by ``devinterp_llc``.
 
-The SGLD update is SPEC §1's (devinterp's convention):
+The SGLD update is the reproduction's (devinterp's convention):
 ``w <- w - (eps/2) [nbeta grad L_B(w) + gamma (w - w*)] + sqrt(eps) xi``; the
 loss recorded for a draw is the minibatch loss before the move, and the
 estimate per chain is ``nbeta (mean_draws L_B - L_n(w*))``.

@@ -1,6 +1,6 @@
 """Part 4: training throughput, vmapped runs against a PyTorch loop.
 
-``slt_jax.grokking.train.train`` on the SPEC §1 recipe (p=53, K=1024, batch 128,
+``slt_jax.grokking.train.train`` on the reproduction recipe (p=53, K=1024, batch 128,
 centered MSE, Adam) for each number of vmapped runs in
 ``BenchConfig.train_seeds``, in 3 chunks of ``train_chunk_steps`` steps;
 ``TrainResult.steps_per_second`` times the chunks after the first, so

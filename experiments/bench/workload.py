@@ -38,7 +38,7 @@ class BenchConfig:
 
   Attributes:
     p, width, train_frac: the reference model and data set.
-    num_train: training pairs; overrides ``train_frac`` (SPEC §6 uses 1123
+    num_train: training pairs; overrides ``train_frac`` (the reference workload uses 1123
       at p=53, where ``round(0.4 * 53^2)`` would give 1124).
     train_steps: recipe steps of the run whose checkpoints are w*; must be a
       multiple of ``max(checkpoints)``.

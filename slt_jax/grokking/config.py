@@ -111,7 +111,7 @@ class ModelConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-  """Optimisation of the quadratic network (SPEC §1 recipe by default).
+  """Optimisation of the quadratic network (reproduction recipe by default).
 
   Attributes:
     loss: ``centered_mse``, ``mse`` or ``cross_entropy``.
@@ -126,7 +126,7 @@ class TrainConfig:
     ckpt_every: steps between parameter checkpoints (multiple of log_every).
     chunk_steps: steps per compiled chunk; progress and resume points fall on
       chunk boundaries (multiple of ckpt_every).
-    stop_acc: early stopping (SPEC §2b), or None to train all ``num_steps``:
+    stop_acc: early stopping (the authors' protocol), or None to train all ``num_steps``:
       a run stops once its validation accuracy was >= ``stop_acc`` at
       ``stop_patience`` consecutive checks; its parameters then freeze. The
       authors' protocols are 0.95 × 3 and 0.99 × 10, checked every 100 steps.

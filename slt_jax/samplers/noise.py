@@ -1,7 +1,7 @@
 """Cheap counter-based standard normals (the ``counter_hash`` noise).
 
 SGLD draws one normal per parameter per step; with JAX's threefry that costs
-about as much as the model's gradient on CPU (SPEC §6 roofline). Here each
+about as much as the model's gradient on CPU (a roofline measurement). Here each
 normal is a pure function of (key, counter): the per-step key gives two
 32-bit words (one threefry evaluation per step), the counter of every
 coordinate is hashed by two rounds of a 32-bit integer finalizer

@@ -134,7 +134,7 @@ def gaussian_rank(d: int, m: int, K: int) -> int:
   * m >= 2 (Thm 4.1, 4.2): ``r = min(K (d + m - 1), m D, K (m + D - K))``, the
     last term only when ``K <= m`` (the m x D flattening has rank <= K), and
     one less at the defective triples ``(m, d, K) = (3, 2k + 2, 3k + 2)``,
-    k >= 1, and ``(5, 4, 6)``. SPEC §3 lets the family start at k = 0, but
+    k >= 1, and ``(5, 4, 6)``. The published statement lets the family start at k = 0, but
     ``(3, 2, 2)`` has the expected rank 8 (float64 Jacobian, gap ~1e14: a
     2-plane in the 3-space of 2 x 2 symmetric matrices meets the rank-1 cone
     in finitely many points, so the fibres are finite modulo rescaling).
@@ -200,7 +200,7 @@ def gaussian_llc(d: int, m: int, K: int) -> float:
 def gaussian_critical_width(d: int, m: int) -> int:
   """Smallest width K whose generic rank is full, ``m D``.
 
-  SPEC/Thm 4.1 state ``K* = ceil(m D / (d + m - 1))`` for m >= 2 and
+  Thm 4.1 states ``K* = ceil(m D / (d + m - 1))`` for m >= 2 and
   ``K* = d`` for m = 1. The count ``K (d + m - 1) >= m D`` is necessary but
   not sufficient: when ``K* < min(m, D)`` the flattening bound
   ``K (m + D - K) < m D`` still binds, and at the defective triples the rank
@@ -342,10 +342,10 @@ def modular_rank(p: int, K: int, train_pairs: Any, loss: str = "mse") -> int:
   * ``centered_mse`` (residuals centered over the n examples): the loss sees
     the centered output matrix, (n - 1) x m effective rows of rank <= K, so
     ``min(K (s + m - 1), (n - 1) m, K (m + n - 1 - K) if K <= min(m, n - 1))``.
-    SPEC §3 writes ``r - max(0, r + m - n m)`` (0 before saturation, m at
+    An earlier statement writes ``r - max(0, r + m - n m)`` (0 before saturation, m at
     it); the two agree except where the flattening term binds, i.e.
     ``n - s < K <= min(m, n - 1)`` (few cycles in the training graph),
-    where the SPEC form is K too high (checked against the float64 Jacobian
+    where that form is K too high (checked against the float64 Jacobian
     rank).
   * ``cross_entropy`` (softmax is invariant to adding a constant to all
     logits of one example, so each neuron loses one more direction: adding

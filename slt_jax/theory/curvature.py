@@ -373,7 +373,7 @@ def predict_llc_hat(
       positive definite (the message gives its smallest eigenvalue).
 
   References:
-    Cullen et al. (2026), LLC estimation by localized SGLD; SPEC §3 "the gap
+    Cullen et al. (2026), LLC estimation by localized SGLD; "the gap
     to explain", item 2.
 
   Example:
