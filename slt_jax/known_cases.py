@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from slt_jax import theory
+from slt_jax.checks import check, is_real
 from slt_jax.grokking import data as data_lib
 from slt_jax.grokking import losses, model
 from slt_jax.grokking.config import DataConfig, ModelConfig
@@ -53,6 +54,9 @@ class KnownCase:
     mask: optional mask of moving parameters.
     finite_temp: exact expectation of the estimate at ``cfg``'s nbeta and
       gamma (None if unknown).
+    multiplicity: multiplicity m of ``true_llc`` (the order of the pole of
+      the zeta function); the estimate's leading finite-nbeta correction is
+      ``-(m - 1) / ln(nbeta)``.
   """
 
   name: str
@@ -65,6 +69,7 @@ class KnownCase:
   std_tol: float = 0.0
   mask: Optional[Callable] = None
   finite_temp: Optional[float] = None
+  multiplicity: int = 1
 
   def passed(self, mean: float, std: float) -> bool:
     """Whether an estimate ``mean ± std`` (over chains) recovers the truth."""
@@ -81,7 +86,7 @@ def isotropic_quadratic(d: int = 20, scale: float = 1.0) -> KnownCase:
     nbeta=100.0,
     localization=10.0,
     num_chains=8,
-    num_draws=int(4000 * scale),
+    num_draws=int(8000 * scale),
     num_burnin=500,
     batch_size=None,
   )
@@ -284,10 +289,14 @@ def make_case(name: str, key: PRNGKey, scale: float = 1.0) -> KnownCase:
     The case.
 
   Raises:
-    ValueError: if name is not a key of ``CASES``.
+    ValueError: if name is not a key of ``CASES``, or scale is not a finite
+      number > 0.
   """
   if name not in CASES:
     raise ValueError(f"name={name!r} is invalid: must be one of {tuple(CASES)}")
+  check(
+    is_real(scale) and scale > 0, "scale", scale, "must be a finite number > 0"
+  )
   return CASES[name](key, scale=scale)
 
 
@@ -470,3 +479,184 @@ def linear_gaussian(
     f32(y[num_train:]),
     f32(anchors),
   )
+
+
+def deep_linear_factors(
+  key: PRNGKey, widths: tuple[int, ...], rank: int
+) -> tuple[jax.Array, ...]:
+  """Factors ``W_1..W_L`` (``W_i``: ``(H_i, H_{i-1})``) whose product has rank
+  ``rank``, each of rank ``rank`` with all its nonzero singular values 1.
+
+  ``W_i = Q_i R_i Q_{i-1}^T`` with ``Q_i`` ``(H_i, r)`` orthonormal columns
+  and ``R_i`` ``(r, r)`` orthogonal, all random, so the product is ``Q_L (R_L
+  ... R_1) Q_0^T``: r singular values 1. Every factor having the least rank
+  the product allows places w* on the deepest stratum of the set of true
+  parameters, where the local learning coefficient is the global one (any
+  true point with larger-rank factors has the minimal-rank ones in the
+  closure of its orbit under the rescalings of the hidden layers).
+
+  Args:
+    key: PRNG key.
+    widths: ``(H_0, ..., H_L)``.
+    rank: r, ``0 <= r <= min(widths)`` (0 gives zero matrices).
+
+  Returns:
+    The L factors, float32.
+  """
+  key_bases, key_rotations = jax.random.split(key)
+  bases = [
+    jnp.linalg.qr(jax.random.normal(k, (h, rank)))[0]
+    for k, h in zip(jax.random.split(key_bases, len(widths)), widths)
+  ]
+  rotations = [
+    jnp.linalg.qr(jax.random.normal(k, (rank, rank)))[0]
+    for k in jax.random.split(key_rotations, len(widths) - 1)
+  ]
+  return tuple(
+    bases[i + 1] @ rotations[i] @ bases[i].T for i in range(len(widths) - 1)
+  )
+
+
+def deep_linear_predict(params: tuple, x_BxH: jax.Array) -> jax.Array:
+  """``W_L ... W_1 x`` for each row of ``x_BxH`` ``(B, H_0)``: ``(B, H_L)``."""
+  for w in params:
+    x_BxH = x_BxH @ w.T
+  return x_BxH
+
+
+def deep_linear_loss(params: tuple, batch: dict) -> jax.Array:
+  """``(1/2) mean_b |W_L ... W_1 x_b - y_b|^2`` over a batch ``{"x", "y"}``
+  of shapes ``(B, H_0)``, ``(B, H_L)``."""
+  resid_BxH = deep_linear_predict(params, batch["x"]) - batch["y"]
+  return 0.5 * jnp.mean(jnp.sum(jnp.square(resid_BxH), -1))
+
+
+def deep_linear(
+  key: PRNGKey,
+  widths: tuple[int, ...],
+  rank: int,
+  num_examples: int,
+  *,
+  input_scale: float = 1.0,
+  noise_std: float = 1.0,
+  step_size: Optional[float] = None,
+  localization: float = 2.0,
+  scale: float = 1.0,
+) -> KnownCase:
+  """Deep linear network ``x -> W_L ... W_1 x`` at a true point of rank r.
+
+  Data ``x ~ N(0, input_scale^2 I)``, ``y = W* x + noise_std N(0, I)`` with
+  ``W* = W_L* ... W_1*`` from ``deep_linear_factors``; the loss is
+  ``deep_linear_loss`` (with ``noise_std = 1`` the Gaussian negative
+  log-likelihood up to a constant). The truth is Aoyagi's coefficient
+  (``theory.deep_linear_llc``), with its multiplicity. The divergence factor
+  is raised above the minibatch noise of the loss
+  (``_tolerate_minibatch_noise``).
+
+  Args:
+    key: PRNG key, split for the factors, the inputs and the noise.
+    widths: ``(H_0, ..., H_L)``, at least two positive integers.
+    rank: rank r of the true map, ``0 <= r <= min(widths)``.
+    num_examples: n >= 2; nbeta is ``n / ln n`` and the minibatch
+      ``min(n, 500)``.
+    input_scale: standard deviation of the inputs (the loss's curvature
+      grows as its square).
+    noise_std: standard deviation of the label noise (0: noiseless).
+    step_size: SGLD step size; None: ``0.03 / (nbeta input_scale^2)``
+      (2.8e-5 at n = 10,000 and unit inputs), which keeps the step's bias
+      small where the chains go.
+    localization: gamma. Smaller gamma lets the chains relax more slowly
+      along the flat directions of the true set (about ``2 / (step_size
+      gamma)`` steps); larger gamma confines the singular directions and
+      lowers the estimate.
+    scale: multiplies the number of draws.
+
+  Returns:
+    The case; ``params`` is the tuple of factors, ``data`` is ``{"x": (n,
+    H_0), "y": (n, H_L)}``.
+
+  Raises:
+    ValueError: if widths or rank are invalid (see
+      ``theory.deep_linear_llc``), num_examples is not an integer >= 2, or
+      input_scale <= 0 or noise_std < 0.
+  """
+  true_llc, multiplicity = theory.deep_linear_llc(widths, rank)
+  check(
+    isinstance(num_examples, (int, np.integer)) and num_examples >= 2,
+    "num_examples",
+    num_examples,
+    "must be an integer >= 2",
+  )
+  check(
+    is_real(input_scale) and input_scale > 0,
+    "input_scale",
+    input_scale,
+    "must be a finite number > 0",
+  )
+  check(
+    is_real(noise_std) and noise_std >= 0,
+    "noise_std",
+    noise_std,
+    "must be a finite number >= 0",
+  )
+  widths = tuple(int(h) for h in widths)
+  key_factors, key_x, key_noise = jax.random.split(key, 3)
+  params = deep_linear_factors(key_factors, widths, rank)
+  x_NxH = input_scale * jax.random.normal(key_x, (num_examples, widths[0]))
+  pred_NxH = deep_linear_predict(params, x_NxH)
+  y_NxH = pred_NxH + noise_std * (
+    jax.random.normal(key_noise, (num_examples, widths[-1]))
+  )
+  per_example_loss = 0.5 * np.sum(np.square(np.asarray(y_NxH - pred_NxH)), -1)
+  if step_size is None:
+    step_size = 0.03 * np.log(num_examples) / (num_examples * input_scale**2)
+  cfg = SGLDConfig(
+    step_size=float(step_size),
+    nbeta="n_log_n",
+    localization=localization,
+    num_chains=4,
+    num_draws=int(20_000 * scale),
+    num_burnin=10_000,
+    batch_size=min(num_examples, 500),
+  )
+  return KnownCase(
+    name=f"dln_{'_'.join(map(str, widths))}_r{rank}",
+    loss_fn=deep_linear_loss,
+    params=params,
+    data={"x": x_NxH, "y": y_NxH},
+    true_llc=true_llc,
+    cfg=_tolerate_minibatch_noise(
+      cfg, per_example_loss, sum(w.size for w in params)
+    ),
+    rel_tol=0.15,
+    multiplicity=multiplicity,
+  )
+
+
+def _tolerate_minibatch_noise(
+  cfg: SGLDConfig, per_example_loss_N: np.ndarray, num_params: int
+) -> SGLDConfig:
+  """``cfg`` with a divergence threshold 10 minibatch deviations up.
+
+  The divergence check flags a chain when one draw's ``nbeta (L_B -
+  L_n(w*))`` exceeds ``divergence_factor`` times the number of parameters;
+  with label noise that quantity fluctuates by ``nbeta std(l_i(w*)) /
+  sqrt(B)`` even at w*. The factor becomes the larger of ``cfg``'s and 10
+  such deviations per parameter.
+
+  Args:
+    cfg: the settings (``nbeta`` and ``batch_size`` resolved for n =
+      ``len(per_example_loss_N)``).
+    per_example_loss_N: (n,) losses at w*.
+    num_params: number of parameters the chains move.
+
+  Returns:
+    The settings with the divergence factor raised where needed.
+  """
+  n = len(per_example_loss_N)
+  batch = n if cfg.batch_size is None else min(cfg.batch_size, n)
+  minibatch_sd = (
+    cfg.resolve_nbeta(n) * np.std(per_example_loss_N) / np.sqrt(batch)
+  )
+  factor = max(cfg.divergence_factor, 10 * float(minibatch_sd) / num_params)
+  return dataclasses.replace(cfg, divergence_factor=factor)

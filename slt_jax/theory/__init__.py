@@ -1,6 +1,6 @@
 """Closed-form learning coefficients and the numerics that check them.
 
-Three modules, one concept each; every public name is re-exported here, so
+Four modules, one concept each; every public name is re-exported here, so
 ``slt_jax.theory.<name>`` works for all of them:
 
 * ``closed_forms``: host-side Python (ints and floats, no JAX) closed forms:
@@ -17,6 +17,8 @@ Three modules, one concept each; every public name is re-exported here, so
   ``gibbs_expectation_2d``).
 * ``slq``: matrix-free stochastic Lanczos quadrature (``predict_llc_hat_slq``,
   ``hessian_spectrum_slq``), using ``matfree``.
+* ``deep_linear``: Aoyagi's exact learning coefficient and multiplicity of
+  deep linear networks (``deep_linear_llc``), in exact rational arithmetic.
 
 Every function checks its hypotheses and raises ``ValueError`` naming the
 violated condition and the offending value.
@@ -58,6 +60,7 @@ from slt_jax.theory.curvature import (
   predict_llc_hat,
   sgld_llc_hat_quadratic,
 )
+from slt_jax.theory.deep_linear import deep_linear_llc
 from slt_jax.theory.slq import (
   HessianSpectrum,
   SLQEstimate,
@@ -95,6 +98,8 @@ __all__ = [
   "numerical_rank",
   "predict_llc_hat",
   "sgld_llc_hat_quadratic",
+  # deep_linear
+  "deep_linear_llc",
   # slq
   "HessianSpectrum",
   "SLQEstimate",
