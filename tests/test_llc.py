@@ -655,7 +655,7 @@ def test_memory_budget_sets_chunk_size_on_accelerators():
   assert chunks == [1, 8]
 
 
-def test_resume_folder_saves_each_chunk_once_and_recovers_from_corruption(
+def test_resume_folder_saves_each_chunk_once_and_refuses_a_corrupt_part(
   tmp_path,
 ):
   case = known_cases.isotropic_quadratic(d=3)
@@ -671,57 +671,86 @@ def test_resume_folder_saves_each_chunk_once_and_recovers_from_corruption(
   )
   anchors = jnp.zeros((5, 3))
   folder = str(tmp_path / "chains")
-  first = estimate_llc(
+  run = lambda out_path: estimate_llc(
     jax.random.key(0),
     case.loss_fn,
     anchors,
     case.data,
     cfg,
     1,
-    out_path=folder,
+    out_path=out_path,
     **QUIET,
   )
-  parts = sorted(os.listdir(folder))
+  first = run(folder)
+  parts = sorted(p for p in os.listdir(folder) if p.startswith("part_"))
   assert parts == [f"part_{i:05d}.npz" for i in range(3)]
+  assert sorted(os.listdir(folder)) == ["owner.json"] + parts
   stamps = {p: os.stat(os.path.join(folder, p)).st_mtime_ns for p in parts}
+  # A rerun loads every part and rewrites none.
+  np.testing.assert_array_equal(run(folder).per_chain, first.per_chain)
+  for p in parts:
+    assert os.stat(os.path.join(folder, p)).st_mtime_ns == stamps[p]
+  # A corrupt part is an error naming it, and is left for the user to delete.
   with open(os.path.join(folder, parts[1]), "wb") as f:
     f.write(b"not an npz")
-  with pytest.warns(RuntimeWarning, match=f"{parts[1]} is unreadable"):
-    again = estimate_llc(
-      jax.random.key(0),
-      case.loss_fn,
-      anchors,
-      case.data,
-      cfg,
-      1,
-      out_path=folder,
-      **QUIET,
-    )
+  with pytest.raises(ValueError, match=f"{parts[1]} is unreadable"):
+    run(folder)
+  assert open(os.path.join(folder, parts[1]), "rb").read() == b"not an npz"
+  os.remove(os.path.join(folder, parts[1]))
+  again = run(folder)
   np.testing.assert_array_equal(first.per_chain, again.per_chain)
-  # Valid parts were loaded, not rewritten; the corrupt one was replaced.
-  for p in (parts[0], parts[2]):
+  for p in (parts[0], parts[2]):  # loaded, not rewritten.
     assert os.stat(os.path.join(folder, p)).st_mtime_ns == stamps[p]
-  assert sj.persist.load_npz(os.path.join(folder, parts[1]))[
-    "loss_trace"
-  ].shape == (
-    2,
-    2,
-    20,
-  )
   a_file = tmp_path / "old.npz"
   a_file.write_bytes(b"x")
   with pytest.raises(ValueError, match="is a file"):
-    estimate_llc(
-      jax.random.key(0),
-      case.loss_fn,
-      anchors,
-      case.data,
-      cfg,
-      1,
-      out_path=str(a_file),
-      **QUIET,
-    )
+    run(str(a_file))
   assert a_file.read_bytes() == b"x"
+
+
+def test_resume_folder_of_another_sweep_is_refused(tmp_path):
+  case = known_cases.isotropic_quadratic(d=3)
+  cfg = SGLDConfig(
+    step_size=1e-3,
+    nbeta=10.0,
+    localization=1.0,
+    num_chains=2,
+    num_draws=20,
+    num_burnin=0,
+    batch_size=None,
+    chunk_size=2,
+  )
+  folder = str(tmp_path / "chains")
+  run = lambda cfg, **kw: estimate_llc(
+    jax.random.key(0),
+    case.loss_fn,
+    jnp.zeros((3, 3)),
+    case.data,
+    cfg,
+    1,
+    out_path=folder,
+    **kw,
+    **QUIET,
+  )
+  run(cfg)
+  files = sorted(os.listdir(folder))
+  saved = {p: open(os.path.join(folder, p), "rb").read() for p in files}
+  for other in (
+    dict(cfg=dataclasses.replace(cfg, num_draws=40)),
+    dict(cfg=cfg, settings=SGLDSettings(step_size=[2e-3])),
+    dict(cfg=dataclasses.replace(cfg, sampler="sghmc")),
+  ):
+    with pytest.raises(ValueError, match="holds the parts of another"):
+      run(**other)
+  assert sorted(os.listdir(folder)) == files  # the first sweep's, untouched.
+  for p in files:
+    assert open(os.path.join(folder, p), "rb").read() == saved[p]
+  # Host-side options do not change the saved numbers: the folder resumes.
+  run(
+    dataclasses.replace(cfg, divergence_factor=3.0, memory_budget_bytes=10**6)
+  )
+  for p in files:
+    assert open(os.path.join(folder, p), "rb").read() == saved[p]
 
 
 def test_zero_noise_ablation_is_gradient_descent():

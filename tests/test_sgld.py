@@ -6,6 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from slt_jax.llc import chain, registry
+from slt_jax.llc.config import SGLDConfig
 from slt_jax.samplers import mala, sgld
 from slt_jax.samplers.sgld import SGLDSettings
 
@@ -76,34 +78,36 @@ def test_zero_noise_kernel_is_gradient_descent():
   assert float(info.noise_norm) == 0.0
 
 
-@pytest.mark.parametrize("rmsprop", [None, (0.99, 0.1)])
-def test_recording_only_before_proxy_steps_gives_the_same_proxies(rmsprop):
-  # Every step recording and computing the proxy, against the engine's
-  # schedule (plain, ..., record, proxy): same chain, and the same proxies on
-  # the proxy steps, bit for bit.
+@pytest.mark.parametrize(
+  "sampler", ["sgld", "rmsprop_sgld", "sghmc", "sgnht", "mala"]
+)
+def test_recording_only_before_proxy_steps_gives_the_same_proxies(sampler):
+  # Every step keeping all its kernel computes, against the chain's schedule
+  # (plain, ..., record, proxy) applied by keep_for_role: the same chain, the
+  # same proxies on the proxy steps, bit for bit, and plain steps carrying
+  # the previous move's record. MALA's acceptance is exact: always kept.
+  built = registry.chain_sampler(_quadratic, SGLDConfig(sampler=sampler))
   settings = SGLDSettings(0.05, 3.0, 1.0)
-  build = lambda **flags: sgld.build_kernel(
-    _quadratic, rmsprop=rmsprop, **flags
-  )
-  full = build()
-  modes = {
-    "plain": build(mala_proxy=False, record_move=False),
-    "record": build(mala_proxy=False, record_move=True),
-    "proxy": full,
-  }
   every, keys = 4, jax.random.split(jax.random.key(3), 12)
-  state = sgld.init(jnp.ones(5), preconditioned=rmsprop is not None)
-  a, b = state, state
+  a = b = built.init(jnp.ones(5), jnp.zeros(1))
   for t, key in enumerate(keys):
-    mode = ("plain", "plain", "record", "proxy")[t % every]
-    a, info_a = full(key, a, jnp.zeros(1), settings)
-    b, info_b = modes[mode](key, b, jnp.zeros(1), settings)
+    role = chain.step_role(t, every)
+    a, info_a = built.kernel(key, a, jnp.zeros(1), settings)
+    new_b, info_b = built.kernel(key, b, jnp.zeros(1), settings)
+    previous, (b, info_b) = (
+      b,
+      chain.keep_for_role(role, built, b, new_b, info_b),
+    )
     np.testing.assert_array_equal(a.position, b.position)
-    if mode == "proxy":
+    if role == "proxy" or sampler == "mala":
       assert 0 < float(info_b.mala_accept) <= 1
       assert float(info_a.mala_accept) == float(info_b.mala_accept)
     else:
       assert np.isnan(info_b.mala_accept)
+    for name in built.move_record:
+      kept = previous if role == "plain" else new_b
+      np.testing.assert_array_equal(getattr(b, name), getattr(kept, name))
+  assert (built.move_record == ()) == (sampler == "mala")
 
 
 def test_mala_costs_one_gradient_per_move():

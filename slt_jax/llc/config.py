@@ -10,7 +10,7 @@ import dataclasses
 import math
 from typing import Optional, Union
 
-from slt_jax.checks import _check, check_types
+from slt_jax.checks import check, check_types
 
 SAMPLERS = ("sgld", "rmsprop_sgld", "mala", "sghmc", "sgnht")
 # "zeros" injects no noise: a benchmark ablation only (the chain is then
@@ -98,70 +98,68 @@ class SGLDConfig:
 
   def __post_init__(self):
     check_types(self)
-    _check(self.step_size > 0, "step_size", self.step_size, "must be > 0")
+    check(self.step_size > 0, "step_size", self.step_size, "must be > 0")
     if isinstance(self.nbeta, str):
-      _check(
+      check(
         self.nbeta in ("default", "n_log_n"),
         "nbeta",
         self.nbeta,
         "must be a positive float, 'default' or 'n_log_n'",
       )
     else:
-      _check(self.nbeta > 0, "nbeta", self.nbeta, "must be > 0")
-    _check(
+      check(self.nbeta > 0, "nbeta", self.nbeta, "must be > 0")
+    check(
       self.localization >= 0, "localization", self.localization, "must be >= 0"
     )
-    _check(self.num_chains >= 1, "num_chains", self.num_chains, "must be >= 1")
-    _check(self.num_draws >= 2, "num_draws", self.num_draws, "must be >= 2")
-    _check(self.num_burnin >= 0, "num_burnin", self.num_burnin, "must be >= 0")
+    check(self.num_chains >= 1, "num_chains", self.num_chains, "must be >= 1")
+    check(self.num_draws >= 2, "num_draws", self.num_draws, "must be >= 2")
+    check(self.num_burnin >= 0, "num_burnin", self.num_burnin, "must be >= 0")
     if self.batch_size is not None:
-      _check(
+      check(
         self.batch_size >= 2,
         "batch_size",
         self.batch_size,
         "must be >= 2 or None (full batch)",
       )
-    _check(
+    check(
       self.sampler in SAMPLERS,
       "sampler",
       self.sampler,
       f"must be one of {SAMPLERS}",
     )
-    _check(
+    check(
       0.0 < self.sghmc_friction <= 1.0,
       "sghmc_friction",
       self.sghmc_friction,
       "must lie in (0, 1] (1 is SGLD)",
     )
-    _check(
+    check(
       0.0 < self.sgnht_diffusion <= 1.0,
       "sgnht_diffusion",
       self.sgnht_diffusion,
       "must lie in (0, 1]",
     )
-    _check(
+    check(
       self.noise in NOISE_IMPLS,
       "noise",
       self.noise,
       f"must be one of {NOISE_IMPLS}",
     )
     if self.chunk_size is not None:
-      _check(
-        self.chunk_size >= 1, "chunk_size", self.chunk_size, "must be >= 1"
-      )
-    _check(
+      check(self.chunk_size >= 1, "chunk_size", self.chunk_size, "must be >= 1")
+    check(
       self.memory_budget_bytes > 0,
       "memory_budget_bytes",
       self.memory_budget_bytes,
       "must be > 0",
     )
-    _check(
+    check(
       self.divergence_factor > 0,
       "divergence_factor",
       self.divergence_factor,
       "must be > 0",
     )
-    _check(self.mala_every >= 1, "mala_every", self.mala_every, "must be >= 1")
+    check(self.mala_every >= 1, "mala_every", self.mala_every, "must be >= 1")
 
   def resolve_nbeta(self, num_examples: int) -> float:
     """Returns n·beta as a float for a data set of ``num_examples`` examples."""

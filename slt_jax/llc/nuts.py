@@ -42,8 +42,9 @@ import jax.numpy as jnp
 import numpy as np
 from numpyro.infer.hmc import hmc
 
+from slt_jax.checks import check, is_int, is_real
 from slt_jax.llc import diagnostics
-from slt_jax.llc.engine import resolve_mask
+from slt_jax.llc.arguments import resolve_mask
 from slt_jax.samplers.sgld import apply_mask, sq_norm
 from slt_jax.tree_types import ArrayLikeTree, ArrayTree, PRNGKey
 
@@ -169,6 +170,70 @@ def _chain_fn(
   return chain
 
 
+def _check_arguments(
+  nbeta, localization, target_accept_prob, **budgets: int
+) -> None:
+  """Raises ValueError naming the first bad budget, nβ, γ or target."""
+  for name, low in (
+    ("num_warmup", 1),
+    ("num_samples", 4),
+    ("num_chains", 1),
+    ("max_tree_depth", 1),
+  ):
+    value = budgets[name]
+    check(
+      is_int(value) and value >= low,
+      name,
+      value,
+      f"must be an integer >= {low}",
+    )
+  check(
+    is_real(nbeta) and nbeta > 0,
+    "nbeta",
+    nbeta,
+    "must be a finite number > 0",
+  )
+  check(
+    is_real(localization) and localization >= 0,
+    "localization",
+    localization,
+    "must be a finite number >= 0",
+  )
+  check(
+    is_real(target_accept_prob) and 0 < target_accept_prob < 1,
+    "target_accept_prob",
+    target_accept_prob,
+    "must lie in (0, 1)",
+  )
+
+
+def _batch_shape(params: ArrayLikeTree, batch_ndim: int) -> tuple:
+  """The ``batch_ndim`` leading axes that every leaf of ``params`` shares.
+
+  Raises:
+    ValueError: naming ``batch_ndim`` when it is not an integer in
+      ``[0, min leaf ndim]``, or the leaf shapes when the leaves disagree on
+      those axes.
+  """
+  leaves = jax.tree.leaves(params)
+  shapes = [np.shape(x) for x in leaves]
+  check(bool(leaves), "params", params, "must have at least one leaf")
+  check(
+    is_int(batch_ndim) and 0 <= batch_ndim <= min(map(len, shapes)),
+    "batch_ndim",
+    batch_ndim,
+    f"must be an integer in [0, {min(map(len, shapes))}] for leaves of "
+    f"shapes {shapes}",
+  )
+  batch_shapes = {shape[:batch_ndim] for shape in shapes}
+  if len(batch_shapes) > 1:
+    raise ValueError(
+      f"params leaves of shapes {shapes} disagree on their "
+      f"batch_ndim={batch_ndim} leading axes: {sorted(batch_shapes)}"
+    )
+  return shapes[0][:batch_ndim]
+
+
 def nuts_llc(
   key: PRNGKey,
   loss_fn: Callable,
@@ -217,7 +282,9 @@ def nuts_llc(
     NUTSResult (host arrays).
 
   Raises:
-    ValueError: naming a bad budget, nβ or γ.
+    ValueError: naming a bad budget, nβ, γ, target_accept_prob or
+      batch_ndim, or the leaf shapes when the leaves of ``params`` disagree
+      on their ``batch_ndim`` leading axes.
 
   Example:
     >>> import jax, jax.numpy as jnp
@@ -230,40 +297,20 @@ def nuts_llc(
     >>> bool(abs(res.mean - 4 / 2 * 9 / 10) < 5 * res.mcse)
     True
   """
-  for name, value, low in (
-    ("num_warmup", num_warmup, 1),
-    ("num_samples", num_samples, 4),
-    ("num_chains", num_chains, 1),
-    ("max_tree_depth", max_tree_depth, 1),
-  ):
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-      raise ValueError(
-        f"{name}={value!r} is invalid: must be an integer >= {low}"
-      )
-  if not (
-    isinstance(nbeta, (int, float)) and math.isfinite(nbeta) and nbeta > 0
-  ):
-    raise ValueError(f"nbeta={nbeta!r} is invalid: must be a finite number > 0")
-  if not (
-    isinstance(localization, (int, float))
-    and math.isfinite(localization)
-    and localization >= 0
-  ):
-    raise ValueError(
-      f"localization={localization!r} is invalid: must be a finite number >= 0"
-    )
-  if not 0 < target_accept_prob < 1:
-    raise ValueError(
-      f"target_accept_prob={target_accept_prob!r} is invalid: "
-      "must lie in (0, 1)"
-    )
-  leaves = jax.tree.leaves(params)
-  if not leaves or any(np.ndim(x) < batch_ndim for x in leaves):
-    raise ValueError(
-      f"batch_ndim={batch_ndim!r} is invalid for leaves of "
-      f"shapes {[np.shape(x) for x in leaves]}"
-    )
-  batch_shape = np.shape(leaves[0])[:batch_ndim]
+  _check_arguments(
+    nbeta,
+    localization,
+    target_accept_prob,
+    num_warmup=num_warmup,
+    num_samples=num_samples,
+    num_chains=num_chains,
+    max_tree_depth=max_tree_depth,
+  )
+  nbeta, localization = float(nbeta), float(localization)
+  num_warmup, num_samples, num_chains, max_tree_depth = map(
+    int, (num_warmup, num_samples, num_chains, max_tree_depth)
+  )
+  batch_shape = _batch_shape(params, batch_ndim)
   num_points = math.prod(batch_shape)
   flat = jax.tree.map(
     lambda x: jnp.asarray(x, jnp.float32).reshape(
@@ -277,8 +324,8 @@ def nuts_llc(
   chain = _chain_fn(
     loss_fn,
     data,
-    float(nbeta),
-    float(localization),
+    nbeta,
+    localization,
     mask,
     num_warmup=num_warmup,
     num_samples=num_samples,
@@ -319,6 +366,6 @@ def nuts_llc(
     accept_prob=shape(out["accept_prob"]),
     step_size=shape(out["step_size"]),
     gradient_evals=shape(out["gradient_evals"]),
-    nbeta=float(nbeta),
-    localization=float(localization),
+    nbeta=nbeta,
+    localization=localization,
   )

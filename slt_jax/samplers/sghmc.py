@@ -51,11 +51,11 @@ of ``H(w, p) = U(w) + ||p||^2 / (2 eta)`` over it is what an HMC step of
 one leapfrog step (MALA's momentum form) would accept on. It tends to 1 as
 the step shrinks (the energy error is third order in ``sqrt(eta)`` per
 coordinate, as MALA's) and collapses when the integrator goes unstable;
-like SGLD's proxy it uses each end's minibatch. As in ``slt_jax.samplers.sgld``, a
-kernel built with ``record_move=True`` records its start energy (one
-reduction over the parameters) and one built with ``mala_proxy=True``
-reports the acceptance of the previous move (a second reduction);
-``mala_proxy=False`` reports nan. With
+like SGLD's proxy it uses each end's minibatch. As in ``slt_jax.samplers.sgld``,
+the kernel always records its start energy (one reduction over the
+parameters) and reports the acceptance of the previous move (a second
+reduction); a caller that discards the proxy and keeps the previous
+``prev_energy`` leaves both dead, and XLA removes them. With
 minibatch gradients the energy change also carries the work of the gradient
 noise on the momentum, so the proxy does not reach 1 at small steps on large
 models: on the Fig. 3 network (162,816 parameters, B = 128) it read 0.63,
@@ -119,12 +119,10 @@ class SGHMCInfo(NamedTuple):
     noise_norm: norm of the injected noise.
     distance_sq: ``||w - w*||^2`` at the pre-move position.
     mala_accept: energy-error acceptance ``min(1, exp(-dH))`` of the previous
-      move (nan on the first step and from kernels built with
-      ``mala_proxy=False``).
+      move (nan on the first step).
     friction: the friction alpha this move used (SGNHT: the thermostat).
     kinetic_temperature: ``||v||^2 / (d eta)`` of the new momentum, 1 at
-      equilibrium (nan for SGHMC kernels built with ``mala_proxy=False``,
-      which skip that reduction).
+      equilibrium.
   """
 
   loss: jax.Array
@@ -175,8 +173,6 @@ def build_kernel(
   friction: float = 0.1,
   thermostat: bool = False,
   noise: str = "threefry2x32_unpartitioned",
-  mala_proxy: bool = True,
-  record_move: bool = True,
 ) -> Callable:
   """Builds the localized SGHMC (or SGNHT) transition.
 
@@ -189,10 +185,6 @@ def build_kernel(
       state's thermostat (start it with ``init(..., thermostat=A)``).
     thermostat: build SGNHT instead of SGHMC.
     noise: PRNG implementation for the noise (see ``sgld.gaussian_noise``).
-    mala_proxy: compute the acceptance proxy of the previous move (one
-      reduction over the parameters); False reports nan for it.
-    record_move: record this move's start energy for the next step's proxy;
-      False keeps the previous record (the chain is the same either way).
 
   Returns:
     ``kernel(key, state, batch, settings) -> (SGHMCState, SGHMCInfo)`` with
@@ -223,13 +215,10 @@ def build_kernel(
     force = jax.tree.map(
       lambda g, d: nbeta * g + localization * d, grad, delta
     )  # grad U
-    nan = jnp.full((), jnp.nan, loss.dtype)
-    if mala_proxy:  # dH of the previous move: its end is (w_t, p_t^-).
-      p_end = jax.tree.map(lambda p, f: p - 0.5 * eta * f, v, force)
-      end_energy = potential + sq_norm(p_end) / (2.0 * eta)
-      accept = jnp.minimum(1.0, jnp.exp(state.prev_energy - end_energy))
-    else:
-      accept = nan
+    # dH of the previous move: its end is (w_t, p_t^-).
+    p_end = jax.tree.map(lambda p, f: p - 0.5 * eta * f, v, force)
+    end_energy = potential + sq_norm(p_end) / (2.0 * eta)
+    accept = jnp.minimum(1.0, jnp.exp(state.prev_energy - end_energy))
     alpha = (
       jnp.asarray(friction, loss.dtype)
       if state.friction is None
@@ -248,11 +237,8 @@ def build_kernel(
       jax.tree.map(lambda p, f: p - 0.5 * eta * f, v_half, force)
     ) / (2.0 * eta)
     dims = float(num_moving(w, mask))
-    if thermostat or mala_proxy:
-      new_kinetic = sq_norm(new_v)
-      temperature = new_kinetic / (dims * eta)
-    else:
-      new_kinetic, temperature = nan, nan
+    new_kinetic = sq_norm(new_v)
+    temperature = new_kinetic / (dims * eta)
     new_friction = (
       alpha + (new_kinetic / dims - eta) if thermostat else state.friction
     )
@@ -270,7 +256,7 @@ def build_kernel(
       state.anchor,
       new_v,
       new_friction,
-      start_energy if record_move else state.prev_energy,
+      start_energy,
     )
     return new_state, info
 

@@ -21,11 +21,12 @@ would have had as a MALA proposal (devinterp's "MALA acceptance" proxy) at no
 extra gradient evaluation: the forward proposal density needs only the norm
 of the noise that was injected, the reverse one a reduction over all
 parameters. That reduction costs ~30% of a step on CPU (measured at p=53,
-K=1024), so kernels built with ``mala_proxy=False`` skip it (and report nan).
-Recording the move for the next step's proxy (a copy of the point and the
-norm of the noise) costs another pass over the parameters, so kernels built
-with ``record_move=False`` carry the previous record through unchanged;
-callers record only on the step before a proxy step.
+K=1024), and recording the move (a copy of the point and the norm of the
+noise) another pass over the parameters. The kernel always does both; a
+caller that discards ``info.mala_accept`` on a step, and keeps the previous
+record (``prev_position``, ``prev_logdensity``, ``prev_log_proposal``) in
+the new state, leaves that work dead, and XLA removes it from the compiled
+step (``slt_jax.llc`` does so on all but the steps of its proxy schedule).
 """
 
 from __future__ import annotations
@@ -123,7 +124,7 @@ class SGLDInfo(NamedTuple):
     noise_norm: norm of the injected noise ``sqrt(eps G) xi``.
     distance_sq: ``||w - w*||^2`` at the pre-move position.
     mala_accept: MALA acceptance probability of the previous move (nan on the
-      first step, and from kernels built with ``mala_proxy=False``).
+      first step).
   """
 
   loss: jax.Array
@@ -250,8 +251,6 @@ def build_kernel(
   mask: Optional[ArrayTree] = None,
   rmsprop: Optional[tuple[float, float]] = None,
   noise: str = "threefry2x32_unpartitioned",
-  mala_proxy: bool = True,
-  record_move: bool = True,
 ) -> Callable:
   """Builds the localized SGLD transition.
 
@@ -262,11 +261,6 @@ def build_kernel(
     rmsprop: ``(decay, delta)`` to precondition as RMSprop-SGLD (the state
       must come from ``init(..., preconditioned=True)``); None for SGLD.
     noise: PRNG implementation for the noise (see ``gaussian_noise``).
-    mala_proxy: compute the MALA acceptance proxy of the previous move;
-      False reports nan for it.
-    record_move: record this move (its start point, log density and noise
-      norm) in the state for the next step's proxy; False keeps the
-      previous record. The position is the same either way.
 
   Returns:
     ``kernel(key, state, batch, settings) -> (SGLDState, SGLDInfo)`` with
@@ -321,25 +315,19 @@ def build_kernel(
     # MALA proxy for the move prev -> w: the reverse move w -> prev would need
     # noise (prev - w - eps/2 drift(w)) / sqrt(eps G). With RMSprop the
     # log-determinant change of G between the two steps is ignored.
-    if mala_proxy:
-      reverse = jax.tree.map(
-        lambda x, x0, f: x0 - x - 0.5 * step_size * f,
-        w,
-        state.prev_position,
-        drift,
-      )
-      if precond is not None:
-        reverse = jax.tree.map(lambda r, c: r / jnp.sqrt(c), reverse, precond)
-      log_reverse = -0.5 * sq_norm(reverse) / step_size
-      log_ratio = (
-        logdensity
-        - state.prev_logdensity
-        + log_reverse
-        - state.prev_log_proposal
-      )
-      accept = jnp.minimum(1.0, jnp.exp(log_ratio))
-    else:
-      accept = jnp.full((), jnp.nan, logdensity.dtype)
+    reverse = jax.tree.map(
+      lambda x, x0, f: x0 - x - 0.5 * step_size * f,
+      w,
+      state.prev_position,
+      drift,
+    )
+    if precond is not None:
+      reverse = jax.tree.map(lambda r, c: r / jnp.sqrt(c), reverse, precond)
+    log_reverse = -0.5 * sq_norm(reverse) / step_size
+    log_ratio = (
+      logdensity - state.prev_logdensity + log_reverse - state.prev_log_proposal
+    )
+    accept = jnp.minimum(1.0, jnp.exp(log_ratio))
     xi_sq = sq_norm(xi)
     noise_norm = (
       jnp.sqrt(step_size * xi_sq)
@@ -349,12 +337,9 @@ def build_kernel(
     info = SGLDInfo(
       loss, jnp.sqrt(sq_norm(grad)), noise_norm, distance_sq, accept
     )
-    record = (
-      (w, logdensity, -0.5 * xi_sq)
-      if record_move
-      else (state.prev_position, state.prev_logdensity, state.prev_log_proposal)
+    new_state = SGLDState(
+      new_w, state.anchor, w, logdensity, -0.5 * xi_sq, second_moment
     )
-    new_state = SGLDState(new_w, state.anchor, *record, second_moment)
     return new_state, info
 
   return kernel
