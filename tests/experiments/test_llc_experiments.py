@@ -182,6 +182,7 @@ def test_llc_over_training_summary_of_committed_demo():
   path = os.path.join(
     os.path.dirname(__file__),
     os.pardir,
+    os.pardir,
     "figures",
     "llc_over_training",
     "results.json",
