@@ -64,10 +64,11 @@ def llc_grid(
   """LLC at a batch of points under several SGLD configs, one compiled
   program per chain length.
 
-  Configs that differ only in eps, nβ and γ run as one ``SGLDSettings`` grid
-  of a single ``slt_jax.llc.Sweep`` (common random numbers: every config uses
-  the same chain keys); a config with another static part (chain length,
-  batch size, sampler) gets its own sweep.
+  Configs with the same ``SGLDConfig.program_key`` (they differ only in their
+  ``traced_settings``: eps, nβ and γ) run as one ``SGLDSettings`` grid of a
+  single ``slt_jax.llc.Sweep`` (common random numbers: every config uses the
+  same chain keys); a config with another sampler, budget, engine or
+  divergence policy gets its own sweep.
 
   Args:
     key: PRNG key.
@@ -88,10 +89,7 @@ def llc_grid(
   n = jax.tree.leaves(data)[0].shape[0]
   groups: dict = {}
   for i, cfg in enumerate(cfgs):
-    static = dataclasses.replace(
-      cfg, step_size=1.0, nbeta=1.0, localization=1.0
-    )
-    groups.setdefault(static, []).append(i)
+    groups.setdefault(cfg.program_key, []).append(i)
   out: list = [None] * len(cfgs)
   for g, members in enumerate(groups.values()):
     grid = SGLDSettings(

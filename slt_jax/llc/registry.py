@@ -2,19 +2,26 @@
 
 Each entry adapts one module of ``slt_jax.samplers`` to the chain program
 (``slt_jax.llc.chain``): it reads that sampler's constants from the
-``SGLDConfig`` and returns a ``ChainSampler``. Adding a sampler is adding an
-entry here (and its name to ``slt_jax.llc.config.SAMPLERS``).
+config's ``SamplerConfig`` group and returns a ``ChainSampler``. Adding a
+sampler is adding an entry here (and its name to
+``slt_jax.llc.config.SAMPLERS``).
 """
 
 from __future__ import annotations
 
 from typing import Callable, NamedTuple, Optional
 
-from slt_jax.llc.config import SGLDConfig
+from slt_jax.llc.config import SamplerConfig, SGLDConfig
 from slt_jax.samplers import mala, sghmc, sgld
 from slt_jax.tree_types import ArrayTree
 
-__all__ = ["SAMPLERS", "ChainSampler", "SamplerEntry", "chain_sampler"]
+__all__ = [
+  "SAMPLERS",
+  "ChainSampler",
+  "SamplerEntry",
+  "chain_sampler",
+  "own_constants",
+]
 
 
 class ChainSampler(NamedTuple):
@@ -42,8 +49,10 @@ class SamplerEntry(NamedTuple):
   """A registry entry.
 
   Attributes:
-    build: ``build(loss_fn, cfg, mask) -> ChainSampler``.
-    parameters: the ``SGLDConfig`` fields of the sampler's own constants
+    build: ``build(loss_fn, sampler_config, noise, mask) -> ChainSampler``,
+      with ``sampler_config`` a ``SamplerConfig`` and ``noise`` the
+      ``EngineConfig.noise`` name.
+    parameters: the ``SamplerConfig`` fields of the sampler's own constants
       (they change the chains, so they enter a sweep's fingerprint).
   """
 
@@ -55,51 +64,49 @@ SGLD_RECORD = ("prev_position", "prev_logdensity", "prev_log_proposal")
 SGHMC_RECORD = ("prev_energy",)
 
 
-def _sgld(loss_fn: Callable, cfg: SGLDConfig, mask: Optional[ArrayTree]):
+def _sgld(loss_fn: Callable, own: SamplerConfig, noise: str, mask):
   return ChainSampler(
     lambda anchor, data: sgld.init(anchor),
-    sgld.build_kernel(loss_fn, mask, noise=cfg.noise),
+    sgld.build_kernel(loss_fn, mask, noise=noise),
     SGLD_RECORD,
     False,
   )
 
 
-def _rmsprop_sgld(loss_fn: Callable, cfg: SGLDConfig, mask):
-  rmsprop = (cfg.rmsprop_decay, cfg.rmsprop_eps)
+def _rmsprop_sgld(loss_fn: Callable, own: SamplerConfig, noise: str, mask):
+  rmsprop = (own.rmsprop_decay, own.rmsprop_eps)
   return ChainSampler(
     lambda anchor, data: sgld.init(anchor, preconditioned=True),
-    sgld.build_kernel(loss_fn, mask, rmsprop=rmsprop, noise=cfg.noise),
+    sgld.build_kernel(loss_fn, mask, rmsprop=rmsprop, noise=noise),
     SGLD_RECORD,
     False,
   )
 
 
-def _mala(loss_fn: Callable, cfg: SGLDConfig, mask: Optional[ArrayTree]):
+def _mala(loss_fn: Callable, own: SamplerConfig, noise: str, mask):
   return ChainSampler(
     lambda anchor, data: mala.init(anchor, loss_fn, data, mask=mask),
-    mala.build_kernel(loss_fn, mask, noise=cfg.noise),
+    mala.build_kernel(loss_fn, mask, noise=noise),
     (),
     True,
   )
 
 
-def _sghmc(loss_fn: Callable, cfg: SGLDConfig, mask: Optional[ArrayTree]):
+def _sghmc(loss_fn: Callable, own: SamplerConfig, noise: str, mask):
   return ChainSampler(
     lambda anchor, data: sghmc.init(anchor),
-    sghmc.build_kernel(
-      loss_fn, mask, friction=cfg.sghmc_friction, noise=cfg.noise
-    ),
+    sghmc.build_kernel(loss_fn, mask, friction=own.sghmc_friction, noise=noise),
     SGHMC_RECORD,
     False,
   )
 
 
-def _sgnht(loss_fn: Callable, cfg: SGLDConfig, mask: Optional[ArrayTree]):
-  diffusion = cfg.sgnht_diffusion
+def _sgnht(loss_fn: Callable, own: SamplerConfig, noise: str, mask):
+  diffusion = own.sgnht_diffusion
   return ChainSampler(
     lambda anchor, data: sghmc.init(anchor, thermostat=diffusion),
     sghmc.build_kernel(
-      loss_fn, mask, friction=diffusion, thermostat=True, noise=cfg.noise
+      loss_fn, mask, friction=diffusion, thermostat=True, noise=noise
     ),
     SGHMC_RECORD,
     False,
@@ -115,6 +122,20 @@ SAMPLERS = {
 }
 
 
+def own_constants(sampler_config: SamplerConfig) -> dict:
+  """The sampler's name and its own constants (those its kernel reads).
+
+  Example:
+    >>> own_constants(SamplerConfig(sampler="sghmc", sghmc_friction=0.5))
+    {'sampler': 'sghmc', 'sghmc_friction': 0.5}
+  """
+  names = SAMPLERS[sampler_config.sampler].parameters
+  return {
+    "sampler": sampler_config.sampler,
+    **{name: getattr(sampler_config, name) for name in names},
+  }
+
+
 def chain_sampler(
   loss_fn: Callable, cfg: SGLDConfig, mask: Optional[ArrayTree] = None
 ) -> ChainSampler:
@@ -127,4 +148,5 @@ def chain_sampler(
     >>> s.move_record, s.full_batch, float(s.init(jnp.ones(2), None).momentum[0])
     (('prev_energy',), False, 0.0)
   """
-  return SAMPLERS[cfg.sampler].build(loss_fn, cfg, mask)
+  own = cfg.sampler_config
+  return SAMPLERS[own.sampler].build(loss_fn, own, cfg.noise, mask)

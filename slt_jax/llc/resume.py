@@ -8,6 +8,7 @@ holding another sweep's parts is refused, never overwritten.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Optional
 
 import jax
@@ -20,19 +21,30 @@ from slt_jax.llc.work import WorkPlan
 from slt_jax.samplers.sgld import SGLDSettings
 from slt_jax.tree_types import ArrayTree
 
-__all__ = ["CHAIN_FIELDS", "load_parts", "sweep_fingerprint", "tree_digest"]
+__all__ = ["chain_spec", "load_parts", "sweep_fingerprint", "tree_digest"]
 
-# The SGLDConfig fields every sampler's chains depend on (the sampler's own
-# constants are in its registry entry); eps, nβ and γ enter as the settings.
-CHAIN_FIELDS = (
-  "sampler",
-  "noise",
-  "num_chains",
-  "num_burnin",
-  "num_draws",
-  "batch_size",
-  "mala_every",
-)
+
+def chain_spec(cfg: SGLDConfig) -> dict:
+  """The config fields that change a sweep's chains beyond its settings grid.
+
+  The sampler's name and own constants (``registry.own_constants``), the
+  whole ``ChainBudget``, and the engine's ``noise`` and ``mala_every``; not
+  the traced settings (eps, nβ and γ enter as the grid), the engine's
+  chunking and memory budget, nor the ``DivergencePolicy`` (host side).
+
+  Example:
+    >>> sorted(chain_spec(SGLDConfig(sampler="sghmc", chunk_size=4)))
+    ... # doctest: +NORMALIZE_WHITESPACE
+    ['batch_size', 'mala_every', 'noise', 'num_burnin', 'num_chains',
+     'num_draws', 'sampler', 'sghmc_friction']
+  """
+  engine = cfg.engine
+  return {
+    **registry.own_constants(cfg.sampler_config),
+    **dataclasses.asdict(cfg.budget),
+    "noise": engine.noise,
+    "mala_every": engine.mala_every,
+  }
 
 
 def tree_digest(tree: ArrayTree) -> dict:
@@ -60,19 +72,17 @@ def sweep_fingerprint(
   """The ``persist.fingerprint`` of the chunks ``plan`` computes.
 
   It hashes what changes the saved numbers: the chains' configuration
-  (``CHAIN_FIELDS`` and the sampler's constants), the (S,) settings
-  ``grid``, the points and their keys, the mask, the data and observable
-  sets (``data_digest``, a ``tree_digest``), the observation schedule and
-  the chunk size (which items a part holds). Not ``chunk_size`` or
-  ``memory_budget_bytes`` themselves (only the chunk they give), nor
-  host-side options (``divergence_factor``; ``num_examples`` enters only
-  through nβ), nor the loss functions, which cannot be hashed: use another
-  folder for another loss.
+  (``chain_spec``), the (S,) settings ``grid``, the points and their keys,
+  the mask, the data and observable sets (``data_digest``, a
+  ``tree_digest``), the observation schedule and the chunk size (which items
+  a part holds). Not ``chunk_size`` or ``memory_budget_bytes`` themselves
+  (only the chunk they give), nor host-side options (``divergence_factor``;
+  ``num_examples`` enters only through nβ), nor the loss functions, which
+  cannot be hashed: use another folder for another loss.
   """
-  fields = CHAIN_FIELDS + registry.SAMPLERS[cfg.sampler].parameters
   return persist.fingerprint(
     {
-      "config": {name: getattr(cfg, name) for name in fields},
+      "config": chain_spec(cfg),
       "settings": grid._asdict(),
       "keys": persist.array_digest(plan.keys),
       "points": tree_digest(plan.points),
