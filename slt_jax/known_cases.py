@@ -549,9 +549,7 @@ def deep_linear(
   ``W* = W_L* ... W_1*`` from ``deep_linear_factors``; the loss is
   ``deep_linear_loss`` (with ``noise_std = 1`` the Gaussian negative
   log-likelihood up to a constant). The truth is Aoyagi's coefficient
-  (``theory.deep_linear_llc``), with its multiplicity. The divergence factor
-  is raised above the minibatch noise of the loss
-  (``_tolerate_minibatch_noise``).
+  (``theory.deep_linear_llc``), with its multiplicity.
 
   Args:
     key: PRNG key, split for the factors, the inputs and the noise.
@@ -607,7 +605,6 @@ def deep_linear(
   y_NxH = pred_NxH + noise_std * (
     jax.random.normal(key_noise, (num_examples, widths[-1]))
   )
-  per_example_loss = 0.5 * np.sum(np.square(np.asarray(y_NxH - pred_NxH)), -1)
   if step_size is None:
     step_size = 0.03 * np.log(num_examples) / (num_examples * input_scale**2)
   cfg = SGLDConfig(
@@ -625,38 +622,7 @@ def deep_linear(
     params=params,
     data={"x": x_NxH, "y": y_NxH},
     true_llc=true_llc,
-    cfg=_tolerate_minibatch_noise(
-      cfg, per_example_loss, sum(w.size for w in params)
-    ),
+    cfg=cfg,
     rel_tol=0.15,
     multiplicity=multiplicity,
   )
-
-
-def _tolerate_minibatch_noise(
-  cfg: SGLDConfig, per_example_loss_N: np.ndarray, num_params: int
-) -> SGLDConfig:
-  """``cfg`` with a divergence threshold 10 minibatch deviations up.
-
-  The divergence check flags a chain when one draw's ``nbeta (L_B -
-  L_n(w*))`` exceeds ``divergence_factor`` times the number of parameters;
-  with label noise that quantity fluctuates by ``nbeta std(l_i(w*)) /
-  sqrt(B)`` even at w*. The factor becomes the larger of ``cfg``'s and 10
-  such deviations per parameter.
-
-  Args:
-    cfg: the settings (``nbeta`` and ``batch_size`` resolved for n =
-      ``len(per_example_loss_N)``).
-    per_example_loss_N: (n,) losses at w*.
-    num_params: number of parameters the chains move.
-
-  Returns:
-    The settings with the divergence factor raised where needed.
-  """
-  n = len(per_example_loss_N)
-  batch = n if cfg.batch_size is None else min(cfg.batch_size, n)
-  minibatch_sd = (
-    cfg.resolve_nbeta(n) * np.std(per_example_loss_N) / np.sqrt(batch)
-  )
-  factor = max(cfg.divergence_factor, 10 * float(minibatch_sd) / num_params)
-  return dataclasses.replace(cfg, divergence_factor=factor)

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from slt_jax.checks import is_int
+from slt_jax.checks import check, check_positive_float32, is_int
 from slt_jax.llc.config import SGLDConfig
 from slt_jax.samplers.sgld import SGLDSettings
 from slt_jax.tree_types import ArrayLikeTree, ArrayTree
@@ -24,9 +24,46 @@ __all__ = [
   "count_examples",
   "flatten_points",
   "resolve_mask",
+  "resolve_key",
   "resolve_observables",
   "resolve_settings",
 ]
+
+
+def resolve_key(key) -> jax.Array:
+  """A typed PRNG key (``jax.random.key``) from a typed or legacy key.
+
+  A legacy ``jax.random.PRNGKey`` (a (2,) uint32 array) is wrapped with
+  ``jax.random.wrap_key_data``: it then gives the numbers of the typed key
+  of the same seed.
+
+  Raises:
+    TypeError: naming ``key`` when it is neither.
+
+  Example:
+    >>> same = resolve_key(jax.random.PRNGKey(0)) == jax.random.key(0)
+    >>> bool(same)
+    True
+  """
+  if isinstance(key, jax.Array) and jax.dtypes.issubdtype(
+    key.dtype, jax.dtypes.prng_key
+  ):
+    if key.shape != ():
+      raise TypeError(
+        f"key of shape {key.shape} is invalid: pass one key, "
+        "e.g. jax.random.key(0)"
+      )
+    return key
+  if (
+    isinstance(key, (jax.Array, np.ndarray))
+    and key.dtype == np.uint32
+    and key.shape == (2,)
+  ):
+    return jax.random.wrap_key_data(jnp.asarray(key))
+  raise TypeError(
+    f"key={key!r} is invalid: pass a PRNG key, jax.random.key(seed) "
+    "(or a legacy jax.random.PRNGKey(seed))"
+  )
 
 
 def resolve_mask(
@@ -83,19 +120,20 @@ def _settings_field(name: str, value) -> np.ndarray:
 
 
 def _check_settings_ranges(grid: SGLDSettings) -> None:
-  """Raises naming the first value that is not finite or out of range."""
-  for name, low, strict in (
-    ("step_size", 0.0, True),
-    ("nbeta", 0.0, True),
-    ("localization", 0.0, False),
-  ):
-    values = getattr(grid, name)
-    bad = ~np.isfinite(values) | ((values <= low) if strict else (values < low))
-    if bad.any():
-      raise ValueError(
-        f"settings.{name}={values[bad][0]!r} is invalid: must be "
-        f"finite and {'>' if strict else '>='} {low}"
-      )
+  """Raises naming the first value that is not finite or out of range: eps
+  and nβ must stay > 0 in float32, γ must be finite and >= 0 there."""
+  for name in ("step_size", "nbeta"):
+    for value in getattr(grid, name):
+      check_positive_float32(f"settings.{name}", float(value))
+  for value in grid.localization:
+    with np.errstate(over="ignore"):
+      as_float32 = np.float32(value)
+    check(
+      np.isfinite(value) and value >= 0 and np.isfinite(as_float32),
+      "settings.localization",
+      float(value),
+      "must be finite (in float32 too) and >= 0",
+    )
 
 
 def resolve_settings(
@@ -236,15 +274,25 @@ def check_point_shapes(flat: ArrayTree, point: ArrayTree) -> None:
   """Raises unless every point of ``flat`` (leaves (P, ...)) is shaped like
   ``point``, the point a sweep was compiled for.
 
+  Raises:
+    ValueError: showing both tree structures when they differ, else both
+      lists of shapes.
+
   Example:
     >>> check_point_shapes({"w": np.zeros((4, 3))}, {"w": np.zeros(2)})
     Traceback (most recent call last):
     ...
     ValueError: params points have shapes [(3,)], but the sweep was compiled for [(2,)]
   """
+  structure, compiled = jax.tree.structure(flat), jax.tree.structure(point)
+  if structure != compiled:
+    raise ValueError(
+      f"params has tree structure {structure}, but the sweep was "
+      f"compiled for {compiled}"
+    )
   expected = [np.shape(x) for x in jax.tree.leaves(point)]
   got = [np.shape(x)[1:] for x in jax.tree.leaves(flat)]
-  if jax.tree.structure(flat) != jax.tree.structure(point) or got != expected:
+  if got != expected:
     raise ValueError(
       f"params points have shapes {got}, but the sweep was "
       f"compiled for {expected}"

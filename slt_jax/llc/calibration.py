@@ -7,6 +7,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from slt_jax.checks import check, is_real
 from slt_jax.llc.config import SGLDConfig
 from slt_jax.llc.estimate import estimate_llc
 from slt_jax.llc.result import LLCResult
@@ -96,8 +97,15 @@ def calibrate(
     llc_std, mala_accept, diverged_chains, stationary, ok}``).
 
   Raises:
-    ValueError: if no combination is stable.
+    ValueError: if ``min_accept`` is not in (0, 1], or no combination is
+      stable.
   """
+  check(
+    is_real(min_accept) and 0 < min_accept <= 1,
+    "min_accept",
+    min_accept,
+    "must be a number in (0, 1]",
+  )
   probe = dataclasses.replace(cfg, mala_every=1)
   grid = SGLDSettings.product(
     step_size=step_sizes, localization=localizations, nbeta=nbetas

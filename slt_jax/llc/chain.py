@@ -33,14 +33,20 @@ from slt_jax.samplers.sgld import SGLDSettings
 from slt_jax.tree_types import ArrayTree, PRNGKey
 
 __all__ = [
+  "NOISE_BATCHES",
   "ROLES",
   "keep_for_role",
+  "minibatch_loss_std",
   "per_example_losses",
   "point_program",
   "step_role",
 ]
 
 ROLES = ("plain", "record", "proxy")
+
+# Minibatches at w* whose losses estimate the minibatch noise of the loss
+# (the divergence rule's allowance): a relative error of about 1/sqrt(2 x 32).
+NOISE_BATCHES = 32
 
 
 def step_role(step: int, every: int) -> str:
@@ -329,6 +335,33 @@ def run_chain(
   )
 
 
+def minibatch_loss_std(
+  loss_fn: Callable,
+  params: ArrayTree,
+  data: ArrayTree,
+  key: PRNGKey,
+  num_examples: int,
+  batch_size: int,
+) -> jax.Array:
+  """Standard deviation of ``loss_fn(params, B)`` over ``NOISE_BATCHES``
+  minibatches B of ``batch_size`` examples, each drawn without replacement
+  from the ``num_examples`` of ``data`` (evaluated one after the other).
+
+  Example:
+    >>> loss = lambda w, batch: jnp.mean(batch)
+    >>> data = jnp.arange(10.0)
+    >>> float(minibatch_loss_std(loss, 0.0, data, jax.random.key(0), 10, 10))
+    0.0
+  """
+
+  def batch_loss(batch_key):
+    idx = jax.random.permutation(batch_key, num_examples)[:batch_size]
+    return loss_fn(params, batching.take(data, idx))
+
+  losses = jax.lax.map(batch_loss, jax.random.split(key, NOISE_BATCHES))
+  return jnp.std(losses, ddof=1)
+
+
 def point_program(
   loss_fn: Callable,
   cfg: SGLDConfig,
@@ -349,7 +382,9 @@ def point_program(
 
   Returns:
     ``run_point(key, anchor, settings, data) -> dict`` of ``init_loss`` (),
-    ``loss_trace`` (chains, draws), ``mala_accept`` (chains,),
+    ``init_batch_loss_std`` () (``minibatch_loss_std`` at the anchor with
+    the chains' minibatch size; 0 for full-batch chains), ``loss_trace``
+    (chains, draws), ``mala_accept`` (chains,),
     ``distance_sq`` (chains,) and, with ``spec``, ``observables/NAME``
     (chains, draws // k, n_NAME) and ``init_observables/NAME`` (n_NAME,);
     ``data`` is then ``(data, {name: set})``.
@@ -364,6 +399,7 @@ def point_program(
     ((2, 4), 0.0)
   """
   sampler = chain_sampler(loss_fn, cfg, mask)
+  batch_size = None if sampler.full_batch else cfg.batch_size
 
   def run_point(key, anchor, settings, data) -> dict:
     keys = jax.random.split(key, cfg.num_chains)
@@ -374,8 +410,16 @@ def point_program(
     trace, accept, dist, seen = jax.vmap(chain, (0, None, None, None, None))(
       keys, anchor, settings, data, sets
     )
+    if batch_size is None:
+      noise = jnp.zeros((), jnp.float32)
+    else:  # the key's own stream, apart from the chains' split(key, C).
+      noise_key = jax.random.fold_in(key, cfg.num_chains)
+      noise = minibatch_loss_std(
+        loss_fn, anchor, data, noise_key, num_examples, batch_size
+      )
     out = {
       "init_loss": loss_fn(anchor, data),
+      "init_batch_loss_std": noise,
       "loss_trace": trace,
       "mala_accept": accept,
       "distance_sq": dist,

@@ -64,7 +64,9 @@ def estimate_llc(
   is unchanged.
 
   Args:
-    key: PRNG key; point i uses ``split(key, P)[i]`` whatever the chunking.
+    key: PRNG key, ``jax.random.key(seed)`` (a legacy
+      ``jax.random.PRNGKey(seed)`` gives the same numbers); point i uses
+      ``split(key, P)[i]`` whatever the chunking.
     loss_fn: ``loss_fn(params, batch) -> scalar`` mean loss over a batch.
     params: pytree whose leaves carry ``batch_ndim`` leading axes of points.
     data: pytree of arrays with the example axis first (n = its length).
@@ -76,7 +78,8 @@ def estimate_llc(
     num_examples: n to use in place of the data length.
     out_path: folder of saved chunks for resuming (see ``Sweep.run``).
     progress: show a tqdm bar over chunks.
-    warn: warn about diverged chains and non-stationary points.
+    warn: warn about diverged or stuck chains, non-stationary points and a
+      noiseless run (``cfg.noise="zeros"``).
     observables: None, or ``{name: data set}`` (each a pytree with the
       example axis first, like ``data``) whose per-example losses to record.
     observe_every: k >= 1 dividing ``cfg.num_draws``.
@@ -87,7 +90,12 @@ def estimate_llc(
       ``centered_mse``'s per-example form needs).
 
   Returns:
-    LLCResult; diverged chains are excluded from ``mean``/``std``.
+    LLCResult; diverged and stuck chains (``LLCResult.stuck``) are excluded
+    from ``mean``/``std``.
+
+  Raises:
+    TypeError: if ``key`` is not a PRNG key.
+    ValueError: naming a bad argument or settings value.
 
   Example:
     >>> import jax, jax.numpy as jnp

@@ -20,7 +20,8 @@ class LLCResult(NamedTuple):
     mean: (...) mean over non-diverged chains (nan if all diverged).
     std: (...) standard deviation over non-diverged chains.
     per_chain: (..., chains) per-chain estimates (diverged ones included,
-      flagged in ``diagnostics.diverged``).
+      flagged in ``diagnostics.diverged``, which also flags ``stuck``
+      chains).
     loss_trace: (..., chains, draws) minibatch losses of the draws.
     init_loss: (...) L_n(w*) on the full data.
     diagnostics: ChainDiagnostics, each field shaped (...) or (..., chains).
@@ -33,6 +34,11 @@ class LLCResult(NamedTuple):
       ``observe_every``; see ``estimate_llc``), for ``slt_jax.llc.influence``.
     init_observables: None, or ``{name: (..., n_name)}``: the same at w*.
     observe_every: k, or None without observables.
+    stuck: (..., chains) bool, chains that did not move (constant loss or
+      never away from w*: e.g. MALA rejecting every proposal), excluded
+      from the estimate like diverged ones; None only if built by hand.
+    noiseless: True for ``SGLDConfig(noise="zeros")``: the chains inject no
+      noise and the estimate is not an LLC (a benchmark ablation).
   """
 
   mean: np.ndarray
@@ -48,6 +54,8 @@ class LLCResult(NamedTuple):
   observables: Optional[dict] = None
   init_observables: Optional[dict] = None
   observe_every: Optional[int] = None
+  stuck: Optional[np.ndarray] = None
+  noiseless: bool = False
 
   def to_xarray(self, dims: Optional[Sequence[str]] = None):
     """The result as an ``xarray.Dataset`` (needs ``pip install

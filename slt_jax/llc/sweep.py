@@ -27,6 +27,7 @@ from slt_jax.llc.arguments import (
   check_point_shapes,
   count_examples,
   flatten_points,
+  resolve_key,
   resolve_mask,
   resolve_observables,
   resolve_settings,
@@ -58,9 +59,12 @@ def _memory_bytes(stats) -> int:
 
 def _join_chunks(outputs: list, num_items: int) -> dict:
   """The chunks' arrays concatenated, the padding items dropped; a chunk
-  saved without timings (an older layout) gets nan ``item_seconds``."""
+  saved without timings (an older layout) gets nan ``item_seconds``, one
+  without the minibatch noise at w* a noise of 0 (the plain divergence
+  rule)."""
   for o in outputs:
     o.setdefault("item_seconds", np.full(len(o["init_loss"]), np.nan))
+    o.setdefault("init_batch_loss_std", np.zeros(len(o["init_loss"])))
   return {
     k: np.concatenate([o[k] for o in outputs])[:num_items] for k in outputs[0]
   }
@@ -277,8 +281,10 @@ class Sweep:
     """Estimates the LLC at every point of ``params`` under every setting.
 
     Args:
-      key: PRNG key; point i uses ``split(key, P)[i]`` whatever the chunking,
-        under every setting (common random numbers).
+      key: PRNG key, ``jax.random.key(seed)`` (a legacy
+        ``jax.random.PRNGKey(seed)`` gives the same numbers); point i uses
+        ``split(key, P)[i]`` whatever the chunking, under every setting
+        (common random numbers).
       params: pytree whose leaves carry ``batch_ndim`` leading axes of points,
         each point shaped like the one the sweep was built for.
       batch_ndim: number of leading point axes of ``params``.
@@ -289,18 +295,20 @@ class Sweep:
         one per finished chunk, and ``owner.json``); saved parts are loaded
         instead of recomputed.
       progress: show a tqdm bar over chunks.
-      warn: warn about diverged chains and non-stationary points (the same
-        facts are always in ``diagnostics``).
+      warn: warn about diverged or stuck chains, non-stationary points
+        and a noiseless run (the same facts are always in the result).
 
     Returns:
       LLCResult.
 
     Raises:
+      TypeError: if ``key`` is not a PRNG key.
       ValueError: for a bad argument; if ``out_path`` is a file, or a folder
         holding the parts of another computation (see
         ``resume.sweep_fingerprint``), or holds an unreadable part (each
         named).
     """
+    key = resolve_key(key)
     grid, is_grid = resolve_settings(self.cfg, settings, self.num_examples)
     flat, batch_shape, num_points = flatten_points(params, batch_ndim)
     check_point_shapes(flat, self._point)
