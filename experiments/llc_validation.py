@@ -4,7 +4,7 @@ Runs every case of ``slt_jax.known_cases`` (isotropic quadratic,
 normal crossings, reduced-rank regression, lazy random features) through the
 public ``estimate_llc`` with ``scale`` times the test-suite's draws, and writes
 ``DIR/results.json`` as ``{"cases": [{"name", "true", "mean", "std",
-"rel_err", "passed", "ess", "rhat", ...}]}`` plus ``DIR/known_cases.png``
+"rel_err", "passed", "ess", "rhat", ...}]}`` plus ``DIR/validation.png``
 (estimate ± chain std against the truth; ``--replot`` redraws it from the
 former). No paper figure: ``--paper`` runs the default.
 
@@ -118,7 +118,7 @@ def plot(results: dict, out_dir: str) -> None:
   fig = plotting.plot_estimates_vs_truth(
     [r["name"] for r in rows], get("true"), get("mean"), get("std")
   )
-  plotting.save_figure(fig, os.path.join(out_dir, "known_cases.png"))
+  plotting.save_figure(fig, os.path.join(out_dir, "validation.png"))
 
 
 def main(argv=None) -> dict:

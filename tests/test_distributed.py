@@ -19,6 +19,8 @@ from slt_jax import distributed
 sys.path.insert(0, os.path.dirname(__file__))
 import multiprocess_worker  # noqa: E402
 
+pytestmark = pytest.mark.slow  # two real processes each: the slow tier
+
 WORKER = os.path.join(os.path.dirname(__file__), "multiprocess_worker.py")
 TIMEOUT_S = 240
 

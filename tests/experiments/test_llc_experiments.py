@@ -174,7 +174,7 @@ def test_llc_validation_smoke(tmp_path):
   assert iso["true"] == pytest.approx(10 * 100 / 110)
   se = iso["std"] / math.sqrt(iso["num_chains"])
   assert abs(iso["mean"] - iso["true"]) <= 4 * se + 0.03 * iso["true"]
-  assert os.path.exists(tmp_path / "known_cases.png")
+  assert os.path.exists(tmp_path / "validation.png")
 
 
 def test_llc_over_training_summary_of_committed_demo():
