@@ -1,4 +1,4 @@
-"""Models whose learning coefficient is known exactly (SPEC §5), as LLC test cases.
+"""Models whose learning coefficient is known exactly, as LLC test cases.
 
 Each ``KnownCase`` bundles a loss, a point w*, data, the true coefficient (from
 ``slt_jax.theory``) and SGLD settings under which the estimator should recover
@@ -301,7 +301,7 @@ def make_case(name: str, key: PRNGKey, scale: float = 1.0) -> KnownCase:
 
 
 def all_cases(key: PRNGKey, scale: float = 1.0) -> list[KnownCase]:
-  """SPEC §5's public validation cases; ``scale`` multiplies the draws.
+  """The public known cases of ``CASES``; ``scale`` multiplies the draws.
 
   Args:
     key: PRNG key, split into one key per case (in ``CASES`` order).

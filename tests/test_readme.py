@@ -42,6 +42,7 @@ def _close(got: str, want: str, after: str) -> bool:
   return abs(g - w) <= 0.05 * abs(w) + 0.05
 
 
+@pytest.mark.slow
 def test_quickstart_runs_verbatim_and_prints_the_readme_output(
   tmp_path, monkeypatch
 ):

@@ -97,14 +97,15 @@ def calibrate(
     llc_std, mala_accept, diverged_chains, stationary, ok}``).
 
   Raises:
-    ValueError: if ``min_accept`` is not in (0, 1], or no combination is
+    ValueError: if ``min_accept`` is not in [0, 1] (0: no acceptance
+      requirement), or no combination is
       stable.
   """
   check(
-    is_real(min_accept) and 0 < min_accept <= 1,
+    is_real(min_accept) and 0 <= min_accept <= 1,
     "min_accept",
     min_accept,
-    "must be a number in (0, 1]",
+    "must be a number in [0, 1]",
   )
   probe = dataclasses.replace(cfg, mala_every=1)
   grid = SGLDSettings.product(

@@ -2,8 +2,8 @@
 
 ESS and split R-hat come from ``numpyro.diagnostics``. On top of them:
 divergence (non-finite or exploding losses), and a stationarity check that
-compares the estimate over the first and second halves of the draws (SPEC §3:
-at the paper's settings the chains are still climbing when they stop).
+compares the estimate over the first and second halves of the draws (at
+the paper's settings the chains are still climbing when they stop).
 """
 
 from __future__ import annotations

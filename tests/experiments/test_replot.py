@@ -19,7 +19,7 @@ EXPERIMENTS = sorted(
 # Quick results still in the layout before engine v2: rerun
 # ``python -m experiments.NAME --quick`` and remove the name (strict: a
 # result that redraws again fails here until it is removed).
-STALE = {"llc_by_layer", "regimes", "robustness"}
+STALE = {"regimes", "robustness"}
 
 
 def test_every_experiment_with_results_is_listed():

@@ -85,6 +85,7 @@ def test_zero_weight_rows_are_ignored_cross_entropy():
   )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", LOSSES)
 def test_network_loss_zero_weights_equal_subset(key, name):
   key_init, key_pairs = jax.random.split(key)
@@ -163,6 +164,7 @@ def test_bad_loss_name_raises(name):
     losses.loss_from_outputs(name, YHAT, jnp.array([0, 1, 0]), ONES3)
 
 
+@pytest.mark.slow
 class GradientTest(chex.TestCase):
   @chex.variants(with_jit=True, without_jit=True)
   def test_gradients_finite_and_shaped(self):

@@ -184,6 +184,7 @@ def test_run_name_is_label_and_fingerprint(tiny_data):
   assert name == "fig_3_p_7-" + persist.fingerprint(spec)[:12]
 
 
+@pytest.mark.slow
 def test_save_load_roundtrip(tiny_data, trained, store):
   spec = _spec(tiny_data)
   path = runs.save_run(
@@ -300,6 +301,7 @@ def test_trained_run_warm_store_trains_nothing(
   _assert_results_equal(again, first)
 
 
+@pytest.mark.slow
 def test_trained_run_from_data_config(data_key, tiny_data, store, monkeypatch):
   from_data = experiment_store.trained_run(
     jax.random.key(0), tiny_data, MODEL_CFG, CFG, store=store, progress=False
@@ -367,6 +369,7 @@ def test_interrupted_training_resumes(tiny_data, trained, store, monkeypatch):
   _assert_results_equal(runs.load_run(store, "tiny", spec), done)
 
 
+@pytest.mark.slow
 def test_early_stopped_run_roundtrip(tiny_data, store):
   cfg = dataclasses.replace(CFG, stop_acc=0.05, stop_patience=1)
   result = runs.get_or_train(

@@ -86,6 +86,7 @@ def _assert_results_equal(a: train.TrainResult, b: train.TrainResult, **tol):
   assert_fn(a.metrics, b.metrics, **tol)
 
 
+@pytest.mark.slow
 def test_one_step_lowers_loss(key, tiny_data):
   params = model.init(key, MODEL_CFG)
   loss_fn = losses.make_loss("centered_mse")
@@ -111,6 +112,7 @@ def test_make_optimizer_bad_name_raises():
     train.make_optimizer("rmsprop", 1e-3, 0.0)
 
 
+@pytest.mark.slow
 def test_train_memorises_and_shapes(key, tiny_data):
   seeds, p = 2, P
   result = train.train(
@@ -142,6 +144,7 @@ def test_train_memorises_and_shapes(key, tiny_data):
   assert np.isfinite(result.steps_per_second) and result.steps_per_second > 0
 
 
+@pytest.mark.slow
 def test_step0_metrics_match_evaluate(key, tiny_data):
   result = train.train(key, tiny_data, MODEL_CFG, CFG, progress=False)
   params0 = model.init(
@@ -160,6 +163,7 @@ def test_step0_metrics_match_evaluate(key, tiny_data):
   )
 
 
+@pytest.mark.slow
 def test_grid_compiles_chunk_once(key, tiny_data, monkeypatch, caplog):
   # A config no other test uses, so the jit cache starts cold for it.
   cfg = TrainConfig(
@@ -229,6 +233,7 @@ def test_grid_points_differ(key, tiny_data):
     assert result.metrics[name][0, 0] == result.metrics[name][1, 0]
 
 
+@pytest.mark.slow
 def test_vmapped_seeds_match_separate_runs(key, tiny_data):
   seeds = 4
   together = train.train(
@@ -490,6 +495,7 @@ def test_batch_larger_than_train_set_message(key):
     )
 
 
+@pytest.mark.slow
 def test_no_stop_rule_is_unchanged(key, tiny_data):
   # A rule that never fires must not change a bit: the masked update selects
   # the unmasked values. (stop_acc=None traces no rule at all; it was checked
@@ -567,6 +573,7 @@ def test_loop_ends_when_all_runs_stopped(stop_grid):
     assert stop_grid.metrics["val_acc"][r, at - 2] < STOP_CFG.stop_acc
 
 
+@pytest.mark.slow
 def test_stop_check_every_spaces_the_checks(stop_data):
   cfg = dataclasses.replace(STOP_CFG, stop_check_every=40)
   result = train.train(
@@ -660,6 +667,7 @@ def test_corrupt_saved_state_raises_naming_file(key, tiny_data, tmp_path):
     train.train(key, tiny_data, MODEL_CFG, CFG, out_dir=out_dir, progress=False)
 
 
+@pytest.mark.slow
 def test_gather_form_trains_like_one_hot_form(key, tiny_data):
   cfg = dataclasses.replace(CFG, num_steps=100)
   runs = [

@@ -272,6 +272,7 @@ def test_chain_spec_ignores_what_does_not_change_the_numbers():
 # --- llc_grid ---------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_llc_grid_runs_one_sweep_per_program_key(monkeypatch):
   calls = []
   real = sweeps.estimate_llc

@@ -32,6 +32,7 @@ def _run_case(case, key=0):
   )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(known_cases.CASES))
 def test_known_learning_coefficients(name):
   case = known_cases.make_case(name, jax.random.key(0))
@@ -49,6 +50,7 @@ def test_known_learning_coefficients(name):
     assert abs(res.mean - case.finite_temp) <= 4 * se + 0.03 * case.finite_temp
 
 
+@pytest.mark.slow
 def test_batched_sweep_matches_loop_and_compiles_once():
   case = known_cases.isotropic_quadratic(d=6)
   cfg = SGLDConfig(
@@ -87,6 +89,7 @@ def test_batched_sweep_matches_loop_and_compiles_once():
   assert abs(res.mean.mean() - truth) < 4 * se + 0.03 * truth
 
 
+@pytest.mark.slow
 def test_host_only_settings_do_not_change_the_chains():
   case = known_cases.isotropic_quadratic(d=3)
   cfg = SGLDConfig(
@@ -144,6 +147,7 @@ def test_a_sweep_compiles_once_for_many_runs_and_settings():
     sweep.run(jax.random.key(0), jnp.zeros((3, 4)), 1, **QUIET)
 
 
+@pytest.mark.slow
 def test_settings_grid_is_one_program_with_common_random_numbers():
   case = known_cases.isotropic_quadratic(d=4)
   cfg = SGLDConfig(
@@ -325,6 +329,7 @@ def test_thinned_mala_proxy_leaves_the_chains_unchanged(every):
     assert abs(np.nanmean(thin.diagnostics.mala_accept) - accept) < 0.05
 
 
+@pytest.mark.slow
 def test_minibatch_sgld_on_quadratic_network_runs_and_is_deterministic(
   tmp_path,
 ):
@@ -371,6 +376,7 @@ def test_minibatch_sgld_on_quadratic_network_runs_and_is_deterministic(
   assert np.all(np.isfinite(a.mean))
 
 
+@pytest.mark.slow
 def test_restricted_llc_moves_only_masked_parameters():
   case = known_cases.lazy_random_features(
     jax.random.key(0), 5, 4, 10, 2.0, 5e-5
@@ -390,6 +396,7 @@ def test_restricted_llc_moves_only_masked_parameters():
     )
 
 
+@pytest.mark.slow
 def test_flax_model_llc():
   flax_linen = pytest.importorskip("flax.linen")
 
@@ -564,6 +571,7 @@ def test_other_samplers_recover_isotropic_quadratic(sampler):
     assert 0.3 < res.diagnostics.mala_accept.mean() <= 1.0
 
 
+@pytest.mark.slow
 def test_sharded_run_matches_single_device():
   script = (
     "import jax, jax.numpy as jnp, numpy as np\n"
@@ -621,6 +629,7 @@ def test_calibrate_picks_largest_stable_step():
   assert chosen.step_size == 1e-3
 
 
+@pytest.mark.slow
 def test_memory_budget_sets_chunk_size_on_accelerators():
   """The accelerator path sizes chunks from XLA's memory analysis."""
   case = known_cases.isotropic_quadratic(d=50)
@@ -655,6 +664,7 @@ def test_memory_budget_sets_chunk_size_on_accelerators():
   assert chunks == [1, 8]
 
 
+@pytest.mark.slow
 def test_resume_folder_saves_each_chunk_once_and_refuses_a_corrupt_part(
   tmp_path,
 ):

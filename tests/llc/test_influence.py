@@ -70,6 +70,7 @@ def _chain(res, c):
   )
 
 
+@pytest.mark.slow
 def test_observable_shapes_and_losses_at_the_anchor(gaussian):
   lg, full, _ = gaussian
   chex.assert_shape(full.observables["train"], (2, 8, 1000, 24))
@@ -240,6 +241,7 @@ def test_observables_leave_the_chains_unchanged(
     )
 
 
+@pytest.mark.slow
 def test_chunked_observation_and_resume(tmp_path):
   lg = known_cases.linear_gaussian(jax.random.key(0))
   train = (lg.x_train, lg.y_train)

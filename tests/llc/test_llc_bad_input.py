@@ -35,6 +35,7 @@ def _quad(key, cfg=CFG, **kw):
   return estimate_llc(key, QUAD.loss_fn, QUAD.params, QUAD.data, cfg, **kw)
 
 
+@pytest.mark.slow
 def test_legacy_key_gives_the_typed_keys_numbers():
   typed = _quad(jax.random.key(0), **QUIET)
   legacy = _quad(jax.random.PRNGKey(0), **QUIET)
@@ -114,6 +115,7 @@ def test_mala_rejecting_every_proposal_is_flagged_not_averaged():
   assert np.array_equal(res.mean[0], res.per_chain[0].mean())
 
 
+@pytest.mark.slow
 def test_zero_noise_is_warned_and_marked():
   cfg = dataclasses.replace(CFG, noise="zeros")
   with pytest.warns(
@@ -132,9 +134,9 @@ def test_zero_noise_is_warned_and_marked():
   assert not _quad(jax.random.key(0), **QUIET).noiseless
 
 
-@pytest.mark.parametrize("min_accept", [1.5, 0.0, float("nan")])
+@pytest.mark.parametrize("min_accept", [1.5, -0.1, float("nan")])
 def test_calibrate_checks_min_accept(min_accept):
-  with pytest.raises(ValueError, match=r"min_accept=.* is invalid: .*\(0, 1\]"):
+  with pytest.raises(ValueError, match=r"min_accept=.* is invalid: .*\[0, 1\]"):
     calibrate(
       jax.random.key(0),
       QUAD.loss_fn,
@@ -145,6 +147,7 @@ def test_calibrate_checks_min_accept(min_accept):
     )
 
 
+@pytest.mark.slow
 def test_minibatch_noise_is_not_divergence_on_a_regular_model():
   # y = W x + noise with W (3, 6): regular, lambda = d / 2 = 9. At nbeta =
   # n / ln n and minibatches of 500, nbeta L_B at w* fluctuates by about 100,

@@ -81,6 +81,7 @@ def test_shapes_points_and_mask():
   assert np.all(res.gradient_evals >= 600)  # at least one per iteration
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["normal_crossing_12", "normal_crossing_23"])
 def test_nuts_hits_the_exact_finite_temperature_value(name):
   # The quadrature of the known case (theory.gibbs_expectation_2d) at its nβ
@@ -107,6 +108,7 @@ def test_nuts_hits_the_exact_finite_temperature_value(name):
   assert res.rhat < 1.05
 
 
+@pytest.mark.slow
 def test_sgld_and_nuts_agree_on_a_quadratic_network():
   # p=5, K=8 (120 parameters), at a trained point: settled SGLD at a small
   # step and NUTS agree within 3 combined standard errors (both from ESS).

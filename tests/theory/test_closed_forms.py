@@ -354,6 +354,7 @@ def test_predict_llc_hat_with_gradient_matches_gaussian_moments():
   assert pred.gradient_term < 0
 
 
+@pytest.mark.slow
 def test_predict_llc_hat_slq_matches_dense():
   p, K = 3, 2
   params = _random_params(3, K, 2 * p, p)

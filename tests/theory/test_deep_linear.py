@@ -228,6 +228,7 @@ def test_case_bad_input(kwargs, bad):
   assert bad in str(err.value)
 
 
+@pytest.mark.slow
 def test_estimate_recovers_lambda():
   # Noiseless labels make L_n(w) - L_n(w*) the empirical KL exactly (no
   # dataset fluctuation of the estimate), and a 100-example minibatch keeps
