@@ -18,6 +18,7 @@ from slt_jax.llc.arguments import (
   resolve_mask,
   resolve_settings,
 )
+from slt_jax.llc.autotune import AutotuneReport, autotune
 from slt_jax.llc.calibration import calibrate
 from slt_jax.llc.config import PAPER_SGLD, SETTLED_SGLD, SGLDConfig
 from slt_jax.llc.estimate import estimate_llc
@@ -34,6 +35,7 @@ __all__ = [
   "export",
   "influence",
   "nuts",
+  "AutotuneReport",
   "CPU_CHAINS_PER_CHUNK",
   "PAPER_SGLD",
   "SETTLED_SGLD",
@@ -42,6 +44,7 @@ __all__ = [
   "SGLDConfig",
   "SGLDSettings",
   "Sweep",
+  "autotune",
   "calibrate",
   "compile_sweep",
   "estimate_llc",

@@ -1,0 +1,224 @@
+"""``slt_jax.llc.autotune``: the curvature bound, the tuned estimate on cases
+with an exact answer (no step size written here), batches and bad input.
+
+The isotropic quadratic checks the choice itself: on ``L = |w|^2 / 2`` SGLD's
+stationary variance at step eps is exactly ``1 / (k (1 - eps k / 4))`` (k = nβ
++ γ), so the bias of the estimate at the chosen step is known in closed form.
+"""
+
+import dataclasses
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from slt_jax import known_cases, theory
+from slt_jax.llc import SGLDConfig, estimate_llc
+from slt_jax.llc.autotune import autotune, hessian_top_eigenvalue
+
+
+def _quadratic_cfg(**overrides):
+  fields = dict(nbeta=100.0, localization=10.0, batch_size=None, num_chains=4)
+  return SGLDConfig(**{**fields, **overrides})
+
+
+def _sgld_bias(step_size: float, curvature: float) -> float:
+  """Exact relative bias of the SGLD estimate on an isotropic quadratic."""
+  return 1.0 / (1.0 - step_size * curvature / 4.0) - 1.0
+
+
+def _final_row(report):
+  """The row of ``report.result``: the last run of the chosen step size."""
+  rows = [r for r in report.rows if r.step_size == report.config.step_size]
+  return rows[-1]
+
+
+def test_hessian_top_eigenvalue_matches_closed_forms(key):
+  # Least squares: the Hessian of L is X'X / n at every point, so the top
+  # eigenvalue of nβ L + γ/2 |w - w*|^2 is nβ eig_max(X'X / n) + γ.
+  x = np.asarray(jax.random.normal(key, (64, 6)), np.float64)
+  x[:, 0] *= 3.0  # a separated top eigenvalue
+  loss = lambda w, batch: 0.5 * jnp.mean(jnp.square(batch @ w))
+  h = hessian_top_eigenvalue(
+    key, loss, jnp.ones(6), jnp.asarray(x, jnp.float32), 50.0, 2.0
+  )
+  expected = 50.0 * np.linalg.eigvalsh(x.T @ x / 64).max() + 2.0
+  np.testing.assert_allclose(h, expected, rtol=1e-3)
+  # A quartic with a point-dependent diagonal Hessian a + 3 w^2, two points
+  # (batch_ndim=1) and the stiffest coordinate masked out.
+  a = jnp.array([1.0, 2.0, 30.0])
+  quartic = lambda p, batch: jnp.sum(0.5 * a * p["w"] ** 2 + 0.25 * p["w"] ** 4)
+  points = {"w": jnp.array([[0.0, 0.0, 0.0], [2.0, 0.5, 0.0]])}
+  mask = {"w": jnp.array([True, True, False])}
+  h = hessian_top_eigenvalue(
+    key, quartic, points, jnp.zeros((4, 1)), 1.0, 0.0, batch_ndim=1, mask=mask
+  )
+  np.testing.assert_allclose(h, [2.0, 1.0 + 3 * 4.0], rtol=1e-4)
+
+
+def test_isotropic_quadratic_recovers_finite_temperature(key):
+  case = known_cases.isotropic_quadratic(10)
+  tolerance = 0.03
+  cfg, report = autotune(
+    key, case.loss_fn, case.params, case.data, case.cfg, tolerance=tolerance
+  )
+  curvature = case.cfg.nbeta + case.cfg.localization
+  assert report.settled, report.summary()
+  assert float(report.h_max) == pytest.approx(curvature, rel=1e-4)
+  # The chosen step's exact bias is within the tolerance.
+  assert _sgld_bias(cfg.step_size, curvature) <= tolerance
+  mean = float(report.result.mean)
+  assert abs(mean / case.finite_temp - 1) < 0.05
+  # ... and the estimate is the exact expectation at that step, within MCSE.
+  exact = case.finite_temp * (1 + _sgld_bias(cfg.step_size, curvature))
+  assert abs(mean - exact) < 4 * float(_final_row(report).mcse)
+  # estimate_llc with the tuned config and the same key is the same estimate.
+  res = estimate_llc(
+    key, case.loss_fn, case.params, case.data, cfg, progress=False
+  )
+  np.testing.assert_allclose(res.mean, report.result.mean, rtol=1e-6)
+  text = report.summary()
+  assert "ladder 1" in text and "reason:" in text and "settled" in text
+  assert report.gradient_evaluations == sum(
+    r.gradient_evaluations for r in report.rows
+  )
+
+
+@pytest.mark.slow
+def test_reduced_rank_regression_without_a_step_size(key):
+  # rrr_5_3_5 at the zero map: lambda = 6.5 (multiplicity 2). Its Hessian
+  # vanishes there (the loss is quartic), so the ladder starts at 1/gamma and
+  # walks down. 200 of its examples keep the test short: any full-rank input
+  # covariance gives the same lambda.
+  case = known_cases.make_case("rrr_5_3_5", key)
+  cfg = dataclasses.replace(case.cfg, num_chains=4)
+  tuned, report = autotune(
+    key, case.loss_fn, case.params, case.data[:200], cfg, tolerance=0.15
+  )
+  assert report.settled, report.summary()
+  assert abs(float(report.result.mean) / case.true_llc - 1) < 0.15
+  assert tuned.nbeta == case.cfg.nbeta
+  assert tuned.localization == case.cfg.localization
+
+
+def test_batch_of_two_points_uses_the_stiffer_one(key):
+  # Points differ in a frozen stiffness s (masked): L = s |w|^2 / 2, so point
+  # i has curvature k_i = nβ s_i + γ, finite-temperature value (d/2) nβ s_i /
+  # k_i, and SGLD's exact expectation at step eps is that times 1 / (1 - eps
+  # k_i / 4). One step serves both: the stiffer point decides it.
+  d, nbeta, gamma, tolerance = 50, 100.0, 10.0, 0.05
+  stiffness = np.array([1.0, 4.0])
+  params = {"w": jnp.zeros((2, d)), "s": jnp.asarray(stiffness, jnp.float32)}
+
+  def loss(p, batch):
+    return 0.5 * p["s"] * jnp.sum(p["w"] ** 2) + 0.0 * jnp.sum(batch)
+
+  cfg, report = autotune(
+    key,
+    loss,
+    params,
+    jnp.zeros((8, 1)),
+    _quadratic_cfg(),
+    batch_ndim=1,
+    mask=lambda path, _: "w" in path,
+    tolerance=tolerance,
+  )
+  curvature = nbeta * stiffness + gamma
+  np.testing.assert_allclose(report.h_max, curvature, rtol=1e-4)
+  assert report.settled, report.summary()
+  assert report.result.mean.shape == (2,)
+  bias = np.array([_sgld_bias(cfg.step_size, k) for k in curvature])
+  assert bias[1] <= tolerance
+  assert bias[0] < bias[1] / 3  # the softer point is nearly unbiased.
+  exact = d / 2 * nbeta * stiffness / curvature * (1 + bias)
+  mcse = _final_row(report).mcse
+  assert np.all(np.abs(report.result.mean - exact) < 4 * mcse)
+
+
+def test_budget_too_small_to_settle_is_flagged(key):
+  case = known_cases.isotropic_quadratic(10)
+  with pytest.warns(RuntimeWarning, match="did not settle"):
+    cfg, report = autotune(
+      key, case.loss_fn, case.params, case.data, case.cfg, budget_grads=20_000
+    )
+  assert not report.settled
+  assert "gradients" in report.reason and "NOT SETTLED" in report.summary()
+  assert report.gradient_evaluations <= 20_000
+  # The extrapolation to eps -> 0 comes from the two smallest steps run.
+  rows = [r for r in report.rows if r.phase == report.rows[-1].phase]
+  coarse, fine = (float(r.estimate) for r in rows[-2:])
+  assert float(report.extrapolated) == pytest.approx(2 * fine - coarse)
+
+
+def _bad(**overrides):
+  """Arguments of an autotune call, with ``overrides``."""
+  base = dict(
+    loss_fn=lambda w, batch: 0.5 * jnp.sum(w**2) + 0.0 * jnp.sum(batch),
+    params=jnp.zeros(3),
+    data=jnp.zeros((8, 1)),
+    cfg=_quadratic_cfg(),
+  )
+  return {**base, **overrides}
+
+
+@pytest.mark.parametrize(
+  "overrides, message",
+  [
+    (dict(cfg=_quadratic_cfg(noise="zeros")), "cfg.noise='zeros'"),
+    (dict(cfg=_quadratic_cfg(localization=0.0)), "cfg.localization=0.0"),
+    (dict(budget_grads=0), "budget_grads=0"),
+    (dict(budget_grads=-5), "budget_grads=-5"),
+    (dict(budget_grads=None), "budget_grads=None"),
+    (dict(budget_grads=100), "budget_grads=100 is invalid: ladder 1"),
+    (dict(tolerance=0.0), "tolerance=0.0"),
+    (dict(ladder_size=1), "ladder_size=1"),
+    (
+      dict(loss_fn=lambda w, batch: jnp.sum(w**2) + jnp.nan),
+      "loss at point 0=nan",
+    ),
+    (
+      dict(loss_fn=lambda w, batch: jnp.sum(w**2) + jnp.inf),
+      "loss at point 0=inf",
+    ),
+    (
+      dict(loss_fn=lambda w, batch: 0.0 * jnp.sum(w) + jnp.mean(batch)),
+      "is constant near w*",
+    ),
+    (dict(params=10.0 * jnp.ones(3)), "descent along the gradient at point 0="),
+  ],
+)
+def test_bad_input_names_the_value(key, overrides, message):
+  args = _bad(**overrides)
+  with pytest.raises(ValueError, match=re.escape(message)):
+    autotune(
+      key,
+      args.pop("loss_fn"),
+      args.pop("params"),
+      args.pop("data"),
+      args.pop("cfg"),
+      **args,
+    )
+
+
+def test_cfg_must_be_a_config(key):
+  with pytest.raises(TypeError, match="cfg="):
+    autotune(key, **_bad(cfg={"step_size": 1e-3}))
+
+
+@pytest.mark.slow
+def test_deep_linear_network_within_ten_percent(key):
+  # widths (5, 4, 3, 4), rank 1: lambda = 6.5 with multiplicity 1 (Aoyagi).
+  # Noiseless labels make w* the minimum of L_n: with label noise the chains
+  # also descend from w* towards the least-squares fit, which lowers the
+  # estimate by about lambda / ln n.
+  widths, rank = (5, 4, 3, 4), 1
+  true_llc, multiplicity = theory.deep_linear_llc(widths, rank)
+  assert multiplicity == 1
+  case = known_cases.deep_linear(key, widths, rank, 2000, noise_std=0.0)
+  cfg, report = autotune(
+    key, case.loss_fn, case.params, case.data, case.cfg, tolerance=0.15
+  )
+  assert report.settled, report.summary()
+  assert abs(float(report.result.mean) / true_llc - 1) < 0.10
