@@ -16,10 +16,10 @@ EXPERIMENTS = sorted(
   if os.path.exists(os.path.join(FIGURES, name, "results.json"))
   and importlib.util.find_spec(f"experiments.{name}") is not None
 )
-# Quick results still in the layout before engine v2: rerun
-# ``python -m experiments.NAME --quick`` and remove the name (strict: a
-# result that redraws again fails here until it is removed).
-STALE = {"regimes", "robustness"}
+# Quick results still in an old layout: rerun ``python -m
+# experiments.NAME --quick`` and remove the name (strict: a result that
+# redraws again fails here until it is removed).
+STALE: set[str] = set()
 
 
 def test_every_experiment_with_results_is_listed():
