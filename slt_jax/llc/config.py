@@ -58,7 +58,7 @@ class SamplerConfig:
     sampler: one of ``SAMPLERS``.
     rmsprop_decay: second-moment decay of ``rmsprop_sgld``, in [0, 1) (at 1
       the running average never updates).
-    rmsprop_eps: damping of ``rmsprop_sgld``, > 0.
+    rmsprop_eps: damping of ``rmsprop_sgld``, > 0, nonzero in float32.
     sghmc_friction: momentum decay of ``sghmc`` per step, in (0, 1].
     sgnht_diffusion: diffusion factor of ``sgnht``, in (0, 1].
 
@@ -91,7 +91,7 @@ class SamplerConfig:
       self.rmsprop_decay,
       "must lie in [0, 1)",
     )
-    check(self.rmsprop_eps > 0, "rmsprop_eps", self.rmsprop_eps, "must be > 0")
+    check_positive_float32("rmsprop_eps", self.rmsprop_eps)
     check(
       0.0 < self.sghmc_friction <= 1.0,
       "sghmc_friction",
@@ -298,7 +298,7 @@ class SGLDConfig:
       thermostat, Ding et al. 2014); see ``slt_jax.samplers.sghmc`` for their
       parameterisation (learning rate eta = step_size / 2).
     rmsprop_decay: second-moment decay of ``rmsprop_sgld``, in [0, 1).
-    rmsprop_eps: damping of ``rmsprop_sgld``, > 0.
+    rmsprop_eps: damping of ``rmsprop_sgld``, > 0, nonzero in float32.
     sghmc_friction: momentum decay alpha per step of ``sghmc``, in (0, 1]:
       each step keeps ``1 - alpha`` of the momentum (1 is SGLD exactly).
     sgnht_diffusion: diffusion factor A of ``sgnht`` in (0, 1]: its noise is

@@ -44,7 +44,7 @@ from numpyro.infer.hmc import hmc
 
 from slt_jax.checks import check, is_int, is_real
 from slt_jax.llc import diagnostics
-from slt_jax.llc.arguments import resolve_mask
+from slt_jax.llc.arguments import resolve_key, resolve_mask
 from slt_jax.samplers.sgld import apply_mask, sq_norm
 from slt_jax.tree_types import ArrayLikeTree, ArrayTree, PRNGKey
 
@@ -86,6 +86,77 @@ class NUTSResult(NamedTuple):
   localization: float
 
 
+def _moving_point(
+  w: ArrayTree, anchor: ArrayTree, mask: Optional[ArrayTree]
+) -> ArrayTree:
+  """The point the loss sees: w where ``mask`` lets it move, w* elsewhere.
+
+  Args:
+    w: a point, a pytree like the parameters of one point.
+    anchor: w*, like ``w``.
+    mask: 0/1 pytree like ``w``, or None (everything moves).
+
+  Returns:
+    Pytree like ``w``: ``w* + mask (w - w*)``.
+
+  Example:
+    >>> _moving_point(jnp.array([1.0, 2.0]), jnp.zeros(2), jnp.array([1.0, 0.0]))
+    Array([1., 0.], dtype=float32)
+  """
+  return jax.tree.map(
+    jnp.add, anchor, apply_mask(jax.tree.map(jnp.subtract, w, anchor), mask)
+  )
+
+
+def _potential_fn_gen(
+  loss_fn: Callable,
+  data: ArrayTree,
+  nbeta: float,
+  localization: float,
+  mask: Optional[ArrayTree],
+) -> Callable:
+  """numpyro's ``potential_fn_gen``: ``gen(anchor) -> potential(w) -> ()``.
+
+  The potential is ``nβ L_n(moving point) + γ/2 ||mask (w - w*)||^2`` plus
+  ``||(1 - mask) (w - w*)||^2 / 2``, an independent standard normal in each
+  frozen coordinate (so the density is proper there too).
+
+  Args:
+    loss_fn: ``loss_fn(params, data) -> scalar`` mean loss L_n.
+    data: the full data set.
+    nbeta: n·β.
+    localization: γ.
+    mask: 0/1 pytree like one point, or None.
+
+  Returns:
+    ``gen(anchor)``, taking w* (a pytree like one point) and returning the
+    potential, a function of a point w (like w*) with a scalar value.
+  """
+
+  def potential_fn_gen(anchor: ArrayTree) -> Callable:
+    def potential(w: ArrayTree) -> jax.Array:
+      delta = jax.tree.map(jnp.subtract, w, anchor)
+      frozen = (
+        0.0
+        if mask is None
+        else 0.5
+        * sq_norm(
+          jax.tree.map(
+            lambda d, m: d * (1.0 - jnp.asarray(m, d.dtype)), delta, mask
+          )
+        )
+      )
+      return (
+        nbeta * loss_fn(_moving_point(w, anchor, mask), data)
+        + 0.5 * localization * sq_norm(apply_mask(delta, mask))
+        + frozen
+      )
+
+    return potential
+
+  return potential_fn_gen
+
+
 def _chain_fn(
   loss_fn: Callable,
   data: ArrayTree,
@@ -99,34 +170,16 @@ def _chain_fn(
   max_tree_depth: int,
   dense_mass: bool,
 ) -> Callable:
-  """``chain(key, anchor) -> dict`` running one NUTS chain at one point."""
+  """``chain(key, anchor) -> dict`` running one NUTS chain at one point.
 
-  def moving(w, anchor):
-    """The point the loss sees: w where the mask lets it move, w* elsewhere."""
-    return jax.tree.map(
-      jnp.add, anchor, apply_mask(jax.tree.map(jnp.subtract, w, anchor), mask)
-    )
-
-  def potential_fn_gen(anchor):
-    def potential(w):
-      delta = jax.tree.map(jnp.subtract, w, anchor)
-      frozen = (
-        0.0
-        if mask is None
-        else 0.5
-        * sq_norm(
-          jax.tree.map(
-            lambda d, m: d * (1.0 - jnp.asarray(m, d.dtype)), delta, mask
-          )
-        )
-      )
-      return (
-        nbeta * loss_fn(moving(w, anchor), data)
-        + 0.5 * localization * sq_norm(apply_mask(delta, mask))
-        + frozen
-      )
-
-    return potential
+  The chain starts at w* (``anchor``), adapts for ``num_warmup`` steps and
+  then draws ``num_samples`` times. Its dict holds ``loss_trace``
+  (num_samples,), the full-batch loss of each draw, and the scalars
+  ``num_divergent``, ``accept_prob`` (mean over the draws), ``step_size``
+  (adapted) and ``gradient_evals`` (leapfrog steps, warmup included).
+  The keyword arguments are ``nuts_llc``'s.
+  """
+  potential_fn_gen = _potential_fn_gen(loss_fn, data, nbeta, localization, mask)
 
   def chain(key: PRNGKey, anchor: ArrayTree) -> dict:
     init_kernel, sample_kernel = hmc(
@@ -149,7 +202,7 @@ def _chain_fn(
     def draw(state, _):
       state = sample_kernel(state, model_args=(anchor,))
       return state, (
-        loss_fn(moving(state.z, anchor), data),
+        loss_fn(_moving_point(state.z, anchor, mask), data),
         state.num_steps,
         state.diverging,
         state.accept_prob,
@@ -234,6 +287,107 @@ def _batch_shape(params: ArrayLikeTree, batch_ndim: int) -> tuple:
   return shapes[0][:batch_ndim]
 
 
+def _flat_points(
+  params: ArrayLikeTree, batch_ndim: int, num_points: int
+) -> ArrayTree:
+  """``params`` as float32 with its ``batch_ndim`` point axes merged into one.
+
+  Args:
+    params: pytree whose leaves have shapes ``batch_shape + point_shape``.
+    batch_ndim: number of leading point axes.
+    num_points: P, the product of ``batch_shape``.
+
+  Returns:
+    Pytree whose leaves are (P, *point_shape) float32 arrays.
+
+  Example:
+    >>> _flat_points({"w": jnp.zeros((2, 3, 4))}, 2, 6)["w"].shape
+    (6, 4)
+  """
+  return jax.tree.map(
+    lambda x: jnp.asarray(x, jnp.float32).reshape(
+      (num_points,) + np.shape(x)[batch_ndim:]
+    ),
+    params,
+  )
+
+
+def _run_chains(
+  chain: Callable, key: PRNGKey, flat: ArrayTree, num_chains: int
+) -> dict:
+  """Runs ``num_chains`` chains at each of P points in one compiled program.
+
+  Point i, chain j uses the key ``split(split(key, P)[i], C)[j]`` and starts
+  at point i.
+
+  Args:
+    chain: ``chain(key, anchor) -> dict`` from ``_chain_fn``.
+    key: PRNG key.
+    flat: pytree of (P, ...) leaves, the points w* (see ``_flat_points``).
+    num_chains: C.
+
+  Returns:
+    ``chain``'s dict as host arrays, each field shaped (P, C, ...).
+  """
+  num_points = len(jax.tree.leaves(flat)[0])
+  keys = jax.vmap(lambda k: jax.random.split(k, num_chains))(
+    jax.random.split(key, num_points)
+  ).reshape(-1)
+  anchors = jax.tree.map(lambda x: jnp.repeat(x, num_chains, axis=0), flat)
+  out = jax.jit(jax.vmap(chain))(keys, anchors)
+  return {
+    k: np.asarray(v).reshape((num_points, num_chains) + v.shape[1:])
+    for k, v in out.items()
+  }
+
+
+def _summarize(
+  out: dict,
+  init_loss: np.ndarray,
+  batch_shape: tuple,
+  nbeta: float,
+  localization: float,
+) -> NUTSResult:
+  """The estimates and diagnostics of P points' chains, shaped as the points.
+
+  Args:
+    out: ``_run_chains``' dict: (P, C, ...) host arrays, ``loss_trace``
+      (P, C, draws) among them.
+    init_loss: (P,) float64, L_n(w*) of each point.
+    batch_shape: the points' leading shape (its product is P).
+    nbeta: n·β.
+    localization: γ.
+
+  Returns:
+    NUTSResult whose (P, ...) fields are reshaped to ``batch_shape + ...``.
+  """
+  num_points = len(init_loss)
+  trace = out["loss_trace"].astype(np.float64)
+  per_chain = nbeta * (trace.mean(-1) - init_loss[:, None])
+  mean = nbeta * (trace.mean((-2, -1)) - init_loss)
+  by_point = np.moveaxis(trace, 0, -1)  # (chains, draws, points)
+  ess = diagnostics.effective_sample_size(by_point)
+  rhat = diagnostics.split_rhat(by_point)
+  sd = nbeta * trace.reshape(num_points, -1).std(-1, ddof=1)
+  mcse = sd / np.sqrt(np.maximum(ess, 1.0))
+  shape = lambda x: np.asarray(x).reshape(batch_shape + np.shape(x)[1:])
+  return NUTSResult(
+    mean=shape(mean),
+    mcse=shape(mcse),
+    per_chain=shape(per_chain),
+    ess=shape(ess),
+    rhat=shape(rhat),
+    loss_trace=shape(trace),
+    init_loss=shape(init_loss),
+    num_divergent=shape(out["num_divergent"]),
+    accept_prob=shape(out["accept_prob"]),
+    step_size=shape(out["step_size"]),
+    gradient_evals=shape(out["gradient_evals"]),
+    nbeta=nbeta,
+    localization=localization,
+  )
+
+
 def nuts_llc(
   key: PRNGKey,
   loss_fn: Callable,
@@ -254,7 +408,9 @@ def nuts_llc(
   """NUTS estimate of the LLC at every point of ``params`` (full batch).
 
   Args:
-    key: PRNG key; point i, chain j uses ``split(split(key, P)[i], C)[j]``.
+    key: PRNG key, typed or legacy (``jax.random.PRNGKey``: the numbers
+      of the typed key of the same seed); point i, chain j uses
+      ``split(split(key, P)[i], C)[j]``.
     loss_fn: ``loss_fn(params, data) -> scalar`` mean loss L_n.
     params: pytree whose leaves carry ``batch_ndim`` leading axes of points
       w*; every chain starts at its w*.
@@ -285,6 +441,7 @@ def nuts_llc(
     ValueError: naming a bad budget, nβ, γ, target_accept_prob or
       batch_ndim, or the leaf shapes when the leaves of ``params`` disagree
       on their ``batch_ndim`` leading axes.
+    TypeError: naming ``key`` when it is not a PRNG key.
 
   Example:
     >>> import jax, jax.numpy as jnp
@@ -306,21 +463,15 @@ def nuts_llc(
     num_chains=num_chains,
     max_tree_depth=max_tree_depth,
   )
+  key = resolve_key(key)
   nbeta, localization = float(nbeta), float(localization)
   num_warmup, num_samples, num_chains, max_tree_depth = map(
     int, (num_warmup, num_samples, num_chains, max_tree_depth)
   )
   batch_shape = _batch_shape(params, batch_ndim)
-  num_points = math.prod(batch_shape)
-  flat = jax.tree.map(
-    lambda x: jnp.asarray(x, jnp.float32).reshape(
-      (num_points,) + np.shape(x)[batch_ndim:]
-    ),
-    params,
-  )
+  flat = _flat_points(params, batch_ndim, math.prod(batch_shape))
   data = jax.tree.map(jnp.asarray, data)
-  point = jax.tree.map(lambda x: x[0], flat)
-  mask = resolve_mask(mask, point)
+  mask = resolve_mask(mask, jax.tree.map(lambda x: x[0], flat))
   chain = _chain_fn(
     loss_fn,
     data,
@@ -333,39 +484,8 @@ def nuts_llc(
     max_tree_depth=max_tree_depth,
     dense_mass=dense_mass,
   )
-  keys = jax.vmap(lambda k: jax.random.split(k, num_chains))(
-    jax.random.split(key, num_points)
-  ).reshape(-1)
-  anchors = jax.tree.map(lambda x: jnp.repeat(x, num_chains, axis=0), flat)
-  out = jax.jit(jax.vmap(chain))(keys, anchors)
+  out = _run_chains(chain, key, flat, num_chains)
   init_loss = np.asarray(
     jax.jit(jax.vmap(lambda w: loss_fn(w, data)))(flat), np.float64
   )
-  out = {
-    k: np.asarray(v).reshape((num_points, num_chains) + v.shape[1:])
-    for k, v in out.items()
-  }
-  trace = out["loss_trace"].astype(np.float64)
-  per_chain = nbeta * (trace.mean(-1) - init_loss[:, None])
-  mean = nbeta * (trace.mean((-2, -1)) - init_loss)
-  by_point = np.moveaxis(trace, 0, -1)  # (chains, draws, points)
-  ess = diagnostics.effective_sample_size(by_point)
-  rhat = diagnostics.split_rhat(by_point)
-  sd = nbeta * trace.reshape(num_points, -1).std(-1, ddof=1)
-  mcse = sd / np.sqrt(np.maximum(ess, 1.0))
-  shape = lambda x: np.asarray(x).reshape(batch_shape + np.shape(x)[1:])
-  return NUTSResult(
-    mean=shape(mean),
-    mcse=shape(mcse),
-    per_chain=shape(per_chain),
-    ess=shape(ess),
-    rhat=shape(rhat),
-    loss_trace=shape(trace),
-    init_loss=shape(init_loss),
-    num_divergent=shape(out["num_divergent"]),
-    accept_prob=shape(out["accept_prob"]),
-    step_size=shape(out["step_size"]),
-    gradient_evals=shape(out["gradient_evals"]),
-    nbeta=nbeta,
-    localization=localization,
-  )
+  return _summarize(out, init_loss, batch_shape, nbeta, localization)

@@ -165,6 +165,25 @@ def test_bad_arguments_raise_naming_them(kwargs, match):
     )
 
 
+def test_legacy_key_gives_the_typed_keys_numbers_and_an_int_is_refused():
+  run = lambda key: nuts.nuts_llc(
+    key,
+    lambda w, x: 0.5 * jnp.sum(w**2) + 0.0 * jnp.sum(x),
+    jnp.zeros((2, 3)),
+    jnp.zeros(1),
+    nbeta=10.0,
+    localization=1.0,
+    num_warmup=20,
+    num_samples=20,
+    num_chains=2,
+    batch_ndim=1,
+  )
+  typed, legacy = run(jax.random.key(3)), run(jax.random.PRNGKey(3))
+  np.testing.assert_array_equal(typed.per_chain, legacy.per_chain)
+  with pytest.raises(TypeError, match="key"):
+    run(3)
+
+
 @pytest.mark.slow
 def test_nuts_mala_and_small_step_sgld_agree_on_reduced_rank_regression():
   # rrr_5_3_5 at nβ = 100: three samplers, two of them exact (NUTS, MALA).

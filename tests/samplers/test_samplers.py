@@ -46,27 +46,129 @@ def _scan(kernel, state, settings, num_steps, key):
   return jax.lax.scan(step, state, jax.random.split(key, num_steps))
 
 
-@pytest.mark.parametrize("thermostat", [False, True])
-def test_state_and_info_shapes(thermostat):
-  state = sghmc.init(
-    {"a": jnp.ones((2, 3)), "b": jnp.ones(4)},
-    thermostat=0.01 if thermostat else None,
+def _threefry_normals(key, like):
+  """The kernels' default noise drawn here directly: one threefry key per
+  leaf (``split(key, leaves)``, non-partitionable), flattened in leaf order
+  into one float64 vector."""
+  with jax.threefry_partitionable(False):
+    keys = jax.random.split(key, len(jax.tree.leaves(like)))
+    draws = [
+      jax.random.normal(k, np.shape(x), jnp.float32)
+      for k, x in zip(keys, jax.tree.leaves(like))
+    ]
+  return _flat(draws)
+
+
+def _flat(tree) -> np.ndarray:
+  """All leaves of ``tree`` raveled and concatenated, as float64."""
+  return np.concatenate(
+    [np.ravel(np.asarray(x, np.float64)) for x in jax.tree.leaves(tree)]
   )
+
+
+def _sghmc_step_numpy(
+  w, v, alpha, prev_energy, xi, settings, *, anchor, friction, thermostat
+):
+  """One SGHMC/SGNHT step in float64, written from ``sghmc``'s equations.
+
+  On ``U = nbeta |w|^2 / 2 + gamma/2 |w - w*|^2``, with eta = eps / 2:
+  ``v <- (1 - alpha) v + sqrt(2 D eta) xi - eta grad U`` and ``w <- w + v``,
+  D = alpha for SGHMC, D = ``friction`` (the diffusion A) for SGNHT, whose
+  alpha then moves by ``|v|^2 / d - eta``. Energies are
+  ``U + |p|^2 / (2 eta)`` at the synchronized momenta
+  ``p = v -+ (eta/2) grad U``.
+
+  Args:
+    w, v: (d,) position and momentum.
+    alpha: the friction this move uses.
+    prev_energy: the previous move's start energy (nan before any move).
+    xi: (d,) the standard normals of this step.
+    settings: (eps, nbeta, gamma).
+    anchor: w*, (d,) or a scalar.
+    friction: the kernel's ``friction`` argument.
+    thermostat: SGNHT instead of SGHMC.
+
+  Returns:
+    (new w (d,), new v (d,), next alpha, this move's start energy, dict of
+    the expected ``SGHMCInfo`` fields).
+  """
+  eps, nbeta, gamma = settings
+  eta, dims = eps / 2, w.size
+  delta = w - anchor
+  force = nbeta * w + gamma * delta
+  potential = nbeta * 0.5 * w @ w + 0.5 * gamma * delta @ delta
+  kinetic = lambda p: p @ p / (2 * eta)
+  end_energy = potential + kinetic(v - 0.5 * eta * force)
+  scale = np.sqrt(2 * (friction if thermostat else alpha) * eta)
+  v_half = (1 - alpha) * v + scale * xi
+  new_v = v_half - eta * force
+  new_alpha = alpha + (new_v @ new_v / dims - eta)
+  info = dict(
+    loss=0.5 * w @ w,
+    grad_norm=np.linalg.norm(w),
+    noise_norm=scale * np.linalg.norm(xi),
+    distance_sq=delta @ delta,
+    mala_accept=np.minimum(1.0, np.exp(prev_energy - end_energy)),
+    friction=alpha,
+    kinetic_temperature=new_v @ new_v / (dims * eta),
+  )
+  return (
+    w + new_v,
+    new_v,
+    new_alpha if thermostat else alpha,
+    potential + kinetic(v_half - 0.5 * eta * force),
+    info,
+  )
+
+
+@pytest.mark.parametrize("thermostat", [False, True])
+def test_steps_match_the_update_equations_in_numpy(thermostat):
+  # Three steps on a two-leaf tree away from its anchor, against the update
+  # written out in float64 from the same threefry normals: positions,
+  # momenta, SGNHT's friction, the energy record and every info field (a
+  # step's acceptance is that of the previous move). SGNHT starts its
+  # thermostat (0.05) away from its diffusion A (0.01), so using one for
+  # the other fails.
+  position = {
+    "a": jnp.arange(6.0).reshape(2, 3) / 6,
+    "b": jnp.linspace(-1.0, 1.0, 4),
+  }
+  anchor = jax.tree.map(lambda x: 0.5 * jnp.ones_like(x), position)
+  built = dict(friction=0.01 if thermostat else 0.1, thermostat=thermostat)
+  state = sghmc.init(position, anchor, thermostat=0.05 if thermostat else None)
   assert (state.friction is None) == (not thermostat)
   loss = lambda w, batch: 0.5 * (jnp.sum(w["a"] ** 2) + jnp.sum(w["b"] ** 2))
-  kernel = sghmc.build_kernel(
-    loss, friction=0.01 if thermostat else 0.1, thermostat=thermostat
-  )
-  new, info = kernel(
-    jax.random.key(0), state, None, SGLDSettings(1e-3, 10.0, 1.0)
-  )
-  chex.assert_shape([new.position["a"], new.momentum["a"]], (2, 3))
-  chex.assert_shape([new.position["b"], new.momentum["b"]], (4,))
-  chex.assert_shape(list(info), ())
-  assert np.isnan(info.mala_accept)  # no previous move yet
-  assert np.isfinite(new.prev_energy)
-  if thermostat:
-    chex.assert_shape(new.friction, ())
+  kernel = sghmc.build_kernel(loss, **built)
+  settings = SGLDSettings(0.4, 3.0, 2.0)
+  w, v, energy = _flat(position), np.zeros(10), np.nan
+  alpha = 0.05 if thermostat else 0.1
+  accepts = []
+  for t in range(3):
+    key = jax.random.key(t)
+    state, info = kernel(key, state, None, settings)
+    xi = _threefry_normals(key, position)
+    w, v, alpha, energy, expected = _sghmc_step_numpy(
+      w, v, alpha, energy, xi, settings, anchor=0.5, **built
+    )
+    chex.assert_shape([state.position["a"], state.momentum["a"]], (2, 3))
+    chex.assert_shape([state.position["b"], state.momentum["b"]], (4,))
+    chex.assert_shape(list(info), ())
+    np.testing.assert_allclose(_flat(state.position), w, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(_flat(state.momentum), v, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(float(state.prev_energy), energy, rtol=1e-6)
+    if thermostat:
+      chex.assert_shape(state.friction, ())
+      np.testing.assert_allclose(float(state.friction), alpha, rtol=1e-5)
+    else:
+      assert state.friction is None
+    for name, value in expected.items():
+      np.testing.assert_allclose(
+        float(getattr(info, name)), value, rtol=2e-5, err_msg=name
+      )
+    accepts.append(float(info.mala_accept))
+  # No previous move on the first step; a real (unclipped) energy error on
+  # the last.
+  assert np.isnan(accepts[0]) and 0.1 < accepts[-1] < 0.3
 
 
 def test_friction_one_is_sgld_exactly():
@@ -130,7 +232,21 @@ def test_settings_are_traced_one_compile_for_many_values():
       jnp.zeros(1),
       SGLDSettings(jnp.float32(eps), jnp.float32(nbeta), jnp.float32(gamma)),
     )
-    assert np.all(np.isfinite(new.position))
+    # Each call takes its own values: the move of these settings.
+    w, v, alpha, _, _ = _sghmc_step_numpy(
+      np.ones(3),
+      np.zeros(3),
+      0.01,
+      np.nan,
+      _threefry_normals(jax.random.key(0), state.position),
+      (eps, nbeta, gamma),
+      anchor=1.0,
+      friction=0.01,
+      thermostat=True,
+    )
+    np.testing.assert_allclose(new.position, w, rtol=1e-6)
+    np.testing.assert_allclose(new.momentum, v, rtol=1e-5)
+    np.testing.assert_allclose(float(new.friction), alpha, rtol=1e-5)
 
 
 def test_sghmc_samples_the_exact_discrete_gaussian():
@@ -205,7 +321,7 @@ def test_known_learning_coefficients(name, sampler):
     assert abs(res.mean - case.finite_temp) <= (
       4 * se + 0.03 * case.finite_temp
     )
-  assert np.isfinite(np.nanmean(res.diagnostics.mala_accept))
+  assert 0 < np.nanmean(res.diagnostics.mala_accept) <= 1
 
 
 @pytest.mark.parametrize("sampler", ["sghmc", "sgnht"])

@@ -16,32 +16,124 @@ def _quadratic(w, batch):
   return 0.5 * jnp.sum(w**2) + 0.0 * jnp.sum(batch)
 
 
-def test_sgld_state_and_info_shapes_and_no_second_moment():
-  state = sgld.init(jnp.ones((2, 3)))
-  assert state.second_moment is None
-  kernel = sgld.build_kernel(_quadratic)
-  new, info = kernel(
-    jax.random.key(0), state, jnp.zeros(1), SGLDSettings(1e-3, 10.0, 1.0)
+def _threefry_normals(key, shape) -> np.ndarray:
+  """The kernels' default noise for a one-leaf tree, drawn here directly:
+  ``normal(split(key, 1)[0])`` with non-partitionable threefry, float64."""
+  with jax.threefry_partitionable(False):
+    (leaf_key,) = jax.random.split(key, 1)
+    return np.asarray(jax.random.normal(leaf_key, shape), np.float64)
+
+
+def _sgld_step_numpy(state, xi, settings, rmsprop=None):
+  """One (RMSprop-)SGLD step in float64, written from ``sgld``'s equations.
+
+  On ``L = |w|^2 / 2``: ``w <- w + (eps/2) G drift + sqrt(eps G) xi`` with
+  ``drift = -(nbeta grad L + gamma (w - w*))``, G = 1 for SGLD and
+  ``1 / (delta + sqrt(v))``, ``v <- decay v + (1 - decay) grad^2``, for
+  RMSprop-SGLD; the MALA proxy of the previous move from the log densities
+  and the Gaussian proposal densities of both directions.
+
+  Args:
+    state: dict of float64 arrays: ``w``, ``anchor``, ``prev_w`` (all of one
+      shape), ``prev_logdensity``, ``prev_log_proposal`` (scalars; nan
+      before the first move) and, for RMSprop, ``v`` (like ``w``).
+    xi: the standard normals of this step, like ``w``.
+    settings: (eps, nbeta, gamma).
+    rmsprop: None, or (decay, delta).
+
+  Returns:
+    (the next state dict, dict of the expected ``SGLDInfo`` fields).
+  """
+  eps, nbeta, gamma = settings
+  w, delta = state["w"], state["w"] - state["anchor"]
+  logdensity = -nbeta * 0.5 * np.sum(w**2) - 0.5 * gamma * np.sum(delta**2)
+  drift = -(nbeta * w + gamma * delta)
+  precond, second_moment = np.ones_like(w), None
+  if rmsprop is not None:
+    decay, damping = rmsprop
+    second_moment = decay * state["v"] + (1 - decay) * w**2
+    precond = 1.0 / (damping + np.sqrt(second_moment))
+  scaled_noise = np.sqrt(eps * precond) * xi
+  reverse = (state["prev_w"] - w - 0.5 * eps * precond * drift) / np.sqrt(
+    precond
   )
-  chex.assert_shape([new.position, new.anchor, new.prev_position], (2, 3))
-  chex.assert_shape(
-    [
-      info.loss,
-      info.grad_norm,
-      info.noise_norm,
-      info.distance_sq,
-      info.mala_accept,
-    ],
-    (),
+  log_ratio = (
+    logdensity
+    - state["prev_logdensity"]
+    - 0.5 * np.sum(reverse**2) / eps
+    - state["prev_log_proposal"]
   )
-  assert new.second_moment is None
-  pre = sgld.init(jnp.ones(3), preconditioned=True)
-  chex.assert_shape(pre.second_moment, (3,))
-  new, _ = sgld.build_kernel(_quadratic, rmsprop=(0.99, 0.1))(
-    jax.random.key(0), pre, jnp.zeros(1), SGLDSettings(1e-3, 10.0, 1.0)
+  new_state = dict(
+    w=w + 0.5 * eps * precond * drift + scaled_noise,
+    anchor=state["anchor"],
+    prev_w=w,
+    prev_logdensity=logdensity,
+    prev_log_proposal=-0.5 * np.sum(xi**2),
+    v=second_moment,
   )
-  chex.assert_shape(new.second_moment, (3,))
-  assert float(jnp.sum(new.second_moment)) > 0
+  info = dict(
+    loss=0.5 * np.sum(w**2),
+    grad_norm=np.linalg.norm(w),
+    noise_norm=np.linalg.norm(scaled_noise),
+    distance_sq=np.sum(delta**2),
+    mala_accept=np.minimum(1.0, np.exp(log_ratio)),
+  )
+  return new_state, info
+
+
+@pytest.mark.parametrize("rmsprop", [None, (0.9, 0.1)])
+def test_steps_match_the_update_equations_in_numpy(rmsprop):
+  # Three steps away from the anchor against the update written out in
+  # float64 from the same threefry normals: the state (position, the record
+  # of the move, RMSprop's second moment, or none for SGLD) and every info
+  # field (a step's acceptance is that of the previous move).
+  position = jnp.linspace(-1.0, 1.0, 6).reshape(2, 3)
+  anchor = jnp.full((2, 3), 0.25)
+  state = sgld.init(position, anchor, preconditioned=rmsprop is not None)
+  assert (state.second_moment is None) == (rmsprop is None)
+  kernel = sgld.build_kernel(_quadratic, rmsprop=rmsprop)
+  settings = SGLDSettings(0.5 if rmsprop is None else 0.05, 3.0, 2.0)
+  expected_state = dict(
+    w=np.asarray(position, np.float64),
+    anchor=0.25,
+    prev_w=np.asarray(position, np.float64),
+    prev_logdensity=np.nan,
+    prev_log_proposal=np.nan,
+    v=np.zeros((2, 3)),
+  )
+  accepts = []
+  for t in range(3):
+    key = jax.random.key(t)
+    state, info = kernel(key, state, jnp.zeros(1), settings)
+    expected_state, expected = _sgld_step_numpy(
+      expected_state, _threefry_normals(key, (2, 3)), settings, rmsprop
+    )
+    chex.assert_shape(
+      [state.position, state.anchor, state.prev_position], (2, 3)
+    )
+    chex.assert_shape(list(info), ())
+    np.testing.assert_allclose(state.position, expected_state["w"], atol=1e-6)
+    np.testing.assert_array_equal(state.anchor, anchor)
+    np.testing.assert_allclose(
+      state.prev_position, expected_state["prev_w"], atol=1e-6
+    )
+    for name in ("prev_logdensity", "prev_log_proposal"):
+      np.testing.assert_allclose(
+        float(getattr(state, name)), expected_state[name], rtol=1e-5
+      )
+    if rmsprop is None:
+      assert state.second_moment is None
+    else:
+      np.testing.assert_allclose(
+        state.second_moment, expected_state["v"], rtol=1e-5
+      )
+    for name, value in expected.items():
+      np.testing.assert_allclose(
+        float(getattr(info, name)), value, rtol=2e-5, err_msg=name
+      )
+    accepts.append(float(info.mala_accept))
+  # No previous move on the first step; a real (unclipped) proxy later.
+  assert np.isnan(accepts[0]) and 0 < min(accepts[1:]) < 1
 
 
 def test_settings_are_traced_one_compile_for_many_values():
