@@ -151,6 +151,7 @@ def test_nuts_names_a_bad_number(kwargs, message):
     )
 
 
+@pytest.mark.slow
 def test_nuts_accepts_numpy_scalars():
   # d = 4, nβ = 9, γ = 1: the Gaussian's LLC is d/2 · nβ / (nβ + γ) = 1.8.
   res = nuts.nuts_llc(

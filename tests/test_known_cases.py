@@ -7,6 +7,7 @@ import pytest
 from slt_jax import known_cases, theory
 
 
+@pytest.mark.slow
 def test_cases_match_their_registered_names(key):
   cases = known_cases.all_cases(key, scale=0.01)
   assert [case.name for case in cases] == list(known_cases.CASES)

@@ -221,6 +221,7 @@ def test_grid_compiles_chunk_once(key, tiny_data, monkeypatch, caplog):
   chex.assert_shape(result.metrics["val_acc"], (16, 7))
 
 
+@pytest.mark.slow
 def test_grid_points_differ(key, tiny_data):
   result = train.train(
     key, tiny_data, MODEL_CFG, CFG, lrs=[1e-3, 1e-2], progress=False
@@ -508,6 +509,7 @@ def test_no_stop_rule_is_unchanged(key, tiny_data):
   chex.assert_trees_all_equal(plain.stop_params, plain.final_params)
 
 
+@pytest.mark.slow
 def test_early_stop_grid_matches_separate_runs(stop_data, stop_grid):
   num_runs, p, k = 2, STOP_P, STOP_K
   np.testing.assert_array_equal(stop_grid.stop_step, [140, 260])

@@ -58,6 +58,7 @@ def test_hessian_top_eigenvalue_matches_closed_forms(key):
   np.testing.assert_allclose(h, [2.0, 1.0 + 3 * 4.0], rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_isotropic_quadratic_recovers_finite_temperature(key):
   case = known_cases.isotropic_quadratic(10)
   tolerance = 0.03
@@ -103,6 +104,7 @@ def test_reduced_rank_regression_without_a_step_size(key):
   assert tuned.localization == case.cfg.localization
 
 
+@pytest.mark.slow
 def test_batch_of_two_points_uses_the_stiffer_one(key):
   # Points differ in a frozen stiffness s (masked): L = s |w|^2 / 2, so point
   # i has curvature k_i = nβ s_i + γ, finite-temperature value (d/2) nβ s_i /

@@ -263,6 +263,7 @@ def test_settings_product():
   assert grid.localization is None
 
 
+@pytest.mark.slow
 def test_chunking_does_not_change_results():
   case = known_cases.isotropic_quadratic(d=4)
   anchors = jnp.zeros((5, 4))
@@ -296,7 +297,9 @@ def test_chunking_does_not_change_results():
   np.testing.assert_allclose(a.per_chain, b.per_chain, rtol=1e-5)
 
 
-@pytest.mark.parametrize("every", [7, 1000])
+@pytest.mark.parametrize(
+  "every", [pytest.param(7, marks=pytest.mark.slow), 1000]
+)
 def test_thinned_mala_proxy_leaves_the_chains_unchanged(every):
   case = known_cases.isotropic_quadratic(d=4)
   cfg = SGLDConfig(
@@ -830,6 +833,7 @@ def test_warn_flag_controls_warnings_not_diagnostics():
   assert quiet.diagnostics.diverged.all()
 
 
+@pytest.mark.slow
 def test_efficiency_diagnostics(tmp_path):
   case = known_cases.isotropic_quadratic(d=3)
   cfg = SGLDConfig(

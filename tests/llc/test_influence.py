@@ -190,7 +190,10 @@ GOLDEN_TRACE_SUM = 25.168214932084084
 # and mala_every dividing k with the burn-in off the block grid.
 @pytest.mark.parametrize(
   "burnin,draws,every,mala_every,batch",
-  [(10, 30, 5, 10, 8), (7, 24, 12, 4, None)],
+  [
+    pytest.param(10, 30, 5, 10, 8, marks=pytest.mark.slow),
+    (7, 24, 12, 4, None),
+  ],
 )
 def test_observables_leave_the_chains_unchanged(
   burnin, draws, every, mala_every, batch

@@ -82,6 +82,7 @@ def test_grid_values_lost_in_float32_are_refused(settings, match):
     _quad(jax.random.key(0), settings=settings, **QUIET)
 
 
+@pytest.mark.slow
 def test_zero_localization_is_accepted():
   res = _quad(jax.random.key(0), settings=SGLDSettings(localization=[0.0]))
   assert np.isfinite(res.mean).all()

@@ -165,6 +165,7 @@ def test_bad_arguments_raise_naming_them(kwargs, match):
     )
 
 
+@pytest.mark.slow
 def test_legacy_key_gives_the_typed_keys_numbers_and_an_int_is_refused():
   run = lambda key: nuts.nuts_llc(
     key,

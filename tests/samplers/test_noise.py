@@ -135,7 +135,13 @@ def test_sgld_with_counter_hash_has_the_exact_discrete_variance():
   assert float(jnp.var(w[2000:])) == pytest.approx(exact, rel=0.02)
 
 
-@pytest.mark.parametrize("name", ["isotropic_quadratic_d20", "rrr_5_3_5"])
+@pytest.mark.parametrize(
+  "name",
+  [
+    "isotropic_quadratic_d20",
+    pytest.param("rrr_5_3_5", marks=pytest.mark.slow),
+  ],
+)
 def test_known_learning_coefficients_with_counter_hash(name):
   case = known_cases.make_case(name, jax.random.key(0), scale=0.5)
   cfg = dataclasses.replace(case.cfg, noise="counter_hash")

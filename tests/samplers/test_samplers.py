@@ -293,7 +293,12 @@ def test_sgnht_thermostat_sets_the_kinetic_temperature():
 
 @pytest.mark.parametrize("sampler", ["sghmc", "sgnht"])
 @pytest.mark.parametrize(
-  "name", ["isotropic_quadratic_d20", "normal_crossing_12", "rrr_5_3_5"]
+  "name",
+  [
+    "isotropic_quadratic_d20",
+    "normal_crossing_12",
+    pytest.param("rrr_5_3_5", marks=pytest.mark.slow),
+  ],
 )
 def test_known_learning_coefficients(name, sampler):
   # Half the draws of the SGLD validation (momentum mixes faster), same step.
@@ -324,7 +329,9 @@ def test_known_learning_coefficients(name, sampler):
   assert 0 < np.nanmean(res.diagnostics.mala_accept) <= 1
 
 
-@pytest.mark.parametrize("sampler", ["sghmc", "sgnht"])
+@pytest.mark.parametrize(
+  "sampler", ["sghmc", pytest.param("sgnht", marks=pytest.mark.slow)]
+)
 def test_settings_grid_equals_separate_calls(sampler):
   case = known_cases.isotropic_quadratic(d=4)
   cfg = SGLDConfig(
