@@ -16,6 +16,9 @@ from experiments.bench import workload
 from slt_jax import persist
 from slt_jax.llc.config import SGLDConfig
 
+# Compile-bound smoke runs: see conftest.cheap_compiles.
+pytestmark = pytest.mark.usefixtures("cheap_compiles")
+
 TINY = workload.BenchConfig(
   p=7,
   width=16,
@@ -100,10 +103,18 @@ def test_config_validation():
   np.testing.assert_array_equal(workload.spread(50, 1), [49])
 
 
+# Each part runs once in the suite: the settings grid and the forms (whose
+# compiles dominate) in their own ``--only`` runs below, the rest here.
+JAX_PARTS = ("llc", "roofline", "profile", "scaling", "training")
+
+
 def test_bench_jax_parts(tmp_path, monkeypatch, capsys):
-  out, results, report = _run(tmp_path, monkeypatch, capsys, ["--no-torch"])
+  out, results, report = _run(
+    tmp_path, monkeypatch, capsys, ["--no-torch", "--only", *JAX_PARTS]
+  )
+  assert results["config"]["parts"] == list(JAX_PARTS)
   for key in KEYS:
-    assert key in results, key
+    assert (key in results) == (key not in ("settings_grid", "forms")), key
   assert not results["baselines"]["available"]
   assert [row["C"] for row in results["llc"]] == [2]
   for row in results["llc"]:
@@ -157,17 +168,8 @@ def test_bench_jax_parts(tmp_path, monkeypatch, capsys):
   assert training["flops_per_step"] == 14 * 8 * 16 * 7
   assert training["slt_jax"]["2"]["model_gflops_per_second"] > 0
   assert training["vmap_speedup"] == 1.0
-  grid = results["settings_grid"]
-  assert grid["settings"]["step_size"] == [5e-4, 1e-3]
-  assert grid["chain_steps"] == 2 * 1 * 2 * 14
-  assert grid["one_call"]["program_compiles"] == 1
-  assert grid["separate_calls"]["program_compiles"] == 2
-  assert grid["separate_calls"]["calls"] == 2
-  for row in (grid["one_call"], grid["separate_calls"]):
-    assert row["wall_seconds"] > 0 and row["steady_steps_per_second"] > 0
-  assert grid["max_abs_difference"] < 1e-3
   assert report["llc_steps_per_s"].keys() == {"2"}
-  assert report["settings_grid"]["compiles"] == [1, 2]
+  assert "settings_grid" not in report and "forms" not in report
   for name in ("llc_speed.png", "scaling.png"):
     path = os.path.join(out, name)
     assert os.path.getsize(path) > 0
@@ -182,9 +184,18 @@ def test_bench_only_settings_grid(tmp_path, monkeypatch, capsys):
     tmp_path, monkeypatch, capsys, ["--no-torch", "--only", "settings_grid"]
   )
   assert results["config"]["parts"] == ["settings_grid"]
-  for key in ("llc", "roofline", "scaling", "training"):
+  for key in ("llc", "roofline", "profile", "scaling", "training", "forms"):
     assert key not in results and key not in report
-  assert results["settings_grid"]["one_call"]["program_compiles"] == 1
+  grid = results["settings_grid"]
+  assert grid["settings"]["step_size"] == [5e-4, 1e-3]
+  assert grid["chain_steps"] == 2 * 1 * 2 * 14
+  assert grid["one_call"]["program_compiles"] == 1
+  assert grid["separate_calls"]["program_compiles"] == 2
+  assert grid["separate_calls"]["calls"] == 2
+  for row in (grid["one_call"], grid["separate_calls"]):
+    assert row["wall_seconds"] > 0 and row["steady_steps_per_second"] > 0
+  assert grid["max_abs_difference"] < 1e-3
+  assert report["settings_grid"]["compiles"] == [1, 2]
   assert os.path.getsize(os.path.join(out, "llc_speed.png")) > 0
   assert not os.path.exists(os.path.join(out, "scaling.png"))
 

@@ -19,6 +19,9 @@ from experiments import (
 from slt_jax import persist
 from slt_jax.grokking import grokking_metrics
 
+# Compile-bound smoke runs: see conftest.cheap_compiles.
+pytestmark = pytest.mark.usefixtures("cheap_compiles")
+
 TINY = [
   "--p",
   "7",
@@ -197,8 +200,10 @@ def test_train_modular_smoke(tmp_path, monkeypatch):
   assert os.path.getsize(os.path.join(out, "curves.png")) > 0
 
 
+@pytest.mark.usefixtures("optimized_compiles")
 def test_quick_config_groks(tmp_path):
-  """The real --quick run: memorises, then generalises (seconds on 2 cores)."""
+  """The real --quick run: memorises, then generalises (seconds on 2 cores;
+  its time is spent training, so XLA optimizes it)."""
   out = str(tmp_path / "quick")
   train_modular.main(
     ["--quick", "--no-progress", "--out", out, "--runs", str(tmp_path / "runs")]
@@ -489,7 +494,7 @@ def test_regimes_classify_and_threshold():
 
 
 @pytest.fixture(scope="module")
-def fig3_store(tmp_path_factory) -> str:
+def fig3_store(tmp_path_factory, cheap_compiles) -> str:
   """A run store warmed by ``llc_over_training --smoke`` (recipe run)."""
   from experiments import llc_over_training
 

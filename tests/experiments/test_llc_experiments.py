@@ -9,6 +9,9 @@ import pytest
 from experiments import fig3, llc_over_training, llc_validation, protocols
 from slt_jax import known_cases
 
+# Compile-bound smoke runs: see conftest.cheap_compiles.
+pytestmark = pytest.mark.usefixtures("cheap_compiles")
+
 
 def _finite(values):
   return all(v is not None and math.isfinite(v) for v in values)

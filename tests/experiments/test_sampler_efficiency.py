@@ -3,8 +3,13 @@
 
 import os
 
+import pytest
+
 from experiments import sampler_efficiency
 from slt_jax import persist
+
+# Compile-bound smoke runs: see conftest.cheap_compiles.
+pytestmark = pytest.mark.usefixtures("cheap_compiles")
 
 
 def test_smoke_run_and_replot(tmp_path):

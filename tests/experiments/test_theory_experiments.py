@@ -8,9 +8,13 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from experiments import llc_gap, theory_check
 from slt_jax import theory
+
+# Compile-bound smoke runs: see conftest.cheap_compiles.
+pytestmark = pytest.mark.usefixtures("cheap_compiles")
 
 
 def _finite(values):
