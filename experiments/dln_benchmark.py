@@ -371,16 +371,19 @@ def summarize(rows: list[dict], samplers) -> dict:
     }
   has_m1 = any(out[s]["m1"]["count"] for s in samplers)
   group = "m1" if has_m1 else "all"
-  key = lambda s: _error_stats(
-    [
-      r
-      for r in rows
-      if r["sampler"] == s and (group == "all" or r["multiplicity"] == 1)
-    ]
-  )["median_abs_rel_err"]
-  out["ranking"] = sorted(
-    samplers, key=lambda s: np.nan_to_num(key(s), nan=np.inf)
-  )
+
+  def median_error(sampler: str) -> float:  # no rows: last.
+    median = _error_stats(
+      [
+        r
+        for r in rows
+        if r["sampler"] == sampler
+        and (group == "all" or r["multiplicity"] == 1)
+      ]
+    )["median_abs_rel_err"]
+    return math.inf if median is None else median
+
+  out["ranking"] = sorted(samplers, key=median_error)
   out["ranking_on"] = group
   return out
 
@@ -407,7 +410,9 @@ def plot(results: dict, out_dir: str) -> None:
   if not results["rows"]:
     return
   fig, (ax_est, ax_err) = plt.subplots(1, 2, figsize=(11, 4.5))
-  for sampler, marker in zip(results["config"]["samplers"], "osD^v"):
+  for i, (sampler, marker) in enumerate(
+    zip(results["config"]["samplers"], "osD^v")
+  ):
     rows = [r for r in results["rows"] if r["sampler"] == sampler]
     for settled in (True, False):
       part = [r for r in rows if r["settled"] == settled]
@@ -416,6 +421,7 @@ def plot(results: dict, out_dir: str) -> None:
       get = lambda key: np.array([r[key] for r in part], float)
       style = dict(
         marker=marker,
+        color=f"C{i}",
         linestyle="none",
         alpha=0.8,
         label=sampler if settled else f"{sampler} (not settled)",
