@@ -39,6 +39,7 @@ def cheap_compiles():
       yield
     finally:
       jax.config.update("jax_disable_most_optimizations", before)
+      jax.clear_caches()  # the flag is not in the compile cache's key.
 
 
 @pytest.fixture
@@ -47,8 +48,10 @@ def optimized_compiles(monkeypatch):
   programs (a real training run) rather than compiling many small ones."""
   monkeypatch.delenv("JAX_DISABLE_MOST_OPTIMIZATIONS", raising=False)
   jax.config.update("jax_disable_most_optimizations", False)
+  jax.clear_caches()
   yield
   jax.config.update("jax_disable_most_optimizations", True)
+  jax.clear_caches()
 
 
 def pytest_collection_modifyitems(config, items):
