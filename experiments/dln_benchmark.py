@@ -53,7 +53,7 @@ import tqdm
 from experiments import cli
 from slt_jax import known_cases, persist, theory
 from slt_jax.grokking import plotting
-from slt_jax.llc.autotune import TuneRow, autotune
+from slt_jax.llc.autotune import autotune
 
 NAME = "dln_benchmark"
 SAMPLERS = ("sgld", "rmsprop_sgld", "sghmc", "sgnht")
@@ -149,7 +149,7 @@ def draw_networks(seed: int, cfg: BenchmarkConfig) -> list[dict]:
         "index": index,
         "widths": list(widths),
         "rank": rank,
-        "num_params": sum(a * b for a, b in zip(widths, widths[1:])),
+        "num_params": _num_params(widths),
         "true_llc": true_llc,
         "multiplicity": multiplicity,
       }
@@ -157,10 +157,9 @@ def draw_networks(seed: int, cfg: BenchmarkConfig) -> list[dict]:
   return sorted(networks, key=lambda n: n["num_params"])
 
 
-def _final_row(report) -> Optional[TuneRow]:
-  """The last run at the chosen step size (the tuned result's row)."""
-  rows = [r for r in report.rows if r.step_size == report.config.step_size]
-  return rows[-1] if rows else None
+def _num_params(widths) -> int:
+  """Parameters of the network ``widths``: ``sum_i H_i H_{i-1}``."""
+  return sum(a * b for a, b in zip(widths, widths[1:]))
 
 
 def run_network(net: dict, sampler: str, cfg: BenchmarkConfig, seed: int):
@@ -201,7 +200,7 @@ def run_network(net: dict, sampler: str, cfg: BenchmarkConfig, seed: int):
       if not str(err).startswith("budget_grads="):
         raise
       return _unaffordable_row(net, sampler, str(err))
-  final = _final_row(report)
+  final = report.final_row
   estimate = np.nan if report.result is None else float(report.result.mean)
   pick = lambda field: np.nan if final is None else float(getattr(final, field))
   extrapolated = report.extrapolated
@@ -331,7 +330,7 @@ def compute(
       {
         "widths": list(w),
         "rank": r,
-        "num_params": sum(a * b for a, b in zip(w, w[1:])),
+        "num_params": _num_params(w),
         "true_llc": theory.deep_linear_llc(w, r)[0],
       }
       for w, r in ACCELERATOR_CASES

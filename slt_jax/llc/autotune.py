@@ -147,6 +147,13 @@ class AutotuneReport:
   gradient_evaluations: int
   seconds: float
 
+  @property
+  def final_row(self) -> Optional[TuneRow]:
+    """The last run at the chosen step size: the row of ``result`` (None if
+    nothing ran at it)."""
+    rows = [r for r in self.rows if r.step_size == self.config.step_size]
+    return rows[-1] if rows else None
+
   def summary(self) -> str:
     """The table of runs, the choice and the reason, as text (ranges over
     points for a batch)."""

@@ -29,12 +29,6 @@ def _sgld_bias(step_size: float, curvature: float) -> float:
   return 1.0 / (1.0 - step_size * curvature / 4.0) - 1.0
 
 
-def _final_row(report):
-  """The row of ``report.result``: the last run of the chosen step size."""
-  rows = [r for r in report.rows if r.step_size == report.config.step_size]
-  return rows[-1]
-
-
 def test_hessian_top_eigenvalue_matches_closed_forms(key):
   # Least squares: the Hessian of L is X'X / n at every point, so the top
   # eigenvalue of nβ L + γ/2 |w - w*|^2 is nβ eig_max(X'X / n) + γ.
@@ -74,7 +68,7 @@ def test_isotropic_quadratic_recovers_finite_temperature(key):
   assert abs(mean / case.finite_temp - 1) < 0.05
   # ... and the estimate is the exact expectation at that step, within MCSE.
   exact = case.finite_temp * (1 + _sgld_bias(cfg.step_size, curvature))
-  assert abs(mean - exact) < 4 * float(_final_row(report).mcse)
+  assert abs(mean - exact) < 4 * float(report.final_row.mcse)
   # estimate_llc with the tuned config and the same key is the same estimate.
   res = estimate_llc(
     key, case.loss_fn, case.params, case.data, cfg, progress=False
@@ -135,7 +129,7 @@ def test_batch_of_two_points_uses_the_stiffer_one(key):
   assert bias[1] <= tolerance
   assert bias[0] < bias[1] / 3  # the softer point is nearly unbiased.
   exact = d / 2 * nbeta * stiffness / curvature * (1 + bias)
-  mcse = _final_row(report).mcse
+  mcse = report.final_row.mcse
   assert np.all(np.abs(report.result.mean - exact) < 4 * mcse)
 
 
