@@ -53,7 +53,7 @@ import tqdm
 from experiments import cli
 from slt_jax import known_cases, persist, theory
 from slt_jax.grokking import plotting
-from slt_jax.llc.autotune import autotune
+from slt_jax.llc.autotune import BudgetTooSmall, autotune
 
 NAME = "dln_benchmark"
 SAMPLERS = ("sgld", "rmsprop_sgld", "sghmc", "sgnht")
@@ -196,9 +196,7 @@ def run_network(net: dict, sampler: str, cfg: BenchmarkConfig, seed: int):
         budget_grads=cfg.budget_grads,
         tolerance=cfg.tolerance,
       )
-    except ValueError as err:  # the budget cannot pay for a first ladder.
-      if not str(err).startswith("budget_grads="):
-        raise
+    except BudgetTooSmall as err:
       return _unaffordable_row(net, sampler, str(err))
   final = report.final_row
   estimate = np.nan if report.result is None else float(report.result.mean)

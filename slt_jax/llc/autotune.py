@@ -65,6 +65,7 @@ from slt_jax.tree_types import ArrayLikeTree, PRNGKey
 
 __all__ = [
   "AutotuneReport",
+  "BudgetTooSmall",
   "TuneRow",
   "autotune",
   "hessian_top_eigenvalue",
@@ -209,6 +210,10 @@ def _span(x: np.ndarray, fmt: str) -> str:
 # ----------------------------------------------------------------------------
 # Curvature and the checks of the points.
 # ----------------------------------------------------------------------------
+
+
+class BudgetTooSmall(ValueError):
+  """``budget_grads`` cannot pay for the first ladder of step sizes."""
 
 
 class _Probe(NamedTuple):
@@ -989,7 +994,8 @@ def autotune(
 
   Raises:
     ValueError: naming the bad value: ``cfg.noise="zeros"``, ``cfg.localization
-      <= 0``, a budget < 1 or too small for the first ladder, a bad option,
+      <= 0``, a budget < 1 or too small for the first ladder (then a
+      ``BudgetTooSmall``), a bad option,
       a point whose loss or curvature is not finite, a loss constant near a
       point, or a point far from a minimum (the drop of the potential along
       its gradient, ``|g|^2 / (2 g'Hg / |g|^2)`` with g the gradient of nβ L
@@ -1056,7 +1062,7 @@ def autotune(
     runner, top, ladder_ratio, ladder_size, tolerance
   )
   if ladder is None:
-    raise ValueError(f"budget_grads={budget_grads!r} is invalid: {why}")
+    raise BudgetTooSmall(f"budget_grads={budget_grads!r} is invalid: {why}")
   tuned, report = _conclude(
     runner,
     ladder,
