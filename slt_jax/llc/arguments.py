@@ -15,6 +15,7 @@ import numpy as np
 
 from slt_jax.checks import check, check_positive_float32, is_int
 from slt_jax.llc.config import SGLDConfig
+from slt_jax.llc.masks import is_path_patterns, mask_from_paths
 from slt_jax.samplers.sgld import SGLDSettings
 from slt_jax.tree_types import ArrayLikeTree, ArrayTree
 
@@ -73,9 +74,10 @@ def resolve_mask(
 
   Args:
     mask: None (all parameters move), a pytree of booleans/arrays with the
-      structure of ``params``, or a predicate ``(path: str, leaf) -> bool``
+      structure of ``params``, a predicate ``(path: str, leaf) -> bool``
       over ``jax.tree_util.keystr`` paths (e.g. ``lambda path, _: "W" in
-      path``).
+      path``), or glob patterns over readable paths, one or a list (e.g.
+      ``"**/attention/**"``; see ``slt_jax.llc.masks.mask_from_paths``).
     params: one point's parameters (no batch axes).
 
   Returns:
@@ -86,9 +88,13 @@ def resolve_mask(
     >>> m = resolve_mask(lambda path, _: "W" in path, params)
     >>> float(m["W"]), float(m["V"])
     (1.0, 0.0)
+    >>> float(resolve_mask(["V"], params)["V"])
+    1.0
   """
   if mask is None:
     return None
+  if is_path_patterns(mask):
+    mask = mask_from_paths(params, mask)
   if callable(mask):
     return jax.tree_util.tree_map_with_path(
       lambda path, x: jnp.full(
