@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 BENCH_VENV := .venv-bench
 BENCH_BIN := $(BENCH_VENV)/bin
 
-.PHONY: test test-slow test-all lint demo bench paper clean
+.PHONY: test test-slow test-all lint demo bench paper docs clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -24,6 +24,10 @@ $(VENV)/.installed-lint: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e ".[lint]"
 	touch $@
 
+$(VENV)/.installed-docs: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e ".[docs]"
+	touch $@
+
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e .
 	touch $@
@@ -39,12 +43,12 @@ $(BENCH_VENV)/.installed-bench: pyproject.toml | $(BENCH_BIN)/python
 # The fast tier (about 4 minutes on 2 cores): unit tests, contracts, small
 # statistical tests and the docstring examples.
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -n auto -m "not slow"
 
 # The slow tier: long statistical runs, experiment smoke runs, several
 # processes, the optional extras.
 test-slow: $(VENV)/.installed-all
-	$(BIN)/python -m pytest -q -m slow
+	$(BIN)/python -m pytest -q -n auto -m slow
 
 # Everything (about 15 minutes on 2 cores): what CI runs after make lint.
 test-all: test test-slow
@@ -63,6 +67,11 @@ demo: $(VENV)/.installed
 # rerun after an interruption to continue. Writes figures/paper/.
 paper: $(VENV)/.installed
 	$(BIN)/python -m experiments.paper
+
+# The documentation site (MkDocs, Material, mkdocstrings) into site/; any
+# warning (a broken reference, a missing page) fails the build.
+docs: $(VENV)/.installed-docs
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 bench: $(BENCH_VENV)/.installed-bench
 	$(BENCH_BIN)/python -m experiments.bench --quick

@@ -14,20 +14,20 @@ import os
 import re
 
 import pytest
+from markdown_blocks import fenced_blocks, section
 
 README = os.path.join(os.path.dirname(__file__), os.pardir, "README.md")
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
 
 def quickstart() -> tuple[str, str]:
-  """(code, expected output) of the README's quickstart section."""
+  """(code, expected output) of the README's quickstart section: its first
+  python block and its first text block."""
   with open(README, encoding="utf-8") as f:
-    text = f.read()
-  section = text.split("\n## Quickstart\n", 1)[1].split("\n## ", 1)[0]
-  code = re.search(r"```python\n(.*?)```", section, re.S)
-  out = re.search(r"```text\n(.*?)```", section[code.end() :], re.S)
+    quick = section(f.read(), "Quickstart")
+  code, out = fenced_blocks(quick, "python"), fenced_blocks(quick, "text")
   assert code and out, "README's Quickstart needs a python and a text block"
-  return code.group(1), out.group(1)
+  return code[0], out[0]
 
 
 def _close(got: str, want: str, after: str) -> bool:
