@@ -11,7 +11,7 @@ FIGURES = (
   # studies the Fig. 3 run.
   ("llc_conventions", ()),
   ("gsm_vs_lr", ("--protocol", "both")),
-  ("regimes", ()),
+  ("regimes", ("--protocol", "both")),
   ("robustness", ()),
   ("llc_by_layer", ()),
   ("toy_landscapes", ()),

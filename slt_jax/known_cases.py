@@ -161,7 +161,7 @@ def reduced_rank_regression(
     scale: multiplies the number of draws.
 
   Returns:
-    The case (Aoyagi-Watanabe coefficient at rank 0).
+    The case (Aoyagi-Watanabe coefficient at rank 0, with its multiplicity).
   """
   x = jax.random.normal(key, (1000, m))
 
@@ -183,6 +183,7 @@ def reduced_rank_regression(
     params={"A": jnp.zeros((h, m)), "B": jnp.zeros((n_out, h))},
     data=x,
     true_llc=theory.reduced_rank_regression_llc(m, h, n_out, 0),
+    multiplicity=theory.deep_linear_llc((m, h, n_out), 0)[1],
     cfg=cfg,
     rel_tol=0.25,
   )

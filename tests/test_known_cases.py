@@ -34,3 +34,11 @@ def test_case_data_come_from_the_key(name, key):
 def test_unknown_case_name_raises(key):
   with pytest.raises(ValueError, match="name='nope' is invalid"):
     known_cases.make_case("nope", key)
+
+
+def test_reduced_rank_regression_carries_aoyagis_multiplicity(key):
+  # M=5, H=3, N=5 at rank 0: lambda = 13/2 with a pole of order 2 (the
+  # deep-linear formula: S = 13, l = 2, M = 7, a = 1, multiplicity a(l-a)+1).
+  case = known_cases.make_case("rrr_5_3_5", key)
+  assert (case.true_llc, case.multiplicity) == (6.5, 2)
+  assert known_cases.make_case("rrr_4_3_8", key).multiplicity == 1

@@ -146,8 +146,9 @@ def test_bench_jax_parts(tmp_path, monkeypatch, capsys):
     prof = results["profile"][noise]
     assert prof["op_seconds_per_chain_step"] > 0
     assert sum(prof["fraction"].values()) == pytest.approx(1.0)
-    # Every step has its gradient's matmuls and its noise.
-    assert prof["fraction"]["matmul"] > 0.05
+    # Every step has its gradient's matmuls and its noise (their shares
+    # depend on the machine's load: only that both are present is fixed).
+    assert prof["fraction"]["matmul"] > 0.01
     assert prof["fraction"]["noise and update"] > 0.01
     assert prof["top_ops"][0]["fraction"] >= prof["top_ops"][-1]["fraction"]
   assert set(results["roofline"]["normals"]) >= {

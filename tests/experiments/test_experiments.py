@@ -437,19 +437,37 @@ def test_toy_landscapes_smoke(tmp_path):
   )
 
 
-def test_regimes_smoke(tmp_path, monkeypatch):
+def test_regimes_smoke_both_protocols(tmp_path, monkeypatch):
   from experiments import store
 
   runs_dir = tmp_path / "runs"
   monkeypatch.setattr(store, "RUNS_DIR", str(runs_dir))  # --runs' default
-  r = _smoke(regimes, tmp_path)
-  cfg = regimes.CONFIGS["smoke"]
-  assert len(os.listdir(runs_dir)) == len(cfg.moduli)  # one grid per modulus
-  assert r["protocol"]["authors_settings_known"] is False
-  assert len(r["runs"]) == (len(cfg.moduli) * len(cfg.fractions) * cfg.seeds)
-  steps = np.asarray(r["log_steps"])
+  out = str(tmp_path / "regimes")
+  r = regimes.main(["--smoke", "--protocol", "both", "--out", out])
+  for png in ("regimes.png", "regimes_authors.png"):
+    assert os.path.getsize(os.path.join(out, png)) > 0
+  recipe = r["protocols"]["recipe"]
+  authors = r["protocols"]["authors"]
+  cfg = regimes.CONFIGS["recipe"]["smoke"]
+  acfg = regimes.CONFIGS["authors"]["smoke"]
+  # One grid per modulus (recipe), one program per cell (authors).
+  cells = len(acfg.moduli) * len(acfg.fractions)
+  assert len(os.listdir(runs_dir)) == len(cfg.moduli) + cells
+  assert recipe["protocol"]["authors_settings_known"] is False
+  assert authors["protocol"]["authors_settings_known"] is True
+  assert len(recipe["runs"]) == len(cfg.moduli) * len(cfg.fractions)
+  assert len(authors["runs"]) == cells * acfg.seeds
+  _check_recipe(recipe)
+  _check_authors(authors)
+  # A protocol not rerun is kept from the results already there.
+  again = regimes.main(["--smoke", "--protocol", "authors", "--out", out])
+  assert again["protocols"]["recipe"] == recipe
+
+
+def _check_recipe(recipe):
+  steps = np.asarray(recipe["log_steps"])
   mem, gen = [], []
-  for run in r["runs"]:
+  for run in recipe["runs"]:
     m, n = run["modulus"], run["num_train"]
     assert run["x"] == pytest.approx(n / (m * math.log(m)))
     # Steps and regime recomputed from the stored curves.
@@ -460,28 +478,68 @@ def test_regimes_smoke(tmp_path, monkeypatch):
       gen[-1],
     )
   regime = regimes.classify(np.array(mem), np.array(gen))
-  assert [run["regime"] for run in r["runs"]] == [
+  assert [run["regime"] for run in recipe["runs"]] == [
     regimes.REGIMES[i] for i in regime
   ]
   # The smoke sweep has runs on both sides of the lower boundary.
   assert 0 in regime and np.any(regime > 0)
-  x = [run["x"] for run in r["runs"]]
-  assert r["boundaries"] == {
+  x = [run["x"] for run in recipe["runs"]]
+  assert recipe["boundaries"] == {
     "none_vs_generalising": regimes.fit_threshold(x, regime > 0),
     "grokking_vs_immediate": regimes.fit_threshold(x, regime == 2),
   }
-  lower = r["boundaries"]["none_vs_generalising"]
+  lower = recipe["boundaries"]["none_vs_generalising"]
   assert lower["errors"] == 0 and lower["low"] < lower["high"]
-  assert r["lower_boundary_consistent_with_spec"] == (
+  assert recipe["lower_boundary_consistent_with_spec"] == (
     lower["low"] < regimes.MEASURED_BOUNDARY[1]
     and lower["high"] > regimes.MEASURED_BOUNDARY[0]
   )
-  paper = regimes.CONFIGS["paper"]
-  assert (paper.moduli, paper.fractions, paper.width) == (
-    regimes.MODULI,
-    regimes.FRACTIONS,
-    1024,
-  )
+
+
+def _check_authors(authors):
+  steps = np.asarray(authors["log_steps"])
+  generalised = 0
+  for run in authors["runs"]:
+    val = np.asarray(run["val_acc"])
+    # The stopping rule, recomputed: the 3rd consecutive check >= 0.95.
+    streak, stop = 0, -1
+    for step, acc in zip(steps, val):
+      streak = streak + 1 if acc >= 0.95 else 0
+      if streak == 3 and stop < 0:
+        stop = int(step)
+    assert run["stop_step"] == stop
+    for budget, got in run["budgets"].items():
+      seen = steps[: len(val)] <= int(budget)
+      final = float(val[seen][-1])
+      gap = float(np.max(np.asarray(run["train_acc"])[seen] - val[seen]))
+      want = (
+        "none" if final < 0.9 else "immediate" if gap < 0.15 else "grokking"
+      )
+      assert (got["regime"], got["final_val_acc"]) == (want, final)
+      assert got["max_gap"] == pytest.approx(gap, abs=1e-6)
+      generalised += want != "none"
+  assert generalised > 0
+  for budget, summary in authors["budgets"].items():
+    regime = [r["budgets"][budget]["regime"] for r in authors["runs"]]
+    assert summary["counts"] == {n: regime.count(n) for n in regimes.REGIMES}
+    x = [r["x"] for r in authors["runs"]]
+    assert summary["boundaries"] == regimes.boundaries_of(x, regime)
+
+
+def test_regimes_configs_are_the_papers_grid():
+  for name in regimes.protocols.NAMES:
+    paper = regimes.CONFIGS[name]["paper"]
+    assert (paper.moduli, paper.fractions, paper.width) == (
+      regimes.MODULI,
+      regimes.FRACTIONS,
+      1024,
+    )
+  authors = regimes.CONFIGS["authors"]["paper"].train_config()
+  assert (authors.lr, authors.batch_size, authors.log_every) == (1e-2, 64, 100)
+  assert (authors.stop_acc, authors.stop_patience) == (0.95, 3)
+  assert 5000 in regimes.CONFIGS["authors"]["paper"].budgets
+  with pytest.raises(ValueError, match="budgets=.*20000"):
+    regimes.RegimesConfig((53,), (0.3,), num_steps=15000, budgets=(20000,))
 
 
 def test_regimes_classify_and_threshold():
@@ -491,6 +549,13 @@ def test_regimes_classify_and_threshold():
   fit = regimes.fit_threshold([1.0, 2.0, 4.0, 8.0], [False, False, True, True])
   assert (fit["low"], fit["high"], fit["errors"]) == (2.0, 4.0, 0)
   assert fit["midpoint"] == pytest.approx(np.sqrt(8.0))
+  steps = np.array([0, 100, 200, 300])
+  train = np.array([0.0, 1.0, 1.0, 1.0])
+  val = np.array([0.0, 0.2, 0.85, 0.97])
+  # Budget 200: final 0.85 < 0.9. Budget 300: gap 0.8 >= 0.15: grokking.
+  assert regimes.classify_authors(steps, train, val, 200)[0] == 0
+  assert regimes.classify_authors(steps, train, val, 300) == (1, 0.97, 0.8)
+  assert regimes.classify_authors(steps, train, train - 0.1, 300)[0] == 2
 
 
 @pytest.fixture(scope="module")
