@@ -10,6 +10,9 @@ Packages, whose boundaries are the architecture:
   export to xarray/ArviZ and the NUTS reference. Never imports the domain:
   the caller passes ``loss_fn``.
 - ``theory``: closed forms, float64 curvature, stochastic Lanczos quadrature.
+- ``training``: the vmapped, resumable trainer of any model (``train_models``
+  with a ``Task``: init, loss, metrics): seeds × hyperparameter grids in one
+  program, early stopping, chunked resume. Imports nothing of the domain.
 - ``grokking``: the paper's domain: ``data``, ``model``, ``losses``,
   ``train``, the run store ``runs``, ``grokking_metrics``, ``plotting``.
 
@@ -30,6 +33,7 @@ from slt_jax import (
   persist,
   samplers,
   theory,
+  training,
 )
 from slt_jax.grokking import data, losses, model, runs, train
 from slt_jax.grokking.config import DataConfig, ModelConfig, TrainConfig
@@ -45,6 +49,7 @@ __all__ = [
   "persist",
   "samplers",
   "theory",
+  "training",
   "data",
   "losses",
   "model",

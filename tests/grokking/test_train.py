@@ -15,6 +15,7 @@ import pytest
 
 from slt_jax.grokking import data, losses, model, train
 from slt_jax.grokking.config import DataConfig, ModelConfig, TrainConfig
+from slt_jax.training import loop
 
 P, K = 7, 32
 MODEL_CFG = ModelConfig(p=P, width=K)
@@ -175,7 +176,7 @@ def test_grid_compiles_chunk_once(key, tiny_data, monkeypatch, caplog):
     chunk_steps=20,
   )
   traces = []
-  inner = train._run_chunk
+  inner = loop._run_chunk
 
   def counting_run_chunk(*args):
     traces.append(1)
@@ -187,7 +188,7 @@ def test_grid_compiles_chunk_once(key, tiny_data, monkeypatch, caplog):
       for record in caplog.records
     )
 
-  monkeypatch.setattr(train, "_run_chunk", counting_run_chunk)
+  monkeypatch.setattr(loop, "_run_chunk", counting_run_chunk)
   grid = {
     "lrs": [1e-3, 1e-2],
     "weight_decays": [0.0, 1e-4],
