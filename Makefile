@@ -43,12 +43,12 @@ $(BENCH_VENV)/.installed-bench: pyproject.toml | $(BENCH_BIN)/python
 # The fast tier (about 4 minutes on 2 cores): unit tests, contracts, small
 # statistical tests and the docstring examples.
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -q -n auto -m "not slow"
+	$(BIN)/python -m pytest -q -n auto --dist worksteal -m "not slow"
 
 # The slow tier: long statistical runs, experiment smoke runs, several
 # processes, the optional extras.
 test-slow: $(VENV)/.installed-all
-	$(BIN)/python -m pytest -q -n auto -m slow
+	$(BIN)/python -m pytest -q -n auto --dist worksteal -m slow
 
 # Everything (about 15 minutes on 2 cores): what CI runs after make lint.
 test-all: test test-slow
