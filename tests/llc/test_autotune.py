@@ -86,11 +86,13 @@ def test_reduced_rank_regression_without_a_step_size(key):
   # rrr_5_3_5 at the zero map: lambda = 6.5 (multiplicity 2). Its Hessian
   # vanishes there (the loss is quartic), so the ladder starts at 1/gamma and
   # walks down. 200 of its examples keep the test short: any full-rank input
-  # covariance gives the same lambda.
+  # covariance gives the same lambda. A bias tolerance of 25% spares the
+  # longest ladder (its chains are twice the previous one's); the estimate
+  # still lands within 15% (measured +9.2%; +1.1% at tolerance 15%).
   case = known_cases.make_case("rrr_5_3_5", key)
   cfg = dataclasses.replace(case.cfg, num_chains=4)
   tuned, report = autotune(
-    key, case.loss_fn, case.params, case.data[:200], cfg, tolerance=0.15
+    key, case.loss_fn, case.params, case.data[:200], cfg, tolerance=0.25
   )
   assert report.settled, report.summary()
   assert abs(float(report.result.mean) / case.true_llc - 1) < 0.15
