@@ -40,7 +40,7 @@ $(BENCH_VENV)/.installed-bench: pyproject.toml | $(BENCH_BIN)/python
 	$(BENCH_BIN)/pip install --quiet -e ".[bench]"
 	touch $@
 
-# The fast tier (about 4 minutes on 2 cores): unit tests, contracts, small
+# The fast tier (under 3 minutes on 2 cores): unit tests, contracts, small
 # statistical tests and the docstring examples.
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q -n auto --dist worksteal -m "not slow"
@@ -50,7 +50,7 @@ test: $(VENV)/.installed-test
 test-slow: $(VENV)/.installed-all
 	$(BIN)/python -m pytest -q -n auto --dist worksteal -m slow
 
-# Everything (about 15 minutes on 2 cores): what CI runs after make lint.
+# Everything (about 14 minutes on 2 cores): what CI runs after make lint.
 test-all: test test-slow
 
 # ruff (rules and format in pyproject.toml): lint, check the formatting, then
