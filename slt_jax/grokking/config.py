@@ -12,11 +12,11 @@ import math
 from typing import Optional
 
 from slt_jax.checks import check, check_types
+from slt_jax.training.config import LoopConfig
 
 OPERATIONS = ("+", "-", "*")
 INITS = ("kaiming_uniform", "lecun_normal")
 LOSSES = ("centered_mse", "mse", "cross_entropy")
-OPTIMIZERS = ("adam", "adamw", "sgd")
 
 
 def is_prime(p: int) -> bool:
@@ -153,36 +153,6 @@ class TrainConfig:
   def __post_init__(self):
     check_types(self)
     check(self.loss in LOSSES, "loss", self.loss, f"must be one of {LOSSES}")
-    check(
-      self.optimizer in OPTIMIZERS,
-      "optimizer",
-      self.optimizer,
-      f"must be one of {OPTIMIZERS}",
-    )
-    check(self.lr > 0, "lr", self.lr, "must be > 0")
-    check(
-      self.weight_decay >= 0, "weight_decay", self.weight_decay, "must be >= 0"
-    )
-    check(self.batch_size >= 1, "batch_size", self.batch_size, "must be >= 1")
-    check(self.log_every >= 1, "log_every", self.log_every, "must be >= 1")
-    check(
-      self.ckpt_every % self.log_every == 0,
-      "ckpt_every",
-      self.ckpt_every,
-      f"must be a multiple of log_every={self.log_every}",
-    )
-    check(
-      self.chunk_steps % self.ckpt_every == 0,
-      "chunk_steps",
-      self.chunk_steps,
-      f"must be a multiple of ckpt_every={self.ckpt_every}",
-    )
-    check(
-      self.num_steps >= 1 and self.num_steps % self.chunk_steps == 0,
-      "num_steps",
-      self.num_steps,
-      f"must be a positive multiple of chunk_steps={self.chunk_steps}",
-    )
     if self.stop_acc is not None:
       check(
         0.0 < self.stop_acc <= 1.0,
@@ -190,34 +160,28 @@ class TrainConfig:
         self.stop_acc,
         "must lie in (0, 1] or be None",
       )
-    check(
-      self.stop_patience >= 1,
-      "stop_patience",
-      self.stop_patience,
-      "must be >= 1",
+    self.loop()  # The optimiser, schedule and stopping checks are the loop's.
+
+  def loop(self) -> LoopConfig:
+    """The generic loop's configuration: this optimiser and schedule, and
+    ``stop_acc`` as a rule on ``val_acc`` (>= ``stop_acc``).
+
+    Example:
+      >>> TrainConfig(stop_acc=0.9).loop().stop_metric
+      'val_acc'
+    """
+    return LoopConfig(
+      optimizer=self.optimizer,
+      lr=self.lr,
+      weight_decay=self.weight_decay,
+      momentum=self.momentum,
+      batch_size=self.batch_size,
+      num_steps=self.num_steps,
+      log_every=self.log_every,
+      ckpt_every=self.ckpt_every,
+      chunk_steps=self.chunk_steps,
+      stop_metric=None if self.stop_acc is None else "val_acc",
+      stop_at=self.stop_acc,
+      stop_patience=self.stop_patience,
+      stop_check_every=self.stop_check_every,
     )
-    if self.stop_check_every is not None:
-      check(
-        self.stop_check_every >= 1
-        and self.stop_check_every % self.log_every == 0,
-        "stop_check_every",
-        self.stop_check_every,
-        f"must be a positive multiple of log_every={self.log_every}",
-      )
-      check(
-        self.stop_check_every <= self.num_steps,
-        "stop_check_every",
-        self.stop_check_every,
-        f"exceeds num_steps={self.num_steps}: the stopping rule would never "
-        "be checked",
-      )
-    if self.stop_acc is not None:
-      check_every = self.stop_check_every or self.log_every
-      check(
-        self.stop_patience <= self.num_steps // check_every,
-        "stop_patience",
-        self.stop_patience,
-        f"exceeds the {self.num_steps // check_every} checks of num_steps="
-        f"{self.num_steps} (one every {check_every} steps): the stopping rule "
-        "could never fire",
-      )

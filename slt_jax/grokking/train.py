@@ -37,7 +37,6 @@ __all__ = [
   "TrainResult",
   "QuadraticTask",
   "evaluate",
-  "loop_config",
   "make_optimizer",
   "remove_saved_state",
   "resolve_grid",
@@ -119,31 +118,6 @@ class QuadraticTask:
     return evaluate(params, all_data, num_train, self.loss_name, self.form)
 
 
-def loop_config(cfg: TrainConfig) -> training.LoopConfig:
-  """The generic loop's configuration of ``cfg``: its optimiser and schedule,
-  and ``stop_acc`` as a rule on ``val_acc`` (>= ``stop_acc``).
-
-  Example:
-    >>> loop_config(TrainConfig(stop_acc=0.9)).stop_metric
-    'val_acc'
-  """
-  return training.LoopConfig(
-    optimizer=cfg.optimizer,
-    lr=cfg.lr,
-    weight_decay=cfg.weight_decay,
-    momentum=cfg.momentum,
-    batch_size=cfg.batch_size,
-    num_steps=cfg.num_steps,
-    log_every=cfg.log_every,
-    ckpt_every=cfg.ckpt_every,
-    chunk_steps=cfg.chunk_steps,
-    stop_metric=None if cfg.stop_acc is None else "val_acc",
-    stop_at=cfg.stop_acc,
-    stop_patience=cfg.stop_patience,
-    stop_check_every=cfg.stop_check_every,
-  )
-
-
 def resolve_grid(
   cfg: TrainConfig,
   data: ModularData,
@@ -183,7 +157,7 @@ def resolve_grid(
     ValueError: lr=nan is invalid: must be a finite number > 0
   """
   return training.resolve_grid(
-    loop_config(cfg),
+    cfg.loop(),
     int(data.all.labels.shape[0]),
     data.num_train,
     seeds=seeds,
@@ -301,7 +275,7 @@ def train(
     key,
     QuadraticTask(model_cfg, cfg.loss, form),
     data.all,
-    loop_config(cfg),
+    cfg.loop(),
     num_train=data.num_train,
     seeds=seeds,
     seed_ids=seed_ids,
