@@ -30,8 +30,9 @@ smallest step of a ladder, ``2 / (eps γ)`` steps, and the step falls as the
 curvature ``nβ h`` grows, so a row costs about ``nβ h / γ`` steps times the
 chains and rungs: 1e5 to 1e7 gradient evaluations. ``--quick`` (16 rows)
 takes about an hour on 2 CPU cores; the default, with networks up to 1e6
-parameters, is sized for an accelerator (``--samplers`` and ``--max-params``
-split it into resumable pieces).
+parameters, is sized for an accelerator (``--samplers``, ``--min-params`` and
+``--max-params`` split it into resumable pieces; each row records the
+device it ran on).
 
 Noiseless labels: with label noise the loss near w* carries the noise's
 sample fluctuation, which biases a finite-n estimate low by about λ / ln n.
@@ -218,6 +219,7 @@ def run_network(net: dict, sampler: str, cfg: BenchmarkConfig, seed: int):
     "extrapolated": None if extrapolated is None else float(extrapolated),
     "gradient_evaluations": int(report.gradient_evaluations),
     "seconds": float(report.seconds),
+    "device": jax.devices()[0].device_kind,
   }
 
 
@@ -241,6 +243,7 @@ def _unaffordable_row(net: dict, sampler: str, reason: str) -> dict:
     "extrapolated": None,
     "gradient_evaluations": 0,
     "seconds": 0.0,
+    "device": jax.devices()[0].device_kind,
   }
 
 
@@ -272,6 +275,7 @@ def compute(
   out_dir: str,
   samplers: Optional[tuple] = None,
   max_params: Optional[int] = None,
+  min_params: Optional[int] = None,
 ) -> dict:
   """The (network, sampler) rows at ``CONFIGS[mode]``, resuming saved rows;
   the results payload.
@@ -283,6 +287,8 @@ def compute(
     samplers: run only these of the config's samplers (their saved rows
       and the others' are all reported).
     max_params: run no network larger than this (saved rows are reported).
+    min_params: run no network smaller than this (an accelerator takes the
+      large ones; saved rows are reported).
 
   Returns:
     The payload; ``missing`` lists the (network index, sampler) pairs with
@@ -303,8 +309,10 @@ def compute(
   for net, sampler in tqdm.tqdm(jobs, desc="networks x samplers"):
     path = _row_path(out_dir, net, sampler)
     row = _cached_row(path, spec_hash)
-    runs_here = sampler in (samplers or cfg.samplers) and (
-      max_params is None or net["num_params"] <= max_params
+    runs_here = (
+      sampler in (samplers or cfg.samplers)
+      and net["num_params"] <= (max_params or math.inf)
+      and net["num_params"] >= (min_params or 0)
     )
     if row is None and runs_here:
       row = run_network(net, sampler, cfg, seed)
@@ -456,6 +464,12 @@ def _add_flags(parser) -> None:
     default=None,
     help="run no network with more parameters (saved rows still count)",
   )
+  parser.add_argument(
+    "--min-params",
+    type=int,
+    default=None,
+    help="run no network with fewer parameters (saved rows still count)",
+  )
 
 
 def main(argv=None) -> dict:
@@ -465,7 +479,9 @@ def main(argv=None) -> dict:
   return cli.compute_then_plot(
     NAME,
     args,
-    lambda: compute(mode, args.seed, out_dir, samplers, args.max_params),
+    lambda: compute(
+      mode, args.seed, out_dir, samplers, args.max_params, args.min_params
+    ),
     plot,
   )
 
