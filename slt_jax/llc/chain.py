@@ -262,7 +262,7 @@ def run_observed(
   per = math.lcm(k, chain.every) // k  # observations per super-block.
   num_obs = cfg.num_draws // k
   num_super = num_obs // per
-  carry, burnin = run_steps(chain, carry, 0, cfg.num_burnin)
+  carry, burnin = run_steps(burnin_chain(chain, cfg), carry, 0, cfg.num_burnin)
   infos, seens = ([] if burnin is None else [burnin]), []
   if num_super:
     block = lambda c, base: _super_block(
@@ -280,6 +280,31 @@ def run_observed(
     infos.append(info)
     seens.append(jax.tree.map(lambda x: x[None], seen))
   return carry, _concat(infos), _concat(seens)
+
+
+def burnin_chain(chain: Chain, cfg: SGLDConfig) -> Chain:
+  """``chain`` with ``cfg.burnin_step_size`` as its step size (unchanged
+  when that is None): the chain of the burn-in steps."""
+  if cfg.burnin_step_size is None:
+    return chain
+  eps = jnp.asarray(
+    cfg.burnin_step_size, jnp.result_type(chain.settings.step_size)
+  )
+  return chain._replace(settings=chain.settings._replace(step_size=eps))
+
+
+def run_burnin_then_draws(chain: Chain, cfg: SGLDConfig, carry) -> tuple:
+  """The burn-in (at ``cfg.burnin_step_size`` when set), then the draws.
+
+  Returns:
+    (carry, per-step infos of all ``num_burnin + num_draws`` steps).
+  """
+  num_steps = cfg.num_burnin + cfg.num_draws
+  if cfg.burnin_step_size is None:
+    return run_steps(chain, carry, 0, num_steps)
+  carry, burnin = run_steps(burnin_chain(chain, cfg), carry, 0, cfg.num_burnin)
+  carry, info = run_steps(chain, carry, cfg.num_burnin, num_steps)
+  return carry, (info if burnin is None else _concat([burnin, info]))
 
 
 def run_chain(
@@ -321,8 +346,7 @@ def run_chain(
   )
   carry = (sampler.init(anchor, data), perm)
   if spec is None:
-    num_steps = cfg.num_burnin + cfg.num_draws
-    carry, info = run_steps(chain, carry, 0, num_steps)
+    carry, info = run_burnin_then_draws(chain, cfg, carry)
     seen = None
   else:
     carry, info, seen = run_observed(chain, cfg, spec, sets, carry)

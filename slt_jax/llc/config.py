@@ -153,6 +153,9 @@ class ChainBudget:
     num_draws: steps whose losses enter the estimate, >= 2.
     num_burnin: steps discarded first, >= 0.
     batch_size: minibatch size >= 2, or None for full batch.
+    burnin_step_size: the step size of the burn-in steps (> 0, nonzero in
+      float32), or None for the draws' own. A larger burn-in step relaxes
+      the chain sooner; every setting of a grid then burns in alike.
 
   Example:
     >>> ChainBudget(num_chains=4).num_chains * ChainBudget().num_draws
@@ -163,6 +166,7 @@ class ChainBudget:
   num_draws: int = 500
   num_burnin: int = 100
   batch_size: Optional[int] = 128
+  burnin_step_size: Optional[float] = None
 
   def __post_init__(self):
     check_types(self)
@@ -176,6 +180,8 @@ class ChainBudget:
         self.batch_size,
         "must be >= 2 or None (full batch)",
       )
+    if self.burnin_step_size is not None:
+      check_positive_float32("burnin_step_size", self.burnin_step_size)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -291,6 +297,9 @@ class SGLDConfig:
     num_chains: independent chains per point.
     num_draws: steps whose losses enter the estimate.
     num_burnin: steps discarded first.
+    burnin_step_size: step size of the burn-in steps, or None for
+      ``step_size`` (``autotune`` burns a ladder of step sizes in at its
+      largest).
     batch_size: minibatch size, or None for full batch.
     sampler: ``sgld``, ``rmsprop_sgld`` (preconditioned), ``mala``
       (full-batch Metropolis-adjusted, for small reference runs), ``sghmc``
@@ -342,6 +351,7 @@ class SGLDConfig:
   num_draws: int = 500
   num_burnin: int = 100
   batch_size: Optional[int] = 128
+  burnin_step_size: Optional[float] = None
   sampler: str = "sgld"
   rmsprop_decay: float = 0.99
   rmsprop_eps: float = 1e-1

@@ -28,7 +28,8 @@ def chain_spec(cfg: SGLDConfig) -> dict:
   """The config fields that change a sweep's chains beyond its settings grid.
 
   The sampler's name and own constants (``registry.own_constants``), the
-  whole ``ChainBudget``, and the engine's ``noise`` and ``mala_every``; not
+  whole ``ChainBudget`` (``burnin_step_size`` only when set), and the
+  engine's ``noise`` and ``mala_every``; not
   the traced settings (eps, nβ and γ enter as the grid), the engine's
   chunking and memory budget, nor the ``DivergencePolicy`` (host side).
 
@@ -39,9 +40,12 @@ def chain_spec(cfg: SGLDConfig) -> dict:
      'num_draws', 'sampler', 'sghmc_friction']
   """
   engine = cfg.engine
+  budget = dataclasses.asdict(cfg.budget)
+  if budget["burnin_step_size"] is None:  # the fingerprints before the field.
+    del budget["burnin_step_size"]
   return {
     **registry.own_constants(cfg.sampler_config),
-    **dataclasses.asdict(cfg.budget),
+    **budget,
     "noise": engine.noise,
     "mala_every": engine.mala_every,
   }

@@ -114,6 +114,32 @@ def test_host_only_settings_do_not_change_the_chains():
     np.testing.assert_array_equal(again.per_chain, first.per_chain)
 
 
+def test_burnin_step_size_relaxes_the_chain_sooner():
+  # L = |w|^2 / 2, curvature k = nβ + γ = 110: the draws' step (eps k =
+  # 1e-3) relaxes over ~2000 steps, the burn-in step (eps k = 0.4) over ~5.
+  # Burned in at the larger step, the draws start at the stationary spread
+  # E|w|^2 = d / k (inflated by 1 / (1 - eps k / 4) = 1.11 at that step) and
+  # the estimate is the exact (d/2) nβ / k; burned in at the draws' step,
+  # the chains are still near w*.
+  d = 20
+  case = known_cases.isotropic_quadratic(d)
+  k = case.cfg.nbeta + case.cfg.localization
+  cfg = dataclasses.replace(
+    case.cfg, step_size=1e-3 / k, num_burnin=100, num_draws=100
+  )
+  run = lambda c: estimate_llc(
+    jax.random.key(0), case.loss_fn, case.params, case.data, c, **QUIET
+  )
+  slow, fast = run(cfg), run(dataclasses.replace(cfg, burnin_step_size=0.4 / k))
+  assert float(slow.mean) < 0.2 * case.finite_temp
+  assert float(fast.mean) == pytest.approx(1.11 * case.finite_temp, rel=0.1)
+  spread = fast.diagnostics.distance_sq.mean()
+  assert spread == pytest.approx(1.11 * d / k, rel=0.1)
+  # A burn-in step equal to the draws' changes nothing.
+  same = run(dataclasses.replace(cfg, burnin_step_size=cfg.step_size))
+  np.testing.assert_allclose(same.per_chain, slow.per_chain, rtol=1e-5)
+
+
 def test_a_sweep_compiles_once_for_many_runs_and_settings():
   case = known_cases.isotropic_quadratic(d=3)
   cfg = SGLDConfig(
@@ -526,6 +552,7 @@ def test_nonstationary_chain_is_reported():
     ),
     (dict(nbeta=float("nan")), "nbeta"),
     (dict(chunk_size=1.5), "chunk_size"),
+    (dict(burnin_step_size=0.0), "burnin_step_size=0.0 is invalid"),
   ],
 )
 def test_bad_config_raises(bad, match):
