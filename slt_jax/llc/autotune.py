@@ -13,15 +13,9 @@ the minibatch size, and the samplers' own hyperparameters, which are kept);
    starts at ``eps = 1 / h_max`` (``delta / h_max`` for RMSprop-SGLD, whose
    preconditioner never exceeds ``1 / delta``).
 2. **A ladder of step sizes** ``eps_0, eps_0 / r, ..., eps_0 / r^(K-1)``, run
-   as one settings grid (one compiled program). Every rung burns in at the
-   ladder's largest step ``eps_0`` (``SGLDConfig.burnin_step_size``) for two
-   of its relaxation times (``2 / (eps γ)`` steps for SGLD: the
-   localization's; the stationarity check alone misses this transient), so
-   the rungs share the burn-in and their draws start from one state; the
-   directions stiffer than γ then re-equilibrate at each rung's own step
-   within a few of their (much shorter) relaxation times. This costs
-   ``r^(K-1)`` times fewer burn-in steps than burning in at the smallest
-   step, and the shared start couples the rungs' estimates.
+   as one settings grid (one compiled program), with a burn-in of two
+   relaxation times of the smallest step (``2 / (eps γ)`` steps for SGLD: the
+   localization's; the stationarity check alone misses this transient).
    With a bias linear in eps, ``est(eps) - est(eps / r) = (1 - 1/r)
    bias(eps)``: a rung's relative bias is ``r / (r - 1)`` times its
    difference to the next smaller rung, bounded above with a one-sided 95%
@@ -654,26 +648,16 @@ class _Runner:
     return self.num_points * num_step_sizes * self.cfg.num_chains * steps
 
   def sample(
-    self,
-    phase: str,
-    step_sizes: list,
-    burnin: int,
-    draws: int,
-    burnin_step: Optional[float] = None,
+    self, phase: str, step_sizes: list, burnin: int, draws: int
   ) -> Optional[list]:
     """One ``LLCResult`` per step size (one grid run; common random
-    numbers; the burn-in at ``burnin_step``, default the largest step), or
-    None when the run would exceed the budget."""
+    numbers), or None when the run would exceed the budget."""
     cost = self.cost(len(step_sizes), burnin + draws)
     if self.spent + cost > self.budget:
       return None
     grid = len(step_sizes) > 1
     cfg = dataclasses.replace(
-      self.cfg,
-      step_size=step_sizes[0],
-      num_burnin=burnin,
-      num_draws=draws,
-      burnin_step_size=burnin_step or step_sizes[0],
+      self.cfg, step_size=step_sizes[0], num_burnin=burnin, num_draws=draws
     )
     start = time.perf_counter()
     with warnings.catch_warnings():  # diverging rungs are expected here.
@@ -711,17 +695,12 @@ class _Ladder(NamedTuple):
 
 
 def _ladder_lengths(
-  steps: list, cfg: SGLDConfig, burnin_factor: int, draws_factor: int
+  eps_min: float, cfg: SGLDConfig, burnin_factor: int, draws_factor: int
 ) -> tuple[int, int]:
-  """(burn-in, draws) of a ladder of step sizes ``steps`` (decreasing): the
-  burn-in relaxes at the largest step, the draws span a relaxation time of
-  the smallest."""
-  burnin = math.ceil(BURNIN_RELAXATIONS * relaxation_steps(steps[0], cfg))
-  relax = relaxation_steps(steps[-1], cfg)
-  return (
-    burnin * burnin_factor,
-    max(math.ceil(relax), MIN_DRAWS) * draws_factor,
-  )
+  """(burn-in, draws) of a ladder whose smallest step is ``eps_min``."""
+  relax = relaxation_steps(eps_min, cfg)
+  burnin = math.ceil(BURNIN_RELAXATIONS * relax) * burnin_factor
+  return burnin, max(math.ceil(relax), MIN_DRAWS) * draws_factor
 
 
 def _choice_reason(ladder: _Ladder, k: int, biases: list, tolerance) -> str:
@@ -761,7 +740,7 @@ def _search(
   for i in range(1, MAX_LADDERS + 1):
     steps = [top / ratio**j for j in range(size)]
     burnin, draws = _ladder_lengths(
-      steps, runner.cfg, burnin_factor, draws_factor
+      steps[-1], runner.cfg, burnin_factor, draws_factor
     )
     rungs = runner.sample(f"ladder {i}", steps, burnin, draws)
     if rungs is None:
@@ -825,9 +804,7 @@ def _settle(
     drifting = not res.diagnostics.stationary.all()
     factor = _draws_factor(1.2 * _shortfall(res, limits[0], limits[2]))
     longer = (burnin * (2 if drifting else 1), draws * factor)
-    rungs = runner.sample(
-      f"extend {extension}", [eps], *longer, burnin_step=ladder.steps[0]
-    )
+    rungs = runner.sample(f"extend {extension}", [eps], *longer)
     if rungs is None:
       break
     (burnin, draws), res = longer, rungs[0]
@@ -900,10 +877,9 @@ def _final_reason(
   if fails:
     return f"{why}; still failing: {'; '.join(fails)}"
   min_ess, max_rhat, max_rel_mcse = limits
-  relax = relaxation_steps(cfg.burnin_step_size or cfg.step_size, cfg)
+  relax = relaxation_steps(cfg.step_size, cfg)
   return (
-    f"{why}; with {cfg.num_burnin} burn-in steps at "
-    f"eps={cfg.burnin_step_size or cfg.step_size:.3g} "
+    f"{why}; with {cfg.num_burnin} burn-in steps "
     f"({cfg.num_burnin / relax:.1f} relaxation times) and {cfg.num_draws} "
     f"draws x {cfg.num_chains} chains every point passes: R-hat "
     f"{np.nanmax(res.diagnostics.rhat):.4f} <= {max_rhat:g}, ESS "
@@ -941,7 +917,6 @@ def _conclude(
   tuned = dataclasses.replace(
     runner.cfg,
     step_size=ladder.steps[index],
-    burnin_step_size=ladder.steps[0],
     num_burnin=burnin,
     num_draws=draws,
   )

@@ -298,8 +298,8 @@ class SGLDConfig:
     num_draws: steps whose losses enter the estimate.
     num_burnin: steps discarded first.
     burnin_step_size: step size of the burn-in steps, or None for
-      ``step_size`` (``autotune`` burns a ladder of step sizes in at its
-      largest).
+      ``step_size``: a larger one relaxes the slow localization direction
+      sooner (2 / (eps γ) steps for SGLD).
     batch_size: minibatch size, or None for full batch.
     sampler: ``sgld``, ``rmsprop_sgld`` (preconditioned), ``mala``
       (full-batch Metropolis-adjusted, for small reference runs), ``sghmc``
