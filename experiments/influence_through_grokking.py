@@ -404,6 +404,70 @@ def headline(out: dict) -> str:
   return "\n".join(lines)
 
 
+def findings(results: dict) -> dict:
+  """The study's two findings, read from ``results``: whether both
+  restricted susceptibilities to the validation pairs drop from the
+  memorised to the grokked checkpoint, and whether at every stage a
+  validation pair sharing an operand with a training pair (same a or same
+  b) is more influenced by it than one sharing no residue.
+
+  >>> stage = lambda w, v, same: {
+  ...   "susceptibility": {"W only": {"val_pairs": w}, "V only": {"val_pairs": v}},
+  ...   "by_relation": {"same a": {"mean_corr": same},
+  ...                   "same b": {"mean_corr": same}, "none": {"mean_corr": 0.0}}}
+  >>> findings({"stages": {"memorised": stage(9.0, 3.0, 0.03),
+  ...                      "grokked": stage(4.0, 1.0, 0.03)}})
+  {'susceptibility_drops': True, 'shared_operand_stronger': True}
+  """
+  stages = list(results["stages"].values())
+  first, last = stages[0]["susceptibility"], stages[-1]["susceptibility"]
+  drops = all(
+    last[r]["val_pairs"] < first[r]["val_pairs"] for r in ("W only", "V only")
+  )
+  shared = all(
+    min(s["by_relation"][r]["mean_corr"] for r in ("same a", "same b"))
+    > s["by_relation"]["none"]["mean_corr"]
+    for s in stages
+  )
+  return {"susceptibility_drops": drops, "shared_operand_stronger": shared}
+
+
+def paper_rows(results: dict) -> list[dict]:
+  """Rows of ``figures/paper/README.md`` (an extension: no paper values)."""
+  protocol = f"{results['protocol']} (extension)"
+  rows = []
+  for stage, r in results["stages"].items():
+    chi = r["susceptibility"]
+    rel = r["by_relation"]
+    rows.append(
+      {
+        "protocol": protocol,
+        "quantity": f"{stage} (step {r['step']}): χ_W, χ_V to the val "
+        f"pairs {chi['W only']['val_pairs']:.3g}, "
+        f"{chi['V only']['val_pairs']:.3g}; mean BIF r same a / same b / "
+        f"none {rel['same a']['mean_corr']:+.3f} / "
+        f"{rel['same b']['mean_corr']:+.3f} / {rel['none']['mean_corr']:+.3f};"
+        " share of val losses with split R-hat > 1.1",
+        "ours": r["val_loss_frac_rhat_above_1.1"],
+      }
+    )
+  found = findings(results)
+  rows += [
+    {
+      "protocol": protocol,
+      "quantity": "χ_W and χ_V drop from memorised to grokked",
+      "ours": found["susceptibility_drops"],
+    },
+    {
+      "protocol": protocol,
+      "quantity": "pairs sharing an operand more influenced than pairs "
+      "sharing none, at every stage",
+      "ours": found["shared_operand_stronger"],
+    },
+  ]
+  return rows
+
+
 def plot(results: dict, out_dir: str) -> None:
   """The three figures, from ``results`` alone."""
   import matplotlib.pyplot as plt

@@ -15,4 +15,9 @@ FIGURES = (
   ("robustness", ()),
   ("llc_by_layer", ()),
   ("toy_landscapes", ()),
+  # Extensions: the paper has no figure of these to compare with. The basin
+  # study reads the regimes sweep's runs from the store.
+  ("basin_selection", ()),
+  ("influence_through_grokking", ()),
+  ("architectures", ()),
 )

@@ -35,6 +35,19 @@ def test_influence_through_grokking_smoke_and_replot(tmp_path, monkeypatch):
   )
   assert res["timing"] == {}  # the cost is timed from --quick on.
   assert res["headline"].startswith("memorised")
+  # The README rows read the findings from the stages.
+  rows = itg.paper_rows(res)
+  assert len(rows) == len(itg.STAGES) + 2
+  for row, r in zip(rows, res["stages"].values()):
+    assert row["ours"] == r["val_loss_frac_rhat_above_1.1"]
+  found = itg.findings(res)
+  assert [row["ours"] for row in rows[-2:]] == list(found.values())
+  memorised, grokked = res["stages"]["memorised"], res["stages"]["grokked"]
+  assert found["susceptibility_drops"] == all(
+    grokked["susceptibility"][r]["val_pairs"]
+    < memorised["susceptibility"][r]["val_pairs"]
+    for r in ("W only", "V only")
+  )
   for name in FIGURES:
     assert os.path.getsize(out / name) > 0
   monkeypatch.setattr(itg, "compute", None)

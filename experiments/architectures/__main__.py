@@ -1,0 +1,5 @@
+"""``python -m experiments.architectures``."""
+
+from experiments.architectures import main
+
+main()
