@@ -121,8 +121,8 @@ def _small_setups(p: int, steps: int, ckpt_every: int, points: int) -> tuple:
   is weaker so that its LayerNorm curvature stays affordable). The
   transformer (feed-forward 32) has two fewer LLC points and is localised
   hard (γ = 1000): its curvature (h_max ~ 5e3 at nβ = B / ln B) makes a
-  relaxation time of h_max / γ steps, too long for a quick run at the
-  paper size's γ = 200."""
+  relaxation time of h_max / γ steps, too long for a quick run at a
+  weaker localisation."""
   schedule = (steps, ckpt_every, 50)
   return (
     _setup(
@@ -171,7 +171,7 @@ PAPER_SETUPS = (
     arch_lib.TransformerConfig(p=53),
     ("cross_entropy", "adamw", 3e-3, 0.3, 0.4),
     (16000, 250, 50),
-    (200.0, 7),
+    (1000.0, 7),
   ),
 )
 CONFIGS = {
