@@ -171,7 +171,7 @@ PAPER_SETUPS = (
     arch_lib.TransformerConfig(p=53),
     ("cross_entropy", "adamw", 3e-3, 0.3, 0.4),
     (16000, 250, 50),
-    (1000.0, 7),
+    (200.0, 7),
   ),
 )
 CONFIGS = {

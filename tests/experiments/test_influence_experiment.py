@@ -9,6 +9,9 @@ import pytest
 
 from experiments import influence_through_grokking as itg
 
+# Compile-bound smoke run: see conftest.cheap_compiles.
+pytestmark = pytest.mark.usefixtures("cheap_compiles")
+
 FIGURES = ("bif_distribution.png", "bif_by_residue.png", "susceptibility.png")
 
 

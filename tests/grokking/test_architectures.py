@@ -17,6 +17,10 @@ from slt_jax.grokking import data as D
 from slt_jax.grokking import losses
 from slt_jax.llc import mask_from_paths, param_paths, split_nnx
 
+# Eager module construction compiles many small programs: see
+# conftest.cheap_compiles.
+pytestmark = pytest.mark.usefixtures("cheap_compiles")
+
 P = 7
 PAIRS = np.array([[0, 0], [1, 2], [6, 5], [3, 3], [4, 1]], np.int32)
 
