@@ -109,8 +109,9 @@ def tune(setup, cfg, task, points, data, key, path: str) -> dict:
     "points": [persist.array_digest(x) for x in jax.tree.leaves(points)],
   }
   stamp = persist.fingerprint(spec)
-  if os.path.exists(path) and persist.load_json(path)["fingerprint"] == stamp:
-    return persist.load_json(path)["tune"]
+  saved = persist.load_json(path) if os.path.exists(path) else None
+  if saved is not None and saved["fingerprint"] == stamp:
+    return saved["tune"]
   start, reason = time.perf_counter(), "not tuned"
   with warnings.catch_warnings():
     warnings.simplefilter("ignore", RuntimeWarning)  # report.settled says.
