@@ -1,0 +1,154 @@
+"""How the localization strength γ sets the LLC estimate of a deep network.
+
+On deep linear networks with the exact λ (``slt_jax.known_cases.deep_linear``,
+noiseless labels, n = 10⁴, nβ = n / ln n, minibatch 500), SGLD and SGHMC at
+fixed small steps for every γ of ``GAMMAS``, all γ of one sampler in one
+compiled settings grid with common random numbers, 4 chains of 20,000
+burn-in steps and 10,000 draws. The steps (``STEPS``) are those
+``autotune`` chose for the 7-layer network at γ = 2, used on both
+networks. Each row records the estimate, its relative error to λ, the
+chains that diverged and split R-hat. Writes
+``DIR/results.json`` and ``DIR/dln_localization.png`` (relative error
+against γ); ``--replot`` redraws.
+
+    python -m experiments.dln_localization [--quick] [--out DIR]
+
+The default took 25 minutes on 2 CPU cores shared with other jobs;
+``--quick`` runs one network and a quarter of the steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import matplotlib.pyplot as plt
+import numpy as np
+
+from experiments import cli
+from slt_jax import known_cases, theory
+from slt_jax.grokking import plotting
+from slt_jax.llc.estimate import estimate_llc
+from slt_jax.samplers.sgld import SGLDSettings
+
+NAME = "dln_localization"
+GAMMAS = (2.0, 20.0, 50.0, 100.0, 200.0, 1000.0)
+# (widths, rank, index of the network in experiments.dln_benchmark's
+# default draw, whose key it shares).
+NETWORKS = (
+  ((9, 7, 10, 13, 9, 13, 9, 9), 7, 8),
+  ((16, 17, 9), 7, 11),
+)
+# autotune's tuned steps at γ = 2 on the 7-layer network (GPU rows in
+# figures/dln_benchmark/gamma2_default/rows/net08_*.json, rounded).
+STEPS = {"sgld": 7.7e-6, "sghmc": 3.86e-6}
+NUM_EXAMPLES, BATCH_SIZE, NUM_CHAINS = 10_000, 500, 4
+
+
+def scan(widths, rank, index: int, sampler: str, steps: int) -> list[dict]:
+  """One sampler's rows on one network, every γ of ``GAMMAS`` in one grid."""
+  key = jax.random.fold_in(jax.random.key(0), index)
+  case = known_cases.deep_linear(key, widths, rank, NUM_EXAMPLES, noise_std=0.0)
+  cfg = dataclasses.replace(
+    case.cfg,
+    sampler=sampler,
+    batch_size=BATCH_SIZE,
+    step_size=STEPS[sampler],
+    num_chains=NUM_CHAINS,
+    num_burnin=2 * steps,
+    num_draws=steps,
+  )
+  res = estimate_llc(
+    key,
+    case.loss_fn,
+    case.params,
+    case.data,
+    cfg,
+    settings=SGLDSettings(localization=GAMMAS),
+    warn=False,
+  )
+  true_llc, multiplicity = theory.deep_linear_llc(widths, rank)
+  return [
+    {
+      "widths": list(widths),
+      "rank": rank,
+      "depth": len(widths) - 1,
+      "true_llc": true_llc,
+      "multiplicity": multiplicity,
+      "sampler": sampler,
+      "step_size": STEPS[sampler],
+      "localization": gamma,
+      "estimate": float(res.mean[k]),
+      "rel_err": float(res.mean[k]) / true_llc - 1,
+      "per_chain": np.asarray(res.per_chain[k]).tolist(),
+      "diverged": int(np.sum(res.diagnostics.diverged[k])),
+      "rhat": float(res.diagnostics.rhat[k]),
+    }
+    for k, gamma in enumerate(GAMMAS)
+  ]
+
+
+def compute(quick: bool) -> dict:
+  """Every (network, sampler) scan; ``quick``: the first network, 2,500
+  draws."""
+  steps = 2_500 if quick else 10_000
+  rows = []
+  for widths, rank, index in NETWORKS[:1] if quick else NETWORKS:
+    for sampler in STEPS:
+      rows += scan(widths, rank, index, sampler, steps)
+      for row in rows[-len(GAMMAS) :]:
+        print(_text(row), flush=True)
+  return {
+    "name": NAME,
+    "quick": quick,
+    "num_examples": NUM_EXAMPLES,
+    "nbeta": NUM_EXAMPLES / math.log(NUM_EXAMPLES),
+    "num_burnin": 2 * steps,
+    "num_draws": steps,
+    "rows": rows,
+  }
+
+
+def _text(row: dict) -> str:
+  return (
+    f"L={row['depth']} λ={row['true_llc']:<6g} {row['sampler']:<6}"
+    f" γ={row['localization']:<6g} est={row['estimate']:<8.4g}"
+    f" ({row['rel_err']:+.1%}) diverged {row['diverged']}"
+    f" R-hat {row['rhat']:.3f}"
+  )
+
+
+def plot(results: dict, out_dir: str) -> None:
+  """Relative error against γ, one line per (network, sampler); a cross
+  marks a γ with diverged chains."""
+  fig, ax = plt.subplots(figsize=(6, 4))
+  groups = {}
+  for row in results["rows"]:
+    label = f"L={row['depth']}, λ={row['true_llc']:g}: {row['sampler']}"
+    groups.setdefault(label, []).append(row)
+  for i, (label, rows) in enumerate(groups.items()):
+    gamma = [r["localization"] for r in rows]
+    err = [100 * r["rel_err"] for r in rows]
+    ax.plot(gamma, err, "o-", color=f"C{i}", label=label)
+    for r in rows:
+      if r["diverged"]:
+        ax.plot(r["localization"], 100 * r["rel_err"], "kx", ms=10)
+  for y in (-5, 5):
+    ax.axhline(y, color="grey", lw=0.8, ls="--")
+  ax.axhline(0, color="k", lw=0.8)
+  ax.axvline(results["nbeta"], color="grey", lw=0.8, ls=":", label="nβ")
+  ax.set(xscale="log", xlabel="localization γ", ylabel="relative error (%)")
+  ax.legend(fontsize=7)
+  fig.suptitle("Deep linear networks: the estimate against γ (fixed steps)")
+  fig.tight_layout()
+  plotting.save_figure(fig, f"{out_dir}/{NAME}.png")
+
+
+def main(argv=None) -> dict:
+  args = cli.parse_args(__doc__, None, argv)
+  return cli.compute_then_plot(NAME, args, lambda: compute(args.quick), plot)
+
+
+if __name__ == "__main__":
+  main()
