@@ -63,6 +63,14 @@ times ``slt_jax.llc`` through its public API only (``compile_sweep``,
    network's two first-layer forms (``slt_jax.grokking.model.FORMS``: one-hot matmul
    and gather), side by side, and which one is faster on this backend
    against ``model.default_form()``.
+8. **Time to accuracy** (``time_to_accuracy``, issue 22). On deep linear
+   networks of known λ, the wall time until the estimate is within 5% of λ:
+   slt_jax's ``autotune`` end to end (SGLD and SGHMC, tuning included)
+   against devinterp's SGLD (4 chains, the step size slt_jax's tuner chose
+   for SGLD given for free), and their ratio. Needs torch and devinterp;
+   ``--only time_to_accuracy`` skips the reference weights (see
+   ``time_to_accuracy`` for the definitions; ``figures/
+   bench_time_to_accuracy/`` holds a run).
 
 PyTorch runs single-process with ``torch.set_num_threads(2)``, or 1 thread
 when a first check finds 2 threads much slower (busy cores; see
@@ -71,11 +79,13 @@ when a first check finds 2 threads much slower (busy cores; see
 (b) without devinterp, and (d) without blackjax (or with ``--no-blackjax``).
 The CPU model and its flags are recorded (``cpu``). ``--only`` runs the
 named parts (``llc``, ``settings_grid``, ``roofline``, ``profile``,
-``scaling``, ``training``, ``forms``; the reference weights are always
-trained). ``--device-report`` prints one compact JSON line
-of the headline numbers. Writes ``DIR/results.json``, ``DIR/llc_speed.png``
-and ``DIR/scaling.png`` (``report``; default ``figures/bench/``);
-``--replot`` only redraws the figures from ``DIR/results.json``.
+``scaling``, ``training``, ``forms``, ``time_to_accuracy``; the default is
+every part but ``time_to_accuracy``, and the reference weights are trained
+for every part but that one). ``--device-report`` prints one compact JSON
+line of the headline numbers. Writes ``DIR/results.json``,
+``DIR/llc_speed.png``, ``DIR/scaling.png`` and ``DIR/time_to_accuracy.png``
+(``report``; default ``figures/bench/``); ``--replot`` only redraws the
+figures from ``DIR/results.json``.
 
 Expected runtime on 2 idle CPU cores: 30–60 minutes (57 on 2026-12-01; ``--quick``: about
 6; ``--quick --only settings_grid``: about 2); busy cores can double it.
@@ -100,6 +110,7 @@ from experiments.bench import (
   report,
   roofline,
   scaling,
+  time_to_accuracy,
   training,
   workload,
 )
@@ -115,7 +126,11 @@ PARTS = (
   "scaling",
   "training",
   "forms",
+  "time_to_accuracy",
 )
+# time_to_accuracy (about 20 CPU-minutes, its own output folder) runs only
+# when named; it is also the one part without the reference weights.
+DEFAULT_PARTS = tuple(p for p in PARTS if p != "time_to_accuracy")
 
 
 def _max_rss() -> int:
@@ -127,9 +142,10 @@ def _flags(parser) -> None:
     "--only",
     nargs="+",
     choices=PARTS,
-    default=PARTS,
+    default=DEFAULT_PARTS,
     metavar="PART",
-    help=f"run only these parts (of {', '.join(PARTS)})",
+    help=f"run only these parts (of {', '.join(PARTS)}; default: all "
+    "but time_to_accuracy)",
   )
   parser.add_argument(
     "--device-report",
@@ -165,15 +181,6 @@ def _measure(args) -> dict:
     bt.torch.manual_seed(args.seed)
   bj, torch_status["blackjax_peer"] = llc.import_blackjax(args.no_blackjax)
   key_ref, key_llc, key_train = jax.random.split(jax.random.key(args.seed), 3)
-  ref = workload.reference_weights(cfg, key_ref)
-  print(
-    f"w*: {cfg.train_steps} recipe steps, final train/val acc "
-    f"{ref['summary']['final_train_acc']:.2f}/"
-    f"{ref['summary']['final_val_acc']:.2f}"
-  )
-  engine = workload.Engine(
-    losses.make_loss("centered_mse"), ref["dataset"].train
-  )
   payload = {
     "config": {
       **dataclasses.asdict(cfg),
@@ -184,11 +191,32 @@ def _measure(args) -> dict:
     "load_average": {"start": load_start},
     "baselines": torch_status,
     "cpu": results.cpu_info(),
-    "reference": {
-      **ref["summary"],
-      "nbeta": cfg.sgld.resolve_nbeta(engine.n),
-      "steps_per_chain": workload.steps_per_chain(cfg.sgld),
-    },
+  }
+  if "time_to_accuracy" in parts:
+    if bt is None or not torch_status.get("devinterp"):
+      payload["time_to_accuracy"] = {
+        "skipped": torch_status.get("devinterp_message")
+        or torch_status.get("message")
+      }
+    else:
+      payload["time_to_accuracy"] = time_to_accuracy.time_to_accuracy(
+        time_to_accuracy.get_config(args.quick), args.seed
+      )
+  if not parts - {"time_to_accuracy"}:
+    return _finish(payload, start)
+  ref = workload.reference_weights(cfg, key_ref)
+  print(
+    f"w*: {cfg.train_steps} recipe steps, final train/val acc "
+    f"{ref['summary']['final_train_acc']:.2f}/"
+    f"{ref['summary']['final_val_acc']:.2f}"
+  )
+  engine = workload.Engine(
+    losses.make_loss("centered_mse"), ref["dataset"].train
+  )
+  payload["reference"] = {
+    **ref["summary"],
+    "nbeta": cfg.sgld.resolve_nbeta(engine.n),
+    "steps_per_chain": workload.steps_per_chain(cfg.sgld),
   }
   llc_rows = None
   if "llc" in parts:
@@ -234,6 +262,11 @@ def _measure(args) -> dict:
     )
   if "forms" in parts:
     payload["forms"] = forms.forms(cfg, ref, key_llc)
+  return _finish(payload, start)
+
+
+def _finish(payload: dict, start: float) -> dict:
+  """Adds the end load average, the peak RSS and the wall time."""
   payload["load_average"]["end"] = workload.load()
   payload["max_rss_bytes"] = _max_rss()
   payload["wall_seconds"] = time.perf_counter() - start

@@ -3,8 +3,9 @@
 ``plot`` draws only from a results payload (a dict read back from
 results.json), so ``python -m experiments.bench --replot --out DIR`` redraws
 ``DIR/llc_speed.png`` and ``DIR/scaling.png`` without computing anything
-(``experiments.cli.compute_then_plot``). Panels of parts that did not run
-(``--only``) are left out.
+(``experiments.cli.compute_then_plot``), and ``DIR/time_to_accuracy.png``
+when that part ran. Panels of parts that did not run (``--only``) are left
+out.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Callable
 
 import numpy as np
 
+from experiments.bench import time_to_accuracy
 from slt_jax.grokking import plotting
 
 
@@ -179,13 +181,34 @@ FIGURES: dict[str, list[tuple[str, list[Callable]]]] = {
 }
 
 
+def _time_to_accuracy(payload: dict, out_dir: str) -> list[str]:
+  """``time_to_accuracy.png``: one panel per network run (none if the part
+  did not run or was skipped)."""
+  part = payload.get("time_to_accuracy") or {}
+  networks = part.get("networks") or []
+  if not networks:
+    return []
+  fig, axes = plotting.plt.subplots(
+    1,
+    len(networks),
+    figsize=(6.0 * len(networks), 4.5),
+    layout="constrained",
+    squeeze=False,
+  )
+  for ax, record in zip(axes[0], networks):
+    time_to_accuracy.plot_network(ax, record, part["config"]["accuracy"])
+  path = os.path.join(out_dir, "time_to_accuracy.png")
+  plotting.save_figure(fig, path)
+  return [path]
+
+
 def plot(payload: dict, out_dir: str) -> list[str]:
   """Draws the figures of the parts present in ``payload``.
 
   Returns:
     The paths written (a figure with no part present is not drawn).
   """
-  paths = []
+  paths = _time_to_accuracy(payload, out_dir)
   for name, parts in FIGURES.items():
     panels = [
       draw for part, draws in parts if payload.get(part) for draw in draws
@@ -266,5 +289,9 @@ def device_report(payload: dict) -> str:
       k: round(v["steps_per_second"])
       for k, v in payload["training"]["slt_jax"].items()
     }
+  if (payload.get("time_to_accuracy") or {}).get("networks"):
+    report["time_to_accuracy_ratio"] = time_to_accuracy.device_line(
+      payload["time_to_accuracy"]
+    )
   report["load"] = payload["load_average"]
   return json.dumps(report, separators=(",", ":"), default=float)
