@@ -78,6 +78,9 @@ def _run(out, num_processes, devices) -> list[dict]:
   ]
 
 
+# Compile-bound (tiny programs, in three interpreters): see
+# conftest.cheap_compiles, whose flag the workers inherit.
+@pytest.mark.usefixtures("cheap_compiles_one_test")
 def test_two_processes_equal_one_process_with_as_many_devices(tmp_path):
   (single,) = _run(tmp_path / "single", 1, 4)
   pair = _run(tmp_path / "pair", 2, 2)

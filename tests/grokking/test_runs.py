@@ -370,6 +370,7 @@ def test_interrupted_training_resumes(tiny_data, trained, store, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("cheap_compiles_one_test")
 def test_early_stopped_run_roundtrip(tiny_data, store):
   cfg = dataclasses.replace(CFG, stop_acc=0.05, stop_patience=1)
   result = runs.get_or_train(

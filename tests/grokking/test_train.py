@@ -88,6 +88,7 @@ def _assert_results_equal(a: train.TrainResult, b: train.TrainResult, **tol):
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("cheap_compiles_one_test")
 def test_one_step_lowers_loss(key, tiny_data):
   params = model.init(key, MODEL_CFG)
   loss_fn = losses.make_loss("centered_mse")
@@ -114,6 +115,7 @@ def test_make_optimizer_bad_name_raises():
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("cheap_compiles_one_test")
 def test_train_memorises_and_shapes(key, tiny_data):
   seeds, p = 2, P
   result = train.train(
@@ -146,6 +148,7 @@ def test_train_memorises_and_shapes(key, tiny_data):
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("cheap_compiles_one_test")
 def test_step0_metrics_match_evaluate(key, tiny_data):
   result = train.train(key, tiny_data, MODEL_CFG, CFG, progress=False)
   params0 = model.init(
@@ -165,6 +168,7 @@ def test_step0_metrics_match_evaluate(key, tiny_data):
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("cheap_compiles_one_test")
 def test_grid_compiles_chunk_once(key, tiny_data, monkeypatch, caplog):
   # A config no other test uses, so the jit cache starts cold for it.
   cfg = TrainConfig(
@@ -223,6 +227,7 @@ def test_grid_compiles_chunk_once(key, tiny_data, monkeypatch, caplog):
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("cheap_compiles_one_test")
 def test_grid_points_differ(key, tiny_data):
   result = train.train(
     key, tiny_data, MODEL_CFG, CFG, lrs=[1e-3, 1e-2], progress=False
@@ -236,6 +241,7 @@ def test_grid_points_differ(key, tiny_data):
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("cheap_compiles_one_test")
 def test_vmapped_seeds_match_separate_runs(key, tiny_data):
   seeds = 4
   together = train.train(
@@ -498,6 +504,7 @@ def test_batch_larger_than_train_set_message(key):
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("cheap_compiles_one_test")
 def test_no_stop_rule_is_unchanged(key, tiny_data):
   # A rule that never fires must not change a bit: the masked update selects
   # the unmasked values. (stop_acc=None traces no rule at all; it was checked
@@ -671,6 +678,7 @@ def test_corrupt_saved_state_raises_naming_file(key, tiny_data, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("cheap_compiles_one_test")
 def test_gather_form_trains_like_one_hot_form(key, tiny_data):
   cfg = dataclasses.replace(CFG, num_steps=100)
   runs = [

@@ -274,6 +274,7 @@ def test_chain_spec_ignores_what_does_not_change_the_numbers():
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("cheap_compiles_one_test")
 def test_llc_grid_runs_one_sweep_per_program_key(monkeypatch):
   calls = []
   real = sweeps.estimate_llc

@@ -51,6 +51,7 @@ def test_known_learning_coefficients(name):
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("cheap_compiles_one_test")
 def test_batched_sweep_matches_loop_and_compiles_once():
   case = known_cases.isotropic_quadratic(d=6)
   cfg = SGLDConfig(
@@ -90,6 +91,7 @@ def test_batched_sweep_matches_loop_and_compiles_once():
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("cheap_compiles_one_test")
 def test_host_only_settings_do_not_change_the_chains():
   case = known_cases.isotropic_quadratic(d=3)
   cfg = SGLDConfig(
@@ -174,6 +176,7 @@ def test_a_sweep_compiles_once_for_many_runs_and_settings():
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("cheap_compiles_one_test")
 def test_settings_grid_is_one_program_with_common_random_numbers():
   case = known_cases.isotropic_quadratic(d=4)
   cfg = SGLDConfig(
@@ -290,6 +293,7 @@ def test_settings_product():
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("cheap_compiles_one_test")
 def test_chunking_does_not_change_results():
   case = known_cases.isotropic_quadratic(d=4)
   anchors = jnp.zeros((5, 4))
@@ -326,6 +330,7 @@ def test_chunking_does_not_change_results():
 @pytest.mark.parametrize(
   "every", [pytest.param(7, marks=pytest.mark.slow), 1000]
 )
+@pytest.mark.usefixtures("cheap_compiles_one_test")
 def test_thinned_mala_proxy_leaves_the_chains_unchanged(every):
   case = known_cases.isotropic_quadratic(d=4)
   cfg = SGLDConfig(
@@ -359,6 +364,7 @@ def test_thinned_mala_proxy_leaves_the_chains_unchanged(every):
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("cheap_compiles_one_test")
 def test_minibatch_sgld_on_quadratic_network_runs_and_is_deterministic(
   tmp_path,
 ):
@@ -629,6 +635,7 @@ def test_other_samplers_recover_isotropic_quadratic(sampler):
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("cheap_compiles_one_test")
 def test_sharded_run_matches_single_device():
   script = (
     "import jax, jax.numpy as jnp, numpy as np\n"
@@ -687,6 +694,7 @@ def test_calibrate_picks_largest_stable_step():
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("cheap_compiles_one_test")
 def test_memory_budget_sets_chunk_size_on_accelerators():
   """The accelerator path sizes chunks from XLA's memory analysis."""
   case = known_cases.isotropic_quadratic(d=50)
@@ -722,6 +730,7 @@ def test_memory_budget_sets_chunk_size_on_accelerators():
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("cheap_compiles_one_test")
 def test_resume_folder_saves_each_chunk_once_and_refuses_a_corrupt_part(
   tmp_path,
 ):
@@ -861,6 +870,7 @@ def test_warn_flag_controls_warnings_not_diagnostics():
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("cheap_compiles_one_test")
 def test_efficiency_diagnostics(tmp_path):
   case = known_cases.isotropic_quadratic(d=3)
   cfg = SGLDConfig(

@@ -139,6 +139,7 @@ def test_split_linen_holds_batch_stats_fixed():
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("cheap_compiles_one_test")
 def test_nnx_state_runs_like_a_plain_dict_through_the_engine():
   """The same chains and observables for an ``nnx.State`` of stacked models
   (through a held sweep) and for the plain dict of its arrays with the model
@@ -211,6 +212,7 @@ def test_nnx_state_round_trips_through_persist(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:autotune did not settle")
+@pytest.mark.usefixtures("cheap_compiles_one_test")
 def test_autotune_takes_an_nnx_state():
   model = MLP(nnx.Rngs(0))
   data = _teacher_data(model, n=64)

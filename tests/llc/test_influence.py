@@ -245,6 +245,7 @@ def test_observables_leave_the_chains_unchanged(
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("cheap_compiles_one_test")
 def test_chunked_observation_and_resume(tmp_path):
   lg = known_cases.linear_gaussian(jax.random.key(0))
   train = (lg.x_train, lg.y_train)

@@ -36,6 +36,7 @@ def _quad(key, cfg=CFG, **kw):
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("cheap_compiles_one_test")
 def test_legacy_key_gives_the_typed_keys_numbers():
   typed = _quad(jax.random.key(0), **QUIET)
   legacy = _quad(jax.random.PRNGKey(0), **QUIET)
@@ -83,6 +84,7 @@ def test_grid_values_lost_in_float32_are_refused(settings, match):
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("cheap_compiles_one_test")
 def test_zero_localization_is_accepted():
   res = _quad(jax.random.key(0), settings=SGLDSettings(localization=[0.0]))
   assert np.isfinite(res.mean).all()
@@ -117,6 +119,7 @@ def test_mala_rejecting_every_proposal_is_flagged_not_averaged():
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("cheap_compiles_one_test")
 def test_zero_noise_is_warned_and_marked():
   cfg = dataclasses.replace(CFG, noise="zeros")
   with pytest.warns(

@@ -166,6 +166,7 @@ def test_bad_arguments_raise_naming_them(kwargs, match):
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("cheap_compiles_one_test")
 def test_legacy_key_gives_the_typed_keys_numbers_and_an_int_is_refused():
   run = lambda key: nuts.nuts_llc(
     key,

@@ -332,6 +332,7 @@ def test_known_learning_coefficients(name, sampler):
 @pytest.mark.parametrize(
   "sampler", ["sghmc", pytest.param("sgnht", marks=pytest.mark.slow)]
 )
+@pytest.mark.usefixtures("cheap_compiles_one_test")
 def test_settings_grid_equals_separate_calls(sampler):
   case = known_cases.isotropic_quadratic(d=4)
   cfg = SGLDConfig(
