@@ -50,7 +50,7 @@ test: $(VENV)/.installed-test
 test-slow: $(VENV)/.installed-all
 	$(BIN)/python -m pytest -q -n auto --dist worksteal -m slow
 
-# Everything (about 14 minutes on 2 cores): what CI runs after make lint.
+# Everything (about 10 minutes on 2 cores): what CI runs after make lint.
 test-all: test test-slow
 
 # ruff (rules and format in pyproject.toml): lint, check the formatting, then
