@@ -39,7 +39,7 @@ sample fluctuation, which biases a finite-n estimate low by about λ / ln n.
 
 γ (``localization``, 2; ``--localization`` overrides it) is a modelling
 choice that no single value fits across depths at n = 10⁴: at γ = 2 the
-chains of deep networks (6 to 8 layers) leave the neighbourhood of w* (the
+chains of deep networks (6 to 7 layers) leave the neighbourhood of w* (the
 localization radius ``1 / sqrt(γ)`` per coordinate exceeds the weights'
 scale), read 20–90% high and diverge, while on shallow networks a larger γ
 pulls the estimate down, most where the rank is low (on widths (8, 8, 8),
