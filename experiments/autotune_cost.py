@@ -23,13 +23,11 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import time
-import warnings
 
 import jax
 
-from experiments import cli
+from experiments import cli, tuning
 from slt_jax import known_cases, theory
-from slt_jax.llc.autotune import autotune
 
 NAME = "autotune_cost"
 DLN_WIDTHS, DLN_RANK, DLN_EXAMPLES = (5, 4, 3, 4), 1, 500
@@ -55,11 +53,9 @@ def _cases(key) -> list:
 def _row(key, name, case, cfg, data, exact, tolerance) -> dict:
   """One autotune run's row."""
   start = time.perf_counter()
-  with warnings.catch_warnings():
-    warnings.simplefilter("ignore", RuntimeWarning)  # settled says.
-    tuned, report = autotune(
-      key, case.loss_fn, case.params, data, cfg, tolerance=tolerance
-    )
+  tuned, report, _ = tuning.autotune_or_reason(
+    key, case.loss_fn, case.params, data, cfg, recorded=(), tolerance=tolerance
+  )
   estimate = (
     float("nan") if report.result is None else float(report.result.mean)
   )

@@ -36,6 +36,10 @@ class Fig3Config:
     settled: chains long enough to settle, run at every checkpoint whose step
       is a multiple of ``settled_every``.
     settled_every: steps between the checkpoints of the settled sweep.
+    tune_budget_grads: ``autotune``'s gradient budget for the tuned sweep
+      (the settled sweep's checkpoints, at ``sgld``'s nβ, γ and minibatch;
+      0: no tuned sweep).
+    tune_tolerance: ``autotune``'s bound on the relative discretisation bias.
     default_protocols: the protocols run when ``--protocol`` is not given.
   """
 
@@ -47,6 +51,8 @@ class Fig3Config:
   sgld: SGLDConfig = PAPER_SGLD
   settled: SGLDConfig = SETTLED_SGLD
   settled_every: int = 1000
+  tune_budget_grads: int = 1_000_000
+  tune_tolerance: float = 0.05
   default_protocols: tuple[str, ...] = ("recipe",)
 
   def protocol(self, name: str) -> protocols.Protocol:
@@ -86,6 +92,8 @@ CONFIGS = {
       PAPER_SGLD, num_draws=40, num_burnin=10, batch_size=16
     ),
     settled_every=200,
+    tune_budget_grads=20_000,
+    tune_tolerance=0.5,
   ),
   "quick": Fig3Config(_DATA, _MODEL, recipe=_RECIPE, authors=_CAPTION, seeds=1),
   "default": Fig3Config(

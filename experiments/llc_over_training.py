@@ -12,13 +12,19 @@ does) under each protocol (``protocols.fig3_protocol``):
 For each it estimates the LLC at every checkpoint with the paper's SGLD window
 (eps 5e-4, γ 5, nβ = B / ln B, 3 chains × (100 burn-in + 500 draws)) and with
 chains long enough for the stationarity check (the paper's chains
-stop while still rising) at every ``settled_every``-th step, and reports the
-peak and final LLC, the memorisation and generalisation steps, and whether
-the LLC drop coincides with the validation-loss drop. Writes
+stop while still rising) at every ``settled_every``-th step. At those
+checkpoints it also runs chains that ``slt_jax.llc.autotune`` chose (step
+size, burn-in, draws; at the paper's nβ, γ and minibatch, 4 chains, tuned
+once on the first checkpoint after memorisation and the last; see
+``tuned_sweep``), with the gradient evaluations that tuning, the tuned
+chains and the settled chains cost. It reports
+the peak and final LLC of each, the memorisation and generalisation steps,
+and whether the LLC drop coincides with the validation-loss drop. Writes
 ``DIR/results.json`` and one ``DIR/llc_over_training_PROTOCOL.png`` per
 protocol (``--replot`` redraws them from ``results.json``), then prints
 ``summary(results)``: those paths, and the LLC at memorisation and after
-grokking under both chain settings with their stationarity.
+grokking under each chain setting with their stationarity, and what
+autotune chose and spent.
 
     python -m experiments.llc_over_training --quick   # make demo: recipe
     python -m experiments.llc_over_training           # recipe, 3 seeds
@@ -41,8 +47,10 @@ import time
 import jax
 import numpy as np
 
-from experiments import cli, fig3, protocols, store, sweeps
+from experiments import cli, fig3, protocols, store, sweeps, tuning
+from slt_jax import persist
 from slt_jax.grokking import grokking_metrics, plotting
+from slt_jax.llc import SGLDConfig
 
 NAME = "llc_over_training"
 # The LLC drop "coincides" with the val-loss drop when the two midpoint
@@ -96,7 +104,7 @@ def summarise(steps, sweep: dict, run, memorisation: np.ndarray) -> dict:
 def measure(
   cfg: fig3.Fig3Config, protocol: str, seed: int, out_dir: str, runs_dir
 ) -> dict:
-  """Training outcome and both LLC sweeps of one protocol's run."""
+  """Training outcome and the LLC sweeps of one protocol's run."""
   run, data = fig3.run(cfg, protocol, seed, runs_dir)
   key_llc, key_settled = fig3.keys(seed)[2:]
   proto = cfg.protocol(protocol)
@@ -123,6 +131,11 @@ def measure(
     run.log_steps, run.metrics["train_acc"]
   )
   settled_summary = summarise(run.ckpt_steps[idx], settled, run, mem)
+  tuned = (
+    tuned_sweep(cfg, (run, data, loss_fn), idx, mem, key_settled, chains)
+    if cfg.tune_budget_grads
+    else {}
+  )
   return {
     "source": proto.source,
     "train": dataclasses.asdict(proto.train),
@@ -143,7 +156,80 @@ def measure(
     "paper": summarise(run.ckpt_steps, paper, run, mem),
     "settled": settled_summary,
     "drop_survives_settled": settled_summary["final_over_peak"] < 1.0,
+    **tuned,
   }
+
+
+def tuned_sweep(cfg, problem, idx, mem, key, chains: str) -> dict:
+  """The LLC at the checkpoints ``idx`` with ``autotune``'s chains.
+
+  ``autotune`` runs once, at nβ, γ and minibatch of ``cfg.sgld`` (4 chains),
+  on seed 0's first checkpoint at or after memorisation and its last
+  (``tuning.memorised_and_last``); its config then runs at every checkpoint
+  of ``idx``. Where autotune refused (a budget too small for its first
+  ladder, a checkpoint that is not a minimum) only ``tune`` is returned,
+  with the reason.
+
+  Args:
+    cfg: the mode's ``Fig3Config``.
+    problem: (the trained run, its data, the loss function).
+    idx: the settled sweep's checkpoint indices.
+    mem: (seeds,) memorisation steps.
+    key: PRNG key.
+    chains: folder of the chains and the tuning outcome.
+
+  Returns:
+    dict: ``tune`` (``tuning.cached_tune``'s outcome with ``point_steps``),
+    ``llc_tuned`` (the sweep), ``tuned`` (its ``summarise``) and ``cost``:
+    the gradient evaluations of tuning, of the tuned sweep and of the
+    settled sweep.
+  """
+  run, data, loss_fn = problem
+  points, point_steps = tuning.memorised_and_last(run, idx, int(mem[0]))
+  tune = tuning.cached_tune(
+    jax.random.fold_in(key, 1),
+    loss_fn,
+    points,
+    data.train,
+    dataclasses.replace(cfg.sgld, num_chains=4),
+    os.path.join(chains, "tune.json"),
+    {"data": [persist.array_digest(x) for x in jax.tree.leaves(data.train)]},
+    batch_ndim=1,
+    budget_grads=cfg.tune_budget_grads,
+    tolerance=cfg.tune_tolerance,
+  )
+  tune = {**tune, "point_steps": point_steps}
+  if tune["estimate"] is None:
+    return {"tune": tune}
+  tuned_cfg = SGLDConfig(**tune["config"])
+  sweep = sweeps.llc_sweep(
+    jax.random.fold_in(key, 2),
+    loss_fn,
+    jax.tree.map(lambda x: x[:, idx], run.checkpoints),
+    data.train,
+    tuned_cfg,
+    os.path.join(chains, "tuned"),
+  )
+  num_points = cfg.seeds * len(idx)
+  return {
+    "tune": tune,
+    "llc_tuned": sweep,
+    "tuned": summarise(run.ckpt_steps[idx], sweep, run, mem),
+    "cost": {
+      "tune_grads": tune["gradient_evaluations"],
+      "tuned_sweep_grads": num_points * _chain_grads(tuned_cfg),
+      "settled_sweep_grads": num_points * _chain_grads(cfg.settled),
+    },
+  }
+
+
+def _chain_grads(cfg: SGLDConfig) -> int:
+  """Gradient evaluations of one point's chains under ``cfg``.
+
+  >>> _chain_grads(SGLDConfig(num_chains=3, num_burnin=100, num_draws=500))
+  1800
+  """
+  return cfg.num_chains * (cfg.num_burnin + cfg.num_draws)
 
 
 def compute(
@@ -180,20 +266,28 @@ def plot(results: dict, out_dir: str) -> None:
   )
   for name, r in results["protocols"].items():
     paper, settled = r["llc_paper_settings"], r["llc_settled"]
+    curves = {
+      f"LLC, paper SGLD ({window(paper)})": (
+        np.asarray(r["ckpt_steps"]),
+        *band(paper),
+      ),
+      f"LLC, settled chains ({window(settled)})": (
+        np.asarray(r["settled_ckpt_steps"]),
+        *band(settled),
+      ),
+    }
+    if "llc_tuned" in r:
+      tuned = r["llc_tuned"]
+      eps = tuned["config"]["step_size"]
+      curves[f"LLC, autotune (eps {eps:.2g}, {window(tuned)})"] = (
+        np.asarray(r["settled_ckpt_steps"]),
+        *band(tuned),
+      )
     fig = plotting.plot_llc_over_training(
       np.asarray(r["log_steps"]),
       np.asarray(r["metrics"]["train_loss"], float).mean(0),
       np.asarray(r["metrics"]["val_loss"], float).mean(0),
-      {
-        f"LLC, paper SGLD ({window(paper)})": (
-          np.asarray(r["ckpt_steps"]),
-          *band(paper),
-        ),
-        f"LLC, settled chains ({window(settled)})": (
-          np.asarray(r["settled_ckpt_steps"]),
-          *band(settled),
-        ),
-      },
+      curves,
       {
         "memorisation": float(np.median(r["memorisation_step"])),
         "generalisation": float(np.median(r["generalisation_step"])),
@@ -224,8 +318,10 @@ def summary(
   ``results`` alone.
 
   Where the figures and ``results.json`` are, and per protocol the LLC at
-  memorisation and after grokking under both chain settings, with how many
-  checkpoints passed the stationarity check. "At memorisation" is the first
+  memorisation and after grokking under each chain setting (the paper
+  window, settled chains, autotune's chains where they ran), with how many
+  checkpoints passed the stationarity check, and what autotune chose and
+  spent. "At memorisation" is the first
   checkpoint at or after the (median) memorisation step, "after grokking"
   the last checkpoint.
   """
@@ -253,10 +349,13 @@ def summary(
       ),
     ]
     drifting = []
-    for window, key, steps_key in (
+    windows = [
       ("paper", "llc_paper_settings", "ckpt_steps"),
       ("settled", "llc_settled", "settled_ckpt_steps"),
-    ):
+    ]
+    if "llc_tuned" in r:
+      windows.append(("autotune", "llc_tuned", "settled_ckpt_steps"))
+    for window, key, steps_key in windows:
       sweep, steps = r[key], r[steps_key]
       first = next((s for s in steps if s >= mem), steps[0])
       ok = np.asarray(sweep["stationary"], bool)
@@ -278,7 +377,26 @@ def summary(
         "stop while the estimate still moves;\n  longer chains "
         "(num_burnin, num_draws) settle it"
       )
+    if "tune" in r:
+      lines.append(_tune_line(r))
   return "\n".join(lines)
+
+
+def _tune_line(r: dict) -> str:
+  """What autotune chose and spent against the settled sweep's cost, and
+  why, unless it settled."""
+  tune = r["tune"]
+  if "cost" not in r:
+    return f"  autotune: no tuned chains; {tune['reason']}"
+  c, cost = tune["config"], r["cost"]
+  line = (
+    f"  autotune ({'settled' if tune['settled'] else 'NOT settled'}): "
+    f"eps {c['step_size']:.3g}, {c['num_burnin']} + {c['num_draws']} steps "
+    f"x {c['num_chains']} chains; {cost['tune_grads']:,} gradients to tune "
+    f"+ {cost['tuned_sweep_grads']:,} to sweep (settled sweep "
+    f"{cost['settled_sweep_grads']:,})"
+  )
+  return line if tune["settled"] else f"{line}\n  why: {tune['reason']}"
 
 
 def add_flags(parser) -> None:
@@ -325,6 +443,20 @@ def paper_rows(results: dict) -> list[dict]:
         "match": bool(paper["drop_coincides_with_val_loss_drop"]),
       },
     ]
+    if "tuned" in r:
+      drop = bool(r["tuned"]["final_over_peak"] < 1.0)
+      rows.append(
+        {
+          "protocol": name,
+          "quantity": "memorised → grokked LLC drop, autotune's chains "
+          f"(final / peak {r['tuned']['final_over_peak']:.3f}; "
+          f"{'settled' if r['tune']['settled'] else 'NOT settled'}; "
+          "extension)",
+          "ours": drop,
+          "paper": True,
+          "match": drop and r["tune"]["settled"],
+        }
+      )
   return rows
 
 

@@ -12,13 +12,11 @@ trains through grokking, its seeds in one vmapped program
    once per architecture, on two checkpoints of seed 0 (the first LLC point
    at or after memorisation and the last); the modelling choices are fixed
    (nβ = B / ln B with B = 128, 4 chains, γ = ``Setup.localization``: 5
-   as the paper for the two MLPs; 200 for the transformer (1000 in
-   ``--quick``), whose LayerNorm curvature (h_max ~ 1e3-1e5, growing as
-   weight decay shrinks the weights) would make γ = 5 chains relax over
-   ~h_max / γ steps, more than a CPU affords; at p = 53 even γ = 200
-   needs ~3e5 gradients for autotune's first ladder, more than the paper
-   mode's budget, and its chains are then the base config's, flagged not
-   settled);
+   as the paper for the two MLPs; 1000 for the transformer, whose
+   LayerNorm curvature (h_max ~ 1e3-1e5, growing as weight decay shrinks
+   the weights) would make γ = 5 chains relax over ~h_max / γ steps, more
+   than a CPU affords: at p = 53, γ = 200 needs ~3e5 gradients for
+   autotune's first ladder alone);
 2. ``estimate_llc`` over the (seeds, checkpoints) batch with the tuned
    chains (draws capped at ``max_draws``): the whole model, each layer alone
    (``layer_patterns``) and, for the transformer, each attention head alone

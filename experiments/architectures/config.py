@@ -171,7 +171,7 @@ PAPER_SETUPS = (
     arch_lib.TransformerConfig(p=53),
     ("cross_entropy", "adamw", 3e-3, 0.3, 0.4),
     (16000, 250, 50),
-    (200.0, 7),
+    (1000.0, 7),
   ),
 )
 CONFIGS = {
@@ -195,7 +195,7 @@ CONFIGS = {
     PAPER_SETUPS,
     seeds=3,
     num_chains=4,
-    tune_budget_grads=200_000,
+    tune_budget_grads=1_000_000,
     tune_tolerance=0.15,
     max_draws=400,
   ),

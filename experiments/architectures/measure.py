@@ -12,14 +12,12 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from experiments import sweeps
+from experiments import sweeps, tuning
 from experiments.architectures.config import ArchitecturesConfig, Setup
-from slt_jax import persist
 from slt_jax.grokking import architectures as arch_lib
 from slt_jax.grokking import data as data_lib
 from slt_jax.grokking import grokking_metrics
 from slt_jax.llc import SGLDConfig
-from slt_jax.llc.autotune import BudgetTooSmall, autotune
 from slt_jax.training import train_models
 
 
@@ -91,68 +89,20 @@ def _base_sgld(setup: Setup, cfg: ArchitecturesConfig) -> SGLDConfig:
 
 
 def tune(setup, cfg, task, points, data, key, path: str) -> dict:
-  """``autotune`` on ``points`` (2, ...) of one architecture, or its saved
-  outcome at ``path`` (a JSON stamped with the setup's fingerprint).
-
-  Returns:
-    dict: ``config`` (the tuned SGLDConfig as a dict; the base config's
-    defaults when autotune could not run, with ``reason`` saying why),
-    ``settled``, ``reason``, ``h_max``, ``estimate`` at the points,
-    ``gradient_evaluations`` and ``seconds``.
-  """
-  base = _base_sgld(setup, cfg)
-  spec = {
-    "setup": dataclasses.asdict(setup),
-    "base": dataclasses.asdict(base),
-    "budget": cfg.tune_budget_grads,
-    "tolerance": cfg.tune_tolerance,
-    "points": [persist.array_digest(x) for x in jax.tree.leaves(points)],
-  }
-  stamp = persist.fingerprint(spec)
-  saved = persist.load_json(path) if os.path.exists(path) else None
-  if saved is not None and saved["fingerprint"] == stamp:
-    return saved["tune"]
-  start, reason = time.perf_counter(), "not tuned"
-  with warnings.catch_warnings():
-    warnings.simplefilter("ignore", RuntimeWarning)  # report.settled says.
-    try:
-      tuned, report = autotune(
-        key,
-        task.loss,
-        points,
-        data,
-        base,
-        batch_ndim=1,
-        budget_grads=cfg.tune_budget_grads,
-        tolerance=cfg.tune_tolerance,
-      )
-    except (BudgetTooSmall, ValueError) as err:
-      tuned, report, reason = base, None, f"autotune failed: {err}"
-  result = None if report is None else report.result
-  found = {
-    "config": dataclasses.asdict(tuned),
-    "settled": bool(report is not None and report.settled),
-    "reason": reason if report is None else report.reason,
-    "h_max": None if report is None else report.h_max,
-    "estimate": None if result is None else result.mean,
-    "gradient_evaluations": 0
-    if report is None
-    else report.gradient_evaluations,
-    "seconds": time.perf_counter() - start,
-  }
-  persist.save_json(path, {"fingerprint": stamp, "tune": found})
-  return persist.load_json(path)["tune"]
-
-
-def _tune_points(run, idx: np.ndarray, mem: int):
-  """Seed 0's first LLC checkpoint at or after memorisation (the last one
-  if it never memorised) and its last: params (2, ...), and their steps."""
-  steps = run.ckpt_steps[idx]
-  after = np.flatnonzero(steps >= mem) if mem >= 0 else []
-  first = idx[after[0]] if len(after) else idx[-1]
-  picks = np.array([first, idx[-1]])
-  points = jax.tree.map(lambda x: x[0, picks], run.checkpoints)
-  return points, run.ckpt_steps[picks]
+  """``tuning.cached_tune`` on ``points`` (2, ...) of one architecture at
+  the setup's modelling choices (``_base_sgld``), saved at ``path``."""
+  return tuning.cached_tune(
+    key,
+    task.loss,
+    points,
+    data,
+    _base_sgld(setup, cfg),
+    path,
+    {"setup": dataclasses.asdict(setup)},
+    batch_ndim=1,
+    budget_grads=cfg.tune_budget_grads,
+    tolerance=cfg.tune_tolerance,
+  )
 
 
 def curve_summary(steps, sweep: dict, run, mem: np.ndarray) -> dict:
@@ -246,7 +196,7 @@ def measure(setup: Setup, cfg: ArchitecturesConfig, seed: int, out_dir: str):
   steps = run.ckpt_steps[idx]
   ckpts = jax.tree.map(lambda x: x[:, idx], run.checkpoints)
   key = jax.random.fold_in(jax.random.key(seed), 2)
-  points, tune_steps = _tune_points(run, idx, int(mem[0]))
+  points, tune_steps = tuning.memorised_and_last(run, idx, int(mem[0]))
   chains_dir = os.path.join(out_dir, "chains")
   tuned = tune(
     setup,

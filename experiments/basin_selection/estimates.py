@@ -19,17 +19,16 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import warnings
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments import store
+from experiments import store, tuning
 from experiments.basin_selection import config
 from experiments.basin_selection.basins import Basin, Cell
 from slt_jax import persist
-from slt_jax.llc import autotune, estimate_llc
+from slt_jax.llc import estimate_llc
 
 LOSS = "centered_mse"
 
@@ -92,20 +91,19 @@ def tuned_llc(
     (in order) llc, mcse, rhat, ess, stationary, diverged_chains.
   """
   sgld = dataclasses.replace(cfg.sgld, nbeta=config.CONVENTIONS[convention])
-  with warnings.catch_warnings():
-    warnings.simplefilter("ignore", RuntimeWarning)  # ``settled`` says.
-    tuned, report = autotune(
-      key,
-      store.loss_fn(LOSS),
-      _points(basins),
-      cell.data.train,
-      sgld,
-      batch_ndim=1,
-      budget_grads=cfg.budget_grads,
-      tolerance=cfg.tolerance,
-      max_rhat=cfg.max_rhat,
-      min_ess=cfg.min_ess,
-    )
+  tuned, report, _ = tuning.autotune_or_reason(
+    key,
+    store.loss_fn(LOSS),
+    _points(basins),
+    cell.data.train,
+    sgld,
+    recorded=(),
+    batch_ndim=1,
+    budget_grads=cfg.budget_grads,
+    tolerance=cfg.tolerance,
+    max_rhat=cfg.max_rhat,
+    min_ess=cfg.min_ess,
+  )
   row = report.final_row
   return {
     "nbeta": sgld.resolve_nbeta(cell.num_train),

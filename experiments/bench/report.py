@@ -10,6 +10,7 @@ out.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from typing import Callable
@@ -181,6 +182,23 @@ FIGURES: dict[str, list[tuple[str, list[Callable]]]] = {
 }
 
 
+def _row_of_panels(draws: list, path: str, panel_size: tuple) -> str:
+  """Saves one row of panels, ``draw(ax)`` for each of ``draws``, at
+  ``path``; returns ``path``."""
+  width, height = panel_size
+  fig, axes = plotting.plt.subplots(
+    1,
+    len(draws),
+    figsize=(width * len(draws), height),
+    layout="constrained",
+    squeeze=False,
+  )
+  for ax, draw in zip(axes[0], draws):
+    draw(ax)
+  plotting.save_figure(fig, path)
+  return path
+
+
 def _time_to_accuracy(payload: dict, out_dir: str) -> list[str]:
   """``time_to_accuracy.png``: one panel per network run (none if the part
   did not run or was skipped)."""
@@ -188,18 +206,15 @@ def _time_to_accuracy(payload: dict, out_dir: str) -> list[str]:
   networks = part.get("networks") or []
   if not networks:
     return []
-  fig, axes = plotting.plt.subplots(
-    1,
-    len(networks),
-    figsize=(6.0 * len(networks), 4.5),
-    layout="constrained",
-    squeeze=False,
-  )
-  for ax, record in zip(axes[0], networks):
-    time_to_accuracy.plot_network(ax, record, part["config"]["accuracy"])
+  accuracy = part["config"]["accuracy"]
+  draws = [
+    functools.partial(
+      time_to_accuracy.plot_network, record=r, accuracy=accuracy
+    )
+    for r in networks
+  ]
   path = os.path.join(out_dir, "time_to_accuracy.png")
-  plotting.save_figure(fig, path)
-  return [path]
+  return [_row_of_panels(draws, path, (6.0, 4.5))]
 
 
 def plot(payload: dict, out_dir: str) -> list[str]:
@@ -211,21 +226,14 @@ def plot(payload: dict, out_dir: str) -> list[str]:
   paths = _time_to_accuracy(payload, out_dir)
   for name, parts in FIGURES.items():
     panels = [
-      draw for part, draws in parts if payload.get(part) for draw in draws
+      lambda ax, draw=draw: draw(ax, payload)
+      for part, draws in parts
+      if payload.get(part)
+      for draw in draws
     ]
-    if not panels:
-      continue
-    fig, axes = plotting.plt.subplots(
-      1,
-      len(panels),
-      figsize=(5.2 * len(panels), 4.2),
-      layout="constrained",
-      squeeze=False,
-    )
-    for ax, draw in zip(axes[0], panels):
-      draw(ax, payload)
-    paths.append(os.path.join(out_dir, name))
-    plotting.save_figure(fig, paths[-1])
+    if panels:
+      path = os.path.join(out_dir, name)
+      paths.append(_row_of_panels(panels, path, (5.2, 4.2)))
   return paths
 
 

@@ -57,8 +57,8 @@ from typing import Optional, Sequence
 import jax
 import numpy as np
 
+from experiments import tuning
 from slt_jax import known_cases, theory
-from slt_jax.llc.autotune import BudgetTooSmall, autotune
 
 KINDS = ("measured", "lower_bound", "upper_bound", "neither")
 WINDOWS = ("half", "tuned_burnin")
@@ -313,26 +313,23 @@ def run_slt_jax(key, case, sampler: str, cfg: Config, true_llc: float) -> dict:
     localization=cfg.localization,
   )
   start = time.perf_counter()
-  with warnings.catch_warnings():
-    warnings.simplefilter("ignore", RuntimeWarning)  # report.settled says.
-    try:
-      tuned, report = autotune(
-        key,
-        case.loss_fn,
-        case.params,
-        case.data,
-        sampler_cfg,
-        budget_grads=cfg.budget_grads,
-        tolerance=cfg.tolerance,
-      )
-    except BudgetTooSmall as err:
-      return {
-        "sampler": sampler,
-        "reached": False,
-        "seconds": time.perf_counter() - start,
-        "estimate": float("nan"),
-        "reason": str(err),
-      }
+  tuned, report, reason = tuning.autotune_or_reason(
+    key,
+    case.loss_fn,
+    case.params,
+    case.data,
+    sampler_cfg,
+    budget_grads=cfg.budget_grads,
+    tolerance=cfg.tolerance,
+  )
+  if report is None:
+    return {
+      "sampler": sampler,
+      "reached": False,
+      "seconds": time.perf_counter() - start,
+      "estimate": float("nan"),
+      "reason": reason,
+    }
   wall = time.perf_counter() - start
   estimate = (
     float("nan") if report.result is None else float(report.result.mean)

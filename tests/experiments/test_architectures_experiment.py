@@ -5,13 +5,14 @@ the curve summary and ``--replot``."""
 
 import dataclasses
 import os
+import types
 
 import jax
 import numpy as np
 import pytest
 
 from experiments import architectures as E
-from experiments.architectures import measure as M
+from experiments import tuning
 from slt_jax.grokking import architectures as arch_lib
 from slt_jax.llc import SGLDConfig, resolve_mask
 from slt_jax.samplers.sgld import num_moving
@@ -21,16 +22,24 @@ pytestmark = pytest.mark.usefixtures("cheap_compiles")
 
 def _fake_autotune(key, loss_fn, params, data, cfg, **kwargs):
   """The tuned config autotune would hand back, without its runs: a step
-  small enough for the smoke networks (h_max < 100 there)."""
+  small enough for the smoke networks (h_max < 100 there), and a report
+  that says it did not settle."""
   del key, loss_fn, params, data, kwargs
-  return dataclasses.replace(cfg, step_size=2e-3, num_burnin=100), None
+  report = types.SimpleNamespace(
+    settled=False,
+    reason="stubbed",
+    h_max=np.full(2, 50.0),
+    result=None,
+    gradient_evaluations=0,
+  )
+  return dataclasses.replace(cfg, step_size=2e-3, num_burnin=100), report
 
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
   out = str(tmp_path_factory.mktemp("arch"))
   with pytest.MonkeyPatch.context() as patch:
-    patch.setattr(M, "autotune", _fake_autotune)
+    patch.setattr(tuning, "autotune", _fake_autotune)
     results = E.main(["--smoke", "--archs", "relu_net", "--out", out])
   return results, out
 
@@ -170,14 +179,14 @@ def test_saved_tuning_is_reused_and_another_setups_is_not(
   task = arch_lib.ArchitectureTask(setup.arch, setup.training.loss)
   points = jax.vmap(task.init)(jax.random.split(jax.random.key(0), 2))
   path = str(tmp_path / "tune.json")
-  monkeypatch.setattr(M, "autotune", _fake_autotune)
+  monkeypatch.setattr(tuning, "autotune", _fake_autotune)
   first = E.tune(setup, cfg, task, points, None, jax.random.key(1), path)
   assert SGLDConfig(**first["config"]).step_size == 2e-3
 
   def fail(*args, **kwargs):
     raise AssertionError("a saved tuning was recomputed")
 
-  monkeypatch.setattr(M, "autotune", fail)
+  monkeypatch.setattr(tuning, "autotune", fail)
   assert (
     E.tune(setup, cfg, task, points, None, jax.random.key(1), path) == first
   )

@@ -85,6 +85,6 @@ def test_rows_resume_and_another_config_is_refused(tmp_path, monkeypatch):
   with pytest.raises(ValueError, match="another benchmark config or seed"):
     bench.main(["--smoke", "--out", out, "--seed", "1"])
   with pytest.raises(ValueError, match="another benchmark config or seed"):
-    bench.main(["--smoke", "--out", out, "--localization", "20"])
+    bench.main(["--smoke", "--out", out, "--localization", "2"])
   saved = json.load(open(os.path.join(out, "results.json")))
   assert saved["rows"] == first["rows"]  # the refused run wrote nothing.

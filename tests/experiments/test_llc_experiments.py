@@ -9,6 +9,14 @@ import pytest
 from experiments import fig3, llc_over_training, llc_validation, protocols
 from slt_jax import known_cases
 
+_COMMITTED = os.path.join(
+  os.path.dirname(__file__),
+  os.pardir,
+  os.pardir,
+  "figures",
+  "llc_over_training",
+)
+
 # Compile-bound smoke runs: see conftest.cheap_compiles.
 pytestmark = pytest.mark.usefixtures("cheap_compiles")
 
@@ -54,10 +62,27 @@ def test_llc_over_training_smoke_both_protocols_and_replot(
     ]
     assert len(settled["mean"][0]) == len(r["settled_ckpt_steps"])
     assert _finite(paper["mean"][0]) and _finite(settled["mean"][0])
+    # autotune's config runs at the settled checkpoints; its cost is counted.
+    tune, tuned = r["tune"], r["llc_tuned"]
+    assert tuned["config"] == tune["config"]
+    assert tune["point_steps"][-1] == r["settled_ckpt_steps"][-1]
+    assert len(tuned["mean"][0]) == len(r["settled_ckpt_steps"])
+    assert _finite(tuned["mean"][0]) and tune["gradient_evaluations"] > 0
+    c, points = tune["config"], cfg.seeds * len(r["settled_ckpt_steps"])
+    assert r["cost"] == {
+      "tune_grads": tune["gradient_evaluations"],
+      "tuned_sweep_grads": points
+      * c["num_chains"]
+      * (c["num_burnin"] + c["num_draws"]),
+      "settled_sweep_grads": points
+      * cfg.settled.num_chains
+      * (cfg.settled.num_burnin + cfg.settled.num_draws),
+    }
     # Peak and final LLC are those of the seed-mean curve.
     for window, sweep, steps in (
       ("paper", paper, r["ckpt_steps"]),
       ("settled", settled, r["settled_ckpt_steps"]),
+      ("tuned", tuned, r["settled_ckpt_steps"]),
     ):
       curve = [sum(c) / len(c) for c in zip(*sweep["mean"])]
       s = r[window]
@@ -178,6 +203,32 @@ def test_llc_validation_smoke(tmp_path):
   se = iso["std"] / math.sqrt(iso["num_chains"])
   assert abs(iso["mean"] - iso["true"]) <= 4 * se + 0.03 * iso["true"]
   assert os.path.exists(tmp_path / "validation.png")
+
+
+def test_llc_over_training_reports_runs_without_tuned_chains(tmp_path):
+  """Results with no tuned sweep (``tune_budget_grads=0``, or an autotune
+  that refused) are summarised, tabled and drawn without one."""
+  with open(os.path.join(_COMMITTED, "results.json")) as f:
+    res = json.load(f)
+  r = res["protocols"]["recipe"]
+  untuned = {
+    k: v
+    for k, v in r.items()
+    if k not in ("tune", "llc_tuned", "tuned", "cost")
+  }
+  reason = "autotune failed: budget_grads=10 is invalid"
+  refused = {
+    **untuned,
+    "tune": {**r["tune"], "estimate": None, "reason": reason},
+  }
+  for variant in (untuned, refused):
+    results = {**res, "protocols": {"recipe": variant}}
+    text = llc_over_training.summary(results, str(tmp_path))
+    assert "autotune (" not in text and "settled (2000 + 1000)" in text
+    assert (f"no tuned chains; {reason}" in text) == (variant is refused)
+    assert len(llc_over_training.paper_rows(results)) == 3
+    llc_over_training.plot(results, str(tmp_path))
+    assert os.path.getsize(tmp_path / "llc_over_training_recipe.png") > 0
 
 
 def test_llc_over_training_summary_of_committed_demo():
