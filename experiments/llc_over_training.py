@@ -30,10 +30,10 @@ autotune chose and spent.
     python -m experiments.llc_over_training           # recipe, 3 seeds
     python -m experiments.llc_over_training --paper   # both protocols
 
-``--quick`` (recipe, one seed, 8000 steps, 32 + 8 checkpoints) took 2.3 min
-on 2 idle CPU cores (figures/README.md, 2026-11-29: SGLD at ~1000 chain-steps
-per second, training ~890 steps/s). ``--paper`` (both protocols, one seed)
-adds the caption's 16000 steps and 32 + 16 checkpoints, about 2.5× that
+``--quick`` (recipe, one seed, 8000 steps, 32 + 8 checkpoints) took 6.3 min
+on 2 idle CPU cores (a fresh clone, 2026-12-04), 2.3 min of it autotune's
+tuning. ``--paper`` (both protocols, one seed) adds the caption's 16000
+steps and 32 + 16 checkpoints, about 3× that
 work; its measured runtime is in ``figures/paper/README.md``. Trained runs
 resume from the run store and chains from ``DIR/chains/``.
 """
