@@ -233,15 +233,7 @@ def test_llc_over_training_reports_runs_without_tuned_chains(tmp_path):
 
 def test_llc_over_training_summary_of_committed_demo():
   # make demo's closing summary, from the committed quick results.
-  path = os.path.join(
-    os.path.dirname(__file__),
-    os.pardir,
-    os.pardir,
-    "figures",
-    "llc_over_training",
-    "results.json",
-  )
-  with open(path) as f:
+  with open(os.path.join(_COMMITTED, "results.json")) as f:
     res = json.load(f)
   text = llc_over_training.summary(res, "figures/llc_over_training")
   assert "results: figures/llc_over_training/results.json" in text
