@@ -132,7 +132,9 @@ def measure(
   )
   settled_summary = summarise(run.ckpt_steps[idx], settled, run, mem)
   tuned = (
-    tuned_sweep(cfg, (run, data, loss_fn), idx, mem, key_settled, chains)
+    tuned_sweep(
+      cfg, (run, data, loss_fn), idx, mem, key_settled, chains, settled
+    )
     if cfg.tune_budget_grads
     else {}
   )
@@ -160,7 +162,7 @@ def measure(
   }
 
 
-def tuned_sweep(cfg, problem, idx, mem, key, chains: str) -> dict:
+def tuned_sweep(cfg, problem, idx, mem, key, chains: str, settled) -> dict:
   """The LLC at the checkpoints ``idx`` with ``autotune``'s chains.
 
   ``autotune`` runs once, at nβ, γ and minibatch of ``cfg.sgld`` (4 chains),
@@ -177,6 +179,7 @@ def tuned_sweep(cfg, problem, idx, mem, key, chains: str) -> dict:
     mem: (seeds,) memorisation steps.
     key: PRNG key.
     chains: folder of the chains and the tuning outcome.
+    settled: the settled sweep (``sweeps.llc_sweep``), for its cost.
 
   Returns:
     dict: ``tune`` (``tuning.cached_tune``'s outcome with ``point_steps``),
@@ -210,26 +213,16 @@ def tuned_sweep(cfg, problem, idx, mem, key, chains: str) -> dict:
     tuned_cfg,
     os.path.join(chains, "tuned"),
   )
-  num_points = cfg.seeds * len(idx)
   return {
     "tune": tune,
     "llc_tuned": sweep,
     "tuned": summarise(run.ckpt_steps[idx], sweep, run, mem),
     "cost": {
       "tune_grads": tune["gradient_evaluations"],
-      "tuned_sweep_grads": num_points * _chain_grads(tuned_cfg),
-      "settled_sweep_grads": num_points * _chain_grads(cfg.settled),
+      "tuned_sweep_grads": sweep["gradient_evaluations"],
+      "settled_sweep_grads": settled["gradient_evaluations"],
     },
   }
-
-
-def _chain_grads(cfg: SGLDConfig) -> int:
-  """Gradient evaluations of one point's chains under ``cfg``.
-
-  >>> _chain_grads(SGLDConfig(num_chains=3, num_burnin=100, num_draws=500))
-  1800
-  """
-  return cfg.num_chains * (cfg.num_burnin + cfg.num_draws)
 
 
 def compute(

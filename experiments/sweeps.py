@@ -25,7 +25,7 @@ def _summary(
   """Setting ``index`` of a grid's ``LLCResult`` as plain arrays."""
   d = jax.tree.map(lambda x: x[index], res.diagnostics)
   per_chain = res.per_chain[index]
-  num_steps = per_chain.size * (cfg.num_burnin + cfg.num_draws)
+  gradient_evaluations = per_chain.size * (cfg.num_burnin + cfg.num_draws)
   return {
     "mean": res.mean[index],
     "std": res.std[index],
@@ -46,7 +46,10 @@ def _summary(
     # A resumed sweep only timed the chunks it had left: no rate.
     "resumed": resumed,
     "seconds": seconds,
-    "sgld_steps_per_second": None if resumed else num_steps / seconds,
+    "gradient_evaluations": int(gradient_evaluations),
+    "sgld_steps_per_second": None
+    if resumed
+    else gradient_evaluations / seconds,
     "config": dataclasses.asdict(cfg),
   }
 
@@ -82,9 +85,9 @@ def llc_grid(
 
   Returns:
     One dict per config, in order: mean/std (batch shape), per-chain values,
-    diagnostics, timing (``seconds`` is the group's wall time;
-    ``sgld_steps_per_second`` is None when the group resumed from ``path``)
-    and the SGLD config.
+    diagnostics, ``gradient_evaluations`` (points x chains x steps), timing
+    (``seconds`` is the group's wall time; ``sgld_steps_per_second`` is None
+    when the group resumed from ``path``) and the SGLD config.
   """
   n = jax.tree.leaves(data)[0].shape[0]
   groups: dict = {}
