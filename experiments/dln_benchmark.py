@@ -9,8 +9,10 @@ every network and every sampler, ``slt_jax.llc.autotune`` chooses the step
 size, burn-in and chain length (no step size is written here) and its tuned
 run is the estimate. Each row records the exact λ and its multiplicity m
 (Aoyagi 2024, ``slt_jax.theory.deep_linear_llc``), the estimate ± its MCSE,
-the relative error, ESS, split R-hat, the gradient evaluations and wall time
-autotune spent, and whether it settled. The summary gives, per sampler, the
+the relative error, ESS, split R-hat, the estimate's slope in ln γ read from
+the tuned run's draws (``localization_slope``; rows saved before it was
+recorded lack it), the gradient evaluations and wall time autotune spent, and
+whether it settled. The summary gives, per sampler, the
 median and largest |relative error| on the m = 1 and m > 1 networks and the
 fraction within 5% and 10%; the ranking by median error on m = 1 is set
 beside the published one (RMSprop-SGLD the most faithful local sampler on
@@ -223,9 +225,20 @@ def run_network(net: dict, sampler: str, cfg: BenchmarkConfig, seed: int):
     "num_burnin": tuned.num_burnin,
     "num_draws": tuned.num_draws,
     "extrapolated": None if extrapolated is None else float(extrapolated),
+    **_slope(report.result),
     "gradient_evaluations": int(report.gradient_evaluations),
     "seconds": float(report.seconds),
     "device": jax.devices()[0].device_kind,
+  }
+
+
+def _slope(result) -> dict:
+  """The tuned run's ``localization_slope`` and its error (nan without a
+  run)."""
+  d = None if result is None else result.diagnostics
+  return {
+    name: np.nan if d is None else float(getattr(d, name))
+    for name in ("localization_slope", "localization_slope_se")
   }
 
 
@@ -247,6 +260,7 @@ def _unaffordable_row(net: dict, sampler: str, reason: str) -> dict:
     "num_burnin": 0,
     "num_draws": 0,
     "extrapolated": None,
+    **_slope(None),
     "gradient_evaluations": 0,
     "seconds": 0.0,
     "device": jax.devices()[0].device_kind,

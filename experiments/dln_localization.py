@@ -7,9 +7,13 @@ compiled settings grid with common random numbers, 4 chains of 20,000
 burn-in steps and 10,000 draws. The steps (``STEPS``) are those
 ``autotune`` chose for the 7-layer network at γ = 2, used on both
 networks. Each row records the estimate, its relative error to λ, the
-chains that diverged and split R-hat. Writes
-``DIR/results.json`` and ``DIR/dln_localization.png`` (relative error
-against γ); ``--replot`` redraws.
+chains that diverged, split R-hat, and the estimate's slope in ln γ read
+from the same draws (``ChainDiagnostics.localization_slope``). The slopes
+are checked against the finite differences of the estimates between
+neighbouring γ (``slope_checks``: the mean of the two draw-read slopes
+against the difference quotient). Writes ``DIR/results.json`` and
+``DIR/dln_localization.png`` (relative error against γ; the slope, both
+ways); ``--replot`` redraws.
 
     python -m experiments.dln_localization [--quick] [--out DIR]
 
@@ -84,19 +88,54 @@ def scan(widths, rank, index: int, sampler: str, steps: int) -> list[dict]:
       "per_chain": np.asarray(res.per_chain[k]).tolist(),
       "diverged": int(np.sum(res.diagnostics.diverged[k])),
       "rhat": float(res.diagnostics.rhat[k]),
+      "localization_slope": float(res.diagnostics.localization_slope[k]),
+      "localization_slope_se": float(res.diagnostics.localization_slope_se[k]),
     }
     for k, gamma in enumerate(GAMMAS)
   ]
+
+
+def slope_checks(rows: list[dict]) -> list[dict]:
+  """Each neighbouring pair of γ of one scan: the finite difference of the
+  estimates in ln γ against the mean of the two slopes read from the draws
+  (with its standard error), all relative to λ.
+
+  >>> rows = [{"localization": g, "estimate": e, "localization_slope": s,
+  ...          "localization_slope_se": 0.4, "true_llc": 10.0}
+  ...         for g, e, s in ((1.0, 10.0, -1.0), (math.e, 9.0, -1.0))]
+  >>> check = slope_checks(rows)[0]
+  >>> check["finite_difference"], check["from_draws"], check["from_draws_se"]
+  (-0.1, -0.1, 0.0282842712474619)
+  """
+  checks = []
+  for a, b in zip(rows, rows[1:]):
+    span = math.log(b["localization"] / a["localization"])
+    checks.append(
+      {
+        "localization": [a["localization"], b["localization"]],
+        "finite_difference": (b["estimate"] - a["estimate"])
+        / span
+        / a["true_llc"],
+        "from_draws": 0.5
+        * (a["localization_slope"] + b["localization_slope"])
+        / a["true_llc"],
+        "from_draws_se": 0.5
+        * math.hypot(a["localization_slope_se"], b["localization_slope_se"])
+        / a["true_llc"],
+      }
+    )
+  return checks
 
 
 def compute(quick: bool) -> dict:
   """Every (network, sampler) scan; ``quick``: the first network, 2,500
   draws."""
   steps = 2_500 if quick else 10_000
-  rows = []
+  rows, checks = [], []
   for widths, rank, index in NETWORKS[:1] if quick else NETWORKS:
     for sampler in STEPS:
       rows += scan(widths, rank, index, sampler, steps)
+      checks += slope_checks(rows[-len(GAMMAS) :])
       for row in rows[-len(GAMMAS) :]:
         print(_text(row), flush=True)
   return {
@@ -107,6 +146,7 @@ def compute(quick: bool) -> dict:
     "num_burnin": 2 * steps,
     "num_draws": steps,
     "rows": rows,
+    "slope_checks": checks,
   }
 
 
@@ -116,13 +156,20 @@ def _text(row: dict) -> str:
     f" γ={row['localization']:<6g} est={row['estimate']:<8.4g}"
     f" ({row['rel_err']:+.1%}) diverged {row['diverged']}"
     f" R-hat {row['rhat']:.3f}"
+    f" slope {row['localization_slope'] / row['true_llc']:+.1%} of λ per ln γ"
   )
 
 
 def plot(results: dict, out_dir: str) -> None:
-  """Relative error against γ, one line per (network, sampler); a cross
-  marks a γ with diverged chains."""
-  fig, ax = plt.subplots(figsize=(6, 4))
+  """Left: relative error against γ, one line per (network, sampler); a
+  cross marks a γ with diverged chains. Right (results with slopes): the
+  slope in ln γ read from the draws (lines) and the finite differences of
+  the estimates (squares, at the pairs' geometric midpoints)."""
+  has_slopes = "slope_checks" in results
+  fig, axes = plt.subplots(
+    1, 2 if has_slopes else 1, figsize=(11 if has_slopes else 6, 4)
+  )
+  ax = axes[0] if has_slopes else axes
   groups = {}
   for row in results["rows"]:
     label = f"L={row['depth']}, λ={row['true_llc']:g}: {row['sampler']}"
@@ -134,6 +181,8 @@ def plot(results: dict, out_dir: str) -> None:
     for r in rows:
       if r["diverged"]:
         ax.plot(r["localization"], 100 * r["rel_err"], "kx", ms=10)
+  if has_slopes:
+    _plot_slopes(axes[1], list(groups.values()))
   for y in (-5, 5):
     ax.axhline(y, color="grey", lw=0.8, ls="--")
   ax.axhline(0, color="k", lw=0.8)
@@ -143,6 +192,27 @@ def plot(results: dict, out_dir: str) -> None:
   fig.suptitle("Deep linear networks: the estimate against γ (fixed steps)")
   fig.tight_layout()
   plotting.save_figure(fig, f"{out_dir}/{NAME}.png")
+
+
+def _plot_slopes(ax, groups: list[list[dict]]) -> None:
+  """The slope in ln γ, % of λ: from the draws and by finite differences."""
+  for i, rows in enumerate(groups):
+    gamma = [r["localization"] for r in rows]
+    read = [100 * r["localization_slope"] / r["true_llc"] for r in rows]
+    se = [100 * r["localization_slope_se"] / r["true_llc"] for r in rows]
+    ax.errorbar(gamma, read, yerr=se, fmt="o-", color=f"C{i}", capsize=2)
+    for check in slope_checks(rows):
+      mid = math.sqrt(check["localization"][0] * check["localization"][1])
+      ax.plot(
+        mid, 100 * check["finite_difference"], "s", color=f"C{i}", mfc="none"
+      )
+  ax.axhline(0, color="k", lw=0.8)
+  ax.set(
+    xscale="log",
+    xlabel="localization γ",
+    ylabel="d estimate / d ln γ (% of λ)",
+    title="lines: from the draws (± s.e.); squares: finite differences",
+  )
 
 
 def main(argv=None) -> dict:

@@ -42,6 +42,8 @@ def _summary(
     "mala_accept": np.nanmean(d.mala_accept, axis=-1),
     "diverged_chains": d.diverged.sum(-1),
     "distance_sq": d.distance_sq.mean(-1),
+    "localization_slope": d.localization_slope,
+    "localization_slope_se": d.localization_slope_se,
     "fraction_stationary": float(np.mean(d.stationary)),
     # A resumed sweep only timed the chunks it had left: no rate.
     "resumed": resumed,

@@ -873,9 +873,10 @@ def _check_arguments(cfg, budget_grads, tolerance, options: dict) -> None:
 def _final_reason(
   why: str, res: LLCResult, cfg: SGLDConfig, fails: list, limits: tuple
 ) -> str:
-  """The report's reason: the choice, then the final run's verdict."""
+  """The report's reason: the choice, then the final run's verdict, then
+  how much γ moves the estimate."""
   if fails:
-    return f"{why}; still failing: {'; '.join(fails)}"
+    return f"{why}; still failing: {'; '.join(fails)}; {_gamma_note(res)}"
   min_ess, max_rhat, max_rel_mcse = limits
   relax = relaxation_steps(cfg.step_size, cfg)
   return (
@@ -885,7 +886,22 @@ def _final_reason(
     f"{np.nanmax(res.diagnostics.rhat):.4f} <= {max_rhat:g}, ESS "
     f"{np.nanmin(res.diagnostics.ess):.0f} >= {min_ess:g}, relative MCSE "
     f"{np.nanmax(_mcse(res) / np.abs(res.mean)):.2%} <= {max_rel_mcse:.2%}, "
-    "stationary, no divergence"
+    f"stationary, no divergence; {_gamma_note(res)}"
+  )
+
+
+def _gamma_note(res: LLCResult) -> str:
+  """The largest relative slope of the estimate in ln γ over the points."""
+  d = res.diagnostics
+  with np.errstate(invalid="ignore", divide="ignore"):
+    rel = np.ravel(d.localization_slope / np.abs(res.mean))
+    rel_se = np.ravel(d.localization_slope_se / np.abs(res.mean))
+  if not np.isfinite(rel).any():
+    return "the slope in ln γ is unknown"
+  worst = np.nanargmax(np.abs(rel))
+  return (
+    f"γ moves the estimate by {rel[worst]:+.1%} ± {rel_se[worst]:.1%} per "
+    "unit of ln γ (localization_slope, largest over the points)"
   )
 
 

@@ -47,6 +47,8 @@ ROLES = ("plain", "record", "proxy")
 # Minibatches at w* whose losses estimate the minibatch noise of the loss
 # (the divergence rule's allowance): a relative error of about 1/sqrt(2 x 32).
 NOISE_BATCHES = 32
+# Blocks of a chain's draws for the batch-means error of a covariance.
+COV_BLOCKS = 10
 
 
 def step_role(step: int, every: int) -> str:
@@ -322,7 +324,8 @@ def run_chain(
 
   Returns:
     (draws' losses (num_draws,), mean acceptance proxy over the draws, mean
-    ``||w - w*||^2`` over the draws, observed losses or None).
+    ``||w - w*||^2`` over the draws, ``covariance_blocks(loss, ||w -
+    w*||^2)``, observed losses or None).
   """
   key_batches, key_steps = jax.random.split(key)
   full_batch = cfg.batch_size is None or sampler.full_batch
@@ -351,12 +354,31 @@ def run_chain(
   else:
     carry, info, seen = run_observed(chain, cfg, spec, sets, carry)
   draws = slice(cfg.num_burnin, None)
+  loss, distance_sq = info.loss[draws], info.distance_sq[draws]
   return (
-    info.loss[draws],
+    loss,
     jnp.nanmean(info.mala_accept[draws]),
-    jnp.mean(info.distance_sq[draws]),
+    jnp.mean(distance_sq),
+    covariance_blocks(loss, distance_sq),
     seen,
   )
+
+
+def covariance_blocks(x_T: jax.Array, y_T: jax.Array) -> dict:
+  """Block means of ``(x - mean x) (y - mean y)`` and of ``y``, over
+  ``min(COV_BLOCKS, T)`` consecutive blocks of ``T // blocks`` draws (the
+  remainder left out), the means over all T draws.
+
+  Example:
+    >>> out = covariance_blocks(jnp.arange(20.0), jnp.ones(20))
+    >>> out["xy"].shape, float(out["y"].sum())
+    ((10,), 10.0)
+  """
+  blocks = min(COV_BLOCKS, x_T.shape[0])
+  size = x_T.shape[0] // blocks
+  in_blocks = lambda z: z[: blocks * size].reshape(blocks, size).mean(axis=1)
+  centred = (x_T - x_T.mean()) * (y_T - y_T.mean())
+  return {"xy": in_blocks(centred), "y": in_blocks(y_T)}
 
 
 def minibatch_loss_std(
@@ -409,7 +431,9 @@ def point_program(
     ``init_batch_loss_std`` () (``minibatch_loss_std`` at the anchor with
     the chains' minibatch size; 0 for full-batch chains), ``loss_trace``
     (chains, draws), ``mala_accept`` (chains,),
-    ``distance_sq`` (chains,) and, with ``spec``, ``observables/NAME``
+    ``distance_sq`` (chains,), ``loss_distance_blocks`` and
+    ``distance_sq_blocks`` (chains, blocks: ``covariance_blocks`` of the
+    loss and ``||w - w*||^2``) and, with ``spec``, ``observables/NAME``
     (chains, draws // k, n_NAME) and ``init_observables/NAME`` (n_NAME,);
     ``data`` is then ``(data, {name: set})``.
 
@@ -431,9 +455,9 @@ def point_program(
     if spec is not None:
       data, sets = data
     chain = lambda *args: run_chain(sampler, cfg, num_examples, spec, *args)
-    trace, accept, dist, seen = jax.vmap(chain, (0, None, None, None, None))(
-      keys, anchor, settings, data, sets
-    )
+    trace, accept, dist, blocks, seen = jax.vmap(
+      chain, (0, None, None, None, None)
+    )(keys, anchor, settings, data, sets)
     if batch_size is None:
       noise = jnp.zeros((), jnp.float32)
     else:  # the key's own stream, apart from the chains' split(key, C).
@@ -447,6 +471,8 @@ def point_program(
       "loss_trace": trace,
       "mala_accept": accept,
       "distance_sq": dist,
+      "loss_distance_blocks": blocks["xy"],
+      "distance_sq_blocks": blocks["y"],
     }
     for name in () if spec is None else spec.names:
       out[f"observables/{name}"] = seen[name]

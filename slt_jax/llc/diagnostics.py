@@ -8,6 +8,7 @@ the paper's settings the chains are still climbing when they stop).
 
 from __future__ import annotations
 
+import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -28,6 +29,14 @@ class ChainDiagnostics(NamedTuple):
       (taken every ``SGLDConfig.mala_every`` steps; nan if none falls there).
     frac_below_init: (..., chains) fraction of draws with loss < L(w*).
     distance_sq: (..., chains) mean ``||w - w*||^2`` over the draws.
+    localization_slope: d(estimate) / d(ln γ) from the same draws, ``-(γ
+      nβ / 2) Cov(L_B, ||w - w*||^2)`` with the covariance pooled over the
+      non-diverged chains (at stationarity ``d nβ E[L] / dγ = -Cov(nβ L,
+      ||w - w*||^2) / 2``; the minibatch draw is independent of w). Small
+      against the estimate: γ barely moves it; nan when unknown.
+    localization_slope_se: its standard error: the larger of the batch-means
+      error over the chains' blocks of draws
+      (``slt_jax.llc.chain.covariance_blocks``) and the chains' spread.
     first_half_llc: estimate from the first half of the draws.
     second_half_llc: estimate from the second half of the draws.
     drift_z: (second - first) / its standard error (from the ESS).
@@ -49,6 +58,8 @@ class ChainDiagnostics(NamedTuple):
   mala_accept: np.ndarray
   frac_below_init: np.ndarray
   distance_sq: np.ndarray
+  localization_slope: np.ndarray
+  localization_slope_se: np.ndarray
   first_half_llc: np.ndarray
   second_half_llc: np.ndarray
   drift_z: np.ndarray
@@ -163,6 +174,8 @@ def summarize(
   distance_sq_PxC: np.ndarray,
   seconds_P=np.nan,
   gradients_P=np.nan,
+  covariance_blocks=None,
+  localization_P=np.nan,
 ) -> ChainDiagnostics:
   """Diagnostics of every point's chains at once.
 
@@ -179,6 +192,10 @@ def summarize(
     distance_sq_PxC: (points, chains) mean squared distance to w*.
     seconds_P: (points,) compute seconds of each point (or a scalar).
     gradients_P: (points,) gradient evaluations of each point (or a scalar).
+    covariance_blocks: ``(loss_distance_PxCxK, distance_sq_PxCxK)``, the
+      chains' ``covariance_blocks`` of the loss and ``||w - w*||^2``; None:
+      the slope is nan.
+    localization_P: (points,) γ (or a scalar).
 
   Returns:
     ChainDiagnostics with leading axis (points,).
@@ -237,12 +254,108 @@ def summarize(
     mala_accept=np.asarray(mala_accept_PxC),
     frac_below_init=frac_below,
     distance_sq=np.asarray(distance_sq_PxC),
+    **_slopes(
+      np.where(diverged[..., None], np.nan, trace_PxCxT),
+      distance_sq_PxC,
+      covariance_blocks,
+      nbeta_P,
+      localization_P,
+    ),
     stationary=stationary,
     seconds=seconds_P.copy(),
     ess_per_second=ess_per_second,
     ess_per_gradient=np.broadcast_to(ess_per_gradient, (num_points,)).copy(),
     **stats,
   )
+
+
+def _slopes(trace, distance_sq, blocks, nbeta, localization) -> dict:
+  """``localization_slope`` and its error, nan without covariance blocks."""
+  if blocks is None:
+    nan = np.full(trace.shape[0], np.nan)
+    return {"localization_slope": nan, "localization_slope_se": nan.copy()}
+  slope, se = localization_slope(
+    trace, distance_sq, *blocks, nbeta, localization
+  )
+  return {"localization_slope": slope, "localization_slope_se": se}
+
+
+def localization_slope(
+  trace_PxCxT: np.ndarray,
+  distance_sq_PxC: np.ndarray,
+  loss_distance_PxCxK: np.ndarray,
+  distance_sq_PxCxK: np.ndarray,
+  nbeta_P: np.ndarray,
+  localization_P: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+  """d(estimate) / d(ln γ) of each point, ``-(γ nβ / 2) Cov(L, D)`` with
+  ``D = ||w - w*||^2``, and its batch-means standard error.
+
+  The covariance is pooled over the kept chains: each block b of chain c
+  contributes the mean of ``(L - Lbar)(D - Dbar)`` over its draws (grand
+  means over the kept chains), rebuilt from the chain-centred block means
+  ``loss_distance`` and the block means of L and D; the slope is the mean
+  over the blocks. Its error is the larger of the blocks' spread over
+  ``sqrt(blocks)`` (batch means) and the chains' spread over
+  ``sqrt(chains)`` (blocks shorter than the chains' memory understate the
+  first; few chains make the second coarse).
+
+  Args:
+    trace_PxCxT: (points, chains, draws) losses; nan for excluded chains.
+    distance_sq_PxC: (points, chains) each chain's mean of D.
+    loss_distance_PxCxK: (points, chains, blocks) block means of ``(L -
+      mean_c L)(D - mean_c D)``, centred on the chain's own means.
+    distance_sq_PxCxK: (points, chains, blocks) block means of D.
+    nbeta_P: (points,) n·beta.
+    localization_P: (points,) γ.
+
+  Returns:
+    ((points,) slopes, (points,) standard errors); nan where every chain
+    is excluded.
+
+  Example (two chains whose means move together: the pooled covariance is
+  0.5 within plus 1 between):
+    >>> trace = np.array([[[0.0, 2.0], [2.0, 4.0]]])
+    >>> slope, se = localization_slope(
+    ...   trace, np.array([[0.0, 2.0]]), np.full((1, 2, 1), 0.5),
+    ...   np.array([[[0.0], [2.0]]]), 10.0, 2.0)
+    >>> slope.tolist()
+    [-15.0]
+  """
+  blocks = loss_distance_PxCxK.shape[-1]
+  size = trace_PxCxT.shape[-1] // blocks
+  loss_PxC = trace_PxCxT.mean(axis=-1)
+  kept = np.isfinite(loss_PxC)
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", RuntimeWarning)  # all-nan points: nan.
+    dist_PxC = np.where(kept, distance_sq_PxC, np.nan)
+    u_PxC = loss_PxC - np.nanmean(loss_PxC, -1, keepdims=True)
+    v_PxC = dist_PxC - np.nanmean(dist_PxC, -1, keepdims=True)
+    loss_blocks = (
+      trace_PxCxT[..., : blocks * size]
+      .reshape(trace_PxCxT.shape[:2] + (blocks, size))
+      .mean(-1)
+      - loss_PxC[..., None]
+    )
+    dist_blocks = distance_sq_PxCxK - distance_sq_PxC[..., None]
+    pooled = (
+      loss_distance_PxCxK
+      + u_PxC[..., None] * dist_blocks
+      + v_PxC[..., None] * loss_blocks
+      + (u_PxC * v_PxC)[..., None]
+    )
+    scale = -0.5 * np.asarray(localization_P) * np.asarray(nbeta_P)
+    mean = np.nanmean(pooled.reshape(len(loss_PxC), -1), axis=-1)
+    se = np.fmax(_spread(pooled), _spread(pooled.mean(-1)))
+  return scale * mean, np.abs(scale) * se
+
+
+def _spread(x: np.ndarray) -> np.ndarray:
+  """Standard error of the mean over the trailing axes of (points, ...)
+  values, nan ones left out."""
+  flat = x.reshape(len(x), -1)
+  count = np.sum(np.isfinite(flat), axis=-1)
+  return np.nanstd(flat, axis=-1, ddof=1) / np.sqrt(count)
 
 
 def reshape(diag: ChainDiagnostics, batch_shape: tuple) -> ChainDiagnostics:

@@ -120,7 +120,8 @@ def summarize(
       ``j // P``, point ``j % P``): ``init_loss`` and
       ``init_batch_loss_std`` (items,), ``loss_trace``
       (items, chains, draws), ``mala_accept`` and ``distance_sq`` (items,
-      chains), ``item_seconds`` (items,) and the observables.
+      chains), ``loss_distance_blocks`` and ``distance_sq_blocks`` (items,
+      chains, blocks), ``item_seconds`` (items,) and the observables.
     cfg: the sweep's configuration.
     grid: the (S,) settings.
     is_grid: whether the caller passed a grid (results keep the (S,) axis).
@@ -136,7 +137,8 @@ def summarize(
     ``std``.
   """
   num_points = math.prod(lead_shape[1:] if is_grid else lead_shape)
-  nbeta_items = grid.nbeta[np.arange(len(out["init_loss"])) // num_points]
+  setting_items = np.arange(len(out["init_loss"])) // num_points
+  nbeta_items = grid.nbeta[setting_items]
   trace = out["loss_trace"].astype(np.float64)
   init_loss = out["init_loss"].astype(np.float64)
   stuck = stuck_chains(trace, out["distance_sq"])
@@ -153,6 +155,8 @@ def summarize(
       out["distance_sq"],
       out["item_seconds"],
       cfg.num_chains * (cfg.num_burnin + cfg.num_draws),
+      (out["loss_distance_blocks"], out["distance_sq_blocks"]),
+      grid.localization[setting_items],
     )
   with np.errstate(invalid="ignore"):
     per_chain = nbeta_items[:, None] * (

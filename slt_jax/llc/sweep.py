@@ -61,10 +61,14 @@ def _join_chunks(outputs: list, num_items: int) -> dict:
   """The chunks' arrays concatenated, the padding items dropped; a chunk
   saved without timings (an older layout) gets nan ``item_seconds``, one
   without the minibatch noise at w* a noise of 0 (the plain divergence
-  rule)."""
+  rule); the covariance blocks are nan when any chunk lacks them."""
+  blocks = ("loss_distance_blocks", "distance_sq_blocks")
+  complete = all(name in o for o in outputs for name in blocks)
   for o in outputs:
     o.setdefault("item_seconds", np.full(len(o["init_loss"]), np.nan))
     o.setdefault("init_batch_loss_std", np.zeros(len(o["init_loss"])))
+    for name in () if complete else blocks:
+      o[name] = np.full(o["distance_sq"].shape + (1,), np.nan)
   return {
     k: np.concatenate([o[k] for o in outputs])[:num_items] for k in outputs[0]
   }

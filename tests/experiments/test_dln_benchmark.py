@@ -42,6 +42,7 @@ def test_a_budget_below_the_first_ladder_is_a_recorded_miss():
   row = bench.run_network(net, "sgld", cfg, seed=0)
   assert np.isnan(row["estimate"]) and not row["settled"]
   assert row["reason"].startswith("budget_grads=1000")
+  assert np.isnan(row["localization_slope"])
   stats = bench.summarize([row], ["sgld"])["sgld"]["m1"]
   assert stats["within_10pct"] == 0.0 and stats["count"] == 1
 
@@ -61,6 +62,7 @@ def _fake_row(net, sampler, cfg, seed):
     "num_burnin": 10,
     "num_draws": 10,
     "extrapolated": None,
+    "localization_slope": -1.0,
     "gradient_evaluations": 100,
     "seconds": 1.0,
   }

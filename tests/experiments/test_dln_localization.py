@@ -21,6 +21,13 @@ def test_scan_rows_match_a_separate_run_at_their_gamma(
   for row in rows:
     assert row["true_llc"] == true_llc
     assert np.isclose(row["rel_err"], row["estimate"] / true_llc - 1)
+    assert np.isfinite(row["localization_slope"])
+  (check,) = study.slope_checks(rows)
+  span = np.log(50.0 / 2.0) * true_llc
+  assert np.isclose(
+    check["finite_difference"],
+    (rows[1]["estimate"] - rows[0]["estimate"]) / span,
+  )
   key = jax.random.fold_in(jax.random.key(0), index)
   case = known_cases.deep_linear(
     key, widths, rank, study.NUM_EXAMPLES, noise_std=0.0

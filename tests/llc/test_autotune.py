@@ -76,6 +76,11 @@ def test_isotropic_quadratic_recovers_finite_temperature(key):
   np.testing.assert_allclose(res.mean, report.result.mean, rtol=1e-6)
   text = report.summary()
   assert "ladder 1" in text and "reason:" in text and "settled" in text
+  # How much γ sets the number: d log(estimate) / d ln γ = -γ / (nβ + γ).
+  gamma = case.cfg.localization
+  rel_slope = report.result.diagnostics.localization_slope / mean
+  assert float(rel_slope) == pytest.approx(-gamma / curvature, rel=0.15)
+  assert f"{float(rel_slope):+.1%} ± " in report.reason
   assert report.gradient_evaluations == sum(
     r.gradient_evaluations for r in report.rows
   )
@@ -143,6 +148,7 @@ def test_budget_too_small_to_settle_is_flagged(key):
     )
   assert not report.settled
   assert "gradients" in report.reason and "NOT SETTLED" in report.summary()
+  assert "per unit of ln γ" in report.reason
   assert report.gradient_evaluations <= 20_000
   # The extrapolation to eps -> 0 comes from the two smallest steps run.
   rows = [r for r in report.rows if r.phase == report.rows[-1].phase]

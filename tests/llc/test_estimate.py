@@ -900,11 +900,14 @@ def test_efficiency_diagnostics(tmp_path):
   np.testing.assert_allclose(d.ess_per_second, d.ess / d.seconds)
   np.testing.assert_allclose(d.ess_per_gradient, d.ess / (2 * 50))
   # Points 0 and 1 share a chunk, hence its time; a part saved without
-  # timings (an older layout) resumes with the time unknown.
+  # timings or covariance blocks (an older layout) resumes with the time and
+  # the slope in ln γ unknown.
   assert d.seconds[0] == d.seconds[1]
+  assert np.isfinite(d.localization_slope).all()
   path = os.path.join(folder, "part_00001.npz")
   saved = sj.persist.load_npz(path)
-  del saved["item_seconds"]
+  for name in ("item_seconds", "loss_distance_blocks", "distance_sq_blocks"):
+    del saved[name]
   sj.persist.save_npz(path, saved)
   again = estimate_llc(
     jax.random.key(0),
@@ -918,4 +921,5 @@ def test_efficiency_diagnostics(tmp_path):
   )
   np.testing.assert_array_equal(again.diagnostics.seconds[:2], d.seconds[:2])
   assert np.isnan(again.diagnostics.seconds[2])
+  assert np.isnan(again.diagnostics.localization_slope).all()
   np.testing.assert_array_equal(again.per_chain, res.per_chain)
