@@ -10,8 +10,8 @@ size, burn-in and chain length (no step size is written here) and its tuned
 run is the estimate. Each row records the exact λ and its multiplicity m
 (Aoyagi 2024, ``slt_jax.theory.deep_linear_llc``), the estimate ± its MCSE,
 the relative error, ESS, split R-hat, the estimate's slope in ln γ read from
-the tuned run's draws (``localization_slope``; rows saved before it was
-recorded lack it), the gradient evaluations and wall time autotune spent, and
+the tuned run's draws (``localization_slope``; rows made by earlier
+code lack it), the gradient evaluations and wall time autotune spent, and
 whether it settled. The summary gives, per sampler, the
 median and largest |relative error| on the m = 1 and m > 1 networks and the
 fraction within 5% and 10%; the ranking by median error on m = 1 is set

@@ -11,13 +11,18 @@ chains that diverged, split R-hat, and the estimate's slope in ln γ read
 from the same draws (``ChainDiagnostics.localization_slope``). The slopes
 are checked against the finite differences of the estimates between
 neighbouring γ (``slope_checks``: the mean of the two draw-read slopes
-against the difference quotient). Writes ``DIR/results.json`` and
+against the difference quotient). Then ``autotune`` (SGHMC, tolerance 5%)
+on the 1e3 network of ``experiments.bench``'s time to accuracy (widths (20,
+25, 20), rank 1, n = 2000) at each γ of ``TUNED_GAMMAS``: where γ sets the
+number, does the tuned run's slope say so (``tuned`` rows: estimate,
+relative error, slope ± s.e., autotune's reason)? Writes
+``DIR/results.json`` and
 ``DIR/dln_localization.png`` (relative error against γ; the slope, both
 ways); ``--replot`` redraws.
 
     python -m experiments.dln_localization [--quick] [--out DIR]
 
-The default took 25 minutes on 2 CPU cores shared with other jobs;
+The default took 13 to 25 minutes on 2 CPU cores shared with other jobs;
 ``--quick`` runs one network and a quarter of the steps.
 """
 
@@ -30,7 +35,7 @@ import jax
 import matplotlib.pyplot as plt
 import numpy as np
 
-from experiments import cli
+from experiments import cli, tuning
 from slt_jax import known_cases, theory
 from slt_jax.grokking import plotting
 from slt_jax.llc.estimate import estimate_llc
@@ -48,6 +53,10 @@ NETWORKS = (
 # figures/dln_benchmark/gamma2_default/rows/net08_*.json, rounded).
 STEPS = {"sgld": 7.7e-6, "sghmc": 3.86e-6}
 NUM_EXAMPLES, BATCH_SIZE, NUM_CHAINS = 10_000, 500, 4
+# (widths, rank, n) autotuned at each γ of TUNED_GAMMAS, and the budget.
+TUNED_NETWORK = ((20, 25, 20), 1, 2000)
+TUNED_GAMMAS = (2.0, 20.0)
+TUNE_BUDGET = 2e6
 
 
 def scan(widths, rank, index: int, sampler: str, steps: int) -> list[dict]:
@@ -97,25 +106,34 @@ def scan(widths, rank, index: int, sampler: str, steps: int) -> list[dict]:
 
 def slope_checks(rows: list[dict]) -> list[dict]:
   """Each neighbouring pair of γ of one scan: the finite difference of the
-  estimates in ln γ against the mean of the two slopes read from the draws
-  (with its standard error), all relative to λ.
+  estimates in ln γ against the mean of the two slopes read from the draws,
+  each with its standard error (the finite difference's from the chains'
+  own differences: the γ of a scan share their random numbers), all
+  relative to λ.
 
   >>> rows = [{"localization": g, "estimate": e, "localization_slope": s,
-  ...          "localization_slope_se": 0.4, "true_llc": 10.0}
+  ...          "localization_slope_se": 0.4, "true_llc": 10.0,
+  ...          "per_chain": [e - 1, e + 1]}
   ...         for g, e, s in ((1.0, 10.0, -1.0), (math.e, 9.0, -1.0))]
   >>> check = slope_checks(rows)[0]
-  >>> check["finite_difference"], check["from_draws"], check["from_draws_se"]
-  (-0.1, -0.1, 0.0282842712474619)
+  >>> check["finite_difference"], check["finite_difference_se"]
+  (-0.1, 0.0)
+  >>> check["from_draws"], round(check["from_draws_se"], 4)
+  (-0.1, 0.0283)
   """
   checks = []
   for a, b in zip(rows, rows[1:]):
     span = math.log(b["localization"] / a["localization"])
+    by_chain = (np.subtract(b["per_chain"], a["per_chain"])) / span
     checks.append(
       {
         "localization": [a["localization"], b["localization"]],
         "finite_difference": (b["estimate"] - a["estimate"])
         / span
         / a["true_llc"],
+        "finite_difference_se": float(
+          np.std(by_chain, ddof=1) / math.sqrt(len(by_chain)) / a["true_llc"]
+        ),
         "from_draws": 0.5
         * (a["localization_slope"] + b["localization_slope"])
         / a["true_llc"],
@@ -127,9 +145,65 @@ def slope_checks(rows: list[dict]) -> list[dict]:
   return checks
 
 
+def tuned_rows(budget_grads: float = TUNE_BUDGET) -> list[dict]:
+  """``autotune`` (SGHMC) on ``TUNED_NETWORK`` at each γ of
+  ``TUNED_GAMMAS``: the tuned estimate, its slope in ln γ and why."""
+  widths, rank, num_examples = TUNED_NETWORK
+  key = jax.random.key(0)
+  case = known_cases.deep_linear(key, widths, rank, num_examples, noise_std=0.0)
+  true_llc = theory.deep_linear_llc(widths, rank)[0]
+  rows = []
+  for gamma in TUNED_GAMMAS:
+    cfg = dataclasses.replace(
+      case.cfg,
+      sampler="sghmc",
+      batch_size=BATCH_SIZE,
+      num_chains=NUM_CHAINS,
+      localization=gamma,
+    )
+    _, report, reason = tuning.autotune_or_reason(
+      key, case.loss_fn, case.params, case.data, cfg, budget_grads=budget_grads
+    )
+    d = None if report is None else report.result.diagnostics
+    estimate = np.nan if d is None else float(report.result.mean)
+    rows.append(
+      {
+        "widths": list(widths),
+        "rank": rank,
+        "num_examples": num_examples,
+        "true_llc": true_llc,
+        "localization": gamma,
+        "estimate": estimate,
+        "rel_err": estimate / true_llc - 1,
+        "localization_slope": np.nan
+        if d is None
+        else float(d.localization_slope),
+        "localization_slope_se": np.nan
+        if d is None
+        else float(d.localization_slope_se),
+        "settled": bool(report is not None and report.settled),
+        "gradient_evaluations": 0
+        if report is None
+        else report.gradient_evaluations,
+        "reason": reason,
+      }
+    )
+    print(_tuned_text(rows[-1]), flush=True)
+  return rows
+
+
+def _tuned_text(row: dict) -> str:
+  return (
+    f"autotuned γ={row['localization']:<4g} est={row['estimate']:<8.4g}"
+    f" ({row['rel_err']:+.1%} of λ={row['true_llc']:g}), slope"
+    f" {row['localization_slope'] / row['estimate']:+.1%}"
+    f" ± {row['localization_slope_se'] / row['estimate']:.1%} per ln γ"
+  )
+
+
 def compute(quick: bool) -> dict:
-  """Every (network, sampler) scan; ``quick``: the first network, 2,500
-  draws."""
+  """Every (network, sampler) scan, then ``tuned_rows``; ``quick``: the
+  first network, 2,500 draws, a tuning budget of 2e5."""
   steps = 2_500 if quick else 10_000
   rows, checks = [], []
   for widths, rank, index in NETWORKS[:1] if quick else NETWORKS:
@@ -147,6 +221,7 @@ def compute(quick: bool) -> dict:
     "num_draws": steps,
     "rows": rows,
     "slope_checks": checks,
+    "tuned": tuned_rows(2e5 if quick else TUNE_BUDGET),
   }
 
 
@@ -203,8 +278,14 @@ def _plot_slopes(ax, groups: list[list[dict]]) -> None:
     ax.errorbar(gamma, read, yerr=se, fmt="o-", color=f"C{i}", capsize=2)
     for check in slope_checks(rows):
       mid = math.sqrt(check["localization"][0] * check["localization"][1])
-      ax.plot(
-        mid, 100 * check["finite_difference"], "s", color=f"C{i}", mfc="none"
+      ax.errorbar(
+        mid,
+        100 * check["finite_difference"],
+        yerr=100 * check["finite_difference_se"],
+        fmt="s",
+        color=f"C{i}",
+        mfc="none",
+        capsize=2,
       )
   ax.axhline(0, color="k", lw=0.8)
   ax.set(

@@ -898,7 +898,7 @@ def _gamma_note(res: LLCResult) -> str:
     rel_se = np.ravel(d.localization_slope_se / np.abs(res.mean))
   if not np.isfinite(rel).any():
     return "the slope in ln γ is unknown"
-  worst = np.nanargmax(np.abs(rel))
+  worst = np.nanargmax(np.where(np.isfinite(rel), np.abs(rel), np.nan))
   return (
     f"γ moves the estimate by {rel[worst]:+.1%} ± {rel_se[worst]:.1%} per "
     "unit of ln γ (localization_slope, largest over the points)"

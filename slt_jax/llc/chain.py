@@ -365,20 +365,32 @@ def run_chain(
 
 
 def covariance_blocks(x_T: jax.Array, y_T: jax.Array) -> dict:
-  """Block means of ``(x - mean x) (y - mean y)`` and of ``y``, over
-  ``min(COV_BLOCKS, T)`` consecutive blocks of ``T // blocks`` draws (the
-  remainder left out), the means over all T draws.
+  """A chain's covariance of x and y, and the block means behind its error.
+
+  Args:
+    x_T, y_T: (draws,) two traces of one chain.
+
+  Returns:
+    ``cov`` (): the mean of ``(x - mean x)(y - mean y)`` over all T draws;
+    ``xy``, ``x``, ``y`` (blocks,): the means of that product and of the
+    centred ``x`` and ``y`` over ``min(COV_BLOCKS, T)`` consecutive blocks
+    of ``T // blocks`` draws (the remainder left out of the blocks only).
 
   Example:
-    >>> out = covariance_blocks(jnp.arange(20.0), jnp.ones(20))
-    >>> out["xy"].shape, float(out["y"].sum())
-    ((10,), 10.0)
+    >>> out = covariance_blocks(jnp.arange(20.0), jnp.arange(20.0))
+    >>> float(out["cov"]), out["xy"].shape, float(out["x"][0])
+    (33.25, (10,), -9.0)
   """
   blocks = min(COV_BLOCKS, x_T.shape[0])
   size = x_T.shape[0] // blocks
   in_blocks = lambda z: z[: blocks * size].reshape(blocks, size).mean(axis=1)
-  centred = (x_T - x_T.mean()) * (y_T - y_T.mean())
-  return {"xy": in_blocks(centred), "y": in_blocks(y_T)}
+  x_T, y_T = x_T - x_T.mean(), y_T - y_T.mean()
+  return {
+    "cov": jnp.mean(x_T * y_T),
+    "xy": in_blocks(x_T * y_T),
+    "x": in_blocks(x_T),
+    "y": in_blocks(y_T),
+  }
 
 
 def minibatch_loss_std(
@@ -431,9 +443,10 @@ def point_program(
     ``init_batch_loss_std`` () (``minibatch_loss_std`` at the anchor with
     the chains' minibatch size; 0 for full-batch chains), ``loss_trace``
     (chains, draws), ``mala_accept`` (chains,),
-    ``distance_sq`` (chains,), ``loss_distance_blocks`` and
-    ``distance_sq_blocks`` (chains, blocks: ``covariance_blocks`` of the
-    loss and ``||w - w*||^2``) and, with ``spec``, ``observables/NAME``
+    ``distance_sq`` (chains,), ``loss_distance/cov`` (chains,) and
+    ``loss_distance/xy``, ``/x``, ``/y`` (chains, blocks):
+    ``covariance_blocks`` of the loss and ``||w - w*||^2``, and, with
+    ``spec``, ``observables/NAME``
     (chains, draws // k, n_NAME) and ``init_observables/NAME`` (n_NAME,);
     ``data`` is then ``(data, {name: set})``.
 
@@ -471,8 +484,7 @@ def point_program(
       "loss_trace": trace,
       "mala_accept": accept,
       "distance_sq": dist,
-      "loss_distance_blocks": blocks["xy"],
-      "distance_sq_blocks": blocks["y"],
+      **{f"loss_distance/{k}": v for k, v in blocks.items()},
     }
     for name in () if spec is None else spec.names:
       out[f"observables/{name}"] = seen[name]

@@ -32,11 +32,11 @@ class ChainDiagnostics(NamedTuple):
     localization_slope: d(estimate) / d(ln γ) from the same draws, ``-(γ
       nβ / 2) Cov(L_B, ||w - w*||^2)`` with the covariance pooled over the
       non-diverged chains (at stationarity ``d nβ E[L] / dγ = -Cov(nβ L,
-      ||w - w*||^2) / 2``; the minibatch draw is independent of w). Small
-      against the estimate: γ barely moves it; nan when unknown.
-    localization_slope_se: its standard error: the larger of the batch-means
-      error over the chains' blocks of draws
-      (``slt_jax.llc.chain.covariance_blocks``) and the chains' spread.
+      ||w - w*||^2) / 2``, L_B standing in for L: its minibatch is drawn
+      almost independently of w). When it is small against the estimate,
+      γ barely moves the estimate; nan when unknown (see
+      ``localization_slope``).
+    localization_slope_se: its standard error (see ``localization_slope``).
     first_half_llc: estimate from the first half of the draws.
     second_half_llc: estimate from the second half of the draws.
     drift_z: (second - first) / its standard error (from the ESS).
@@ -174,8 +174,6 @@ def summarize(
   distance_sq_PxC: np.ndarray,
   seconds_P=np.nan,
   gradients_P=np.nan,
-  covariance_blocks=None,
-  localization_P=np.nan,
 ) -> ChainDiagnostics:
   """Diagnostics of every point's chains at once.
 
@@ -192,10 +190,6 @@ def summarize(
     distance_sq_PxC: (points, chains) mean squared distance to w*.
     seconds_P: (points,) compute seconds of each point (or a scalar).
     gradients_P: (points,) gradient evaluations of each point (or a scalar).
-    covariance_blocks: ``(loss_distance_PxCxK, distance_sq_PxCxK)``, the
-      chains' ``covariance_blocks`` of the loss and ``||w - w*||^2``; None:
-      the slope is nan.
-    localization_P: (points,) γ (or a scalar).
 
   Returns:
     ChainDiagnostics with leading axis (points,).
@@ -254,13 +248,8 @@ def summarize(
     mala_accept=np.asarray(mala_accept_PxC),
     frac_below_init=frac_below,
     distance_sq=np.asarray(distance_sq_PxC),
-    **_slopes(
-      np.where(diverged[..., None], np.nan, trace_PxCxT),
-      distance_sq_PxC,
-      covariance_blocks,
-      nbeta_P,
-      localization_P,
-    ),
+    localization_slope=np.full(num_points, np.nan),
+    localization_slope_se=np.full(num_points, np.nan),
     stationary=stationary,
     seconds=seconds_P.copy(),
     ess_per_second=ess_per_second,
@@ -269,85 +258,65 @@ def summarize(
   )
 
 
-def _slopes(trace, distance_sq, blocks, nbeta, localization) -> dict:
-  """``localization_slope`` and its error, nan without covariance blocks."""
-  if blocks is None:
-    nan = np.full(trace.shape[0], np.nan)
-    return {"localization_slope": nan, "localization_slope_se": nan.copy()}
-  slope, se = localization_slope(
-    trace, distance_sq, *blocks, nbeta, localization
-  )
-  return {"localization_slope": slope, "localization_slope_se": se}
-
-
 def localization_slope(
-  trace_PxCxT: np.ndarray,
+  loss_PxC: np.ndarray,
   distance_sq_PxC: np.ndarray,
-  loss_distance_PxCxK: np.ndarray,
-  distance_sq_PxCxK: np.ndarray,
-  nbeta_P: np.ndarray,
-  localization_P: np.ndarray,
+  kept_PxC: np.ndarray,
+  covariance: dict,
+  nbeta_P,
+  localization_P,
 ) -> tuple[np.ndarray, np.ndarray]:
   """d(estimate) / d(ln γ) of each point, ``-(γ nβ / 2) Cov(L, D)`` with
-  ``D = ||w - w*||^2``, and its batch-means standard error.
+  ``D = ||w - w*||^2``, and its standard error.
 
-  The covariance is pooled over the kept chains: each block b of chain c
-  contributes the mean of ``(L - Lbar)(D - Dbar)`` over its draws (grand
-  means over the kept chains), rebuilt from the chain-centred block means
-  ``loss_distance`` and the block means of L and D; the slope is the mean
-  over the blocks. Its error is the larger of the blocks' spread over
-  ``sqrt(blocks)`` (batch means) and the chains' spread over
-  ``sqrt(chains)`` (blocks shorter than the chains' memory understate the
-  first; few chains make the second coarse).
+  The covariance is pooled over the kept chains, about the grand means:
+  chain c contributes its own covariance plus ``u_c v_c``, where ``u_c``
+  and ``v_c`` are its mean loss and mean D less the grand ones. The error is
+  the larger of the chains' spread over ``sqrt(chains)`` and the spread of
+  the block contributions (the same sum, per block of draws) over
+  ``sqrt(chains x blocks)``: blocks shorter than the chains' memory
+  understate the second, few chains make the first coarse.
 
   Args:
-    trace_PxCxT: (points, chains, draws) losses; nan for excluded chains.
-    distance_sq_PxC: (points, chains) each chain's mean of D.
-    loss_distance_PxCxK: (points, chains, blocks) block means of ``(L -
-      mean_c L)(D - mean_c D)``, centred on the chain's own means.
-    distance_sq_PxCxK: (points, chains, blocks) block means of D.
-    nbeta_P: (points,) n·beta.
-    localization_P: (points,) γ.
+    loss_PxC: (points, chains) each chain's mean loss.
+    distance_sq_PxC: (points, chains) each chain's mean D.
+    kept_PxC: (points, chains) bool, the chains that count.
+    covariance: ``slt_jax.llc.chain.covariance_blocks`` of the loss and D,
+      per point and chain: ``cov`` (points, chains) and ``xy``, ``x``,
+      ``y`` (points, chains, blocks).
+    nbeta_P: (points,) n·beta (or a scalar).
+    localization_P: (points,) γ (or a scalar).
 
   Returns:
-    ((points,) slopes, (points,) standard errors); nan where every chain
-    is excluded.
+    ((points,) slopes, (points,) standard errors); nan where no chain is
+    kept.
 
-  Example (two chains whose means move together: the pooled covariance is
-  0.5 within plus 1 between):
-    >>> trace = np.array([[[0.0, 2.0], [2.0, 4.0]]])
+  Example (two chains of covariance 0.5 whose means differ by 2 in the
+  loss and in D, each of one block: the pooled covariance is 0.5 + 1):
+    >>> covariance = {"cov": np.full((1, 2), 0.5), "xy": np.full((1, 2, 1), 0.5),
+    ...               "x": np.zeros((1, 2, 1)), "y": np.zeros((1, 2, 1))}
     >>> slope, se = localization_slope(
-    ...   trace, np.array([[0.0, 2.0]]), np.full((1, 2, 1), 0.5),
-    ...   np.array([[[0.0], [2.0]]]), 10.0, 2.0)
-    >>> slope.tolist()
-    [-15.0]
+    ...   np.array([[1.0, 3.0]]), np.array([[0.0, 2.0]]), np.ones((1, 2), bool),
+    ...   covariance, 10.0, 2.0)
+    >>> slope.tolist(), se.tolist()
+    ([-15.0], [0.0])
   """
-  blocks = loss_distance_PxCxK.shape[-1]
-  size = trace_PxCxT.shape[-1] // blocks
-  loss_PxC = trace_PxCxT.mean(axis=-1)
-  kept = np.isfinite(loss_PxC)
   with warnings.catch_warnings():
-    warnings.simplefilter("ignore", RuntimeWarning)  # all-nan points: nan.
-    dist_PxC = np.where(kept, distance_sq_PxC, np.nan)
-    u_PxC = loss_PxC - np.nanmean(loss_PxC, -1, keepdims=True)
-    v_PxC = dist_PxC - np.nanmean(dist_PxC, -1, keepdims=True)
-    loss_blocks = (
-      trace_PxCxT[..., : blocks * size]
-      .reshape(trace_PxCxT.shape[:2] + (blocks, size))
-      .mean(-1)
-      - loss_PxC[..., None]
-    )
-    dist_blocks = distance_sq_PxCxK - distance_sq_PxC[..., None]
-    pooled = (
-      loss_distance_PxCxK
-      + u_PxC[..., None] * dist_blocks
-      + v_PxC[..., None] * loss_blocks
+    warnings.simplefilter("ignore", RuntimeWarning)  # no kept chain: nan.
+    centred = lambda x: x - np.nanmean(x, axis=-1, keepdims=True)
+    u_PxC = centred(np.where(kept_PxC, loss_PxC, np.nan))
+    v_PxC = centred(np.where(kept_PxC, distance_sq_PxC, np.nan))
+    by_chain_PxC = covariance["cov"] + u_PxC * v_PxC
+    by_block_PxCxK = (
+      covariance["xy"]
+      + u_PxC[..., None] * covariance["y"]
+      + v_PxC[..., None] * covariance["x"]
       + (u_PxC * v_PxC)[..., None]
     )
-    scale = -0.5 * np.asarray(localization_P) * np.asarray(nbeta_P)
-    mean = np.nanmean(pooled.reshape(len(loss_PxC), -1), axis=-1)
-    se = np.fmax(_spread(pooled), _spread(pooled.mean(-1)))
-  return scale * mean, np.abs(scale) * se
+    cov_P = np.nanmean(by_chain_PxC, axis=-1)
+    se_P = np.fmax(_spread(by_chain_PxC), _spread(by_block_PxCxK))
+  scale = -0.5 * np.asarray(localization_P) * np.asarray(nbeta_P)
+  return scale * cov_P, np.abs(scale) * se_P
 
 
 def _spread(x: np.ndarray) -> np.ndarray:

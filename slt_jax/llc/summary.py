@@ -120,8 +120,9 @@ def summarize(
       ``j // P``, point ``j % P``): ``init_loss`` and
       ``init_batch_loss_std`` (items,), ``loss_trace``
       (items, chains, draws), ``mala_accept`` and ``distance_sq`` (items,
-      chains), ``loss_distance_blocks`` and ``distance_sq_blocks`` (items,
-      chains, blocks), ``item_seconds`` (items,) and the observables.
+      chains), ``loss_distance/cov`` (items, chains) and
+      ``loss_distance/xy``, ``/x``, ``/y`` (items, chains, blocks),
+      ``item_seconds`` (items,) and the observables.
     cfg: the sweep's configuration.
     grid: the (S,) settings.
     is_grid: whether the caller passed a grid (results keep the (S,) axis).
@@ -155,13 +156,19 @@ def summarize(
       out["distance_sq"],
       out["item_seconds"],
       cfg.num_chains * (cfg.num_burnin + cfg.num_draws),
-      (out["loss_distance_blocks"], out["distance_sq_blocks"]),
-      grid.localization[setting_items],
     )
+  loss_chains = trace.mean(axis=-1)
+  slope, slope_se = diagnostics.localization_slope(
+    loss_chains,
+    out["distance_sq"],
+    ~diag.diverged,
+    {k: out[f"loss_distance/{k}"] for k in ("cov", "xy", "x", "y")},
+    nbeta_items,
+    grid.localization[setting_items],
+  )
+  diag = diag._replace(localization_slope=slope, localization_slope_se=slope_se)
   with np.errstate(invalid="ignore"):
-    per_chain = nbeta_items[:, None] * (
-      trace.mean(axis=-1) - init_loss[:, None]
-    )
+    per_chain = nbeta_items[:, None] * (loss_chains - init_loss[:, None])
   good = np.where(diag.diverged, np.nan, per_chain)
   with warnings.catch_warnings():
     warnings.simplefilter("ignore", RuntimeWarning)  # all-nan rows: nan.

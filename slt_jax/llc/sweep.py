@@ -62,13 +62,14 @@ def _join_chunks(outputs: list, num_items: int) -> dict:
   saved without timings (an older layout) gets nan ``item_seconds``, one
   without the minibatch noise at w* a noise of 0 (the plain divergence
   rule); the covariance blocks are nan when any chunk lacks them."""
-  blocks = ("loss_distance_blocks", "distance_sq_blocks")
-  complete = all(name in o for o in outputs for name in blocks)
+  covariance = [f"loss_distance/{k}" for k in ("cov", "xy", "x", "y")]
+  complete = all(name in o for o in outputs for name in covariance)
   for o in outputs:
     o.setdefault("item_seconds", np.full(len(o["init_loss"]), np.nan))
     o.setdefault("init_batch_loss_std", np.zeros(len(o["init_loss"])))
-    for name in () if complete else blocks:
-      o[name] = np.full(o["distance_sq"].shape + (1,), np.nan)
+    for name in () if complete else covariance:
+      tail = () if name.endswith("cov") else (1,)
+      o[name] = np.full(o["distance_sq"].shape + tail, np.nan)
   return {
     k: np.concatenate([o[k] for o in outputs])[:num_items] for k in outputs[0]
   }

@@ -4,6 +4,7 @@ import dataclasses
 
 import jax
 import numpy as np
+import pytest
 
 from experiments import dln_localization as study
 from slt_jax import known_cases, theory
@@ -46,3 +47,15 @@ def test_scan_rows_match_a_separate_run_at_their_gamma(
     key, case.loss_fn, case.params, case.data, cfg, progress=False, warn=False
   )
   np.testing.assert_allclose(rows[1]["estimate"], float(alone.mean), rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_tuned_rows_record_autotunes_estimate_and_slope(monkeypatch):
+  monkeypatch.setattr(study, "TUNED_NETWORK", ((3, 4, 2), 1, 500))
+  monkeypatch.setattr(study, "TUNED_GAMMAS", (20.0,))
+  (row,) = study.tuned_rows(budget_grads=3e5)
+  assert row["true_llc"] == theory.deep_linear_llc((3, 4, 2), 1)[0]
+  assert np.isclose(row["rel_err"], row["estimate"] / row["true_llc"] - 1)
+  assert row["localization_slope"] < 0 < row["localization_slope_se"]
+  assert "per unit of ln γ" in row["reason"]
+  assert 0 < row["gradient_evaluations"] <= 3e5

@@ -906,7 +906,7 @@ def test_efficiency_diagnostics(tmp_path):
   assert np.isfinite(d.localization_slope).all()
   path = os.path.join(folder, "part_00001.npz")
   saved = sj.persist.load_npz(path)
-  for name in ("item_seconds", "loss_distance_blocks", "distance_sq_blocks"):
+  for name in ("item_seconds", "loss_distance/cov", "loss_distance/xy"):
     del saved[name]
   sj.persist.save_npz(path, saved)
   again = estimate_llc(

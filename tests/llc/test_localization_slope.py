@@ -5,7 +5,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from slt_jax.llc import SGLDConfig, SGLDSettings, diagnostics, estimate_llc
+from slt_jax.llc import (
+  SGLDConfig,
+  SGLDSettings,
+  chain,
+  diagnostics,
+  estimate_llc,
+)
 
 NBETA = 100.0
 # nβ h spans 1 to 100 around γ = 10: both sides of the localization scale.
@@ -86,40 +92,41 @@ def test_slope_matches_a_finite_difference_of_the_estimate():
   np.testing.assert_allclose(finite_difference, exact(10.0)[1], rtol=0.1)
 
 
-def test_an_excluded_chain_is_left_out_of_the_pooled_covariance():
-  rng = np.random.default_rng(0)
-  trace = rng.normal(size=(1, 5, 50))
-  dist = rng.normal(size=(1, 5))
-  blocks = rng.normal(size=(2, 1, 5, 10))
-  excluded = trace.copy()
-  excluded[0, 3] = np.nan
-  kept = [0, 1, 2, 4]
-  np.testing.assert_allclose(
-    diagnostics.localization_slope(excluded, dist, *blocks, NBETA, 10.0),
-    diagnostics.localization_slope(
-      trace[:, kept], dist[:, kept], *blocks[:, :, kept], NBETA, 10.0
-    ),
+def _inputs(loss_CxT, dist_CxT):
+  """``localization_slope``'s inputs for one point, from whole traces."""
+  blocks = jax.vmap(chain.covariance_blocks)(
+    jnp.asarray(loss_CxT), jnp.asarray(dist_CxT)
+  )
+  return (
+    loss_CxT.mean(-1)[None],
+    dist_CxT.mean(-1)[None],
+    {k: np.asarray(v, np.float64)[None] for k, v in blocks.items()},
   )
 
 
-def test_blocks_rebuild_the_pooled_covariance_of_the_draws():
-  """Chain-centred block means, recombined: the covariance of all draws
-  about the grand means, as NumPy computes it from the traces."""
+def test_the_pooled_covariance_is_that_of_all_draws():
+  """43 draws (not a multiple of the blocks): every draw counts."""
   rng = np.random.default_rng(1)
-  loss = rng.normal(size=(3, 40)) + rng.normal(size=(3, 1))
-  dist = 0.5 * loss + rng.normal(size=(3, 40))
-  centred = (loss - loss.mean(1, keepdims=True)) * (
-    dist - dist.mean(1, keepdims=True)
-  )
-  in_blocks = lambda z: z.reshape(3, 10, 4).mean(-1)[None]
+  loss = rng.normal(size=(3, 43)) + rng.normal(size=(3, 1))
+  dist = 0.5 * loss + rng.normal(size=(3, 43))
+  loss_PxC, dist_PxC, covariance = _inputs(loss, dist)
   slope, se = diagnostics.localization_slope(
-    loss[None],
-    dist.mean(1)[None],
-    in_blocks(centred),
-    in_blocks(dist),
-    NBETA,
-    2.0,
+    loss_PxC, dist_PxC, np.ones((1, 3), bool), covariance, NBETA, 2.0
   )
   grand = np.mean((loss - loss.mean()) * (dist - dist.mean()))
-  np.testing.assert_allclose(slope, [-0.5 * 2.0 * NBETA * grand])
+  np.testing.assert_allclose(slope, [-0.5 * 2.0 * NBETA * grand], rtol=1e-5)
   assert 0 < float(se[0]) < abs(float(slope[0]))
+
+
+def test_an_excluded_chain_is_left_out():
+  rng = np.random.default_rng(0)
+  loss, dist = rng.normal(size=(2, 5, 50))
+  kept = np.array([[True, True, True, False, True]])
+  both = diagnostics.localization_slope(
+    *_inputs(loss, dist)[:2], kept, _inputs(loss, dist)[2], NBETA, 10.0
+  )
+  loss_PxC, dist_PxC, covariance = _inputs(loss[kept[0]], dist[kept[0]])
+  alone = diagnostics.localization_slope(
+    loss_PxC, dist_PxC, np.ones((1, 4), bool), covariance, NBETA, 10.0
+  )
+  np.testing.assert_allclose(both, alone, rtol=1e-6)
