@@ -36,6 +36,9 @@ the minibatch size, and the samplers' own hyperparameters, which are kept);
 
 Every run uses the caller's key, so ``estimate_llc(key, loss_fn, params,
 data, cfg_tuned, batch_ndim, mask=mask)`` reproduces ``report.result``.
+γ is the caller's: the reason ends with how much it moves the tuned
+estimate (``ChainDiagnostics.localization_slope``, relative to the
+estimate, per unit of ln γ).
 """
 
 from __future__ import annotations
