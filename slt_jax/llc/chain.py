@@ -49,6 +49,9 @@ ROLES = ("plain", "record", "proxy")
 NOISE_BATCHES = 32
 # Blocks of a chain's draws for the batch-means error of a covariance.
 COV_BLOCKS = 10
+# covariance_blocks' entries of the loss and ||w - w*||^2 -> their names
+# among a work item's outputs.
+COVARIANCE_OUTPUTS = {k: f"loss_distance/{k}" for k in ("cov", "xy", "x", "y")}
 
 
 def step_role(step: int, every: int) -> str:
@@ -484,7 +487,7 @@ def point_program(
       "loss_trace": trace,
       "mala_accept": accept,
       "distance_sq": dist,
-      **{f"loss_distance/{k}": v for k, v in blocks.items()},
+      **{COVARIANCE_OUTPUTS[k]: v for k, v in blocks.items()},
     }
     for name in () if spec is None else spec.names:
       out[f"observables/{name}"] = seen[name]

@@ -10,6 +10,7 @@ import numpy as np
 
 from slt_jax.llc import diagnostics
 from slt_jax.llc.arguments import ObservablesSpec
+from slt_jax.llc.chain import COVARIANCE_OUTPUTS
 from slt_jax.llc.config import SGLDConfig
 from slt_jax.llc.diagnostics import ChainDiagnostics
 from slt_jax.llc.result import LLCResult
@@ -162,7 +163,7 @@ def summarize(
     loss_chains,
     out["distance_sq"],
     ~diag.diverged,
-    {k: out[f"loss_distance/{k}"] for k in ("cov", "xy", "x", "y")},
+    {k: out[name] for k, name in COVARIANCE_OUTPUTS.items()},
     nbeta_items,
     grid.localization[setting_items],
   )

@@ -32,7 +32,7 @@ from slt_jax.llc.arguments import (
   resolve_observables,
   resolve_settings,
 )
-from slt_jax.llc.chain import point_program
+from slt_jax.llc.chain import COVARIANCE_OUTPUTS, point_program
 from slt_jax.llc.config import SGLDConfig
 from slt_jax.llc.result import LLCResult
 from slt_jax.llc.summary import summarize
@@ -62,13 +62,13 @@ def _join_chunks(outputs: list, num_items: int) -> dict:
   saved without timings (an older layout) gets nan ``item_seconds``, one
   without the minibatch noise at w* a noise of 0 (the plain divergence
   rule); the covariance blocks are nan when any chunk lacks them."""
-  covariance = [f"loss_distance/{k}" for k in ("cov", "xy", "x", "y")]
-  complete = all(name in o for o in outputs for name in covariance)
+  names = COVARIANCE_OUTPUTS.items()
+  complete = all(name in o for o in outputs for _, name in names)
   for o in outputs:
     o.setdefault("item_seconds", np.full(len(o["init_loss"]), np.nan))
     o.setdefault("init_batch_loss_std", np.zeros(len(o["init_loss"])))
-    for name in () if complete else covariance:
-      tail = () if name.endswith("cov") else (1,)
+    for k, name in () if complete else names:
+      tail = () if k == "cov" else (1,)  # one nan block.
       o[name] = np.full(o["distance_sq"].shape + tail, np.nan)
   return {
     k: np.concatenate([o[k] for o in outputs])[:num_items] for k in outputs[0]
