@@ -225,20 +225,10 @@ def run_network(net: dict, sampler: str, cfg: BenchmarkConfig, seed: int):
     "num_burnin": tuned.num_burnin,
     "num_draws": tuned.num_draws,
     "extrapolated": None if extrapolated is None else float(extrapolated),
-    **_slope(report.result),
+    **tuning.slope_fields(report.result),
     "gradient_evaluations": int(report.gradient_evaluations),
     "seconds": float(report.seconds),
     "device": jax.devices()[0].device_kind,
-  }
-
-
-def _slope(result) -> dict:
-  """The tuned run's ``localization_slope`` and its error (nan without a
-  run)."""
-  d = None if result is None else result.diagnostics
-  return {
-    name: np.nan if d is None else float(getattr(d, name))
-    for name in ("localization_slope", "localization_slope_se")
   }
 
 
@@ -260,7 +250,7 @@ def _unaffordable_row(net: dict, sampler: str, reason: str) -> dict:
     "num_burnin": 0,
     "num_draws": 0,
     "extrapolated": None,
-    **_slope(None),
+    **tuning.slope_fields(None),
     "gradient_evaluations": 0,
     "seconds": 0.0,
     "device": jax.devices()[0].device_kind,

@@ -164,8 +164,8 @@ def tuned_rows(budget_grads: float = TUNE_BUDGET) -> list[dict]:
     _, report, reason = tuning.autotune_or_reason(
       key, case.loss_fn, case.params, case.data, cfg, budget_grads=budget_grads
     )
-    d = None if report is None else report.result.diagnostics
-    estimate = np.nan if d is None else float(report.result.mean)
+    result = None if report is None else report.result
+    estimate = np.nan if result is None else float(result.mean)
     rows.append(
       {
         "widths": list(widths),
@@ -175,12 +175,7 @@ def tuned_rows(budget_grads: float = TUNE_BUDGET) -> list[dict]:
         "localization": gamma,
         "estimate": estimate,
         "rel_err": estimate / true_llc - 1,
-        "localization_slope": np.nan
-        if d is None
-        else float(d.localization_slope),
-        "localization_slope_se": np.nan
-        if d is None
-        else float(d.localization_slope_se),
+        **tuning.slope_fields(result),
         "settled": bool(report is not None and report.settled),
         "gradient_evaluations": 0
         if report is None

@@ -54,6 +54,16 @@ def autotune_or_reason(
   return tuned, report, report.reason
 
 
+def slope_fields(result) -> dict:
+  """``localization_slope`` and ``localization_slope_se`` of a tuned run's
+  ``LLCResult`` (one point) as floats; nan without a result."""
+  d = None if result is None else result.diagnostics
+  return {
+    name: np.nan if d is None else float(getattr(d, name))
+    for name in ("localization_slope", "localization_slope_se")
+  }
+
+
 @contextlib.contextmanager
 def _progress():
   """``autotune``'s line per run (its INFO log) on stderr, once, while it

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import logging
+import types
 import warnings
 
 import jax
@@ -106,3 +107,13 @@ def test_memorised_and_last_picks_seed_zeros_points():
   for memorised in (-1, 500):
     _, steps = tuning.memorised_and_last(Run, idx, memorised)
     assert steps.tolist() == [400, 400]
+
+
+def test_slope_fields_reads_the_result_or_gives_nan():
+  diagnostics = types.SimpleNamespace(
+    localization_slope=np.float32(-2.5), localization_slope_se=np.float32(0.5)
+  )
+  fields = tuning.slope_fields(types.SimpleNamespace(diagnostics=diagnostics))
+  assert fields == {"localization_slope": -2.5, "localization_slope_se": 0.5}
+  assert all(isinstance(v, float) for v in fields.values())
+  assert all(np.isnan(v) for v in tuning.slope_fields(None).values())
