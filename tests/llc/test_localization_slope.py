@@ -1,5 +1,7 @@
 """The estimate's slope in ln γ, read from the draws, against closed forms."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -32,19 +34,15 @@ def exact(localization: float) -> tuple[float, float]:
   )
 
 
-def run(sampler: str, localization: float, step_size: float):
-  cfg = SGLDConfig(
-    sampler=sampler,
-    step_size=step_size,
-    nbeta=NBETA,
-    localization=localization,
-    num_chains=32,
-    num_burnin=3000,
-    num_draws=40_000,
-    batch_size=None,
-  )
+# Long full-batch chains: the covariance's relative error is a few %.
+CHAINS = SGLDConfig(
+  nbeta=NBETA, num_chains=32, num_burnin=3000, num_draws=40_000, batch_size=None
+)
+
+
+def run(key, cfg: SGLDConfig, **options):
   return estimate_llc(
-    jax.random.key(0), quadratic_loss, jnp.zeros(12), jnp.zeros((4, 1)), cfg
+    key, quadratic_loss, jnp.zeros(12), jnp.zeros((4, 1)), cfg, **options
   )
 
 
@@ -54,7 +52,10 @@ def run(sampler: str, localization: float, step_size: float):
 )
 def test_slope_matches_the_gaussian_closed_form(sampler, step_size):
   localization = 10.0
-  res = run(sampler, localization, step_size)
+  cfg = dataclasses.replace(
+    CHAINS, sampler=sampler, step_size=step_size, localization=localization
+  )
+  res = run(jax.random.key(0), cfg)
   llc, slope = exact(localization)
   np.testing.assert_allclose(float(res.mean), llc, rtol=0.03)
   assert res.diagnostics.localization_slope.shape == ()
@@ -71,21 +72,7 @@ def test_slope_matches_a_finite_difference_of_the_estimate():
   grid = SGLDSettings.product(
     step_size=[2e-4], nbeta=[NBETA], localization=10.0 * np.exp([-0.15, 0.15])
   )
-  cfg = SGLDConfig(
-    nbeta=NBETA,
-    num_chains=32,
-    num_burnin=3000,
-    num_draws=40_000,
-    batch_size=None,
-  )
-  res = estimate_llc(
-    jax.random.key(1),
-    quadratic_loss,
-    jnp.zeros(12),
-    jnp.zeros((4, 1)),
-    cfg,
-    settings=grid,
-  )
+  res = run(jax.random.key(1), CHAINS, settings=grid)
   finite_difference = float(res.mean[1] - res.mean[0]) / 0.3
   at_centre = float(np.mean(res.diagnostics.localization_slope))
   np.testing.assert_allclose(at_centre, finite_difference, rtol=0.1)
