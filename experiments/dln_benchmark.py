@@ -20,9 +20,10 @@ DLNs). Writes ``DIR/results.json`` and ``DIR/dln_benchmark.png`` (estimate
 against λ, log-log; relative error against the parameter count, per
 sampler); ``--replot`` redraws.
 
-Each (network, sampler) row is saved to ``DIR/rows/`` when it finishes, so an
-interrupted run resumes where it stopped (rows of another config are
-refused). Networks run smallest first.
+Each (network, sampler) row is saved to ``DIR/rows/`` when it finishes, and
+within a row each of autotune's runs to ``DIR/chains/`` (``autotune``'s
+``out_path``), so an interrupted run resumes where it stopped, inside a row
+too (rows of another config are refused). Networks run smallest first.
 
     python -m experiments.dln_benchmark --quick   # 4 networks, 1e2..3e3
     python -m experiments.dln_benchmark           # 20 networks, 1e2..1e6
@@ -174,16 +175,29 @@ def _num_params(widths) -> int:
   return sum(a * b for a, b in zip(widths, widths[1:]))
 
 
-def run_network(net: dict, sampler: str, cfg: BenchmarkConfig, seed: int):
+def run_network(
+  net: dict,
+  sampler: str,
+  cfg: BenchmarkConfig,
+  seed: int,
+  tuning_path: Optional[str] = None,
+):
   """Autotunes one sampler on one network; its row of the table.
+
+  Args:
+    net, sampler, cfg, seed: the network, the sampler, the config, the seed.
+    tuning_path: ``autotune``'s ``out_path``: its runs are saved there, and
+      an interrupted row resumes from the runs that finished.
 
   Returns:
     dict: the network's fields plus ``sampler``, ``estimate``, ``mcse``,
     ``rel_err``, ``ess``, ``rhat``, ``settled``, ``reason``, the tuned
     ``step_size``, ``num_burnin``, ``num_draws``, ``extrapolated`` (eps -> 0,
-    when the search ended without a passing step), ``gradient_evaluations``
-    and ``seconds``.
+    when the search ended without a passing step), ``gradient_evaluations``,
+    ``seconds`` and ``tuning_resumed`` (saved runs were found: ``seconds``
+    then leaves out the time they took).
   """
+  resumed = bool(tuning_path) and os.path.exists(tuning_path)
   key = jax.random.fold_in(jax.random.key(seed), net["index"])
   case = known_cases.deep_linear(
     key,
@@ -204,6 +218,7 @@ def run_network(net: dict, sampler: str, cfg: BenchmarkConfig, seed: int):
     sampler_cfg,
     budget_grads=cfg.budget_grads,
     tolerance=cfg.tolerance,
+    out_path=tuning_path,
   )
   if report is None:
     return _unaffordable_row(net, sampler, reason)
@@ -228,6 +243,7 @@ def run_network(net: dict, sampler: str, cfg: BenchmarkConfig, seed: int):
     **tuning.slope_fields(report.result),
     "gradient_evaluations": int(report.gradient_evaluations),
     "seconds": float(report.seconds),
+    "tuning_resumed": resumed,
     "device": jax.devices()[0].device_kind,
   }
 
@@ -329,7 +345,10 @@ def compute(
       and net["num_params"] >= (min_params or 0)
     )
     if row is None and runs_here:
-      row = run_network(net, sampler, cfg, seed)
+      tuning_path = os.path.join(
+        out_dir, "chains", f"net{net['index']:02d}_{sampler}"
+      )
+      row = run_network(net, sampler, cfg, seed, tuning_path)
       persist.save_json(path, {"fingerprint": spec_hash, "row": row})
     if row is None:
       missing.append([net["index"], sampler])

@@ -43,6 +43,7 @@ sweep resumes from ``DIR/chains/``.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 
 import jax
@@ -60,6 +61,8 @@ LOCAL = (1e5, 1e3)  # (nbeta, gamma) that keeps the chains inside the basin.
 THRESHOLDS = (1e-5, 1e-4, 1e-3, 1e-2)  # Hessian eigenvalue counts above these.
 RESOLVED = (1e4, 1.0)  # (nbeta, gamma) whose soft rank counts h >~ 1e-4.
 COUNT_GRID = np.logspace(-6, -1, 21)  # thresholds of the plotted counts.
+SLOPE_STEP = 0.2  # ln γ half-step of the slope check's finite difference.
+SLOPE_CHAINS = 4  # chains of the slope check (its own program).
 GRID_SGLD = dataclasses.replace(
   PAPER_SGLD, num_chains=2, num_burnin=3000, num_draws=1000
 )
@@ -231,8 +234,26 @@ def run_grid(key, loss_fn, points, batch, cfg: GapConfig, path: str) -> dict:
     )
     for power in powers
   ]
+  # The slope in ln γ at the paper's setting: read from the draws at γ0 and
+  # by a central difference over γ0 e^{±SLOPE_STEP} (one program, common
+  # random numbers).
+  sloped = [
+    dataclasses.replace(
+      cfg.grid,
+      num_chains=SLOPE_CHAINS,
+      nbeta=nbeta0,
+      localization=gamma0 * math.exp(sign * SLOPE_STEP),
+    )
+    for sign in (-1, 0, 1)
+  ]
   results = sweeps.llc_grid(
-    key, loss_fn, points, batch, cfgs + [half] + scaled, path, batch_ndim=1
+    key,
+    loss_fn,
+    points,
+    batch,
+    cfgs + [half] + scaled + sloped,
+    path,
+    batch_ndim=1,
   )
   rows = [
     {"nbeta": nb, "gamma": g, **_point_stats(res)}
@@ -249,7 +270,7 @@ def run_grid(key, loss_fn, points, batch, cfg: GapConfig, path: str) -> dict:
       "gamma": 2 * gamma0,
       **without_last(res),
     }
-    for power, sgld, res in zip(powers, scaled, results[len(cfgs) + 1 :])
+    for power, sgld, res in zip(powers, scaled, results[len(cfgs) + 1 : -3])
   ]
   return {
     "rows": rows,
@@ -260,6 +281,39 @@ def run_grid(key, loss_fn, points, batch, cfg: GapConfig, path: str) -> dict:
       **_point_stats(results[len(cfgs)]),
     },
     "scaling_check": scaling,
+    "slope_check": {
+      "nbeta": nbeta0,
+      **slope_check(*results[-3:], gamma0, SLOPE_STEP),
+    },
+  }
+
+
+def slope_check(low: dict, mid: dict, high: dict, gamma: float, step: float):
+  """The estimate's slope in ln γ at each point, two ways: read from the
+  draws at γ (``localization_slope``) and as the central difference of the
+  sweeps at γ e^{∓step}, chain by chain (common random numbers), ± its
+  standard error over chains.
+
+  >>> low = {"per_chain": np.array([[12.0, 14.0]])}
+  >>> high = {"per_chain": np.array([[8.0, 8.0]])}
+  >>> mid = {"mean": np.array([10.0]), "localization_slope": np.array([-11.0]),
+  ...        "localization_slope_se": np.array([2.0])}
+  >>> check = slope_check(low, mid, high, 5.0, 0.2)
+  >>> check["finite_difference"], check["finite_difference_se"]
+  ([-12.5], [2.5])
+  """
+  fd_PxC = (high["per_chain"] - low["per_chain"]) / (2 * step)
+  chains = fd_PxC.shape[-1]
+  return {
+    "gamma": gamma,
+    "log_step": step,
+    "estimate": np.asarray(mid["mean"]).tolist(),
+    "draws": np.asarray(mid["localization_slope"]).tolist(),
+    "draws_se": np.asarray(mid["localization_slope_se"]).tolist(),
+    "finite_difference": np.nanmean(fd_PxC, axis=-1).tolist(),
+    "finite_difference_se": (
+      np.nanstd(fd_PxC, axis=-1, ddof=1) / math.sqrt(chains)
+    ).tolist(),
   }
 
 
@@ -400,6 +454,7 @@ def findings(res: dict) -> list[str]:
     )
     + f" vs {at_w[0]:,.0f} at nbeta {rows[0]['nbeta']:g}, gamma "
     f"{rows[0]['gamma']:g}.",
+    slope_sentence(grid, g),
     f"Step size: eps 5e-4 throughout the grid (nbeta h_max eps <= "
     f"{max(res['nbetas']) * max(q['h_max'] for q in spec) * 5e-4:.3f} at w*);"
     f" halving it at nbeta {grid['step_check']['nbeta']:g}, gamma "
@@ -415,6 +470,34 @@ def findings(res: dict) -> list[str]:
     f"non-stationary window); product x{naive / paper[last]:.1f}.",
   ]
   return out
+
+
+def slope_sentence(grid: dict, g: int) -> str:
+  """The slope check at grid checkpoint ``g`` and at w = 0, beside what the
+  cubic scaling predicts: if the estimate is a function of nβ/γ³ alone, its
+  slope in ln γ is -3 times its slope in ln nβ (the grid's secant at γ0)."""
+  check = grid["slope_check"]
+  gamma0 = check["gamma"]
+  at = {r["nbeta"]: r["mean"] for r in grid["rows"] if r["gamma"] == gamma0}
+  (nb0, est0), (nb1, est1) = sorted(at.items())[:2]
+
+  def pair(i: int) -> str:
+    est, d, d_se = (check[k][i] for k in ("estimate", "draws", "draws_se"))
+    fd, fd_se = check["finite_difference"][i], check["finite_difference_se"][i]
+    predicted = -3 * est * math.log(est1[i] / est0[i]) / math.log(nb1 / nb0)
+    return (
+      f"draws {d:+,.0f} ± {d_se:,.0f} ({d / est:+.0%} of {est:,.0f}), finite"
+      f" difference {fd:+,.0f} ± {fd_se:,.0f} "
+      f"({abs(d - fd) / math.hypot(d_se, fd_se):.1f} s.e. apart), cubic "
+      f"scaling {predicted:+,.0f}"
+    )
+
+  return (
+    f"Slope in ln gamma (nbeta {check['nbeta']:g}, gamma {gamma0:g}; finite "
+    f"difference over gamma e^(±{check['log_step']:g}), {SLOPE_CHAINS} "
+    f"chains, common random numbers): at the checkpoint {pair(g)}; at w = 0 "
+    f"{pair(-1)}."
+  )
 
 
 def plot(res: dict, out_dir: str) -> None:

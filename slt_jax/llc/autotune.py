@@ -47,6 +47,7 @@ import dataclasses
 import functools
 import logging
 import math
+import os
 import time
 import warnings
 from typing import Callable, NamedTuple, Optional, Union
@@ -643,7 +644,9 @@ class _Runner:
   num_examples: Optional[int]
   num_points: int
   budget: int
+  out_path: Optional[str] = None
   spent: int = 0
+  runs: int = 0
   rows: list = dataclasses.field(default_factory=list)
 
   def cost(self, num_step_sizes: int, steps: int) -> int:
@@ -654,10 +657,14 @@ class _Runner:
     self, phase: str, step_sizes: list, burnin: int, draws: int
   ) -> Optional[list]:
     """One ``LLCResult`` per step size (one grid run; common random
-    numbers), or None when the run would exceed the budget."""
+    numbers), or None when the run would exceed the budget. With an
+    ``out_path``, run i saves its chunks in ``out_path/run_i`` and loads
+    them from there when it finished before."""
     cost = self.cost(len(step_sizes), burnin + draws)
     if self.spent + cost > self.budget:
       return None
+    self.runs += 1
+    folder = self.out_path and os.path.join(self.out_path, f"run_{self.runs}")
     grid = len(step_sizes) > 1
     cfg = dataclasses.replace(
       self.cfg, step_size=step_sizes[0], num_burnin=burnin, num_draws=draws
@@ -675,6 +682,7 @@ class _Runner:
         settings=SGLDSettings(step_size=tuple(step_sizes)) if grid else None,
         mask=self.mask,
         num_examples=self.num_examples,
+        out_path=folder,
         progress=False,
         warn=False,
       )
@@ -971,6 +979,7 @@ def autotune(
   ladder_ratio: float = 2.0,
   power_iters: int = 30,
   curvature_examples: Optional[int] = 4096,
+  out_path: Optional[str] = None,
 ) -> tuple[SGLDConfig, AutotuneReport]:
   """Chooses the step size, burn-in and chain length of an LLC estimate.
 
@@ -1005,6 +1014,12 @@ def autotune(
     power_iters: power iterations for ``h_max``.
     curvature_examples: examples (random) for ``h_max`` and the checks of
       the points (None: all).
+    out_path: folder where every run saves its chunks (``run_1``, ``run_2``,
+      ... in the order they ran; see ``estimate_llc``), or None. The runs
+      are a function of the arguments, so calling again with the same
+      arguments loads the runs that finished and resumes an interrupted
+      tuning where it stopped; a loaded run's ``seconds`` are the time to
+      load it. A folder of other runs is refused.
 
   Returns:
     (the tuned SGLDConfig, ``AutotuneReport``). If the budget ends before a
@@ -1073,6 +1088,7 @@ def autotune(
     num_examples,
     math.prod(batch_shape),
     int(budget_grads),
+    out_path,
   )
   top = (
     cfg.rmsprop_eps if cfg.sampler == "rmsprop_sgld" else 1.0

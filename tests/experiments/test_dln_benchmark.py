@@ -47,7 +47,8 @@ def test_a_budget_below_the_first_ladder_is_a_recorded_miss():
   assert stats["within_10pct"] == 0.0 and stats["count"] == 1
 
 
-def _fake_row(net, sampler, cfg, seed):
+def _fake_row(net, sampler, cfg, seed, tuning_path):
+  assert tuning_path.endswith(f"net{net['index']:02d}_{sampler}")
   return {
     **net,
     "sampler": sampler,
@@ -76,7 +77,7 @@ def test_rows_resume_and_another_config_is_refused(tmp_path, monkeypatch):
   rows = os.listdir(os.path.join(out, "rows"))
   assert len(rows) == 2 * len(bench.CONFIGS["smoke"].samplers)
 
-  def fail(*args):
+  def fail(*args, **kwargs):
     raise AssertionError("a saved row was recomputed")
 
   monkeypatch.setattr(bench, "run_network", fail)

@@ -129,7 +129,12 @@ def test_llc_gap_smoke(tmp_path, monkeypatch):
   for row in res["grid"]["rows"]:
     assert len(row["mean"]) == len(res["grid_steps"]) + 1  # + the origin
     assert _finite(row["mean"])
+  check = res["grid"]["slope_check"]
+  for key in ("estimate", "draws", "draws_se", "finite_difference"):
+    assert len(check[key]) == len(res["grid_steps"]) + 1
+    assert _finite(check[key])
   assert res["findings"] and all(isinstance(s, str) for s in res["findings"])
+  assert any(s.startswith("Slope in ln gamma") for s in res["findings"])
   png = out / "llc_gap.png"
   assert os.path.getsize(png) > 0
   # --replot redraws the figure from results.json alone.

@@ -232,3 +232,41 @@ def test_deep_linear_network_within_ten_percent(key):
   )
   assert report.settled, report.summary()
   assert abs(float(report.result.mean) / true_llc - 1) < 0.10
+
+
+def test_out_path_resumes_an_interrupted_tuning(key, tmp_path, monkeypatch):
+  from slt_jax.llc import sweep
+
+  computed = []
+  compute = sweep.Sweep._compute
+
+  def counting(self, plan, outputs, parts, progress):
+    computed.append(sum(out is None for out in outputs))
+    return compute(self, plan, outputs, parts, progress)
+
+  monkeypatch.setattr(sweep.Sweep, "_compute", counting)
+  loss = lambda w, batch: 0.5 * jnp.sum(w**2) + 0.0 * jnp.sum(batch)
+  args = (key, loss, jnp.zeros(20), jnp.zeros((8, 1)), _quadratic_cfg())
+  options = dict(tolerance=0.3, min_ess=1000.0, out_path=str(tmp_path))
+  tune = lambda: autotune(*args, **options)  # a ladder, then two extensions
+  cfg, report = tune()
+  runs = {p.name for p in tmp_path.iterdir()}
+  assert runs == {f"run_{i}" for i in range(1, len(computed) + 1)}
+  assert len(runs) >= 2
+  assert all(n > 0 for n in computed)
+  # Interrupted before its last run: the others load, the last reruns.
+  last = tmp_path / f"run_{len(runs)}"
+  for part in last.iterdir():
+    part.unlink()
+  last.rmdir()
+  computed.clear()
+  cfg_again, report_again = tune()
+  assert computed[:-1] == [0] * (len(runs) - 1) and computed[-1] > 0
+  assert cfg_again == cfg
+  assert [r.estimate for r in report_again.rows] == [
+    r.estimate for r in report.rows
+  ]
+  np.testing.assert_array_equal(report_again.result.mean, report.result.mean)
+  # Another computation's folder is refused, not overwritten.
+  with pytest.raises(ValueError, match="run_1"):
+    autotune(jax.random.key(1), *args[1:], **options)
