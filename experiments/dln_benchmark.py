@@ -16,9 +16,10 @@ whether it settled. The summary gives, per sampler, the
 median and largest |relative error| on the m = 1 and m > 1 networks and the
 fraction within 5% and 10%; the ranking by median error on m = 1 is set
 beside the published one (RMSprop-SGLD the most faithful local sampler on
-DLNs). Writes ``DIR/results.json`` and ``DIR/dln_benchmark.png`` (estimate
+DLNs). Writes ``DIR/results.json``, ``DIR/dln_benchmark.png`` (estimate
 against λ, log-log; relative error against the parameter count, per
-sampler); ``--replot`` redraws.
+sampler) and ``DIR/table.md`` (the relative errors, network by sampler);
+``--replot`` redraws both.
 
 Each (network, sampler) row is saved to ``DIR/rows/`` when it finishes, and
 within a row each of autotune's runs to ``DIR/chains/`` (``autotune``'s
@@ -442,9 +443,52 @@ def _error_stats(rows: list[dict]) -> dict:
   }
 
 
+def table(results: dict) -> str:
+  """Markdown table: one line per network (smallest first), the relative
+  error per sampler, ``*`` where the run did not settle, "not run" where it
+  has no row.
+
+  >>> net = dict(index=0, widths=[3, 2], rank=1, num_params=6, true_llc=2.0,
+  ...            multiplicity=1)
+  >>> row = dict(net, sampler="sgld", rel_err=0.031, settled=False)
+  >>> res = dict(networks=[net], rows=[row],
+  ...            config=dict(samplers=["sgld", "sghmc"]))
+  >>> print(table(res).splitlines()[-1])
+  | 6 | 1, 1 | 2 (1) | +3.1%* | not run |
+  """
+  samplers = results["config"]["samplers"]
+  found = {(r["index"], r["sampler"]): r for r in results["rows"]}
+
+  def cell(net: dict, sampler: str) -> str:
+    row = found.get((net["index"], sampler))
+    if row is None:
+      return "not run"
+    if not np.isfinite(row["rel_err"]):
+      return "no estimate"
+    return f"{row['rel_err']:+.1%}" + ("" if row["settled"] else "*")
+
+  lines = [
+    "| d | layers, rank | λ (m) | " + " | ".join(samplers) + " |",
+    "|---" * (3 + len(samplers)) + "|",
+  ]
+  for net in sorted(results["networks"], key=lambda n: n["num_params"]):
+    lines.append(
+      f"| {net['num_params']:,} | {len(net['widths']) - 1}, {net['rank']} | "
+      f"{net['true_llc']:g} ({net['multiplicity']}) | "
+      + " | ".join(cell(net, s) for s in samplers)
+      + " |"
+    )
+  return "\n".join(lines) + "\n"
+
+
 def plot(results: dict, out_dir: str) -> None:
   """Estimate against λ (log-log) and relative error against the parameter
-  count, one marker per sampler (hollow: not settled)."""
+  count, one marker per sampler (hollow: not settled); the relative errors
+  as ``table.md`` (``table``)."""
+  persist.atomic_write(
+    os.path.join(out_dir, "table.md"),
+    lambda f: f.write(table(results).encode()),
+  )
   if not results["rows"]:
     return
   fig, (ax_est, ax_err) = plt.subplots(1, 2, figsize=(11, 4.5))

@@ -74,6 +74,11 @@ def test_rows_resume_and_another_config_is_refused(tmp_path, monkeypatch):
   out = str(tmp_path)
   first = bench.main(["--smoke", "--out", out])
   assert os.path.exists(os.path.join(out, "dln_benchmark.png"))
+  with open(os.path.join(out, "table.md")) as f:
+    lines = f.read().splitlines()
+  assert len(lines) == 2 + len(first["networks"])
+  others = len(bench.CONFIGS["smoke"].samplers) - 1
+  assert lines[2].count("+2.0%") == 1 and lines[2].count("-10.0%") == others
   rows = os.listdir(os.path.join(out, "rows"))
   assert len(rows) == 2 * len(bench.CONFIGS["smoke"].samplers)
 
