@@ -38,7 +38,8 @@ Every run uses the caller's key, so ``estimate_llc(key, loss_fn, params,
 data, cfg_tuned, batch_ndim, mask=mask)`` reproduces ``report.result``.
 γ is the caller's: the reason ends with how much it moves the tuned
 estimate (``ChainDiagnostics.localization_slope``, relative to the
-estimate, per unit of ln γ).
+estimate, per unit of ln γ), and says "γ sets much of this number" when
+that slope exceeds 10% by two standard errors.
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ BURNIN_RELAXATIONS = 2.0  # burn-in in relaxation times (mean and variance).
 MAX_LADDERS = 30  # a guard: the budget ends every search long before.
 NUM_LOSS_PROBES = 2  # points at the localization scale for the constant check.
 CONSTANT_LOSS = 1e-6  # nβ |L(w* + δ) - L(w*)| below this: a constant loss.
+GAMMA_SETS = 0.1  # |slope| / estimate per ln γ surely above this: γ sets it.
 
 
 class TuneRow(NamedTuple):
@@ -910,10 +912,16 @@ def _gamma_note(res: LLCResult) -> str:
   if not np.isfinite(rel).any():
     return "the slope in ln γ is unknown"
   worst = np.nanargmax(np.where(np.isfinite(rel), np.abs(rel), np.nan))
-  return (
+  note = (
     f"γ moves the estimate by {rel[worst]:+.1%} ± {rel_se[worst]:.1%} per "
     "unit of ln γ (localization_slope, largest over the points)"
   )
+  if abs(rel[worst]) - 2 * rel_se[worst] > GAMMA_SETS:
+    note += (
+      f"; beyond {GAMMA_SETS:.0%} by 2 s.e.: γ sets much of this number,"
+      " so quote γ with it"
+    )
+  return note
 
 
 def _conclude(

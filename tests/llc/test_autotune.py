@@ -8,6 +8,7 @@ stationary variance at step eps is exactly ``1 / (k (1 - eps k / 4))`` (k = nβ
 
 import dataclasses
 import re
+from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
@@ -16,7 +17,7 @@ import pytest
 
 from slt_jax import known_cases, theory
 from slt_jax.llc import SGLDConfig, estimate_llc
-from slt_jax.llc.autotune import autotune, hessian_top_eigenvalue
+from slt_jax.llc.autotune import _gamma_note, autotune, hessian_top_eigenvalue
 
 
 def _quadratic_cfg(**overrides):
@@ -81,6 +82,7 @@ def test_isotropic_quadratic_recovers_finite_temperature(key):
   rel_slope = report.result.diagnostics.localization_slope / mean
   assert float(rel_slope) == pytest.approx(-gamma / curvature, rel=0.15)
   assert f"{float(rel_slope):+.1%} ± " in report.reason
+  assert "γ sets much" not in report.reason  # -9%: below the 10% flag
   assert report.gradient_evaluations == sum(
     r.gradient_evaluations for r in report.rows
   )
@@ -270,3 +272,19 @@ def test_out_path_resumes_an_interrupted_tuning(key, tmp_path, monkeypatch):
   # Another computation's folder is refused, not overwritten.
   with pytest.raises(ValueError, match="run_1"):
     autotune(jax.random.key(1), *args[1:], **options)
+
+
+@pytest.mark.parametrize(
+  "slope, se, flagged",
+  [(-30.0, 5.0, True), (-30.0, 12.0, False), (-8.0, 0.1, False)],
+)
+def test_reason_says_when_gamma_sets_the_number(slope, se, flagged):
+  # Estimate 100: flagged when |slope| / 100 exceeds 10% by two s.e.
+  diagnostics = SimpleNamespace(
+    localization_slope=np.array(slope), localization_slope_se=np.array(se)
+  )
+  note = _gamma_note(
+    SimpleNamespace(mean=np.array(100.0), diagnostics=diagnostics)
+  )
+  assert note.startswith(f"γ moves the estimate by {slope / 100:+.1%} ± ")
+  assert ("γ sets much of this number" in note) == flagged
