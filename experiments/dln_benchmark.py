@@ -193,8 +193,8 @@ def run_network(
   Returns:
     dict: the network's fields plus ``sampler``, ``estimate``, ``mcse``,
     ``rel_err``, ``ess``, ``rhat``, ``settled``, ``reason``, the tuned
-    ``step_size``, ``num_burnin``, ``num_draws``, ``extrapolated`` (eps -> 0,
-    when the search ended without a passing step), ``gradient_evaluations``,
+    ``step_size``, ``num_burnin``, ``num_draws``, ``extrapolated`` (the last
+    ladder's linear extrapolation to eps -> 0), ``gradient_evaluations``,
     ``seconds`` and ``tuning_resumed`` (saved runs were found: ``seconds``
     then leaves out the time they took).
   """

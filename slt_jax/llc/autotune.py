@@ -138,8 +138,9 @@ class AutotuneReport:
     result: the ``LLCResult`` of the tuned config (None if nothing ran
       stably).
     extrapolated: (batch) linear extrapolation of the estimate to eps -> 0
-      from the two smallest stable steps, when the search ended without a
-      step whose bias bound passed; else None.
+      from the last ladder's two smallest steps (None unless both are
+      stable): a cross-check of the chosen step's bias, and the best guess
+      when the search ended without a step whose bias bound passed.
     gradient_evaluations: spent in all runs.
     seconds: wall time of ``autotune``.
   """
@@ -936,19 +937,17 @@ def _conclude(
 ) -> tuple[SGLDConfig, AutotuneReport]:
   """The tuned config and the report: chains settled at the chosen rung
   ``index`` of the last ``ladder``, or, with no rung chosen, its smallest
-  stable rung, flagged, with the extrapolation to eps -> 0 (``start``: the
-  ``time.perf_counter()`` when tuning began)."""
+  stable rung, flagged; with the ladder's extrapolation to eps -> 0 either
+  way (``start``: the ``time.perf_counter()`` when tuning began)."""
   if index is None:
     stable = [k for k, r in enumerate(ladder.rungs) if _stable(r)]
     index = stable[-1] if stable else len(ladder.steps) - 1
     res, burnin, draws = ladder.rungs[index], ladder.burnin, ladder.draws
     fails = ["no step size passed the bias bound"]
-    extrapolated = _extrapolate(ladder, ratio)
   else:
     res, burnin, draws, fails = _settle(
       runner, ladder.steps[index], ladder, ladder.rungs[index], limits
     )
-    extrapolated = None
   tuned = dataclasses.replace(
     runner.cfg,
     step_size=ladder.steps[index],
@@ -962,7 +961,7 @@ def _conclude(
     h_max=h_max,
     rows=tuple(runner.rows),
     result=res if _stable(res) else None,
-    extrapolated=extrapolated,
+    extrapolated=_extrapolate(ladder, ratio),
     gradient_evaluations=runner.spent,
     seconds=time.perf_counter() - start,
   )

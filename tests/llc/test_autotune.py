@@ -252,6 +252,11 @@ def test_out_path_resumes_an_interrupted_tuning(key, tmp_path, monkeypatch):
   options = dict(tolerance=0.3, min_ess=1000.0, out_path=str(tmp_path))
   tune = lambda: autotune(*args, **options)  # a ladder, then two extensions
   cfg, report = tune()
+  assert report.settled
+  # Chosen or not, the ladder's two smallest steps extrapolate to eps -> 0.
+  coarse, fine = (r.estimate for r in report.rows[1:3])
+  assert report.rows[2].phase == "ladder 1"
+  assert float(report.extrapolated) == pytest.approx(2 * fine - coarse)
   runs = {p.name for p in tmp_path.iterdir()}
   assert runs == {f"run_{i}" for i in range(1, len(computed) + 1)}
   assert len(runs) >= 2
