@@ -35,7 +35,7 @@ import jax
 import matplotlib.pyplot as plt
 import numpy as np
 
-from experiments import cli, tuning
+from experiments import cli, sweeps, tuning
 from slt_jax import known_cases, theory
 from slt_jax.grokking import plotting
 from slt_jax.llc.estimate import estimate_llc
@@ -108,7 +108,8 @@ def slope_checks(rows: list[dict]) -> list[dict]:
   """Each neighbouring pair of γ of one scan: the finite difference of the
   estimates in ln γ against the mean of the two slopes read from the draws,
   each with its standard error (the finite difference's from the chains'
-  own differences: the γ of a scan share their random numbers), all
+  own differences, ``sweeps.chain_slope``: the γ of a scan share their
+  random numbers), all
   relative to λ.
 
   >>> rows = [{"localization": g, "estimate": e, "localization_slope": s,
@@ -124,16 +125,14 @@ def slope_checks(rows: list[dict]) -> list[dict]:
   checks = []
   for a, b in zip(rows, rows[1:]):
     span = math.log(b["localization"] / a["localization"])
-    by_chain = (np.subtract(b["per_chain"], a["per_chain"])) / span
+    _, by_chain_se = sweeps.chain_slope(a["per_chain"], b["per_chain"], span)
     checks.append(
       {
         "localization": [a["localization"], b["localization"]],
         "finite_difference": (b["estimate"] - a["estimate"])
         / span
         / a["true_llc"],
-        "finite_difference_se": float(
-          np.std(by_chain, ddof=1) / math.sqrt(len(by_chain)) / a["true_llc"]
-        ),
+        "finite_difference_se": float(by_chain_se / a["true_llc"]),
         "from_draws": 0.5
         * (a["localization_slope"] + b["localization_slope"])
         / a["true_llc"],

@@ -291,8 +291,8 @@ def run_grid(key, loss_fn, points, batch, cfg: GapConfig, path: str) -> dict:
 def slope_check(low: dict, mid: dict, high: dict, gamma: float, step: float):
   """The estimate's slope in ln γ at each point, two ways: read from the
   draws at γ (``localization_slope``) and as the central difference of the
-  sweeps at γ e^{∓step}, chain by chain (common random numbers), ± its
-  standard error over chains.
+  sweeps at γ e^{∓step} (``sweeps.chain_slope``), ± its standard error
+  over chains.
 
   >>> low = {"per_chain": np.array([[12.0, 14.0]])}
   >>> high = {"per_chain": np.array([[8.0, 8.0]])}
@@ -302,18 +302,17 @@ def slope_check(low: dict, mid: dict, high: dict, gamma: float, step: float):
   >>> check["finite_difference"], check["finite_difference_se"]
   ([-12.5], [2.5])
   """
-  fd_PxC = (high["per_chain"] - low["per_chain"]) / (2 * step)
-  chains = fd_PxC.shape[-1]
+  slope, slope_se = sweeps.chain_slope(
+    low["per_chain"], high["per_chain"], 2 * step
+  )
   return {
     "gamma": gamma,
     "log_step": step,
     "estimate": np.asarray(mid["mean"]).tolist(),
     "draws": np.asarray(mid["localization_slope"]).tolist(),
     "draws_se": np.asarray(mid["localization_slope_se"]).tolist(),
-    "finite_difference": np.nanmean(fd_PxC, axis=-1).tolist(),
-    "finite_difference_se": (
-      np.nanstd(fd_PxC, axis=-1, ddof=1) / math.sqrt(chains)
-    ).tolist(),
+    "finite_difference": slope.tolist(),
+    "finite_difference_se": slope_se.tolist(),
   }
 
 

@@ -138,3 +138,24 @@ def llc_sweep(
   return llc_grid(
     key, loss_fn, checkpoints, data, [cfg], path, batch_ndim, mask
   )[0]
+
+
+def chain_slope(lower_PxC, upper_PxC, log_span: float) -> tuple:
+  """The estimate's slope in ln γ between two sweeps whose chains share
+  their random numbers (γ and γ e^log_span), chain by chain: its mean over
+  the chains and its standard error (chains with a nan left out).
+
+  Args:
+    lower_PxC, upper_PxC: (..., chains) per-chain estimates at the two γ.
+    log_span: ln of the ratio of the two γ.
+
+  Returns:
+    ((...) mean slopes, (...) standard errors).
+
+  >>> chain_slope([[12.0, 14.0]], [[8.0, 8.0]], 0.4)
+  (array([-12.5]), array([2.5]))
+  """
+  slope_PxC = (np.asarray(upper_PxC) - np.asarray(lower_PxC)) / log_span
+  chains = np.sum(np.isfinite(slope_PxC), axis=-1)
+  se = np.nanstd(slope_PxC, axis=-1, ddof=1) / np.sqrt(chains)
+  return np.nanmean(slope_PxC, axis=-1), se
