@@ -24,7 +24,10 @@ the minibatch size, and the samplers' own hyperparameters, which are kept);
    one config serves the whole batch, so the most demanding point decides.
    Otherwise the smallest pair says where to go: down (to where the linear
    model puts the bias at ``tolerance``) when its bias exceeds ``tolerance /
-   2``, else more draws (see ``_read_ladder``).
+   2``, else more draws (see ``_read_ladder``). The reason says how much the
+   gap shrinks from one pair of rungs to the next (``1 / r`` if the bias is
+   linear) and warns when the chosen bound, scaled to that shrink, exceeds
+   ``tolerance`` (``_decay_note``).
 3. **Chain length.** At the chosen step every point must pass: no diverged
    chain, the stationarity check, split R-hat <= ``max_rhat``, ESS >=
    ``min_ess`` and MCSE <= ``max_rel_mcse`` of the estimate. Otherwise the
@@ -717,11 +720,11 @@ def _ladder_lengths(
   return burnin, max(math.ceil(relax), MIN_DRAWS) * draws_factor
 
 
-def _choice_reason(ladder: _Ladder, k: int, biases: list, tolerance) -> str:
+def _choice_reason(
+  ladder: _Ladder, k: int, biases: list, tolerance: float, ratio: float
+) -> str:
   """Why rung ``k`` of ``ladder`` was chosen, with the evidence on the
-  linearity of the bias: how much the gap shrinks from rung ``k - 1``'s to
-  rung ``k``'s (``1 / r`` if the bias is linear in eps; more means the bias
-  falls slower than eps and its bound is optimistic)."""
+  linearity of the bias (see ``_decay_note``)."""
   bound = lambda j: np.max(biases[j].gap + biases[j].margin)
   why = (
     f"eps={ladder.steps[k]:.3g} is the largest step from which every smaller "
@@ -729,14 +732,47 @@ def _choice_reason(ladder: _Ladder, k: int, biases: list, tolerance) -> str:
     "every point)"
   )
   if k == 0:
-    return why + "; it is the ladder's top"
-  if not _stable(ladder.rungs[k - 1]):
+    why += "; it is the ladder's top"
+  elif not _stable(ladder.rungs[k - 1]):
     return why + f"; eps={ladder.steps[k - 1]:.3g} had diverged chains"
-  shrink = np.max(biases[k].gap / biases[k - 1].gap)
-  return why + (
-    f"; eps={ladder.steps[k - 1]:.3g} moved (bound {bound(k - 1):.1%}); "
-    f"its gap is {shrink:.2f} of that one's "
-    f"({ladder.steps[1] / ladder.steps[0]:.2f} for a bias linear in eps)"
+  else:
+    why += f"; eps={ladder.steps[k - 1]:.3g} moved (bound {bound(k - 1):.1%})"
+  return why + _decay_note(biases, k, tolerance, ratio)
+
+
+def _decay_note(biases: list, k: int, tolerance: float, ratio: float) -> str:
+  """How much the ladder's gap shrinks from one pair of rungs to the next
+  smaller pair, ``rho`` (largest over the points; ``1 / r`` for a bias
+  linear in eps), read at the pairs around rung ``k``, and, when it shrinks
+  slower, rung ``k``'s bound under a bias that falls by ``rho`` per rung:
+  ``(1 - 1/r) / (1 - rho)`` times the linear bound (unbounded for ``rho >=
+  1``), said to exceed ``tolerance`` if it does. Empty with one pair, or
+  when the upper pair's gap is within its margin at a point.
+
+  >>> B = lambda gap, margin: _Bias(np.array([gap]), np.array([margin]))
+  >>> note = _decay_note([B(0.04, 0.005), B(0.025, 0.005)], 0, 0.05, 2.0)
+  >>> "shrinks to 0.62" in note, "bound is 6.0%, above tolerance 5.0%" in note
+  (True, True)
+  >>> _decay_note([B(0.04, 0.005), B(0.018, 0.005)], 0, 0.05, 2.0)
+  '; the gap shrinks to 0.45 of the one above it (0.50 for a bias linear in eps)'
+  """
+  upper = min(k, len(biases) - 2)
+  if upper < 0 or not np.all(biases[upper].gap > biases[upper].margin):
+    return ""
+  rho = float(np.max(biases[upper + 1].gap / biases[upper].gap))
+  note = (
+    f"; the gap shrinks to {rho:.2f} of the one above it "
+    f"({1 / ratio:.2f} for a bias linear in eps)"
+  )
+  scale = (1 - 1 / ratio) / (1 - rho) if rho < 1 else np.inf
+  decayed = float(np.max(biases[k].gap + biases[k].margin)) * scale
+  if rho <= 1 / ratio or decayed <= tolerance:
+    return note
+  bound = f"{decayed:.1%}" if np.isfinite(decayed) else "unbounded"
+  return note + (
+    f"; under that decay the chosen step's bias bound is {bound}, above "
+    f"tolerance {tolerance:.1%}: the bias may exceed the tolerance (compare "
+    "report.extrapolated)"
   )
 
 
@@ -777,7 +813,7 @@ def _search(
       return (
         verdict.index,
         last,
-        _choice_reason(last, verdict.index, biases, tolerance),
+        _choice_reason(last, verdict.index, biases, tolerance, ratio),
       )
     if verdict.action == "down":
       top = verdict.step_size

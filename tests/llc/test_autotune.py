@@ -17,7 +17,13 @@ import pytest
 
 from slt_jax import known_cases, theory
 from slt_jax.llc import SGLDConfig, estimate_llc
-from slt_jax.llc.autotune import _gamma_note, autotune, hessian_top_eigenvalue
+from slt_jax.llc.autotune import (
+  _Bias,
+  _decay_note,
+  _gamma_note,
+  autotune,
+  hessian_top_eigenvalue,
+)
 
 
 def _quadratic_cfg(**overrides):
@@ -293,3 +299,36 @@ def test_reason_says_when_gamma_sets_the_number(slope, se, flagged):
   )
   assert note.startswith(f"γ moves the estimate by {slope / 100:+.1%} ± ")
   assert ("γ sets much of this number" in note) == flagged
+
+
+@pytest.mark.parametrize(
+  "gaps, margins, k, expected",
+  [
+    # rho = 0.025 / 0.04: top rung's bound 4.5% becomes 4.5% * 0.5 / 0.375.
+    ([0.04, 0.025], [0.005, 0.005], 0, "bias bound is 6.0%, above"),
+    # The same ladder, rung 1 chosen: 3.0% * 0.5 / 0.375 = 4.0% passes.
+    ([0.04, 0.025], [0.005, 0.005], 1, "shrinks to 0.62"),
+    ([0.04, 0.018], [0.005, 0.005], 0, "shrinks to 0.45"),  # faster.
+    ([0.03, 0.036], [0.005, 0.005], 0, "bias bound is unbounded"),
+    ([0.004, 0.003], [0.005, 0.005], 0, ""),  # gap within its margin.
+    ([0.04], [0.005], 0, ""),  # one pair: no shrink to read.
+  ],
+)
+def test_reason_says_when_the_bias_falls_slower_than_linear(
+  gaps, margins, k, expected
+):
+  biases = [_Bias(np.array([g]), np.array([m])) for g, m in zip(gaps, margins)]
+  note = _decay_note(biases, k, 0.05, 2.0)
+  assert expected in note if expected else note == ""
+  assert ("may exceed the tolerance" in note) == ("bias bound is" in expected)
+
+
+def test_decay_note_reads_the_slowest_point():
+  # Two points: the second shrinks by 0.8, and its bound decides.
+  biases = [
+    _Bias(np.array([0.04, 0.02]), np.array([0.002, 0.002])),
+    _Bias(np.array([0.01, 0.016]), np.array([0.002, 0.002])),
+  ]
+  note = _decay_note(biases, 0, 0.05, 2.0)
+  assert "shrinks to 0.80" in note
+  assert "bias bound is 10.5%" in note  # 0.042 * 0.5 / 0.2
