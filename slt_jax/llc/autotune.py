@@ -15,7 +15,9 @@ the minibatch size, and the samplers' own hyperparameters, which are kept);
 2. **A ladder of step sizes** ``eps_0, eps_0 / r, ..., eps_0 / r^(K-1)``, run
    as one settings grid (one compiled program), with a burn-in of two
    relaxation times of the smallest step (``2 / (eps γ)`` steps for SGLD: the
-   localization's; the stationarity check alone misses this transient).
+   localization's; the stationarity check alone misses this transient;
+   ``2 / (eps G γ)`` for RMSprop-SGLD, G the preconditioner's smallest value
+   over the coordinates, measured on the ladder before: 1 on the first).
    With a bias linear in eps, ``est(eps) - est(eps / r) = (1 - 1/r)
    bias(eps)``: a rung's relative bias is ``r / (r - 1)`` times its
    difference to the next smaller rung, bounded above with a one-sided 95%
@@ -106,6 +108,8 @@ class TuneRow(NamedTuple):
     rhat: split R-hat of the loss traces.
     ess: effective sample size.
     mala_accept: mean MALA acceptance proxy over the chains.
+    step_scale: smallest ``ChainDiagnostics.step_scale`` over the chains
+      (RMSprop-SGLD's preconditioner; nan for the other samplers).
     stationary: the library's stationarity check.
     diverged_chains: number of diverged chains.
     gradient_evaluations: points x chains x steps of this step size.
@@ -122,6 +126,7 @@ class TuneRow(NamedTuple):
   rhat: np.ndarray
   ess: np.ndarray
   mala_accept: np.ndarray
+  step_scale: np.ndarray
   stationary: np.ndarray
   diverged_chains: np.ndarray
   gradient_evaluations: int
@@ -171,6 +176,7 @@ class AutotuneReport:
     head = (
       f"{'phase':<10} {'eps':>9} {'burnin':>7} {'draws':>7} {'estimate':>17}"
       f" {'mcse':>9} {'bias<=':>13} {'rhat':>6} {'ess':>7} {'accept':>6}"
+      f" {'G':>5}"
       f" {'div':>3} {'grads':>10} {'sec':>6}"
     )
     lines = [
@@ -200,6 +206,7 @@ def _row_text(r: TuneRow) -> str:
       f" {_span(r.estimate, '.4g'):>17} {np.nanmax(r.mcse):>9.3g}"
       f" {_span(r.bias_bound, '.1%'):>13} {np.nanmax(r.rhat):>6.3f}"
       f" {np.nanmin(r.ess):>7.0f} {np.nanmin(r.mala_accept):>6.2f}"
+      f" {_span(np.nanmin(r.step_scale), '.3g'):>5}"
       f" {int(np.max(r.diverged_chains)):>3} {r.gradient_evaluations:>10}"
       f" {r.seconds:>6.1f}"
     )
@@ -418,19 +425,24 @@ def _check_points(probe: _Probe, num_params: int) -> None:
 # ----------------------------------------------------------------------------
 
 
-def relaxation_steps(step_size: float, cfg: SGLDConfig) -> float:
+def relaxation_steps(
+  step_size: float, cfg: SGLDConfig, step_scale: float = 1.0
+) -> float:
   """Steps for the localization direction (curvature gamma) to relax.
 
-  SGLD, RMSprop-SGLD and MALA: ``2 / (eps γ)`` (the mean decays as ``(1 - eps
-  γ / 2)^t``; for RMSprop the preconditioner's value is not known beforehand,
-  and this is conservative where it exceeds 1, as it does in directions of
-  small gradient with ``rmsprop_eps`` < 1). SGHMC/SGNHT (learning rate ``eta =
-  eps / 2``, friction alpha: ``sghmc_friction``, or SGNHT's equilibrium
-  ``sgnht_diffusion``): the overdamped time ``alpha / (eta γ)`` or, when
-  underdamped, the friction's ``2 / alpha``, whichever is longer.
+  SGLD, RMSprop-SGLD and MALA: ``2 / (eps G γ)`` (the mean decays as ``(1 -
+  eps G γ / 2)^t``), G = ``step_scale``: 1, or for RMSprop-SGLD the
+  preconditioner's smallest value over the coordinates (the slowest one),
+  measured by an earlier run (``ChainDiagnostics.step_scale``).
+  SGHMC/SGNHT (learning rate ``eta = eps / 2``, friction alpha:
+  ``sghmc_friction``, or SGNHT's equilibrium ``sgnht_diffusion``): the
+  overdamped time ``alpha / (eta γ)`` or, when underdamped, the friction's
+  ``2 / alpha``, whichever is longer.
 
   >>> relaxation_steps(1e-3, SGLDConfig(localization=10.0))
   200.0
+  >>> relaxation_steps(1e-3, SGLDConfig(localization=10.0), step_scale=4.0)
+  50.0
   """
   gamma = cfg.localization
   if cfg.sampler in ("sghmc", "sgnht"):
@@ -438,7 +450,7 @@ def relaxation_steps(step_size: float, cfg: SGLDConfig) -> float:
       cfg.sghmc_friction if cfg.sampler == "sghmc" else cfg.sgnht_diffusion
     )
     return max(alpha / (step_size / 2 * gamma), 2.0 / alpha)
-  return 2.0 / (step_size * gamma)
+  return 2.0 / (step_size * step_scale * gamma)
 
 
 def _rung(res: LLCResult, k: int) -> LLCResult:
@@ -617,6 +629,7 @@ def _row(
   with warnings.catch_warnings():
     warnings.simplefilter("ignore", RuntimeWarning)  # all-nan acceptance.
     accept = np.nanmean(d.mala_accept, -1)
+    scale = np.nanmin(d.step_scale, -1)
   return TuneRow(
     phase=phase,
     step_size=float(eps),
@@ -628,6 +641,7 @@ def _row(
     rhat=np.asarray(d.rhat),
     ess=np.asarray(d.ess),
     mala_accept=accept,
+    step_scale=scale,
     stationary=np.asarray(d.stationary),
     diverged_chains=d.diverged.sum(-1),
     gradient_evaluations=int(grads),
@@ -703,19 +717,25 @@ class _Runner:
 
 
 class _Ladder(NamedTuple):
-  """One ladder run: step sizes (decreasing), their results, its lengths."""
+  """One ladder run: step sizes (decreasing), their results, its lengths
+  and the step scale G they were sized for (see ``relaxation_steps``)."""
 
   steps: list
   rungs: list
   burnin: int
   draws: int
+  step_scale: float
 
 
 def _ladder_lengths(
-  eps_min: float, cfg: SGLDConfig, burnin_factor: int, draws_factor: int
+  eps_min: float,
+  cfg: SGLDConfig,
+  burnin_factor: int,
+  draws_factor: int,
+  step_scale: float,
 ) -> tuple[int, int]:
   """(burn-in, draws) of a ladder whose smallest step is ``eps_min``."""
-  relax = relaxation_steps(eps_min, cfg)
+  relax = relaxation_steps(eps_min, cfg, step_scale)
   burnin = math.ceil(BURNIN_RELAXATIONS * relax) * burnin_factor
   return burnin, max(math.ceil(relax), MIN_DRAWS) * draws_factor
 
@@ -776,6 +796,31 @@ def _decay_note(biases: list, k: int, tolerance: float, ratio: float) -> str:
   )
 
 
+def _measured_scale(rungs: list, previous: float) -> float:
+  """The step scale G the next ladder is sized for: the smallest
+  ``step_scale`` over the rungs' kept chains at every point (RMSprop-SGLD's
+  preconditioner), or ``previous`` where none is measured (the other
+  samplers, or every chain diverged).
+
+  >>> from types import SimpleNamespace as NS
+  >>> rung = lambda g, div: NS(diagnostics=NS(step_scale=np.array(g),
+  ...                                        diverged=np.array(div)))
+  >>> _measured_scale([rung([6.0, 0.5], [False, True]),
+  ...                  rung([5.5, 7.0], [False, False])], 1.0)
+  5.5
+  >>> _measured_scale([rung([np.nan], [False])], 1.0)
+  1.0
+  """
+  kept = [
+    np.where(r.diagnostics.diverged, np.nan, r.diagnostics.step_scale)
+    for r in rungs
+  ]
+  values = np.concatenate([np.ravel(k) for k in kept])
+  if not np.isfinite(values).any():
+    return previous
+  return float(np.nanmin(values))
+
+
 def _search(
   runner: _Runner, top: float, ratio: float, size: int, tolerance: float
 ) -> tuple[Optional[int], Optional[_Ladder], str]:
@@ -786,11 +831,11 @@ def _search(
     None, why).
   """
   burnin_factor = draws_factor = 1
-  last = None
+  last, scale = None, 1.0
   for i in range(1, MAX_LADDERS + 1):
     steps = [top / ratio**j for j in range(size)]
     burnin, draws = _ladder_lengths(
-      steps[-1], runner.cfg, burnin_factor, draws_factor
+      steps[-1], runner.cfg, burnin_factor, draws_factor, scale
     )
     rungs = runner.sample(f"ladder {i}", steps, burnin, draws)
     if rungs is None:
@@ -803,7 +848,8 @@ def _search(
           f"gradients; {runner.budget - runner.spent:,} were left"
         ),
       )
-    last = _Ladder(steps, rungs, burnin, draws)
+    last = _Ladder(steps, rungs, burnin, draws, scale)
+    scale = _measured_scale(rungs, scale)
     biases = [_bias(rungs[j], rungs[j + 1], ratio) for j in range(size - 1)]
     for j, (gap, margin) in enumerate(biases):
       row = runner.rows[j - size]
@@ -921,17 +967,30 @@ def _check_arguments(cfg, budget_grads, tolerance, options: dict) -> None:
 
 
 def _final_reason(
-  why: str, res: LLCResult, cfg: SGLDConfig, fails: list, limits: tuple
+  why: str,
+  res: LLCResult,
+  cfg: SGLDConfig,
+  fails: list,
+  limits: tuple,
+  step_scale: float,
 ) -> str:
   """The report's reason: the choice, then the final run's verdict, then
-  how much γ moves the estimate."""
+  how much γ moves the estimate (``step_scale``: the G the chosen ladder
+  was sized for)."""
   if fails:
     return f"{why}; still failing: {'; '.join(fails)}; {_gamma_note(res)}"
   min_ess, max_rhat, max_rel_mcse = limits
-  relax = relaxation_steps(cfg.step_size, cfg)
+  relax = relaxation_steps(cfg.step_size, cfg, step_scale)
+  scaled = (
+    ""
+    if step_scale == 1.0
+    else f" of 2 / (eps G γ) with G = {step_scale:.3g}, the preconditioner's"
+    " smallest value on the ladder before"
+  )
   return (
     f"{why}; with {cfg.num_burnin} burn-in steps "
-    f"({cfg.num_burnin / relax:.1f} relaxation times) and {cfg.num_draws} "
+    f"({cfg.num_burnin / relax:.1f} relaxation times{scaled}) and "
+    f"{cfg.num_draws} "
     f"draws x {cfg.num_chains} chains every point passes: R-hat "
     f"{np.nanmax(res.diagnostics.rhat):.4f} <= {max_rhat:g}, ESS "
     f"{np.nanmin(res.diagnostics.ess):.0f} >= {min_ess:g}, relative MCSE "
@@ -993,7 +1052,7 @@ def _conclude(
   return tuned, AutotuneReport(
     config=tuned,
     settled=not fails,
-    reason=_final_reason(why, res, tuned, fails, limits),
+    reason=_final_reason(why, res, tuned, fails, limits, ladder.step_scale),
     h_max=h_max,
     rows=tuple(runner.rows),
     result=res if _stable(res) else None,

@@ -327,8 +327,9 @@ def run_chain(
 
   Returns:
     (draws' losses (num_draws,), mean acceptance proxy over the draws, mean
-    ``||w - w*||^2`` over the draws, ``covariance_blocks(loss, ||w -
-    w*||^2)``, observed losses or None).
+    ``||w - w*||^2`` over the draws, the sampler's ``step_scale`` at the
+    end (nan without one), ``covariance_blocks(loss, ||w - w*||^2)``,
+    observed losses or None).
   """
   key_batches, key_steps = jax.random.split(key)
   full_batch = cfg.batch_size is None or sampler.full_batch
@@ -358,10 +359,12 @@ def run_chain(
     carry, info, seen = run_observed(chain, cfg, spec, sets, carry)
   draws = slice(cfg.num_burnin, None)
   loss, distance_sq = info.loss[draws], info.distance_sq[draws]
+  scale = sampler.step_scale
   return (
     loss,
     jnp.nanmean(info.mala_accept[draws]),
     jnp.mean(distance_sq),
+    jnp.nan if scale is None else scale(carry[0]),
     covariance_blocks(loss, distance_sq),
     seen,
   )
@@ -446,7 +449,9 @@ def point_program(
     ``init_batch_loss_std`` () (``minibatch_loss_std`` at the anchor with
     the chains' minibatch size; 0 for full-batch chains), ``loss_trace``
     (chains, draws), ``mala_accept`` (chains,),
-    ``distance_sq`` (chains,), ``loss_distance/cov`` (chains,) and
+    ``distance_sq`` (chains,), ``step_scale`` (chains,) (the sampler's
+    ``step_scale`` at the last step; nan without one),
+    ``loss_distance/cov`` (chains,) and
     ``loss_distance/xy``, ``/x``, ``/y`` (chains, blocks):
     ``covariance_blocks`` of the loss and ``||w - w*||^2``, and, with
     ``spec``, ``observables/NAME``
@@ -471,7 +476,7 @@ def point_program(
     if spec is not None:
       data, sets = data
     chain = lambda *args: run_chain(sampler, cfg, num_examples, spec, *args)
-    trace, accept, dist, blocks, seen = jax.vmap(
+    trace, accept, dist, scale, blocks, seen = jax.vmap(
       chain, (0, None, None, None, None)
     )(keys, anchor, settings, data, sets)
     if batch_size is None:
@@ -487,6 +492,7 @@ def point_program(
       "loss_trace": trace,
       "mala_accept": accept,
       "distance_sq": dist,
+      "step_scale": jnp.asarray(scale, jnp.float32),
       **{COVARIANCE_OUTPUTS[k]: v for k, v in blocks.items()},
     }
     for name in () if spec is None else spec.names:

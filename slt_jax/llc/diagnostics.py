@@ -29,6 +29,10 @@ class ChainDiagnostics(NamedTuple):
       (taken every ``SGLDConfig.mala_every`` steps; nan if none falls there).
     frac_below_init: (..., chains) fraction of draws with loss < L(w*).
     distance_sq: (..., chains) mean ``||w - w*||^2`` over the draws.
+    step_scale: (..., chains) the smallest factor by which the sampler
+      scaled the step over the coordinates at the chain's last step
+      (RMSprop-SGLD's preconditioner ``1 / (delta + sqrt(max V))``; nan for
+      the other samplers and for resume files saved before it).
     localization_slope: d(estimate) / d(ln γ) from the same draws, ``-(γ
       nβ / 2) Cov(L_B, ||w - w*||^2)`` with the covariance pooled over the
       non-diverged chains (at stationarity ``d nβ E[L] / dγ = -Cov(nβ L,
@@ -58,6 +62,7 @@ class ChainDiagnostics(NamedTuple):
   mala_accept: np.ndarray
   frac_below_init: np.ndarray
   distance_sq: np.ndarray
+  step_scale: np.ndarray
   localization_slope: np.ndarray
   localization_slope_se: np.ndarray
   first_half_llc: np.ndarray
@@ -248,6 +253,7 @@ def summarize(
     mala_accept=np.asarray(mala_accept_PxC),
     frac_below_init=frac_below,
     distance_sq=np.asarray(distance_sq_PxC),
+    step_scale=np.full(np.shape(distance_sq_PxC), np.nan),
     localization_slope=np.full(num_points, np.nan),
     localization_slope_se=np.full(num_points, np.nan),
     stationary=stationary,

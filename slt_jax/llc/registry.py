@@ -37,12 +37,17 @@ class ChainSampler(NamedTuple):
       but the step's own acceptance (MALA), reported on every step.
     full_batch: whether the kernel needs the full data on every step,
       whatever ``SGLDConfig.batch_size`` says.
+    step_scale: ``step_scale(state) -> scalar``, the smallest factor by which
+      the kernel scales the step over the coordinates (RMSprop-SGLD's
+      preconditioner), or None where the step is the same in every
+      coordinate.
   """
 
   init: Callable
   kernel: Callable
   move_record: tuple[str, ...]
   full_batch: bool
+  step_scale: Optional[Callable] = None
 
 
 class SamplerEntry(NamedTuple):
@@ -80,6 +85,7 @@ def _rmsprop_sgld(loss_fn: Callable, own: SamplerConfig, noise: str, mask):
     sgld.build_kernel(loss_fn, mask, rmsprop=rmsprop, noise=noise),
     SGLD_RECORD,
     False,
+    lambda state: sgld.smallest_preconditioner(state, own.rmsprop_eps),
   )
 
 

@@ -120,8 +120,8 @@ def summarize(
     out: the concatenated chunk outputs, one row per work item (setting
       ``j // P``, point ``j % P``): ``init_loss`` and
       ``init_batch_loss_std`` (items,), ``loss_trace``
-      (items, chains, draws), ``mala_accept`` and ``distance_sq`` (items,
-      chains), ``loss_distance/cov`` (items, chains) and
+      (items, chains, draws), ``mala_accept``, ``distance_sq`` and
+      ``step_scale`` (items, chains), ``loss_distance/cov`` (items, chains) and
       ``loss_distance/xy``, ``/x``, ``/y`` (items, chains, blocks),
       ``item_seconds`` (items,) and the observables.
     cfg: the sweep's configuration.
@@ -167,7 +167,11 @@ def summarize(
     nbeta_items,
     grid.localization[setting_items],
   )
-  diag = diag._replace(localization_slope=slope, localization_slope_se=slope_se)
+  diag = diag._replace(
+    step_scale=out["step_scale"].astype(np.float64),
+    localization_slope=slope,
+    localization_slope_se=slope_se,
+  )
   with np.errstate(invalid="ignore"):
     per_chain = nbeta_items[:, None] * (loss_chains - init_loss[:, None])
   good = np.where(diag.diverged, np.nan, per_chain)

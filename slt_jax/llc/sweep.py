@@ -61,12 +61,14 @@ def _join_chunks(outputs: list, num_items: int) -> dict:
   """The chunks' arrays concatenated, the padding items dropped; a chunk
   saved without timings (an older layout) gets nan ``item_seconds``, one
   without the minibatch noise at w* a noise of 0 (the plain divergence
-  rule); the covariance blocks are nan when any chunk lacks them."""
+  rule), one without ``step_scale`` nan there; the covariance blocks are
+  nan when any chunk lacks them."""
   names = COVARIANCE_OUTPUTS.items()
   complete = all(name in o for o in outputs for _, name in names)
   for o in outputs:
     o.setdefault("item_seconds", np.full(len(o["init_loss"]), np.nan))
     o.setdefault("init_batch_loss_std", np.zeros(len(o["init_loss"])))
+    o.setdefault("step_scale", np.full(o["distance_sq"].shape, np.nan))
     for k, name in () if complete else names:
       tail = () if k == "cov" else (1,)  # one nan block.
       o[name] = np.full(o["distance_sq"].shape + tail, np.nan)

@@ -134,6 +134,21 @@ class SGLDInfo(NamedTuple):
   mala_accept: jax.Array
 
 
+def smallest_preconditioner(state: SGLDState, damping: float) -> jax.Array:
+  """RMSprop-SGLD's smallest step multiplier over the coordinates,
+  ``1 / (damping + sqrt(max_i V_i))`` for the state's second moment V
+  (``rmsprop``'s delta as ``damping``): the localization relaxes coordinate
+  i in ``2 / (eps G_i γ)`` steps, so this sets the slowest.
+
+  >>> state = init(jnp.zeros(3), preconditioned=True)
+  >>> state = state._replace(second_moment=jnp.array([0.0, 0.01, 0.04]))
+  >>> round(float(smallest_preconditioner(state, 0.1)), 6)  # 1 / (0.1 + 0.2)
+  3.333333
+  """
+  largest = max(jnp.max(v) for v in jax.tree.leaves(state.second_moment))
+  return 1.0 / (damping + jnp.sqrt(largest))
+
+
 def sq_norm(tree: ArrayTree) -> jax.Array:
   """Squared Euclidean norm of all leaves of ``tree`` together."""
   return sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree))

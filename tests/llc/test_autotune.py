@@ -7,6 +7,7 @@ stationary variance at step eps is exactly ``1 / (k (1 - eps k / 4))`` (k = nβ
 """
 
 import dataclasses
+import math
 import re
 from types import SimpleNamespace
 
@@ -18,11 +19,13 @@ import pytest
 from slt_jax import known_cases, theory
 from slt_jax.llc import SGLDConfig, estimate_llc
 from slt_jax.llc.autotune import (
+  BURNIN_RELAXATIONS,
   _Bias,
   _decay_note,
   _gamma_note,
   autotune,
   hessian_top_eigenvalue,
+  relaxation_steps,
 )
 
 
@@ -263,6 +266,7 @@ def test_out_path_resumes_an_interrupted_tuning(key, tmp_path, monkeypatch):
   coarse, fine = (r.estimate for r in report.rows[1:3])
   assert report.rows[2].phase == "ladder 1"
   assert float(report.extrapolated) == pytest.approx(2 * fine - coarse)
+  assert all(np.isnan(r.step_scale).all() for r in report.rows)  # no G.
   runs = {p.name for p in tmp_path.iterdir()}
   assert runs == {f"run_{i}" for i in range(1, len(computed) + 1)}
   assert len(runs) >= 2
@@ -332,3 +336,32 @@ def test_decay_note_reads_the_slowest_point():
   note = _decay_note(biases, 0, 0.05, 2.0)
   assert "shrinks to 0.80" in note
   assert "bias bound is 10.5%" in note  # 0.042 * 0.5 / 0.2
+
+
+def test_rmsprop_ladders_are_sized_by_the_measured_preconditioner(key):
+  # Isotropic quadratic, loss curvature 1: at stationarity E[w_i^2] = 1 /
+  # (nβ + γ), so RMSprop's second moment V_i ~ 1/110 and G_i = 1 / (delta +
+  # sqrt(V_i)) ~ 5.1 (delta = 0.1); the smallest over 10 coordinates and
+  # the chains lies below that, and far above the 1 the first ladder
+  # assumes.
+  case = known_cases.isotropic_quadratic(10)
+  cfg = dataclasses.replace(case.cfg, sampler="rmsprop_sgld")
+  _, report = autotune(
+    key, case.loss_fn, case.params, case.data, cfg, tolerance=0.05
+  )
+  typical = 1 / (cfg.rmsprop_eps + (cfg.nbeta + cfg.localization) ** -0.5)
+  scales = np.array([float(r.step_scale) for r in report.rows])
+  assert np.all((3.0 < scales) & (scales < typical)), report.summary()
+  # Ladder i + 1's burn-in is a whole multiple of two relaxation times
+  # 2 / (eps_min G γ), G the smallest of ladder i.
+  ladders = {}
+  for r in report.rows:
+    if r.phase.startswith("ladder"):
+      ladders.setdefault(int(r.phase.split()[1]), []).append(r)
+  assert len(ladders) >= 2, report.summary()
+  for i in range(2, len(ladders) + 1):
+    scale = min(float(r.step_scale) for r in ladders[i - 1])
+    eps_min = ladders[i][-1].step_size
+    unit = math.ceil(BURNIN_RELAXATIONS * relaxation_steps(eps_min, cfg, scale))
+    assert ladders[i][-1].num_burnin % unit == 0, (i, unit)
+  assert "of 2 / (eps G γ) with G = " in report.reason

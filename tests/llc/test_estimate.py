@@ -906,8 +906,10 @@ def test_efficiency_diagnostics(tmp_path):
   assert np.isfinite(d.localization_slope).all()
   path = os.path.join(folder, "part_00001.npz")
   saved = sj.persist.load_npz(path)
-  for name in ("item_seconds", "loss_distance/cov", "loss_distance/xy"):
+  assert np.isnan(d.step_scale).all()  # SGLD scales no coordinate.
+  for name in ("item_seconds", "loss_distance/cov", "step_scale"):
     del saved[name]
+  del saved["loss_distance/xy"]
   sj.persist.save_npz(path, saved)
   again = estimate_llc(
     jax.random.key(0),
@@ -922,4 +924,35 @@ def test_efficiency_diagnostics(tmp_path):
   np.testing.assert_array_equal(again.diagnostics.seconds[:2], d.seconds[:2])
   assert np.isnan(again.diagnostics.seconds[2])
   assert np.isnan(again.diagnostics.localization_slope).all()
+  assert np.isnan(again.diagnostics.step_scale).all()
   np.testing.assert_array_equal(again.per_chain, res.per_chain)
+
+
+def test_rmsprop_step_scale_is_its_smallest_preconditioner():
+  # At w* = 0 the gradient of |w|^2 / 2 is 0; at eps = 1e-10 the chains stay
+  # within ~1e-4 of it, so V ~ 0 and G = 1 / (delta + sqrt(V)) ~ 1 / delta.
+  # A larger step spreads them (E[w^2] = 1 / (nβ + γ)): G falls below that.
+  loss = lambda w, batch: 0.5 * jnp.sum(w**2) + 0.0 * jnp.sum(batch)
+  cfg = SGLDConfig(
+    sampler="rmsprop_sgld",
+    nbeta=100.0,
+    localization=10.0,
+    num_chains=3,
+    num_draws=200,
+    num_burnin=100,
+    batch_size=None,
+  )
+  still, moving = (
+    estimate_llc(
+      jax.random.key(0),
+      loss,
+      jnp.zeros(5),
+      jnp.zeros((4, 1)),
+      dataclasses.replace(cfg, step_size=eps),
+      **QUIET,
+    ).diagnostics.step_scale
+    for eps in (1e-10, 1e-3)
+  )
+  chex.assert_shape([still, moving], (3,))
+  np.testing.assert_allclose(still, 1 / cfg.rmsprop_eps, rtol=1e-2)
+  assert np.all((1.0 < moving) & (moving < 0.9 / cfg.rmsprop_eps))
