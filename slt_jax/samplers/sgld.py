@@ -31,6 +31,7 @@ step (``slt_jax.llc`` does so on all but the steps of its proxy schedule).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from typing import Any, Callable, NamedTuple, Optional, Sequence
@@ -140,12 +141,15 @@ def smallest_preconditioner(state: SGLDState, damping: float) -> jax.Array:
   (``rmsprop``'s delta as ``damping``): the localization relaxes coordinate
   i in ``2 / (eps G_i γ)`` steps, so this sets the slowest.
 
-  >>> state = init(jnp.zeros(3), preconditioned=True)
-  >>> state = state._replace(second_moment=jnp.array([0.0, 0.01, 0.04]))
-  >>> round(float(smallest_preconditioner(state, 0.1)), 6)  # 1 / (0.1 + 0.2)
+  >>> state = init({"a": jnp.zeros(2), "b": jnp.zeros(1)}, preconditioned=True)
+  >>> v = {"a": jnp.array([0.0, 0.01]), "b": jnp.array([0.04])}
+  >>> g = jax.jit(smallest_preconditioner, static_argnums=1)(
+  ...   state._replace(second_moment=v), 0.1)
+  >>> round(float(g), 6)  # 1 / (0.1 + sqrt(0.04))
   3.333333
   """
-  largest = max(jnp.max(v) for v in jax.tree.leaves(state.second_moment))
+  leaves = jax.tree.leaves(state.second_moment)
+  largest = functools.reduce(jnp.maximum, [jnp.max(v) for v in leaves])
   return 1.0 / (damping + jnp.sqrt(largest))
 
 
