@@ -3,14 +3,16 @@
 RMSprop-SGLD scales the step of coordinate i by ``G_i = 1 / (delta +
 sqrt(V_i))``, V the running mean of the squared minibatch loss gradient, so
 the localization relaxes coordinate i in ``2 / (eps G_i γ)`` steps.
-``slt_jax.llc.autotune.relaxation_steps`` does not know G beforehand and
-takes ``2 / (eps γ)`` (G = 1) for the burn-in and length of every ladder.
-This experiment runs one RMSprop-SGLD chain (``slt_jax.samplers.sgld``) at
+``slt_jax.llc.autotune`` does not know G before its first ladder and sizes
+that one for G = 1 (``relaxation_steps``); later ladders use the smallest G
+the ladder before measured (``ChainDiagnostics.step_scale``, the last
+step's). This experiment, the independent check of that measurement, runs one RMSprop-SGLD chain (``slt_jax.samplers.sgld``) at
 the step autotune chose in a ``experiments.dln_benchmark`` row, on that
 row's network and data, and records G's quantiles over the coordinates at
 ``segments`` checkpoints, with ``|w - w*|^2``; ``relaxation_ratio`` is the
 smallest G over the second half of the checkpoints, the factor by which
-``2 / (eps γ)`` overstates the slowest coordinate's relaxation there.
+``2 / (eps γ)`` (G = 1) overstates the slowest coordinate's relaxation
+there.
 No figure; ``--replot`` reprints the table.
 
     python -m experiments.rmsprop_preconditioner [--quick] [--out DIR]
