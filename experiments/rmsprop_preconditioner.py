@@ -6,9 +6,10 @@ the localization relaxes coordinate i in ``2 / (eps G_i γ)`` steps.
 ``slt_jax.llc.autotune`` does not know G before its first ladder and sizes
 that one for G = 1 (``relaxation_steps``); later ladders use the smallest G
 the ladder before measured (``ChainDiagnostics.step_scale``, the last
-step's). This experiment, the independent check of that measurement, runs one RMSprop-SGLD chain (``slt_jax.samplers.sgld``) at
-the step autotune chose in a ``experiments.dln_benchmark`` row, on that
-row's network and data, and records G's quantiles over the coordinates at
+step's). This experiment, the independent check of that measurement,
+runs one RMSprop-SGLD chain (``slt_jax.samplers.sgld``) at the step
+autotune chose in a ``experiments.dln_benchmark`` row, on that row's
+network and data, and records G's quantiles over the coordinates at
 ``segments`` checkpoints, with ``|w - w*|^2``; ``relaxation_ratio`` is the
 smallest G over the second half of the checkpoints, the factor by which
 ``2 / (eps γ)`` (G = 1) overstates the slowest coordinate's relaxation
@@ -18,7 +19,7 @@ No figure; ``--replot`` reprints the table.
     python -m experiments.rmsprop_preconditioner [--quick] [--out DIR]
       [--rows figures/dln_benchmark/default] [--nets 11 16 14]
 
-About 10 minutes on one CPU core (three rows, 20,000 steps each);
+About 5 minutes on one CPU core (three rows, 20,000 steps each);
 ``--quick`` runs 2,000 steps of the smallest row of ``--rows``.
 """
 
