@@ -29,7 +29,6 @@ import functools
 import os
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
@@ -72,13 +71,13 @@ def probe(key, case, step_size: float, batch_size: int, steps: int, segments):
   def run(state, run_key, num):
     return jax.lax.scan(step, state, jax.random.split(run_key, num))[0]
 
+  delta = cfg.rmsprop_eps
   state = sgld.init(case.params, preconditioned=True)
   w_star = ravel_pytree(case.params)[0]
   out = []
   for i in range(segments):
     state = run(state, jax.random.fold_in(key, i), steps // segments)
-    v = ravel_pytree(state.second_moment)[0]
-    g = 1.0 / (cfg.rmsprop_eps + jnp.sqrt(v))
+    g = ravel_pytree(sgld.preconditioner(state.second_moment, delta))[0]
     offset = ravel_pytree(state.position)[0] - w_star
     out.append(
       {

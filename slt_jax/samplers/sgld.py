@@ -135,11 +135,21 @@ class SGLDInfo(NamedTuple):
   mala_accept: jax.Array
 
 
+def preconditioner(second_moment: ArrayTree, damping: float) -> ArrayTree:
+  """RMSprop-SGLD's step multiplier per coordinate, ``G = 1 / (damping +
+  sqrt(V))`` for the second moment V (``rmsprop``'s delta as ``damping``).
+
+  >>> [round(g, 4) for g in preconditioner(jnp.array([0.0, 0.04]), 0.1).tolist()]
+  [10.0, 3.3333]
+  """
+  return jax.tree.map(lambda v: 1.0 / (damping + jnp.sqrt(v)), second_moment)
+
+
 def smallest_preconditioner(state: SGLDState, damping: float) -> jax.Array:
-  """RMSprop-SGLD's smallest step multiplier over the coordinates,
-  ``1 / (damping + sqrt(max_i V_i))`` for the state's second moment V
-  (``rmsprop``'s delta as ``damping``): the localization relaxes coordinate
-  i in ``2 / (eps G_i γ)`` steps, so this sets the slowest.
+  """RMSprop-SGLD's smallest step multiplier over the coordinates, the
+  minimum of ``preconditioner(state.second_moment, damping)``: the
+  localization relaxes coordinate i in ``2 / (eps G_i γ)`` steps, so this
+  sets the slowest.
 
   >>> state = init({"a": jnp.zeros(2), "b": jnp.zeros(1)}, preconditioned=True)
   >>> v = {"a": jnp.array([0.0, 0.01]), "b": jnp.array([0.04])}
@@ -148,9 +158,8 @@ def smallest_preconditioner(state: SGLDState, damping: float) -> jax.Array:
   >>> round(float(g), 6)  # 1 / (0.1 + sqrt(0.04))
   3.333333
   """
-  leaves = jax.tree.leaves(state.second_moment)
-  largest = functools.reduce(jnp.maximum, [jnp.max(v) for v in leaves])
-  return 1.0 / (damping + jnp.sqrt(largest))
+  leaves = jax.tree.leaves(preconditioner(state.second_moment, damping))
+  return functools.reduce(jnp.minimum, [jnp.min(g) for g in leaves])
 
 
 def sq_norm(tree: ArrayTree) -> jax.Array:
@@ -315,9 +324,7 @@ def build_kernel(
         state.second_moment,
         grad,
       )
-      precond = jax.tree.map(
-        lambda v: 1.0 / (damping + jnp.sqrt(v)), second_moment
-      )
+      precond = preconditioner(second_moment, damping)
     drift = jax.tree.map(
       lambda g, d: -(nbeta * g + localization * d), grad, delta
     )
