@@ -230,3 +230,17 @@ def test_mala_samples_the_localized_gaussian_exactly():
   variance = float(jnp.var(draws[2000:]))
   assert variance == pytest.approx(1.0 / (nbeta + gamma), rel=0.05)
   assert 0.3 < float(jnp.mean(accept)) < 1.0
+
+
+def test_preconditioner_and_its_smallest_value():
+  # G = 1 / (delta + sqrt(V)) per coordinate; its minimum sits at the
+  # largest V, here 0.09 in the second leaf: 1 / (0.1 + 0.3) = 2.5.
+  v = {"a": jnp.array([[0.0, 0.01]]), "b": jnp.array([0.09, 0.04, 0.0])}
+  g = sgld.preconditioner(v, 0.1)
+  chex.assert_trees_all_equal_shapes(g, v)
+  np.testing.assert_allclose(g["a"], [[10.0, 5.0]], rtol=1e-6)
+  np.testing.assert_allclose(g["b"], [2.5, 1 / 0.3, 10.0], rtol=1e-6)
+  state = sgld.init(jax.tree.map(jnp.zeros_like, v), preconditioned=True)
+  smallest = sgld.smallest_preconditioner(state._replace(second_moment=v), 0.1)
+  chex.assert_shape(smallest, ())
+  np.testing.assert_allclose(smallest, 2.5, rtol=1e-6)
