@@ -139,8 +139,9 @@ def preconditioner(second_moment: ArrayTree, damping: float) -> ArrayTree:
   """RMSprop-SGLD's step multiplier per coordinate, ``G = 1 / (damping +
   sqrt(V))`` for the second moment V (``rmsprop``'s delta as ``damping``).
 
-  >>> [round(g, 4) for g in preconditioner(jnp.array([0.0, 0.04]), 0.1).tolist()]
-  [10.0, 3.3333]
+  >>> g = preconditioner(jnp.array([0.0, 0.04]), 0.1)
+  >>> round(float(g[0]), 4), round(float(g[1]), 4)
+  (10.0, 3.3333)
   """
   return jax.tree.map(lambda v: 1.0 / (damping + jnp.sqrt(v)), second_moment)
 
