@@ -19,14 +19,13 @@ import pytest
 from slt_jax import known_cases, theory
 from slt_jax.llc import SGLDConfig, estimate_llc
 from slt_jax.llc.autotune import (
-  BURNIN_RELAXATIONS,
-  _Bias,
-  _decay_note,
-  _gamma_note,
   autotune,
   hessian_top_eigenvalue,
   relaxation_steps,
 )
+from slt_jax.llc.autotune.ladders import BURNIN_RELAXATIONS
+from slt_jax.llc.autotune.reading import Bias, decay_note
+from slt_jax.llc.autotune.tuner import _gamma_note
 
 
 def _quadratic_cfg(**overrides):
@@ -321,8 +320,8 @@ def test_reason_says_when_gamma_sets_the_number(slope, se, flagged):
 def test_reason_says_when_the_bias_falls_slower_than_linear(
   gaps, margins, k, expected
 ):
-  biases = [_Bias(np.array([g]), np.array([m])) for g, m in zip(gaps, margins)]
-  note = _decay_note(biases, k, 0.05, 2.0)
+  biases = [Bias(np.array([g]), np.array([m])) for g, m in zip(gaps, margins)]
+  note = decay_note(biases, k, 0.05, 2.0)
   assert expected in note if expected else note == ""
   assert ("may exceed the tolerance" in note) == ("bias bound is" in expected)
 
@@ -330,10 +329,10 @@ def test_reason_says_when_the_bias_falls_slower_than_linear(
 def test_decay_note_reads_the_slowest_point():
   # Two points: the second shrinks by 0.8, and its bound decides.
   biases = [
-    _Bias(np.array([0.04, 0.02]), np.array([0.002, 0.002])),
-    _Bias(np.array([0.01, 0.016]), np.array([0.002, 0.002])),
+    Bias(np.array([0.04, 0.02]), np.array([0.002, 0.002])),
+    Bias(np.array([0.01, 0.016]), np.array([0.002, 0.002])),
   ]
-  note = _decay_note(biases, 0, 0.05, 2.0)
+  note = decay_note(biases, 0, 0.05, 2.0)
   assert "shrinks to 0.80" in note
   assert "bias bound is 10.5%" in note  # 0.042 * 0.5 / 0.2
 
