@@ -341,8 +341,7 @@ def test_rmsprop_ladders_are_sized_by_the_measured_preconditioner(key):
   # Isotropic quadratic, loss curvature 1: at stationarity E[w_i^2] = 1 /
   # (nβ + γ), so RMSprop's second moment V_i ~ 1/110 and G_i = 1 / (delta +
   # sqrt(V_i)) ~ 5.1 (delta = 0.1); the smallest over 10 coordinates and
-  # the chains lies below that, and far above the 1 the first ladder
-  # assumes.
+  # the chains lies below that, and far above 1.
   case = known_cases.isotropic_quadratic(10)
   cfg = dataclasses.replace(case.cfg, sampler="rmsprop_sgld")
   _, report = autotune(
@@ -351,14 +350,21 @@ def test_rmsprop_ladders_are_sized_by_the_measured_preconditioner(key):
   typical = 1 / (cfg.rmsprop_eps + (cfg.nbeta + cfg.localization) ** -0.5)
   scales = np.array([float(r.step_scale) for r in report.rows])
   assert np.all((3.0 < scales) & (scales < typical)), report.summary()
-  # Ladder i + 1's burn-in is a whole multiple of two relaxation times
-  # 2 / (eps_min G γ), G the smallest of ladder i.
-  ladders = {}
+  # The pilot runs two relaxation times at the largest G = 1 / delta, at
+  # ladder 1's smallest step; ladder i's burn-in is a whole multiple of two
+  # relaxation times 2 / (eps_min G γ), G the smallest of the run before
+  # (ladder 0: the pilot).
+  pilot = report.rows[0]
+  assert pilot.phase == "pilot", report.summary()
+  fastest = relaxation_steps(pilot.step_size, cfg, 1 / cfg.rmsprop_eps)
+  assert pilot.num_burnin == math.ceil(BURNIN_RELAXATIONS * fastest)
+  ladders = {0: [pilot]}
   for r in report.rows:
     if r.phase.startswith("ladder"):
       ladders.setdefault(int(r.phase.split()[1]), []).append(r)
-  assert len(ladders) >= 2, report.summary()
-  for i in range(2, len(ladders) + 1):
+  assert len(ladders) >= 3, report.summary()
+  assert ladders[1][-1].step_size == pilot.step_size
+  for i in range(1, len(ladders)):
     scale = min(float(r.step_scale) for r in ladders[i - 1])
     eps_min = ladders[i][-1].step_size
     unit = math.ceil(BURNIN_RELAXATIONS * relaxation_steps(eps_min, cfg, scale))

@@ -17,7 +17,8 @@ the minibatch size, and the samplers' own hyperparameters, which are kept);
    relaxation times of the smallest step (``2 / (eps γ)`` steps for SGLD: the
    localization's; the stationarity check alone misses this transient;
    ``2 / (eps G γ)`` for RMSprop-SGLD, G the preconditioner's smallest value
-   over the coordinates, measured on the ladder before: 1 on the first).
+   over the coordinates, measured on the ladder before or, for the first, by
+   a pilot run at its smallest step: ``ladders.pilot_scale``).
    With a bias linear in eps, ``est(eps) - est(eps / r) = (1 - 1/r)
    bias(eps)``: a rung's relative bias is ``r / (r - 1)`` times its
    difference to the next smaller rung, bounded above with a one-sided 95%

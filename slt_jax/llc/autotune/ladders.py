@@ -206,6 +206,26 @@ def _choice_reason(
   return why + decay_note(biases, k, tolerance, ratio)
 
 
+def pilot_scale(runner: Runner, step_size: float) -> float:
+  """The step scale G the first ladder is sized for: 1, or for RMSprop-SGLD
+  the smallest preconditioner a pilot run at ``step_size`` measures
+  (``measured_scale``; 1 when the budget cannot pay it).
+
+  The pilot's burn-in is ``BURNIN_RELAXATIONS`` relaxation times at the
+  largest G, ``1 / delta``, the fastest any coordinate relaxes: the second
+  moment V grows as the chains spread, so G falls during the first
+  relaxation; a pilot of a few EMA times (``1 / (1 - decay)`` steps) alone
+  would read G too large.
+  """
+  cfg = runner.cfg
+  if cfg.sampler != "rmsprop_sgld":
+    return 1.0
+  largest = relaxation_steps(step_size, cfg, 1.0 / cfg.rmsprop_eps)
+  burnin = math.ceil(BURNIN_RELAXATIONS * largest)
+  rungs = runner.sample("pilot", [step_size], burnin, MIN_DRAWS)
+  return 1.0 if rungs is None else measured_scale(rungs, 1.0)
+
+
 def search(
   runner: Runner, top: float, ratio: float, size: int, tolerance: float
 ) -> tuple[Optional[int], Optional[Ladder], str]:
@@ -216,7 +236,7 @@ def search(
     None, why).
   """
   burnin_factor = draws_factor = 1
-  last, scale = None, 1.0
+  last, scale = None, pilot_scale(runner, top / ratio ** (size - 1))
   for i in range(1, MAX_LADDERS + 1):
     steps = [top / ratio**j for j in range(size)]
     burnin, draws = _ladder_lengths(

@@ -95,7 +95,7 @@ def _final_reason(
     ""
     if step_scale == 1.0
     else f" of 2 / (eps G γ) with G = {step_scale:.3g}, the preconditioner's"
-    " smallest value on the ladder before"
+    " smallest value on the run before"
   )
   return (
     f"{why}; with {cfg.num_burnin} burn-in steps "
