@@ -16,7 +16,9 @@ class TuneRow(NamedTuple):
   """One run of one step size; arrays have the points' batch shape.
 
   Attributes:
-    phase: ``"ladder i"`` (the i-th ladder of step sizes) or ``"extend i"``.
+    phase: ``"pilot"`` (RMSprop-SGLD's run that measures its preconditioner
+      for the first ladder), ``"ladder i"`` (the i-th ladder of step sizes)
+      or ``"extend i"``.
     step_size: eps.
     num_burnin: burn-in steps.
     num_draws: draws.
