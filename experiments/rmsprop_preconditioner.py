@@ -3,10 +3,11 @@
 RMSprop-SGLD scales the step of coordinate i by ``G_i = 1 / (delta +
 sqrt(V_i))``, V the running mean of the squared minibatch loss gradient, so
 the localization relaxes coordinate i in ``2 / (eps G_i γ)`` steps.
-``slt_jax.llc.autotune`` does not know G before its first ladder and sizes
-that one for G = 1 (``relaxation_steps``); later ladders use the smallest G
-the ladder before measured (``ChainDiagnostics.step_scale``, the last
-step's). This experiment, the independent check of that measurement,
+``slt_jax.llc.autotune`` sizes every ladder by the smallest G the run
+before measured (``ChainDiagnostics.step_scale``, the last step's): a short
+pilot run before the first ladder, the ladder before after that (before the
+pilot it took G = 1). This experiment, the independent check of that
+measurement,
 runs one RMSprop-SGLD chain (``slt_jax.samplers.sgld``) at the step
 autotune chose in a ``experiments.dln_benchmark`` row, on that row's
 network and data, and records G's quantiles over the coordinates at
