@@ -220,8 +220,8 @@ def pilot_scale(runner: Runner, step_size: float) -> float:
   cfg = runner.cfg
   if cfg.sampler != "rmsprop_sgld":
     return 1.0
-  largest = relaxation_steps(step_size, cfg, 1.0 / cfg.rmsprop_eps)
-  burnin = math.ceil(BURNIN_RELAXATIONS * largest)
+  fastest = relaxation_steps(step_size, cfg, 1.0 / cfg.rmsprop_eps)
+  burnin = math.ceil(BURNIN_RELAXATIONS * fastest)
   rungs = runner.sample("pilot", [step_size], burnin, MIN_DRAWS)
   return 1.0 if rungs is None else measured_scale(rungs, 1.0)
 
