@@ -7,9 +7,8 @@ the localization relaxes coordinate i in ``2 / (eps G_i γ)`` steps.
 before measured (``ChainDiagnostics.step_scale``, the last step's): a short
 pilot run before the first ladder, the ladder before after that (before the
 pilot it took G = 1). This experiment, the independent check of that
-measurement,
-runs one RMSprop-SGLD chain (``slt_jax.samplers.sgld``) at the step
-autotune chose in a ``experiments.dln_benchmark`` row, on that row's
+measurement, runs one RMSprop-SGLD chain (``slt_jax.samplers.sgld``) at the
+step autotune chose in a ``experiments.dln_benchmark`` row, on that row's
 network and data, and records G's quantiles over the coordinates at
 ``segments`` checkpoints, with ``|w - w*|^2``; ``relaxation_ratio`` is the
 smallest G over the second half of the checkpoints, the factor by which
